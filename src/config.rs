@@ -1,0 +1,259 @@
+//! Configuration from the environment (and `.env`), parsed once at start-up.
+//!
+//! Every variable of SPEC §2 lives here with its default. A bad value stops start-up with an error
+//! that names the variable; secrets are wrapped so that `Debug` never prints them.
+
+use std::{collections::HashMap, fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+use chrono_tz::Tz;
+
+/// A value that must never reach a log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {var}={value:?}: {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: Option<Secret>,
+    pub data_dir: PathBuf,
+    pub bind_addr: SocketAddr,
+    pub jwt_secret: Option<Secret>,
+    pub starsender_api_url: String,
+    pub starsender_api_key: Option<Secret>,
+    pub starsender_timeout: Duration,
+    pub send_rate_per_second: u32,
+    pub send_burst: u32,
+    pub send_max_attempts: u32,
+    pub send_backoff_base: Duration,
+    pub send_backoff_max: Duration,
+    pub send_retry_ambiguous: bool,
+    pub worker_concurrency: usize,
+    pub app_timezone: Tz,
+    pub reminder_scheduler_hour: u32,
+    pub reminder_scheduler_minute: u32,
+    pub reminder_days_threshold: u32,
+    pub service_phone: String,
+    pub public_send_endpoints: bool,
+    pub public_send_rate_per_minute: u32,
+    pub job_retention_days: u32,
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Reads the process environment, after loading `.env` if there is one.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        // A missing .env is normal; a malformed one is reported by the variables it fails to set.
+        let _ = dotenvy::dotenv();
+        Self::from_map(&std::env::vars().collect())
+    }
+
+    /// Parses a set of variables; unset or empty means "use the default".
+    pub fn from_map(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let env = Env(vars);
+        let send_backoff_base = Duration::from_secs(env.parse("SEND_BACKOFF_BASE_SECS", 10u64)?);
+        let send_backoff_max = Duration::from_secs(env.parse("SEND_BACKOFF_MAX_SECS", 3600u64)?);
+        if send_backoff_max < send_backoff_base {
+            return Err(env.invalid(
+                "SEND_BACKOFF_MAX_SECS",
+                "must not be smaller than SEND_BACKOFF_BASE_SECS",
+            ));
+        }
+        let config = Self {
+            database_url: env.get("DATABASE_URL").map(Secret::new),
+            data_dir: PathBuf::from(env.get("DATA_DIR").unwrap_or("./data")),
+            bind_addr: env.parse("BIND_ADDR", SocketAddr::from(([0, 0, 0, 0], 8000)))?,
+            jwt_secret: env.get("JWT_SECRET").map(Secret::new),
+            starsender_api_url: env.url(
+                "STARSENDER_API_URL",
+                "https://api.starsender.online/api/send",
+            )?,
+            starsender_api_key: env.get("STARSENDER_API_KEY").map(Secret::new),
+            starsender_timeout: Duration::from_secs(env.positive("STARSENDER_TIMEOUT_SECS", 30)?),
+            send_rate_per_second: env.parse("SEND_RATE_PER_SECOND", 1u32)?,
+            send_burst: env.positive("SEND_BURST", 1)? as u32,
+            send_max_attempts: env.positive("SEND_MAX_ATTEMPTS", 8)? as u32,
+            send_backoff_base,
+            send_backoff_max,
+            send_retry_ambiguous: env.boolean("SEND_RETRY_AMBIGUOUS", true)?,
+            worker_concurrency: env.positive("WORKER_CONCURRENCY", 4)? as usize,
+            app_timezone: env.parse("APP_TIMEZONE", chrono_tz::Asia::Jakarta)?,
+            reminder_scheduler_hour: env.bounded("REMINDER_SCHEDULER_HOUR", 7, 0..=23)?,
+            reminder_scheduler_minute: env.bounded("REMINDER_SCHEDULER_MINUTE", 0, 0..=59)?,
+            reminder_days_threshold: env.bounded("REMINDER_DAYS_THRESHOLD", 3, 1..=366)?,
+            service_phone: env.get("SERVICE_PHONE").unwrap_or("08551000727").to_owned(),
+            public_send_endpoints: env.boolean("PUBLIC_SEND_ENDPOINTS", false)?,
+            public_send_rate_per_minute: env.positive("PUBLIC_SEND_RATE_PER_MINUTE", 10)? as u32,
+            job_retention_days: env.parse("JOB_RETENTION_DAYS", 14u32)?,
+            log_format: match env.get("LOG_FORMAT").unwrap_or("text") {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => return Err(env.invalid("LOG_FORMAT", "expected `text` or `json`")),
+            },
+        };
+        Ok(config)
+    }
+
+    /// True when no API key is configured: sends go to the built-in sandbox gateway.
+    pub fn sandbox(&self) -> bool {
+        self.starsender_api_key.is_none()
+    }
+
+    /// The exponential backoff schedule from the configuration.
+    pub fn backoff(&self) -> crate::queue::backoff::Backoff {
+        crate::queue::backoff::Backoff::new(self.send_backoff_base, self.send_backoff_max)
+    }
+}
+
+struct Env<'a>(&'a HashMap<String, String>);
+
+impl Env<'_> {
+    fn get(&self, var: &str) -> Option<&str> {
+        self.0.get(var).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    fn invalid(&self, var: &'static str, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            var,
+            value: self.get(var).unwrap_or_default().to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    fn parse<T>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr,
+        T::Err: fmt::Display,
+    {
+        match self.get(var) {
+            None => Ok(default),
+            Some(raw) => raw
+                .parse()
+                .map_err(|e: T::Err| self.invalid(var, e.to_string())),
+        }
+    }
+
+    fn positive(&self, var: &'static str, default: u64) -> Result<u64, ConfigError> {
+        let value = self.parse(var, default)?;
+        if value == 0 {
+            return Err(self.invalid(var, "must be greater than zero"));
+        }
+        Ok(value)
+    }
+
+    fn bounded(
+        &self,
+        var: &'static str,
+        default: u32,
+        range: std::ops::RangeInclusive<u32>,
+    ) -> Result<u32, ConfigError> {
+        let value = self.parse(var, default)?;
+        if !range.contains(&value) {
+            return Err(self.invalid(
+                var,
+                format!("must be between {} and {}", range.start(), range.end()),
+            ));
+        }
+        Ok(value)
+    }
+
+    fn boolean(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(var).map(str::to_ascii_lowercase).as_deref() {
+            None => Ok(default),
+            Some("true" | "1" | "yes" | "on") => Ok(true),
+            Some("false" | "0" | "no" | "off") => Ok(false),
+            Some(_) => Err(self.invalid(var, "expected true or false")),
+        }
+    }
+
+    fn url(&self, var: &'static str, default: &str) -> Result<String, ConfigError> {
+        let raw = self.get(var).unwrap_or(default);
+        match reqwest::Url::parse(raw) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(raw.to_owned()),
+            Ok(_) => Err(self.invalid(var, "must be an http(s) URL")),
+            Err(e) => Err(self.invalid(var, e.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_map(&vars)
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.bind_addr.to_string(), "0.0.0.0:8000");
+        assert_eq!(c.send_rate_per_second, 1);
+        assert_eq!(c.send_max_attempts, 8);
+        assert_eq!(c.send_backoff_base, Duration::from_secs(10));
+        assert_eq!(c.worker_concurrency, 4);
+        assert_eq!(c.app_timezone, chrono_tz::Asia::Jakarta);
+        assert_eq!(c.service_phone, "08551000727");
+        assert!(c.sandbox());
+        assert!(!c.public_send_endpoints);
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        let err = parse(&[("SEND_MAX_ATTEMPTS", "many")]).unwrap_err();
+        assert_eq!(err.var, "SEND_MAX_ATTEMPTS");
+        let err = parse(&[("APP_TIMEZONE", "Mars/Olympus")]).unwrap_err();
+        assert_eq!(err.var, "APP_TIMEZONE");
+        let err = parse(&[("REMINDER_SCHEDULER_HOUR", "24")]).unwrap_err();
+        assert_eq!(err.var, "REMINDER_SCHEDULER_HOUR");
+        let err = parse(&[("STARSENDER_API_URL", "ftp://x")]).unwrap_err();
+        assert_eq!(err.var, "STARSENDER_API_URL");
+        let err = parse(&[("PUBLIC_SEND_ENDPOINTS", "maybe")]).unwrap_err();
+        assert_eq!(err.var, "PUBLIC_SEND_ENDPOINTS");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let c = parse(&[
+            ("STARSENDER_API_KEY", "sk-live-123"),
+            ("JWT_SECRET", "hush"),
+        ])
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("sk-live-123") && !shown.contains("hush"),
+            "{shown}"
+        );
+    }
+}

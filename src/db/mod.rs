@@ -1,0 +1,43 @@
+//! The database: connecting, migrating (ours and apalis'), and the embedded default cluster.
+
+pub mod embedded;
+
+use std::time::Duration;
+
+use sqlx::{PgPool, postgres::PgPoolOptions};
+
+/// Our own migrations, in `migrations/`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to the database: {e}"))?;
+    Ok(pool)
+}
+
+/// Applies apalis' schema first (our tables reference its jobs), then ours. Idempotent.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    apalis_postgres::PostgresStorage::setup(pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("apalis migrations failed: {e}"))?;
+    MIGRATOR
+        .run(pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("migrations failed: {e}"))?;
+    Ok(())
+}
+
+/// True when the database answers and every migration of ours is applied (`/health/ready`).
+pub async fn is_ready(pool: &PgPool) -> bool {
+    let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    let applied: Result<Option<i64>, _> =
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await;
+    matches!(applied, Ok(Some(v)) if v >= latest)
+}

@@ -1,0 +1,58 @@
+//! `/openapi.json`, generated from the handlers' annotations, and `/docs`, a self-contained
+//! page (no CDN) that lists every operation and can call it with a pasted token.
+
+use axum::{Json, Router, response::Html, routing::get};
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
+
+use crate::state::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "bengkel-whatsapp", description = "Durable WhatsApp messaging for vehicle workshops: every send is a persisted job."),
+    paths(
+        crate::http::health,
+        crate::http::ready,
+        crate::http::metrics_text,
+        crate::messages::routes::send,
+        crate::messages::routes::send_simple,
+        crate::messages::routes::send_with_file,
+        crate::messages::routes::send_scheduled,
+        crate::messages::routes::list,
+        crate::messages::routes::detail,
+        crate::messages::routes::cancel,
+        crate::gateway::sandbox::list,
+    ),
+    modifiers(&BearerAuth),
+    tags((name = "messages", description = "Send and track WhatsApp messages"),
+         (name = "health"), (name = "sandbox", description = "The built-in StarSender sandbox"))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .route(
+            "/docs",
+            get(|| async { Html(include_str!("../../assets/docs.html")) }),
+        )
+}

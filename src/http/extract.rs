@@ -1,0 +1,145 @@
+//! Extractors whose rejections speak our envelope: malformed JSON or query → 400 (SPEC §3).
+//! Bodies are read as a JSON object and validated field by field by the feature modules, so
+//! that a client gets every invalid field at once as 422 `errors[]`.
+
+use axum::{
+    body::Bytes,
+    extract::{FromRequest, FromRequestParts, Request},
+    http::request::Parts,
+};
+use serde_json::{Map, Value};
+
+use crate::error::AppError;
+
+/// A request body that must be a JSON object.
+pub struct JsonObject(pub Map<String, Value>);
+
+impl<S: Send + Sync> FromRequest<S> for JsonObject {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| AppError::BadRequest(format!("cannot read the request body: {e}")))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(AppError::BadRequest(
+                "the request body is empty; expected a JSON object".into(),
+            ));
+        }
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(map)) => Ok(Self(map)),
+            Ok(_) => Err(AppError::BadRequest(
+                "the request body must be a JSON object".into(),
+            )),
+            Err(e) => Err(AppError::BadRequest(format!("malformed JSON: {e}"))),
+        }
+    }
+}
+
+/// The query string as ordered pairs; a string that is not valid `x-www-form-urlencoded` → 400.
+pub struct QueryPairs(pub Vec<(String, String)>);
+
+impl QueryPairs {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+            .map(Self)
+            .map_err(|e| AppError::BadRequest(format!("malformed query string: {e}")))
+    }
+}
+
+/// Field readers that collect errors instead of stopping at the first one.
+pub struct Fields<'a> {
+    map: &'a Map<String, Value>,
+    pub errors: Vec<crate::error::FieldError>,
+}
+
+impl<'a> Fields<'a> {
+    pub fn new(map: &'a Map<String, Value>) -> Self {
+        Self {
+            map,
+            errors: Vec::new(),
+        }
+    }
+
+    fn error(&mut self, field: &str, message: impl Into<String>) {
+        self.errors
+            .push(crate::error::FieldError::new(field, message));
+    }
+
+    pub fn present(&self, field: &str) -> bool {
+        !matches!(self.map.get(field), None | Some(Value::Null))
+    }
+
+    pub fn required_str(&mut self, field: &str) -> Option<&'a str> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => {
+                self.error(field, "is required");
+                None
+            }
+            Some(Value::String(s)) => Some(s.as_str()),
+            Some(_) => {
+                self.error(field, "must be a string");
+                None
+            }
+        }
+    }
+
+    pub fn optional_str(&mut self, field: &str) -> Option<&'a str> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.as_str()),
+            Some(_) => {
+                self.error(field, "must be a string");
+                None
+            }
+        }
+    }
+
+    pub fn optional_i64(&mut self, field: &str) -> Option<i64> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(v) => Some(v),
+                None => {
+                    self.error(field, "must be an integer");
+                    None
+                }
+            },
+            Some(_) => {
+                self.error(field, "must be an integer");
+                None
+            }
+        }
+    }
+
+    /// Records an error against `field` from a fallible check.
+    pub fn check<T, E: std::fmt::Display>(&mut self, field: &str, r: Result<T, E>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.error(field, e.to_string());
+                None
+            }
+        }
+    }
+
+    pub fn into_result(self) -> Result<(), AppError> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(AppError::Validation(self.errors))
+        }
+    }
+}

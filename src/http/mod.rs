@@ -1,0 +1,130 @@
+//! The HTTP surface: routers per role, the envelope, auth, request ids, tracing and metrics.
+
+pub mod auth;
+pub mod docs;
+pub mod envelope;
+pub mod extract;
+
+use std::time::{Duration, Instant};
+
+use axum::{
+    Router,
+    extract::{MatchedPath, Request, State},
+    http::{HeaderName, StatusCode},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde_json::json;
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+
+use crate::{error::AppError, http::envelope::Reply, state::AppState};
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Which business routes a process serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// `serve` and `api`: everything.
+    Full,
+    /// `worker`: health, metrics and (in sandbox mode) the sandbox gateway only.
+    Internal,
+}
+
+pub fn router(state: AppState, surface: Surface) -> Router {
+    let mut app = Router::new()
+        .route("/health", get(health))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics_text));
+    if state.config.sandbox() {
+        app = app.merge(crate::gateway::sandbox::router());
+    }
+    if surface == Surface::Full {
+        app = app
+            .merge(crate::messages::routes::router())
+            .merge(docs::router());
+    }
+    app.fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(record_metrics))
+        .layer(CatchPanicLayer::custom(|_| AppError::Internal(anyhow::anyhow!("handler panicked")).into_response()))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let request_id = req
+                .extensions()
+                .get::<RequestId>()
+                .and_then(|id| id.header_value().to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id)
+        }))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn not_found() -> AppError {
+    AppError::NotFound("no such endpoint".into())
+}
+
+async fn method_not_allowed() -> Response {
+    let body =
+        json!({"success": false, "data": {}, "message": "method not allowed on this endpoint"});
+    (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
+}
+
+/// `bengkel_http_requests_total` / `_duration_seconds`, labelled by the route template.
+async fn record_metrics(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("bengkel_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("bengkel_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Liveness: 200 while the process runs.
+#[utoipa::path(get, path = "/health", tag = "health", responses((status = 200)))]
+pub async fn health() -> Reply<serde_json::Value> {
+    Reply::ok(json!({"status": "ok"}), "alive")
+}
+
+/// Readiness: 200 when the database answers and is migrated, else 503.
+#[utoipa::path(get, path = "/health/ready", tag = "health", responses((status = 200), (status = 503)))]
+pub async fn ready(State(state): State<AppState>) -> Result<Reply<serde_json::Value>, AppError> {
+    let check =
+        tokio::time::timeout(Duration::from_secs(3), crate::db::is_ready(&state.pool)).await;
+    if matches!(check, Ok(true)) {
+        Ok(Reply::ok(
+            json!({"status": "ready", "database": "ok"}),
+            "ready",
+        ))
+    } else {
+        Err(AppError::Unavailable(
+            "database unreachable or not migrated".into(),
+        ))
+    }
+}
+
+/// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, content_type = "text/plain")))]
+pub async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        state.metrics.render(),
+    )
+}

@@ -1,0 +1,15 @@
+//! bengkel-whatsapp: every WhatsApp send is a persisted apalis job in PostgreSQL.
+
+pub mod app;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod gateway;
+pub mod http;
+pub mod messages;
+pub mod queue;
+pub mod state;
+pub mod telemetry;
+pub mod worker;

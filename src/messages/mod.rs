@@ -1,0 +1,139 @@
+//! WhatsApp messages: validated here, stored with their send job, sent by the worker.
+//!
+//! Follow the names: [`request`] validates, [`repo`] stores (message + job in one transaction),
+//! [`job`] is the worker that throttles, calls the gateway and records the outcome,
+//! [`routes`] is the HTTP surface.
+
+pub mod job;
+pub mod phone;
+pub mod repo;
+pub mod request;
+pub mod routes;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Adhoc,
+    Maintenance,
+    Manual,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Adhoc => "adhoc",
+            Kind::Maintenance => "maintenance",
+            Kind::Manual => "manual",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "adhoc" => Some(Kind::Adhoc),
+            "maintenance" => Some(Kind::Maintenance),
+            "manual" => Some(Kind::Manual),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Queued,
+    Sending,
+    Sent,
+    Retrying,
+    Failed,
+    Cancelled,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Sending => "sending",
+            Status::Sent => "sent",
+            Status::Retrying => "retrying",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Status::Queued,
+            Status::Sending,
+            Status::Sent,
+            Status::Retrying,
+            Status::Failed,
+            Status::Cancelled,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+}
+
+/// A stored message as clients see it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Message {
+    pub id: Uuid,
+    pub kind: Kind,
+    #[sqlx(rename = "to_phone")]
+    pub to: String,
+    pub body: String,
+    #[sqlx(rename = "file_url")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    pub status: Status,
+    pub run_at: DateTime<Utc>,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub gateway_response: Option<serde_json::Value>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub failed_at: Option<DateTime<Utc>>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+    pub job_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One gateway call of a message.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Attempt {
+    pub attempt: i32,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub outcome: String,
+    pub class: String,
+    pub error: Option<String>,
+}
+
+/// What a `202` answers with (SPEC §4).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Accepted {
+    pub id: Uuid,
+    pub status: Status,
+    pub kind: Kind,
+    pub to: String,
+    pub run_at: DateTime<Utc>,
+}
+
+impl From<&Message> for Accepted {
+    fn from(m: &Message) -> Self {
+        Self {
+            id: m.id,
+            status: m.status,
+            kind: m.kind,
+            to: m.to.clone(),
+            run_at: m.run_at,
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! `/whatsapp/*`: the send endpoints and the message read/cancel API (SPEC §4).
+
+use axum::{
+    Router,
+    extract::{Path, State},
+    http::HeaderMap,
+    routing::{get, post},
+};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{
+    Accepted, Attempt, Kind, Message, Status,
+    phone::PhoneNumber,
+    repo::{self, Cancelled, ListFilter, Origin, Stored},
+    request::{self, NewMessage},
+};
+use crate::{
+    error::{AppError, AppResult},
+    http::{
+        auth::{Caller, SendCaller},
+        envelope::Reply,
+        extract::{JsonObject, QueryPairs},
+    },
+    state::AppState,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/whatsapp/send", post(send))
+        .route("/whatsapp/send-simple", post(send_simple))
+        .route("/whatsapp/send-with-file", post(send_with_file))
+        .route("/whatsapp/send-scheduled", post(send_scheduled))
+        .route("/whatsapp/messages", get(list))
+        .route("/whatsapp/messages/{id}", get(detail))
+        .route("/whatsapp/messages/{id}/cancel", post(cancel))
+}
+
+const MAX_KEY_LEN: usize = 255;
+
+fn idempotency_key(headers: &HeaderMap) -> AppResult<Option<String>> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = v
+        .to_str()
+        .map_err(|_| AppError::validation("Idempotency-Key", "must be visible ASCII"))?
+        .trim();
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return Err(AppError::validation(
+            "Idempotency-Key",
+            format!("must be 1 to {MAX_KEY_LEN} characters"),
+        ));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+async fn enqueue(
+    state: &AppState,
+    new: NewMessage,
+    scope: &str,
+    headers: &HeaderMap,
+) -> AppResult<Reply<Accepted>> {
+    let key = idempotency_key(headers)?;
+    let origin = Origin {
+        created_by: scope,
+        idempotency_key: key.as_deref(),
+    };
+    match repo::store(&state.pool, &new, origin, state.config.send_max_attempts).await? {
+        Stored::Created(m) => {
+            let message = if m.run_at > chrono::Utc::now() {
+                "Message scheduled"
+            } else {
+                "Message queued"
+            };
+            Ok(Reply::accepted(Accepted::from(&m), message))
+        }
+        Stored::Replayed(m) => Ok(Reply::ok(
+            Accepted {
+                status: m.status,
+                ..Accepted::from(&m)
+            },
+            "Idempotency-Key replay: this request was already accepted",
+        )),
+        Stored::KeyConflict => Err(AppError::Conflict(
+            "Idempotency-Key was already used for a different request".into(),
+        )),
+    }
+}
+
+/// Queue a WhatsApp message (immediate, delayed or scheduled).
+#[utoipa::path(post, path = "/whatsapp/send", tag = "messages",
+    request_body(content = Object, description = "`{to, body, file?, delay?, schedule?}`",
+        example = json!({"to": "0812 3456 789", "body": "Kendaraan Anda sudah selesai diservis", "delay": 5})),
+    params(("Idempotency-Key" = Option<String>, Header, description = "replays return the original message")),
+    responses((status = 202, description = "queued", body = Accepted), (status = 200, description = "idempotent replay"),
+        (status = 400, description = "malformed JSON"), (status = 401), (status = 409, description = "key reused"), (status = 422, description = "invalid field")),
+    security(("bearer" = [])))]
+pub async fn send(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonObject(body): JsonObject,
+) -> AppResult<Reply<Accepted>> {
+    let new = request::from_json(&body)?;
+    enqueue(&state, new, &caller.sub, &headers).await
+}
+
+/// Queue a text message from query parameters `phone`, `message`.
+#[utoipa::path(post, path = "/whatsapp/send-simple", tag = "messages",
+    params(("phone" = String, Query), ("message" = String, Query)),
+    responses((status = 202, body = Accepted), (status = 401), (status = 422), (status = 429, description = "public per-IP limit")),
+    security(("bearer" = []), ()))]
+pub async fn send_simple(
+    State(state): State<AppState>,
+    caller: SendCaller,
+    headers: HeaderMap,
+    q: QueryPairs,
+) -> AppResult<Reply<Accepted>> {
+    let new = request::from_query(&q, false, false)?;
+    enqueue(&state, new, &caller.scope(), &headers).await
+}
+
+/// Queue a media message from query parameters `phone`, `message`, `file_url`.
+#[utoipa::path(post, path = "/whatsapp/send-with-file", tag = "messages",
+    params(("phone" = String, Query), ("message" = String, Query), ("file_url" = String, Query)),
+    responses((status = 202, body = Accepted), (status = 401), (status = 422), (status = 429)),
+    security(("bearer" = []), ()))]
+pub async fn send_with_file(
+    State(state): State<AppState>,
+    caller: SendCaller,
+    headers: HeaderMap,
+    q: QueryPairs,
+) -> AppResult<Reply<Accepted>> {
+    let new = request::from_query(&q, true, false)?;
+    enqueue(&state, new, &caller.scope(), &headers).await
+}
+
+/// Queue a message for `schedule_timestamp_ms` (unix milliseconds).
+#[utoipa::path(post, path = "/whatsapp/send-scheduled", tag = "messages",
+    params(("phone" = String, Query), ("message" = String, Query), ("schedule_timestamp_ms" = i64, Query)),
+    responses((status = 202, body = Accepted), (status = 401), (status = 422), (status = 429)),
+    security(("bearer" = []), ()))]
+pub async fn send_scheduled(
+    State(state): State<AppState>,
+    caller: SendCaller,
+    headers: HeaderMap,
+    q: QueryPairs,
+) -> AppResult<Reply<Accepted>> {
+    let new = request::from_query(&q, false, true)?;
+    enqueue(&state, new, &caller.scope(), &headers).await
+}
+
+/// A message id from the path; anything that is not a UUID cannot name a message → 404.
+fn message_id(raw: &str) -> AppResult<Uuid> {
+    Uuid::parse_str(raw).map_err(|_| AppError::NotFound(format!("message {raw} not found")))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MessageDetail {
+    #[serde(flatten)]
+    message: Message,
+    history: History,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct History {
+    created_at: chrono::DateTime<chrono::Utc>,
+    first_attempt_at: Option<chrono::DateTime<chrono::Utc>>,
+    last_attempt_at: Option<chrono::DateTime<chrono::Utc>>,
+    attempts: Vec<Attempt>,
+}
+
+/// One message with its status history.
+#[utoipa::path(get, path = "/whatsapp/messages/{id}", tag = "messages",
+    params(("id" = String, Path)), responses((status = 200, body = MessageDetail), (status = 404)),
+    security(("bearer" = [])))]
+pub async fn detail(
+    State(state): State<AppState>,
+    _: Caller,
+    Path(id): Path<String>,
+) -> AppResult<Reply<MessageDetail>> {
+    let id = message_id(&id)?;
+    let mut conn = state.pool.acquire().await?;
+    let message = repo::find(&mut conn, id)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("message {id} not found")))?;
+    drop(conn);
+    let attempts = repo::attempts(&state.pool, id).await?;
+    let history = History {
+        created_at: message.created_at,
+        first_attempt_at: attempts.first().map(|a| a.started_at),
+        last_attempt_at: attempts.last().map(|a| a.finished_at),
+        attempts,
+    };
+    Ok(Reply::ok(
+        MessageDetail { message, history },
+        "Message found",
+    ))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MessagePage {
+    items: Vec<Message>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    next_cursor: Option<Uuid>,
+}
+
+/// Messages, newest first; filters `status`, `kind`, `to`; `limit` ≤ 500; `cursor`.
+#[utoipa::path(get, path = "/whatsapp/messages", tag = "messages",
+    params(("status" = Option<String>, Query), ("kind" = Option<String>, Query), ("to" = Option<String>, Query),
+        ("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = MessagePage), (status = 422)), security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    _: Caller,
+    q: QueryPairs,
+) -> AppResult<Reply<MessagePage>> {
+    let mut errors = Vec::new();
+    let mut bad =
+        |field: &str, message: &str| errors.push(crate::error::FieldError::new(field, message));
+    let status = q.get("status").and_then(|s| {
+        let st = Status::parse(s);
+        if st.is_none() {
+            bad(
+                "status",
+                "must be one of queued, sending, sent, retrying, failed, cancelled",
+            );
+        }
+        st
+    });
+    let kind = q.get("kind").and_then(|s| {
+        let k = Kind::parse(s);
+        if k.is_none() {
+            bad("kind", "must be one of adhoc, maintenance, manual");
+        }
+        k
+    });
+    let to = q.get("to").and_then(|s| match PhoneNumber::parse(s) {
+        Ok(p) => Some(p.as_str().to_owned()),
+        Err(e) => {
+            bad("to", &e.to_string());
+            None
+        }
+    });
+    let limit = match q.get("limit").map(|s| s.parse::<i64>()) {
+        None => 50,
+        Some(Ok(n)) if (1..=500).contains(&n) => n,
+        Some(_) => {
+            bad("limit", "must be an integer between 1 and 500");
+            50
+        }
+    };
+    let before = q.get("cursor").and_then(|s| {
+        let c = Uuid::parse_str(s).ok();
+        if c.is_none() {
+            bad("cursor", "is not a cursor returned by this endpoint");
+        }
+        c
+    });
+    if !errors.is_empty() {
+        return Err(AppError::Validation(errors));
+    }
+    let items = repo::list(
+        &state.pool,
+        &ListFilter {
+            status,
+            kind,
+            to,
+            before,
+            limit,
+        },
+    )
+    .await?;
+    let next_cursor = (items.len() as i64 == limit)
+        .then(|| items.last().map(|m| m.id))
+        .flatten();
+    let n = items.len();
+    Ok(Reply::ok(
+        MessagePage { items, next_cursor },
+        format!("{n} message(s)"),
+    ))
+}
+
+/// Cancel a message that is not yet sent.
+#[utoipa::path(post, path = "/whatsapp/messages/{id}/cancel", tag = "messages",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Message), (status = 404), (status = 409, description = "sending or finished")),
+    security(("bearer" = [])))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    _: Caller,
+    Path(id): Path<String>,
+) -> AppResult<Reply<Message>> {
+    let id = message_id(&id)?;
+    match repo::cancel(&state.pool, id).await? {
+        Cancelled::Done(m) => Ok(Reply::ok(m, "Message cancelled")),
+        Cancelled::NotFound => Err(AppError::NotFound(format!("message {id} not found"))),
+        Cancelled::TooLate(status) => Err(AppError::Conflict(format!(
+            "message is {} and can no longer be cancelled",
+            status.as_str()
+        ))),
+    }
+}

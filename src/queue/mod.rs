@@ -1,0 +1,138 @@
+//! The apalis queues on PostgreSQL and the SQL we write around them.
+//!
+//! Jobs live in `apalis.jobs` and are run by apalis workers. We insert them ourselves (inside the
+//! caller's transaction, with full timestamp precision, `now()` for immediate jobs so that
+//! apalis' NOTIFY trigger fires) and keep payloads to a tiny stable JSON so that a payload can
+//! never poison a worker.
+
+pub mod backoff;
+
+use std::time::Duration;
+
+use apalis::prelude::Strategy;
+use apalis_core::backend::ext::poll_strategy::PollWith;
+use apalis_postgres::{PostgresStorage, Pubsub};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// Ad-hoc and reminder sends: one job per message.
+pub const SEND_QUEUE: &str = "whatsapp-send";
+
+/// How often an idle worker looks for due jobs that no NOTIFY announced (scheduled, retries).
+pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The payload of a send job: only the message id; the message lives in `messages`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SendJob {
+    pub message_id: Uuid,
+}
+
+/// A job to insert: its id (a ULID, as apalis requires), payload, when it is due (`None` = now,
+/// the transaction's `now()`, so that apalis' NOTIFY trigger announces it) and its attempts.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: String,
+    pub payload: Vec<u8>,
+    pub run_at: Option<DateTime<Utc>>,
+    pub max_attempts: i32,
+}
+
+impl NewJob {
+    pub fn send(message_id: Uuid, run_at: Option<DateTime<Utc>>, max_attempts: u32) -> Self {
+        // Serializing a struct of one UUID cannot fail.
+        let payload = serde_json::to_vec(&SendJob { message_id }).unwrap_or_default();
+        Self {
+            id: ulid::Ulid::generate().to_string(),
+            payload,
+            run_at,
+            max_attempts: max_attempts as i32,
+        }
+    }
+}
+
+/// Inserts jobs in one statement on the caller's connection (usually its transaction).
+pub async fn enqueue(conn: &mut PgConnection, queue: &str, jobs: Vec<NewJob>) -> sqlx::Result<u64> {
+    let n = jobs.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut payloads = Vec::with_capacity(n);
+    let mut run_ats = Vec::with_capacity(n);
+    let mut max_attempts = Vec::with_capacity(n);
+    for job in jobs {
+        ids.push(job.id);
+        payloads.push(job.payload);
+        run_ats.push(job.run_at);
+        max_attempts.push(job.max_attempts);
+    }
+    let done = sqlx::query(
+        "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority)
+         SELECT j.id, $2, j.job, 'Pending', 0, j.max_attempts, coalesce(j.run_at, now()), 0
+         FROM unnest($1::text[], $3::bytea[], $4::int[], $5::timestamptz[])
+              AS j(id, job, max_attempts, run_at)",
+    )
+    .bind(&ids)
+    .bind(queue)
+    .bind(&payloads)
+    .bind(&max_attempts)
+    .bind(&run_ats)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Cancels a job that is waiting (due later, or waiting for a retry); one a worker holds is
+/// left alone. Returns whether it was cancelled.
+pub async fn cancel_waiting(conn: &mut PgConnection, job_id: &str) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE apalis.jobs SET status = 'Killed', done_at = now(), lock_by = NULL,
+                last_result = '{\"Err\": \"cancelled\"}'::jsonb
+         WHERE id = $1 AND (status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts))",
+    )
+    .bind(job_id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Moves a job's `run_at`: how a retry's backoff is persisted (apalis' own retry has none).
+pub async fn defer(
+    conn: &mut PgConnection,
+    job_id: &str,
+    run_at: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE apalis.jobs SET run_at = $2 WHERE id = $1")
+        .bind(job_id)
+        .bind(run_at)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub type Storage<Args> = PollWith<PostgresStorage<Args>, Strategy>;
+
+/// A storage for `queue` that wakes on apalis' NOTIFY for new due jobs and polls every
+/// [`POLL_INTERVAL`] for jobs that come due later (scheduled sends, retries).
+pub fn storage<Args>(pool: &PgPool, queue: &str, batch_size: usize) -> Storage<Args> {
+    let config = apalis_postgres::Config::default()
+        .queue(queue)
+        .batch_size(batch_size.max(1))
+        // A dead process' jobs go back to the queue after 60 s; a live one beats every 10 s,
+        // also while all its slots are busy, so a slow gateway call is never taken twice.
+        .heartbeat_interval(Duration::from_secs(10))
+        .missed_heartbeats(6);
+    let storage = PostgresStorage::<Args>::new(pool).with_config(config);
+    let strategy = Strategy::new()
+        .stream(Pubsub::new(pool.clone(), queue.to_owned()))
+        .interval(POLL_INTERVAL);
+    PollWith::new(storage, strategy)
+}
+
+/// A worker name unique to this process and incarnation (apalis refuses duplicates).
+pub fn worker_name(queue: &str) -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".into());
+    let nonce = Uuid::new_v4().simple().to_string();
+    format!("{queue}@{host}:{}:{}", std::process::id(), &nonce[..8])
+}
