@@ -3,6 +3,7 @@
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context;
+use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -65,10 +66,10 @@ pub fn jwt_secret(config: &Config) -> anyhow::Result<Secret> {
         );
     }
     let path = config.data_dir.join("dev-jwt-secret");
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        if !existing.trim().is_empty() {
-            return Ok(Secret::new(existing.trim()));
-        }
+    if let Ok(existing) = std::fs::read_to_string(&path)
+        && !existing.trim().is_empty()
+    {
+        return Ok(Secret::new(existing.trim()));
     }
     std::fs::create_dir_all(&config.data_dir)?;
     let secret = format!(
@@ -110,22 +111,13 @@ async fn run_on(
     let pool_size = (config.worker_concurrency as u32 + 16).max(20);
     let pool = db::connect(url, pool_size).await?;
     db::migrate(&pool).await?;
-
     let listener = TcpListener::bind(config.bind_addr)
         .await
         .with_context(|| format!("cannot listen on BIND_ADDR {}", config.bind_addr))?;
-    let local = listener.local_addr()?;
-    let state = AppState::new(pool.clone(), config.clone(), secret.expose().as_bytes());
-
-    if config.sandbox() {
-        tracing::warn!(
-            "SANDBOX MODE: STARSENDER_API_KEY is not set, messages go to the built-in sandbox gateway at \
-             http://{local}{} and are NOT delivered to WhatsApp. See GET /sandbox/starsender/messages.",
-            sandbox::SEND_PATH
-        );
-    }
+    let running = start(config.clone(), role, pool.clone(), listener, &secret).await?;
     if config.jwt_secret.is_none() && role != ProcessRole::Worker {
-        let token = state
+        let token = running
+            .state
             .jwt
             .issue("dev", Role::Ops, Duration::from_secs(30 * 86_400))?;
         println!(
@@ -133,16 +125,65 @@ async fn run_on(
             config.data_dir.display()
         );
     }
+    tokio::spawn(signal_shutdown(running.shutdown.clone()));
+    let result = running.wait().await;
+    pool.close().await;
+    tracing::info!("stopped");
+    result
+}
 
+/// A started process: its HTTP server and (unless `api`) its workers.
+pub struct Running {
+    pub local_addr: SocketAddr,
+    pub state: AppState,
+    pub shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    workers: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Running {
+    /// Waits until shutdown is requested and everything has stopped.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        if let Some(workers) = self.workers {
+            workers.await??;
+        }
+        self.server.await??;
+        Ok(())
+    }
+
+    /// Requests a graceful shutdown and waits for it.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+}
+
+/// Starts the HTTP server on `listener` and, unless the role is `api`, the send workers, on a
+/// migrated database. Used by the binary and by the integration tests.
+pub async fn start(
+    config: Arc<Config>,
+    role: ProcessRole,
+    pool: PgPool,
+    listener: TcpListener,
+    secret: &Secret,
+) -> anyhow::Result<Running> {
+    let local = listener.local_addr()?;
+    let state = AppState::new(pool.clone(), config.clone(), secret.expose().as_bytes());
+    if config.sandbox() {
+        tracing::warn!(
+            "SANDBOX MODE: STARSENDER_API_KEY is not set, messages go to the built-in sandbox gateway at \
+             http://{}{} and are NOT delivered to WhatsApp. See GET /sandbox/starsender/messages.",
+            loopback(local),
+            sandbox::SEND_PATH
+        );
+    }
     let shutdown = CancellationToken::new();
-    tokio::spawn(signal_shutdown(shutdown.clone()));
-
     let surface = if role == ProcessRole::Worker {
         Surface::Internal
     } else {
         Surface::Full
     };
-    let app = http::router(state, surface);
+    let app = http::router(state.clone(), surface);
     let http_shutdown = shutdown.clone();
     let server = tokio::spawn(async move {
         axum::serve(
@@ -170,20 +211,19 @@ async fn run_on(
         );
         let ctx = crate::worker::send_context(pool.clone(), &config, gateway);
         Some(tokio::spawn(crate::worker::run(
-            pool.clone(),
+            pool,
             config.clone(),
             ctx,
             shutdown.clone(),
         )))
     };
-
-    if let Some(workers) = workers {
-        workers.await??;
-    }
-    server.await??;
-    pool.close().await;
-    tracing::info!("stopped");
-    Ok(())
+    Ok(Running {
+        local_addr: local,
+        state,
+        shutdown,
+        server,
+        workers,
+    })
 }
 
 /// The address to reach our own listener at (0.0.0.0 is not a destination).

@@ -53,9 +53,19 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or_default();
-        serde_urlencoded::from_str::<Vec<(String, String)>>(query)
-            .map(Self)
-            .map_err(|e| AppError::BadRequest(format!("malformed query string: {e}")))
+        let decode = |raw: &str| {
+            let spaced = raw.replace('+', " ");
+            percent_encoding::percent_decode_str(&spaced)
+                .decode_utf8()
+                .map(|s| s.into_owned())
+                .map_err(|_| AppError::BadRequest("malformed query string: not valid UTF-8".into()))
+        };
+        let mut pairs = Vec::new();
+        for part in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').unwrap_or((part, ""));
+            pairs.push((decode(k)?, decode(v)?));
+        }
+        Ok(Self(pairs))
     }
 }
 

@@ -110,13 +110,13 @@ async fn send(
         limiter.until_ready().await;
         metrics::histogram!("bengkel_throttle_wait_seconds").record(waited.elapsed().as_secs_f64());
     }
+    let started_at = Utc::now();
     if !repo::claim(&ctx.pool, id, attempt).await? {
         return Err(abort(
             "message was cancelled or finished while waiting for the throttle",
         ));
     }
 
-    let started_at = Utc::now();
     let request = SendRequest::new(
         &message.to_phone,
         &message.body,

@@ -143,7 +143,7 @@ pub async fn list(pool: &PgPool, f: &ListFilter) -> sqlx::Result<Vec<Message>> {
 }
 
 pub enum Cancelled {
-    Done(Message),
+    Done(Box<Message>),
     NotFound,
     /// Sending right now or already finished.
     TooLate(Status),
@@ -178,7 +178,7 @@ pub async fn cancel(pool: &PgPool, id: Uuid) -> sqlx::Result<Cancelled> {
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Cancelled::Done(message))
+    Ok(Cancelled::Done(Box::new(message)))
 }
 
 /// The worker's view of a message it is about to send.

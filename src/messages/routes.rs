@@ -294,7 +294,7 @@ pub async fn cancel(
 ) -> AppResult<Reply<Message>> {
     let id = message_id(&id)?;
     match repo::cancel(&state.pool, id).await? {
-        Cancelled::Done(m) => Ok(Reply::ok(m, "Message cancelled")),
+        Cancelled::Done(m) => Ok(Reply::ok(*m, "Message cancelled")),
         Cancelled::NotFound => Err(AppError::NotFound(format!("message {id} not found"))),
         Cancelled::TooLate(status) => Err(AppError::Conflict(format!(
             "message is {} and can no longer be cancelled",

@@ -7,12 +7,15 @@
 
 pub mod backoff;
 
-use std::time::Duration;
+use std::{
+    task::{Context, Poll},
+    time::Duration,
+};
 
-use apalis::prelude::Strategy;
-use apalis_core::backend::ext::poll_strategy::PollWith;
+use apalis_core::backend::ext::poll_strategy::{PollSnapshot, PollStrategy, PollWith};
 use apalis_postgres::{PostgresStorage, Pubsub};
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -109,7 +112,64 @@ pub async fn defer(
     Ok(())
 }
 
-pub type Storage<Args> = PollWith<PostgresStorage<Args>, Strategy>;
+pub type Storage<Args> = PollWith<PostgresStorage<Args>, Wakeup>;
+
+/// When an idle worker looks for jobs: on apalis' NOTIFY for a new due job, and every
+/// [`POLL_INTERVAL`] for jobs that come due later (scheduled sends, retries).
+///
+/// apalis' own `Strategy` combinator stops at the first ready strategy and does not re-arm an
+/// interval that fired, so an idle worker could sleep until its next heartbeat; this one polls
+/// both sources every time, until each has registered its waker, and reconnects a listener
+/// that ended.
+pub struct Wakeup {
+    pool: PgPool,
+    queue: String,
+    listener: Option<Pubsub>,
+    interval: tokio::time::Interval,
+}
+
+impl Wakeup {
+    pub fn new(pool: &PgPool, queue: &str, period: Duration) -> Self {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self {
+            pool: pool.clone(),
+            queue: queue.to_owned(),
+            listener: Some(Pubsub::new(pool.clone(), queue.to_owned())),
+            interval,
+        }
+    }
+}
+
+impl PollStrategy for Wakeup {
+    fn poll_drive(&mut self, cx: &mut Context<'_>, _: &PollSnapshot) -> Poll<Option<()>> {
+        let mut ready = false;
+        if let Some(listener) = &mut self.listener {
+            loop {
+                match listener.poll_next_unpin(cx) {
+                    Poll::Ready(Some(_)) => ready = true,
+                    Poll::Ready(None) => {
+                        self.listener = None;
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+        }
+        while self.interval.poll_tick(cx).is_ready() {
+            ready = true;
+            if self.listener.is_none() {
+                // Polled (and so connected) on the next wake-up, at the latest one tick away.
+                self.listener = Some(Pubsub::new(self.pool.clone(), self.queue.clone()));
+            }
+        }
+        if ready {
+            Poll::Ready(Some(()))
+        } else {
+            Poll::Pending
+        }
+    }
+}
 
 /// A storage for `queue` that wakes on apalis' NOTIFY for new due jobs and polls every
 /// [`POLL_INTERVAL`] for jobs that come due later (scheduled sends, retries).
@@ -122,10 +182,7 @@ pub fn storage<Args>(pool: &PgPool, queue: &str, batch_size: usize) -> Storage<A
         .heartbeat_interval(Duration::from_secs(10))
         .missed_heartbeats(6);
     let storage = PostgresStorage::<Args>::new(pool).with_config(config);
-    let strategy = Strategy::new()
-        .stream(Pubsub::new(pool.clone(), queue.to_owned()))
-        .interval(POLL_INTERVAL);
-    PollWith::new(storage, strategy)
+    PollWith::new(storage, Wakeup::new(pool, queue, POLL_INTERVAL))
 }
 
 /// A worker name unique to this process and incarnation (apalis refuses duplicates).

@@ -1,0 +1,286 @@
+//! Whole processes: kill -9, split roles, graceful shutdown, start-up errors, embedded database.
+
+use std::{
+    collections::HashMap,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Gateway, TestDb, env_for, token};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bengkel-whatsapp");
+
+struct Proc {
+    child: Child,
+    base: String,
+}
+
+impl Proc {
+    async fn start(cmd: &str, env: &HashMap<String, String>) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(BIN)
+            .arg(cmd)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env)
+            .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the binary");
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{base}/health/ready")).await
+                && r.status() == 200
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{cmd} did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { child, base }
+    }
+
+    fn kill_9(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().ok();
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill -TERM");
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client_token() -> String {
+    token(
+        "proc-tester",
+        bengkel_whatsapp::http::auth::Role::Client,
+        Duration::from_secs(600),
+    )
+}
+
+async fn post_json(base: &str, path: &str, body: Value) -> (u16, Value) {
+    let res = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .bearer_auth(client_token())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap())
+}
+
+async fn message_status(db: &TestDb, id: &str) -> String {
+    sqlx::query_scalar("SELECT status FROM messages WHERE id = $1::uuid")
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_scheduled_message_survives_kill_9_and_is_sent_once_after_restart() {
+    let db = TestDb::new().await;
+    let gateway = Gateway::start().await;
+    gateway.ok().await;
+    let env = env_for(&db, &gateway);
+
+    let mut first = Proc::start("serve", &env).await;
+    let at = chrono::Utc::now().timestamp_millis() + 2_500;
+    let (status, body) = post_json(
+        &first.base,
+        "/whatsapp/send",
+        json!({"to": "0812345678", "body": "survivor", "schedule": at}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["data"]["id"].as_str().unwrap().to_owned();
+    first.kill_9();
+
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    assert_eq!(gateway.calls().await, 0, "nobody is running");
+    assert_eq!(message_status(&db, &id).await, "queued");
+
+    let _second = Proc::start("serve", &env).await;
+    gateway.wait_for_calls(1, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(gateway.calls().await, 1, "sent exactly once");
+    assert_eq!(message_status(&db, &id).await, "sent");
+}
+
+#[tokio::test]
+async fn a_backlog_enqueued_by_api_is_drained_once_by_a_later_worker() {
+    let db = TestDb::new().await;
+    let gateway = Gateway::start().await;
+    gateway.ok().await;
+    let mut env = env_for(&db, &gateway);
+    env.insert("WORKER_CONCURRENCY".into(), "4".into());
+
+    let mut api = Proc::start("api", &env).await;
+    for i in 0..20 {
+        let (status, _) = post_json(
+            &api.base,
+            "/whatsapp/send",
+            json!({"to": "0812345678", "body": format!("backlog {i}")}),
+        )
+        .await;
+        assert_eq!(status, 202);
+    }
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(gateway.calls().await, 0, "api never calls the gateway");
+    assert!(api.terminate().success());
+
+    let worker = Proc::start("worker", &env).await;
+    let (status, _) = post_json(
+        &worker.base,
+        "/whatsapp/send",
+        json!({"to": "0812345678", "body": "x"}),
+    )
+    .await;
+    assert_eq!(status, 404, "worker serves no business endpoints");
+    gateway.wait_for_calls(20, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let requests = gateway.requests().await;
+    assert_eq!(requests.len(), 20);
+    let bodies: std::collections::HashSet<String> = requests
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<Value>(&r.body).unwrap()["body"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(bodies.len(), 20, "each message once");
+    let sent: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE status = 'sent'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(sent, 20);
+}
+
+#[tokio::test]
+async fn sigterm_finishes_the_send_in_flight_before_exiting() {
+    let db = TestDb::new().await;
+    let gateway = Gateway::start().await;
+    gateway
+        .respond_times(
+            wiremock::ResponseTemplate::new(200)
+                .set_body_json(json!({"success": true}))
+                .set_delay(Duration::from_millis(1_500)),
+            1,
+        )
+        .await;
+    let env = env_for(&db, &gateway);
+    let mut proc = Proc::start("serve", &env).await;
+    let (_, body) = post_json(
+        &proc.base,
+        "/whatsapp/send",
+        json!({"to": "0812345678", "body": "in flight"}),
+    )
+    .await;
+    let id = body["data"]["id"].as_str().unwrap().to_owned();
+    gateway.wait_for_calls(1, Duration::from_secs(5)).await;
+    let status = proc.terminate();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        message_status(&db, &id).await,
+        "sent",
+        "the in-flight send was recorded before exit"
+    );
+}
+
+#[test]
+fn a_bad_configuration_value_stops_start_up_naming_the_variable() {
+    let out = Command::new(BIN)
+        .arg("migrate")
+        .env("SEND_MAX_ATTEMPTS", "lots")
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("SEND_MAX_ATTEMPTS"), "{stderr}");
+
+    let out = Command::new(BIN)
+        .arg("serve")
+        .env("STARSENDER_API_KEY", "live")
+        .env_remove("JWT_SECRET")
+        .env("DATABASE_URL", "postgres://x@127.0.0.1:1/x")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("JWT_SECRET"));
+}
+
+#[test]
+fn token_prints_a_jwt_that_the_service_accepts() {
+    let out = Command::new(BIN)
+        .args(["token", "--sub", "kasir", "--role", "ops", "--ttl", "2h"])
+        .env("JWT_SECRET", crate::helpers::JWT_SECRET)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap();
+    let claims = bengkel_whatsapp::http::auth::JwtKeys::new(crate::helpers::JWT_SECRET.as_bytes())
+        .verify(token.trim())
+        .unwrap();
+    assert_eq!(
+        (claims.sub.as_str(), claims.role),
+        ("kasir", bengkel_whatsapp::http::auth::Role::Ops)
+    );
+    assert!(claims.exp - claims.iat == 7_200);
+    let bad = Command::new(BIN)
+        .args(["token", "--sub", "x", "--role", "admin"])
+        .env("JWT_SECRET", "s")
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+}
+
+#[test]
+fn without_database_url_an_embedded_cluster_is_created_and_reused() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("embedded-{}", uuid::Uuid::new_v4().simple()));
+    for round in ["creates", "reuses"] {
+        let out = Command::new(BIN)
+            .arg("migrate")
+            .env_remove("DATABASE_URL")
+            .env("DATA_DIR", &dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{round}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied"));
+        assert!(dir.join("postgres/PG_VERSION").exists());
+        assert!(
+            !dir.join("postgres/postmaster.pid").exists(),
+            "{round}: the cluster is stopped on exit"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,312 @@
+//! Starting the app on a fresh database with a fake gateway, and talking to it.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bengkel_whatsapp::{
+    app::{self, ProcessRole},
+    config::{Config, Secret},
+    http::auth::{JwtKeys, Role},
+};
+use serde_json::Value;
+use sqlx::{Connection, PgConnection, PgPool};
+use wiremock::{Mock, MockServer, ResponseTemplate, matchers};
+
+pub const JWT_SECRET: &str = "integration-test-secret";
+pub const API_KEY: &str = "device-key-123";
+
+fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh, migrated database, dropped when the test ends.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub pool: PgPool,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let admin = admin_url();
+        let name = format!("bw_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = PgConnection::connect(&admin)
+            .await
+            .expect("connect to the test PostgreSQL");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        conn.close().await.ok();
+        let url = match admin.rfind('/') {
+            Some(i) => format!("{}/{name}", &admin[..i]),
+            None => panic!("TEST_DATABASE_URL must end in /<database>"),
+        };
+        let pool = bengkel_whatsapp::db::connect(&url, 30)
+            .await
+            .expect("connect to test database");
+        bengkel_whatsapp::db::migrate(&pool)
+            .await
+            .expect("migrate test database");
+        Self { name, url, pool }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop may run on the test's own runtime thread: use a thread with its own runtime, and
+        // do not wait for the pool (its connections belong to tasks of the blocked runtime);
+        // FORCE ends them.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async move {
+                let mut conn = PgConnection::connect(&admin_url()).await.ok()?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await
+                .ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// The fake StarSender: a real HTTP server on 127.0.0.1.
+pub struct Gateway {
+    pub server: MockServer,
+}
+
+impl Gateway {
+    pub async fn start() -> Self {
+        Self {
+            server: MockServer::start().await,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("{}/api/send", self.server.uri())
+    }
+
+    /// Every call answers `success: true`.
+    pub async fn ok(&self) {
+        Mock::given(matchers::method("POST"))
+            .and(matchers::path("/api/send"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "success": true, "data": {"messageId": "ss-1"}, "message": "Message sent"
+            })))
+            .mount(&self.server)
+            .await;
+    }
+
+    /// The next `times` calls get `response`; mounted before [`ok`](Self::ok) it takes priority.
+    pub async fn respond_times(&self, response: ResponseTemplate, times: u64) {
+        Mock::given(matchers::method("POST"))
+            .and(matchers::path("/api/send"))
+            .respond_with(response)
+            .up_to_n_times(times)
+            .with_priority(1)
+            .mount(&self.server)
+            .await;
+    }
+
+    pub async fn requests(&self) -> Vec<wiremock::Request> {
+        self.server.received_requests().await.unwrap_or_default()
+    }
+
+    pub async fn calls(&self) -> usize {
+        self.requests().await.len()
+    }
+
+    /// Waits until the gateway has seen `n` calls (or panics after `within`).
+    pub async fn wait_for_calls(&self, n: usize, within: Duration) -> Vec<wiremock::Request> {
+        let deadline = Instant::now() + within;
+        loop {
+            let requests = self.requests().await;
+            if requests.len() >= n {
+                return requests;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway saw {} call(s), expected {n} within {within:?}",
+                requests.len()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+pub fn gateway_error(status: u16, body: Value) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_json(body)
+}
+
+/// The service's environment for a test: live mode against the fake gateway, fast backoff.
+pub fn env_for(db: &TestDb, gateway: &Gateway) -> HashMap<String, String> {
+    [
+        ("DATABASE_URL", db.url.clone()),
+        ("JWT_SECRET", JWT_SECRET.to_owned()),
+        ("STARSENDER_API_KEY", API_KEY.to_owned()),
+        ("STARSENDER_API_URL", gateway.url()),
+        ("STARSENDER_TIMEOUT_SECS", "2".to_owned()),
+        ("SEND_RATE_PER_SECOND", "0".to_owned()),
+        ("SEND_BACKOFF_BASE_SECS", "1".to_owned()),
+        ("SEND_BACKOFF_MAX_SECS", "2".to_owned()),
+        ("BIND_ADDR", "127.0.0.1:0".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+pub struct TestApp {
+    pub db: TestDb,
+    pub gateway: Gateway,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub token: String,
+    running: Option<app::Running>,
+}
+
+pub struct Options {
+    pub role: ProcessRole,
+    pub env: Vec<(&'static str, String)>,
+    pub gateway_ok: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            role: ProcessRole::Serve,
+            env: Vec::new(),
+            gateway_ok: true,
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Options::default()).await
+    }
+
+    pub async fn spawn_with(opts: Options) -> Self {
+        let db = TestDb::new().await;
+        let gateway = Gateway::start().await;
+        if opts.gateway_ok {
+            gateway.ok().await;
+        }
+        let mut env = env_for(&db, &gateway);
+        for (k, v) in opts.env {
+            env.insert(k.to_owned(), v);
+        }
+        let config = Arc::new(Config::from_map(&env).expect("test configuration"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let running = app::start(
+            config,
+            opts.role,
+            db.pool.clone(),
+            listener,
+            &Secret::new(JWT_SECRET),
+        )
+        .await
+        .expect("start app");
+        let base = format!("http://{}", running.local_addr);
+        Self {
+            token: token("tester", Role::Client, Duration::from_secs(3600)),
+            db,
+            gateway,
+            base,
+            http: reqwest::Client::new(),
+            running: Some(running),
+        }
+    }
+
+    /// Sends a request and checks the envelope; no response in the suite may be a 5xx.
+    pub async fn call(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
+        let res = req.send().await.expect("request");
+        let status = res.status().as_u16();
+        let text = res.text().await.expect("body");
+        assert!(status < 500, "server error {status}: {text}");
+        let body: Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+        assert!(
+            body.get("success").is_some_and(Value::is_boolean),
+            "no envelope: {body}"
+        );
+        (status, body)
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+    }
+
+    /// `POST /whatsapp/send` with a JSON body.
+    pub async fn send(&self, body: Value) -> (u16, Value) {
+        self.call(self.post("/whatsapp/send").json(&body)).await
+    }
+
+    pub async fn message(&self, id: &str) -> Value {
+        let (status, body) = self
+            .call(self.get(&format!("/whatsapp/messages/{id}")))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["data"].clone()
+    }
+
+    /// Polls a message until its status is `want`.
+    pub async fn wait_for_status(&self, id: &str, want: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let m = self.message(id).await;
+            if m["status"] == want {
+                return m;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "message {id} is {} (wanted {want}): {m}",
+                m["status"]
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // Stop workers before the database is dropped under them.
+        if let Some(r) = self.running.take() {
+            r.shutdown.cancel();
+        }
+    }
+}
+
+pub fn token(sub: &str, role: Role, ttl: Duration) -> String {
+    JwtKeys::new(JWT_SECRET.as_bytes())
+        .issue(sub, role, ttl)
+        .expect("token")
+}
+
+pub fn id_of(body: &Value) -> String {
+    body["data"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {body}"))
+        .to_owned()
+}

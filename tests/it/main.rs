@@ -1,0 +1,11 @@
+//! Integration tests: a real PostgreSQL (a fresh database per test), the real HTTP server and
+//! workers, and a fake StarSender gateway over HTTP (wiremock) that can be told to fail.
+
+mod helpers;
+
+mod auth;
+mod durability;
+mod retries;
+mod sending;
+mod throttle;
+mod validation;

@@ -1,0 +1,93 @@
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+use wiremock::{Mock, Request, Respond, ResponseTemplate, matchers};
+
+use crate::helpers::{Options, TestApp, id_of};
+
+/// Answers `success: true` and notes when each call arrived.
+struct Clocked(Arc<Mutex<Vec<Instant>>>);
+
+impl Respond for Clocked {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        if let Ok(mut arrivals) = self.0.lock() {
+            arrivals.push(Instant::now());
+        }
+        ResponseTemplate::new(200).set_body_json(json!({"success": true}))
+    }
+}
+
+#[tokio::test]
+async fn a_rate_of_five_per_second_holds_over_25_messages() {
+    let app = TestApp::spawn_with(Options {
+        env: vec![
+            ("SEND_RATE_PER_SECOND", "5".into()),
+            ("SEND_BURST", "1".into()),
+            ("WORKER_CONCURRENCY", "8".into()),
+        ],
+        gateway_ok: false,
+        ..Default::default()
+    })
+    .await;
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    Mock::given(matchers::method("POST"))
+        .respond_with(Clocked(arrivals.clone()))
+        .mount(&app.gateway.server)
+        .await;
+
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        let (status, body) = app
+            .send(json!({"to": "0812345678", "body": format!("r{i}")}))
+            .await;
+        assert_eq!(status, 202);
+        ids.push(id_of(&body));
+    }
+    app.gateway
+        .wait_for_calls(25, Duration::from_secs(12))
+        .await;
+    for id in &ids {
+        app.wait_for_status(id, "sent", Duration::from_secs(2))
+            .await;
+    }
+    let attempts: Vec<i32> = sqlx::query_scalar("SELECT attempts FROM messages")
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap();
+    assert!(
+        attempts.iter().all(|a| *a == 1),
+        "waiting for the limiter costs no attempt: {attempts:?}"
+    );
+
+    // Burst 1 at 5/s: the limiter releases one call every 200 ms, so six consecutive releases
+    // span at least a second. `started_at` is taken the moment the limiter lets a call go.
+    let released: Vec<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT started_at FROM message_attempts ORDER BY started_at")
+            .fetch_all(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(released.len(), 25);
+    for w in released.windows(6) {
+        let span = (w[5] - w[0]).num_milliseconds();
+        assert!(span >= 990, "six releases within {span} ms");
+    }
+    // At the gateway the same rate holds, give or take the scheduling jitter of an HTTP call.
+    let mut at = arrivals.lock().unwrap().clone();
+    at.sort();
+    assert_eq!(at.len(), 25);
+    for w in at.windows(6) {
+        let span = w[5] - w[0];
+        assert!(
+            span >= Duration::from_millis(700),
+            "six calls within {span:?}"
+        );
+    }
+    let total = at[24] - at[0];
+    assert!(
+        total >= Duration::from_millis(4_600) && total <= Duration::from_millis(6_500),
+        "25 calls at 5/s took {total:?}"
+    );
+}
