@@ -108,8 +108,7 @@ async fn run_on(
     url: &str,
     secret: Secret,
 ) -> anyhow::Result<()> {
-    let pool_size = (config.worker_concurrency as u32 + 16).max(20);
-    let pool = db::connect(url, pool_size).await?;
+    let pool = db::connect(url, db::pool_size(&config)).await?;
     db::migrate(&pool).await?;
     let listener = TcpListener::bind(config.bind_addr)
         .await
@@ -194,6 +193,7 @@ pub async fn start(
         .await
     });
     tracing::info!(%local, ?role, "listening");
+    tokio::spawn(crate::queue::sampler::run(pool.clone(), shutdown.clone()));
 
     let workers = if role == ProcessRole::Api {
         None

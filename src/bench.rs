@@ -1,10 +1,423 @@
-//! `bengkel-whatsapp bench`: measured against a real PostgreSQL and a zero-latency fake gateway.
+//! `bengkel-whatsapp bench`: the send pipeline measured against a real PostgreSQL and a local
+//! zero-latency fake gateway, in a scratch database that is dropped afterwards.
+//!
+//! 1. HTTP enqueue rate: an `api` process, N concurrent clients posting `/whatsapp/send`.
+//! 2. Drain rate: M queued sends inserted set-wise, then workers with the throttle off.
+//! 3. Idle enqueue-to-gateway latency: a `serve` process, one send at a time.
 
-use crate::config::Config;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use axum::{Json, Router, routing::post};
+use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection, PgPool};
+
+use crate::{
+    app::{self, Database, ProcessRole},
+    config::{Config, Secret},
+    http::auth::{JwtKeys, Role},
+    messages::{Kind, phone::PhoneNumber, repo, request::NewMessage},
+};
 
 #[derive(Debug, clap::Args)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// Requests for the enqueue benchmark.
+    #[arg(long, default_value_t = 20_000)]
+    pub requests: usize,
+    /// Concurrent HTTP clients for the enqueue benchmark.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Queued sends for the drain benchmark.
+    #[arg(long, default_value_t = 50_000)]
+    pub drain: usize,
+    /// Worker slots for the drain benchmark (`WORKER_CONCURRENCY`).
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Sends measured for the idle latency benchmark.
+    #[arg(long, default_value_t = 200)]
+    pub latency_samples: usize,
+    /// Which parts to run: any of enqueue, drain, latency.
+    #[arg(long, value_delimiter = ',', default_value = "enqueue,drain,latency")]
+    pub only: Vec<String>,
+}
 
-pub async fn run(_config: Config, _args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("the benchmark is being written")
+const SECRET: &str = "bench-secret";
+
+pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
+    let database = Database::open(&config).await?;
+    let result = bench(&config, &database.url, &args).await;
+    database.close();
+    result
+}
+
+/// A scratch database on the same server, dropped when the benchmark ends.
+struct Scratch {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl Scratch {
+    async fn create(admin_url: &str) -> anyhow::Result<Self> {
+        let name = format!("bengkel_bench_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = PgConnection::connect(admin_url).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await?;
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(b, _)| b)
+            .context("DATABASE_URL must end in /<database>")?;
+        let (base, query) = match admin_url.split_once('?') {
+            Some((_, q)) => (base.to_owned(), format!("?{q}")),
+            None => (base.to_owned(), String::new()),
+        };
+        Ok(Self {
+            admin_url: admin_url.to_owned(),
+            url: format!("{base}/{name}{query}"),
+            name,
+        })
+    }
+
+    async fn drop_now(self) -> anyhow::Result<()> {
+        let mut conn = PgConnection::connect(&self.admin_url).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&mut conn)
+        .await?;
+        Ok(())
+    }
+}
+
+async fn bench(config: &Config, admin_url: &str, args: &BenchArgs) -> anyhow::Result<()> {
+    println!(
+        "bengkel-whatsapp bench — {} cores, PostgreSQL at {}",
+        num_cpus(),
+        redact(admin_url)
+    );
+    let gateway = FakeGateway::start().await?;
+    for part in &args.only {
+        let scratch = Scratch::create(admin_url).await?;
+        // Sized as a process of the benchmark's shape would size it.
+        let shape = bench_config(
+            config,
+            &gateway,
+            &[("WORKER_CONCURRENCY", args.concurrency.to_string())],
+        )?;
+        let pool = crate::db::connect(&scratch.url, crate::db::pool_size(&shape)).await?;
+        crate::db::migrate(&pool).await?;
+        let result = match part.as_str() {
+            "enqueue" => enqueue_rate(config, &pool, &gateway, args).await,
+            "drain" => drain_rate(config, &pool, &gateway, args).await,
+            "latency" => idle_latency(config, &pool, &gateway, args).await,
+            other => Err(anyhow::anyhow!(
+                "unknown benchmark `{other}` (enqueue, drain, latency)"
+            )),
+        };
+        pool.close().await;
+        scratch.drop_now().await?;
+        result?;
+    }
+    Ok(())
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+fn bench_config(
+    base: &Config,
+    gateway: &FakeGateway,
+    env: &[(&str, String)],
+) -> anyhow::Result<Arc<Config>> {
+    let mut vars: HashMap<String, String> = [
+        ("JWT_SECRET", SECRET.to_owned()),
+        ("STARSENDER_API_KEY", "bench".to_owned()),
+        ("STARSENDER_API_URL", gateway.url.clone()),
+        ("SEND_RATE_PER_SECOND", "0".to_owned()),
+        (
+            "LOG_FORMAT",
+            if base.log_format == crate::config::LogFormat::Json {
+                "json"
+            } else {
+                "text"
+            }
+            .to_owned(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    for (k, v) in env {
+        vars.insert((*k).to_owned(), v.clone());
+    }
+    Ok(Arc::new(Config::from_map(&vars)?))
+}
+
+async fn start(
+    config: Arc<Config>,
+    role: ProcessRole,
+    pool: &PgPool,
+) -> anyhow::Result<(app::Running, String)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let running = app::start(config, role, pool.clone(), listener, &Secret::new(SECRET)).await?;
+    let base = format!("http://{}", running.local_addr);
+    Ok((running, base))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn enqueue_rate(
+    base: &Config,
+    pool: &PgPool,
+    gateway: &FakeGateway,
+    args: &BenchArgs,
+) -> anyhow::Result<()> {
+    let config = bench_config(base, gateway, &[])?;
+    let (running, url) = start(config, ProcessRole::Api, pool).await?;
+    let token =
+        JwtKeys::new(SECRET.as_bytes()).issue("bench", Role::Client, Duration::from_secs(3600))?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.clients)
+        .build()?;
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Warm the connection pools before measuring.
+    for _ in 0..args.clients.min(50) {
+        client.get(format!("{url}/health")).send().await?;
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.clients {
+        let (client, url, token, next) = (client.clone(), url.clone(), token.clone(), next.clone());
+        let total = args.requests;
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0usize;
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
+                let t = Instant::now();
+                let res = client
+                    .post(format!("{url}/whatsapp/send"))
+                    .bearer_auth(&token)
+                    .json(&json!({"to": "0812 3456 789", "body": "Kendaraan Anda sudah selesai diservis", "delay": 86_400}))
+                    .send()
+                    .await;
+                match res {
+                    Ok(r) if r.status() == 202 => latencies.push(t.elapsed()),
+                    _ => errors += 1,
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(args.requests);
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await?;
+        latencies.extend(l);
+        errors += e;
+    }
+    let elapsed = started.elapsed();
+    running.stop().await?;
+    latencies.sort();
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs")
+        .fetch_one(pool)
+        .await?;
+    println!(
+        "\nenqueue  {} POST /whatsapp/send, {} clients: {:.0} req/s; latency p50 {}, p99 {}, max {}; {} errors; {} jobs stored",
+        latencies.len(),
+        args.clients,
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        ms(percentile(&latencies, 50.0)),
+        ms(percentile(&latencies, 99.0)),
+        ms(latencies.last().copied().unwrap_or_default()),
+        errors,
+        stored,
+    );
+    Ok(())
+}
+
+async fn drain_rate(
+    base: &Config,
+    pool: &PgPool,
+    gateway: &FakeGateway,
+    args: &BenchArgs,
+) -> anyhow::Result<()> {
+    let to = PhoneNumber::parse("0812 3456 789")?;
+    let fill = Instant::now();
+    for chunk in (0..args.drain).collect::<Vec<_>>().chunks(5_000) {
+        let batch: Vec<NewMessage> = chunk
+            .iter()
+            .map(|i| NewMessage::internal(Kind::Adhoc, to.clone(), format!("drain {i}"), None))
+            .collect();
+        let mut tx = pool.begin().await?;
+        repo::store_batch(&mut tx, &batch, "bench", 8).await?;
+        tx.commit().await?;
+    }
+    println!(
+        "\ndrain    {} sends queued set-wise in {:.2} s",
+        args.drain,
+        fill.elapsed().as_secs_f64()
+    );
+    sqlx::query("VACUUM ANALYZE apalis.jobs")
+        .execute(pool)
+        .await?;
+    sqlx::query("VACUUM ANALYZE messages").execute(pool).await?;
+    gateway.reset();
+
+    let config = bench_config(
+        base,
+        gateway,
+        &[("WORKER_CONCURRENCY", args.concurrency.to_string())],
+    )?;
+    let started = Instant::now();
+    let (running, _) = start(config, ProcessRole::Worker, pool).await?;
+    let total = args.drain as i64;
+    loop {
+        let sent: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE status = 'sent'")
+            .fetch_one(pool)
+            .await?;
+        if sent >= total {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            anyhow::bail!("drain did not finish in 10 minutes ({sent}/{total} sent)");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let elapsed = started.elapsed();
+    running.stop().await?;
+    println!(
+        "drain    {} sends, throttle off, {} slots: {:.2} s → {:.0} sends/s; gateway calls {} (duplicates: {})",
+        total,
+        args.concurrency,
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64(),
+        gateway.calls(),
+        gateway.calls() as i64 - total,
+    );
+    Ok(())
+}
+
+async fn idle_latency(
+    base: &Config,
+    pool: &PgPool,
+    gateway: &FakeGateway,
+    args: &BenchArgs,
+) -> anyhow::Result<()> {
+    let config = bench_config(base, gateway, &[])?;
+    let (running, url) = start(config, ProcessRole::Serve, pool).await?;
+    let token =
+        JwtKeys::new(SECRET.as_bytes()).issue("bench", Role::Client, Duration::from_secs(3600))?;
+    let client = reqwest::Client::new();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut latencies = Vec::new();
+    for i in 0..args.latency_samples {
+        let body = format!("latency {i}");
+        let t = Instant::now();
+        let res = client
+            .post(format!("{url}/whatsapp/send"))
+            .bearer_auth(&token)
+            .json(&json!({"to": "0812 3456 789", "body": body}))
+            .send()
+            .await?;
+        anyhow::ensure!(res.status() == 202, "enqueue failed: {}", res.status());
+        let arrived = loop {
+            if let Some(at) = gateway.arrival(&body) {
+                break at;
+            }
+            anyhow::ensure!(
+                t.elapsed() < Duration::from_secs(10),
+                "message {i} never reached the gateway"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        latencies.push(arrived.duration_since(t));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    running.stop().await?;
+    latencies.sort();
+    println!(
+        "\nlatency  {} sends one at a time on an idle `serve`: enqueue→gateway p50 {}, p99 {}, max {}",
+        latencies.len(),
+        ms(percentile(&latencies, 50.0)),
+        ms(percentile(&latencies, 99.0)),
+        ms(latencies.last().copied().unwrap_or_default()),
+    );
+    Ok(())
+}
+
+/// A StarSender stand-in that answers at once and notes when each body arrived.
+struct FakeGateway {
+    url: String,
+    arrivals: Arc<Mutex<HashMap<String, Instant>>>,
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FakeGateway {
+    async fn start() -> anyhow::Result<Self> {
+        let arrivals: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+        let calls: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let (a, c) = (arrivals.clone(), calls.clone());
+        let app = Router::new().route(
+            "/api/send",
+            post(move |Json(body): Json<Value>| {
+                let (a, c) = (a.clone(), c.clone());
+                async move {
+                    c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if let Some(text) = body.get("body").and_then(Value::as_str)
+                        && text.starts_with("latency")
+                        && let Ok(mut map) = a.lock()
+                    {
+                        map.insert(text.to_owned(), Instant::now());
+                    }
+                    Json(json!({"success": true, "data": {"messageId": "bench"}, "message": "ok"}))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/api/send", listener.local_addr()?);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(Self {
+            url,
+            arrivals,
+            calls,
+        })
+    }
+
+    fn arrival(&self, body: &str) -> Option<Instant> {
+        self.arrivals.lock().ok()?.get(body).copied()
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn reset(&self) {
+        self.calls.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
 }

@@ -9,6 +9,12 @@ use sqlx::{PgPool, postgres::PgPoolOptions};
 /// Our own migrations, in `migrations/`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// Connections for one process: one per worker slot, plus room for the API, the listeners and
+/// apalis' own bookkeeping.
+pub fn pool_size(config: &crate::config::Config) -> u32 {
+    (config.worker_concurrency as u32 + 16).max(20)
+}
+
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)

@@ -11,17 +11,20 @@ use std::{
     time::{Duration, Instant},
 };
 
-use apalis::prelude::{AbortError, Attempt, BoxDynError, Data, TaskId};
+use apalis::prelude::{AbortError, Attempt, BoxDynError, Data};
 use chrono::Utc;
 use futures::FutureExt;
 use governor::DefaultDirectRateLimiter;
 use serde_json::Value;
 use sqlx::PgPool;
 
-use super::{Status, repo};
+use super::{
+    Status,
+    repo::{self, AttemptRecord, Transition},
+};
 use crate::{
     gateway::{Outcome, SendRequest, StarSender},
-    queue::{self, SendJob, backoff::Backoff},
+    queue::{SendJob, backoff::Backoff},
 };
 
 /// Everything a send needs; one per process, shared by all its workers.
@@ -48,7 +51,6 @@ fn abort(reason: impl Into<String>) -> BoxDynError {
 pub async fn handle(
     payload: Value,
     attempt: Attempt,
-    task_id: TaskId,
     ctx: Data<Arc<SendContext>>,
 ) -> Result<(), BoxDynError> {
     let job: SendJob = match serde_json::from_value(payload) {
@@ -56,8 +58,7 @@ pub async fn handle(
         Err(e) => return Err(abort(format!("unreadable send job payload: {e}"))),
     };
     let attempt = i32::try_from(attempt.current()).unwrap_or(i32::MAX);
-    let job_id = task_id.to_string();
-    match AssertUnwindSafe(send(&ctx, job, attempt, &job_id))
+    match AssertUnwindSafe(send(&ctx, job, attempt))
         .catch_unwind()
         .await
     {
@@ -69,52 +70,39 @@ pub async fn handle(
     }
 }
 
-async fn send(
-    ctx: &SendContext,
-    job: SendJob,
-    attempt: i32,
-    job_id: &str,
-) -> Result<(), BoxDynError> {
+async fn send(ctx: &SendContext, job: SendJob, attempt: i32) -> Result<(), BoxDynError> {
     let id = job.message_id;
-    let Some(message) = repo::sendable(&ctx.pool, id).await? else {
-        return Err(abort(format!("message {id} does not exist")));
-    };
-    match message.status {
-        Status::Sent => return Ok(()), // an earlier run delivered it; a re-run changes nothing
-        Status::Cancelled => return Err(abort("message was cancelled")),
-        Status::Failed => return Err(abort("message already failed")),
-        Status::Sending if !ctx.retry_ambiguous => {
-            // A previous attempt died during the gateway call: it may have been delivered.
-            let error = "may have been delivered: a previous attempt was interrupted during the gateway call";
-            record(
-                ctx,
-                id,
-                job_id,
-                attempt,
-                Utc::now(),
-                Recorded::Fail {
-                    error,
-                    response: None,
-                    class: "interrupted",
-                    outcome: "ambiguous",
-                },
-            )
-            .await?;
-            return Err(abort(error));
-        }
-        Status::Queued | Status::Retrying | Status::Sending => {}
-    }
-
+    // The limiter first: a message cancelled while we wait is found so by the claim.
     if let Some(limiter) = &ctx.limiter {
         let waited = Instant::now();
         limiter.until_ready().await;
         metrics::histogram!("bengkel_throttle_wait_seconds").record(waited.elapsed().as_secs_f64());
     }
     let started_at = Utc::now();
-    if !repo::claim(&ctx.pool, id, attempt).await? {
-        return Err(abort(
-            "message was cancelled or finished while waiting for the throttle",
-        ));
+    let Some(message) = repo::claim(&ctx.pool, id, attempt, ctx.retry_ambiguous).await? else {
+        return match repo::status(&ctx.pool, id).await? {
+            None => Err(abort(format!("message {id} does not exist"))),
+            Some(Status::Sent) => Ok(()), // an earlier run delivered it; a re-run changes nothing
+            Some(Status::Cancelled) => Err(abort("message was cancelled")),
+            Some(Status::Sending) => {
+                // A previous attempt died during the gateway call and ambiguous retries are off.
+                let error = "may have been delivered: a previous attempt was interrupted during the gateway call";
+                let attempt_record = AttemptRecord::new(
+                    id,
+                    attempt,
+                    started_at,
+                    "failed",
+                    "interrupted",
+                    Some(error),
+                );
+                record(ctx, &attempt_record, Transition::Fail { response: None }).await?;
+                Err(abort(error))
+            }
+            Some(other) => Err(abort(format!("message is {}", other.as_str()))),
+        };
+    };
+    if message.previous == Status::Sending {
+        tracing::warn!(message_id = %id, attempt, "previous attempt was interrupted mid-call; sending again (SEND_RETRY_AMBIGUOUS)");
     }
 
     let request = SendRequest::new(
@@ -124,102 +112,88 @@ async fn send(
     );
     let outcome = ctx.gateway.send(&request).await;
     let last_attempt = attempt >= ctx.max_attempts as i32;
+    let next = || {
+        Utc::now()
+            + chrono::Duration::from_std(ctx.backoff.delay(attempt.max(1) as u32))
+                .unwrap_or_default()
+    };
 
-    let recorded = match &outcome {
-        Outcome::Sent { response } => Recorded::Sent { response },
+    let class = outcome.class().as_str();
+    let (label, error, transition) = match &outcome {
+        Outcome::Sent { response } => ("sent", None, Transition::Sent { response }),
         Outcome::Retryable {
-            class,
-            error,
-            response,
-        } if !last_attempt => Recorded::Retry {
-            error,
-            response: response.as_ref(),
-            class: class.as_str(),
-            outcome: "retry",
-            delay: ctx.backoff.delay(attempt.max(1) as u32),
-        },
-        Outcome::Ambiguous { class, error } if ctx.retry_ambiguous && !last_attempt => {
-            Recorded::Retry {
-                error,
+            error, response, ..
+        } if !last_attempt => (
+            "retry",
+            Some(error.as_str()),
+            Transition::Retry {
+                next: next(),
+                response: response.as_ref(),
+            },
+        ),
+        Outcome::Ambiguous { error, .. } if ctx.retry_ambiguous && !last_attempt => (
+            "ambiguous",
+            Some(error.as_str()),
+            Transition::Retry {
+                next: next(),
                 response: None,
-                class: class.as_str(),
-                outcome: "ambiguous",
-                delay: ctx.backoff.delay(attempt.max(1) as u32),
-            }
-        }
+            },
+        ),
         Outcome::Retryable {
-            class,
-            error,
-            response,
+            error, response, ..
         }
         | Outcome::Permanent {
-            class,
-            error,
-            response,
-        } => Recorded::Fail {
-            error,
-            response: response.as_ref(),
-            class: class.as_str(),
-            outcome: "failed",
-        },
-        Outcome::Ambiguous { class, error } => Recorded::Fail {
-            error: if ctx.retry_ambiguous {
-                error
+            error, response, ..
+        } => (
+            "failed",
+            Some(error.as_str()),
+            Transition::Fail {
+                response: response.as_ref(),
+            },
+        ),
+        Outcome::Ambiguous { error, .. } => (
+            "failed",
+            Some(if ctx.retry_ambiguous {
+                error.as_str()
             } else {
                 "may have been delivered"
-            },
-            response: None,
-            class: class.as_str(),
-            outcome: "failed",
-        },
+            }),
+            Transition::Fail { response: None },
+        ),
     };
-    let result = match &recorded {
-        Recorded::Sent { .. } => Ok(()),
-        Recorded::Retry { error, .. } => {
-            Err(Box::new(SendError((*error).to_owned())) as BoxDynError)
-        }
-        Recorded::Fail { error, .. } => Err(abort(*error)),
+    let result: Result<(), BoxDynError> = match transition {
+        Transition::Sent { .. } => Ok(()),
+        Transition::Retry { .. } => Err(Box::new(SendError(error.unwrap_or_default().to_owned()))),
+        Transition::Fail { .. } => Err(abort(error.unwrap_or("failed"))),
     };
-    record(ctx, id, job_id, attempt, started_at, recorded).await?;
+    record(
+        ctx,
+        &AttemptRecord::new(id, attempt, started_at, label, class, error),
+        transition,
+    )
+    .await?;
     result
 }
 
-enum Recorded<'a> {
-    Sent {
-        response: &'a Value,
-    },
-    Retry {
-        error: &'a str,
-        response: Option<&'a Value>,
-        class: &'a str,
-        outcome: &'a str,
-        delay: Duration,
-    },
-    Fail {
-        error: &'a str,
-        response: Option<&'a Value>,
-        class: &'a str,
-        outcome: &'a str,
-    },
-}
-
-/// Writes the outcome in one transaction, retrying briefly through a database blip: losing a
-/// `sent` here would make the next run send again.
+/// Writes the outcome, retrying briefly through a database blip: losing a `sent` here would
+/// make the next run send again.
 async fn record(
     ctx: &SendContext,
-    id: uuid::Uuid,
-    job_id: &str,
-    attempt: i32,
-    started_at: chrono::DateTime<Utc>,
-    recorded: Recorded<'_>,
+    r: &AttemptRecord<'_>,
+    transition: Transition<'_>,
 ) -> Result<(), BoxDynError> {
     let mut wait = Duration::from_millis(100);
     let mut tries = 0;
     loop {
-        match record_once(ctx, id, job_id, attempt, started_at, &recorded).await {
+        let result = async {
+            let mut conn = ctx.pool.acquire().await?;
+            repo::record(&mut conn, r, transition).await
+        }
+        .await;
+        match result {
             Ok(()) => break,
             Err(e) if tries < 8 => {
-                tracing::warn!(message_id = %id, "recording the send outcome failed, retrying: {e}");
+                tracing::warn!(message_id = %r.message_id, "recording the send outcome failed, retrying: {e}");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(5));
                 tries += 1;
@@ -227,61 +201,6 @@ async fn record(
             Err(e) => return Err(Box::new(e)),
         }
     }
-    let outcome = match &recorded {
-        Recorded::Sent { .. } => "sent",
-        Recorded::Retry { outcome, .. } | Recorded::Fail { outcome, .. } => outcome,
-    };
-    metrics::counter!("bengkel_sends_total", "outcome" => outcome.to_owned()).increment(1);
+    metrics::counter!("bengkel_sends_total", "outcome" => r.outcome.to_owned()).increment(1);
     Ok(())
-}
-
-async fn record_once(
-    ctx: &SendContext,
-    id: uuid::Uuid,
-    job_id: &str,
-    attempt: i32,
-    started_at: chrono::DateTime<Utc>,
-    recorded: &Recorded<'_>,
-) -> sqlx::Result<()> {
-    let mut tx = ctx.pool.begin().await?;
-    let (outcome, class, error) = match recorded {
-        Recorded::Sent { response } => {
-            repo::mark_sent(&mut tx, id, response).await?;
-            ("sent", "ok", None)
-        }
-        Recorded::Retry {
-            error,
-            response,
-            class,
-            outcome,
-            delay,
-        } => {
-            let next = Utc::now() + chrono::Duration::from_std(*delay).unwrap_or_default();
-            repo::mark_retrying(&mut tx, id, next, error, *response).await?;
-            queue::defer(&mut tx, job_id, next).await?;
-            (*outcome, *class, Some(*error))
-        }
-        Recorded::Fail {
-            error,
-            response,
-            class,
-            outcome,
-        } => {
-            repo::mark_failed(&mut tx, id, error, *response).await?;
-            (*outcome, *class, Some(*error))
-        }
-    };
-    repo::record_attempt(
-        &mut tx,
-        &repo::AttemptRecord {
-            message_id: id,
-            attempt,
-            started_at,
-            outcome,
-            class,
-            error,
-        },
-    )
-    .await?;
-    tx.commit().await
 }

@@ -30,21 +30,31 @@ pub enum Stored {
     KeyConflict,
 }
 
-/// Stores a message and its send job in one transaction.
+/// Stores a message and its send job in one statement (so one implicit transaction and one
+/// round trip): the job is inserted only if the message was, with the message's own `run_at`.
 pub async fn store(
     pool: &PgPool,
     new: &NewMessage,
     origin: Origin<'_>,
     max_attempts: u32,
 ) -> sqlx::Result<Stored> {
-    let mut tx = pool.begin().await?;
     let message_id = Uuid::now_v7();
     let job = NewJob::send(message_id, new.run_at, max_attempts);
-    let inserted: Option<Message> = sqlx::query_as(concat!("INSERT INTO messages (id, kind, to_phone, body, file_url, run_at, job_id, max_attempts,
-                               created_by, idempotency_scope, idempotency_key, request_fingerprint)
-         VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7, $8, $9, $9, $10, $11)
-         ON CONFLICT (idempotency_scope, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-         RETURNING ", columns!(), ""))
+    let inserted: Option<Message> = sqlx::query_as(concat!(
+        "WITH m AS (
+            INSERT INTO messages (id, kind, to_phone, body, file_url, run_at, job_id, max_attempts,
+                                  created_by, idempotency_scope, idempotency_key, request_fingerprint)
+            VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7, $8, $9, $9, $10, $11)
+            ON CONFLICT (idempotency_scope, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+            RETURNING *
+         ), job AS (
+            INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority)
+            SELECT m.job_id, $12, $13, 'Pending', 0, m.max_attempts, m.run_at, 0 FROM m
+         )
+         SELECT ",
+        columns!(),
+        " FROM m"
+    ))
     .bind(message_id)
     .bind(new.kind)
     .bind(new.to.as_str())
@@ -56,33 +66,85 @@ pub async fn store(
     .bind(origin.created_by)
     .bind(origin.idempotency_key)
     .bind(&new.fingerprint)
-    .fetch_optional(&mut *tx)
+    .bind(queue::SEND_QUEUE)
+    .bind(&job.payload)
+    .fetch_optional(pool)
     .await?;
 
     let Some(message) = inserted else {
         // Only reachable with a key: a committed message holds it (a concurrent duplicate
         // waited for that commit on the unique index).
-        tx.rollback().await?;
-        let existing: Option<(String, Message)> = sqlx::query_as(concat!(
+        let existing: Option<FingerprintedMessage> = sqlx::query_as(concat!(
             "SELECT request_fingerprint, ",
             columns!(),
-            " FROM messages
-             WHERE idempotency_scope = $1 AND idempotency_key = $2"
+            " FROM messages WHERE idempotency_scope = $1 AND idempotency_key = $2"
         ))
         .bind(origin.created_by)
         .bind(origin.idempotency_key)
         .fetch_optional(pool)
-        .await
-        .map(|row: Option<FingerprintedMessage>| row.map(|r| (r.request_fingerprint, r.message)))?;
+        .await?;
         return Ok(match existing {
-            Some((fp, m)) if fp == new.fingerprint => Stored::Replayed(m),
+            Some(row) if row.request_fingerprint == new.fingerprint => {
+                Stored::Replayed(row.message)
+            }
             _ => Stored::KeyConflict,
         });
     };
-    queue::enqueue(&mut tx, queue::SEND_QUEUE, vec![job]).await?;
-    tx.commit().await?;
     metrics::counter!("bengkel_messages_enqueued_total", "kind" => new.kind.as_str()).increment(1);
     Ok(Stored::Created(message))
+}
+
+/// Stores many messages and their jobs with two set-wise statements on the caller's transaction
+/// (no idempotency keys). Returns the new ids in input order.
+pub async fn store_batch(
+    conn: &mut PgConnection,
+    messages: &[NewMessage],
+    created_by: &str,
+    max_attempts: u32,
+) -> sqlx::Result<Vec<Uuid>> {
+    let n = messages.len();
+    let (mut ids, mut jobs) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut kinds, mut tos, mut bodies, mut files, mut run_ats) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for m in messages {
+        let id = Uuid::now_v7();
+        let job = NewJob::send(id, m.run_at, max_attempts);
+        ids.push(id);
+        kinds.push(m.kind.as_str());
+        tos.push(m.to.as_str());
+        bodies.push(m.body.as_str());
+        files.push(m.file.as_deref());
+        run_ats.push(m.run_at);
+        jobs.push(job);
+    }
+    let job_ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO messages (id, kind, to_phone, body, file_url, run_at, job_id, max_attempts, created_by)
+         SELECT m.id, m.kind, m.to_phone, m.body, m.file_url, coalesce(m.run_at, now()), m.job_id, $8, $9
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[])
+              AS m(id, kind, to_phone, body, file_url, run_at, job_id)",
+    )
+    .bind(&ids)
+    .bind(&kinds)
+    .bind(&tos)
+    .bind(&bodies)
+    .bind(&files)
+    .bind(&run_ats)
+    .bind(&job_ids)
+    .bind(max_attempts as i32)
+    .bind(created_by)
+    .execute(&mut *conn)
+    .await?;
+    queue::enqueue(conn, queue::SEND_QUEUE, jobs).await?;
+    for kind in &kinds {
+        metrics::counter!("bengkel_messages_enqueued_total", "kind" => *kind).increment(1);
+    }
+    Ok(ids)
 }
 
 #[derive(sqlx::FromRow)]
@@ -181,39 +243,45 @@ pub async fn cancel(pool: &PgPool, id: Uuid) -> sqlx::Result<Cancelled> {
     Ok(Cancelled::Done(Box::new(message)))
 }
 
-/// The worker's view of a message it is about to send.
+/// The worker's view of a message it has claimed.
 #[derive(Debug, sqlx::FromRow)]
-pub struct Sendable {
-    pub id: Uuid,
-    pub kind: Kind,
+pub struct Claimed {
+    /// The status before the claim: `sending` means a previous attempt was interrupted.
+    pub previous: Status,
     pub to_phone: String,
     pub body: String,
     pub file_url: Option<String>,
-    pub status: Status,
-    pub job_id: Option<String>,
 }
 
-pub async fn sendable(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Sendable>> {
+/// Marks the message `sending` for attempt `attempt` and returns what to send; `None` when it
+/// is not sendable (finished, cancelled, missing, or found `sending` while `take_interrupted`
+/// is false). One statement.
+pub async fn claim(
+    pool: &PgPool,
+    id: Uuid,
+    attempt: i32,
+    take_interrupted: bool,
+) -> sqlx::Result<Option<Claimed>> {
     sqlx::query_as(
-        "SELECT id, kind, to_phone, body, file_url, status, job_id FROM messages WHERE id = $1",
+        "WITH before AS (SELECT id, status FROM messages WHERE id = $1 FOR UPDATE)
+         UPDATE messages m SET status = 'sending', attempts = $2, updated_at = now()
+         FROM before
+         WHERE m.id = before.id
+           AND (before.status IN ('queued', 'retrying') OR (before.status = 'sending' AND $3))
+         RETURNING before.status AS previous, m.to_phone, m.body, m.file_url",
     )
     .bind(id)
+    .bind(attempt)
+    .bind(take_interrupted)
     .fetch_optional(pool)
     .await
 }
 
-/// Marks the message `sending` for attempt `attempt`; false when it was cancelled or finished
-/// meanwhile.
-pub async fn claim(pool: &PgPool, id: Uuid, attempt: i32) -> sqlx::Result<bool> {
-    let done = sqlx::query(
-        "UPDATE messages SET status = 'sending', attempts = $2, updated_at = now()
-         WHERE id = $1 AND status IN ('queued', 'retrying', 'sending')",
-    )
-    .bind(id)
-    .bind(attempt)
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected() == 1)
+pub async fn status(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Status>> {
+    sqlx::query_scalar("SELECT status FROM messages WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
 }
 
 /// The recorded result of one attempt.
@@ -226,9 +294,69 @@ pub struct AttemptRecord<'a> {
     pub error: Option<&'a str>,
 }
 
-pub async fn record_attempt(conn: &mut PgConnection, r: &AttemptRecord<'_>) -> sqlx::Result<()> {
+impl<'a> AttemptRecord<'a> {
+    pub fn new(
+        message_id: Uuid,
+        attempt: i32,
+        started_at: DateTime<Utc>,
+        outcome: &'a str,
+        class: &'a str,
+        error: Option<&'a str>,
+    ) -> Self {
+        Self {
+            message_id,
+            attempt,
+            started_at,
+            outcome,
+            class,
+            error,
+        }
+    }
+}
+
+/// What an attempt did to its message.
+#[derive(Clone, Copy)]
+pub enum Transition<'a> {
+    /// `sending` → `sent`, with the gateway's response.
+    Sent { response: &'a serde_json::Value },
+    /// → `retrying` until `next`; the job's `run_at` moves with it.
+    Retry {
+        next: DateTime<Utc>,
+        response: Option<&'a serde_json::Value>,
+    },
+    /// → `failed`.
+    Fail {
+        response: Option<&'a serde_json::Value>,
+    },
+}
+
+/// Records an attempt and moves its message (and, for a retry, its job) in one statement.
+pub async fn record(
+    conn: &mut PgConnection,
+    r: &AttemptRecord<'_>,
+    t: Transition<'_>,
+) -> sqlx::Result<()> {
+    let (status, next, response) = match t {
+        Transition::Sent { response } => ("sent", None, Some(response)),
+        Transition::Retry { next, response } => ("retrying", Some(next), response),
+        Transition::Fail { response } => ("failed", None, response),
+    };
     sqlx::query(
-        "INSERT INTO message_attempts (message_id, attempt, started_at, outcome, class, error)
+        "WITH m AS (
+            UPDATE messages SET
+                status = $7,
+                sent_at = CASE WHEN $7 = 'sent' THEN now() END,
+                failed_at = CASE WHEN $7 = 'failed' THEN now() END,
+                next_attempt_at = $8,
+                last_error = $6,
+                gateway_response = coalesce($9, gateway_response),
+                updated_at = now()
+            WHERE id = $1 AND status IN ('queued', 'sending', 'retrying')
+            RETURNING job_id
+         ), job AS (
+            UPDATE apalis.jobs SET run_at = $8 FROM m WHERE $8 IS NOT NULL AND apalis.jobs.id = m.job_id
+         )
+         INSERT INTO message_attempts (message_id, attempt, started_at, outcome, class, error)
          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
     )
     .bind(r.message_id)
@@ -237,63 +365,8 @@ pub async fn record_attempt(conn: &mut PgConnection, r: &AttemptRecord<'_>) -> s
     .bind(r.outcome)
     .bind(r.class)
     .bind(r.error)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// `sending` → `sent`. False when the message was not `sending` (nothing changed).
-pub async fn mark_sent(
-    conn: &mut PgConnection,
-    id: Uuid,
-    response: &serde_json::Value,
-) -> sqlx::Result<bool> {
-    let done = sqlx::query(
-        "UPDATE messages SET status = 'sent', sent_at = now(), gateway_response = $2,
-                last_error = NULL, next_attempt_at = NULL, updated_at = now()
-         WHERE id = $1 AND status = 'sending'",
-    )
-    .bind(id)
-    .bind(response)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-pub async fn mark_retrying(
-    conn: &mut PgConnection,
-    id: Uuid,
-    next_attempt_at: DateTime<Utc>,
-    error: &str,
-    response: Option<&serde_json::Value>,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE messages SET status = 'retrying', next_attempt_at = $2, last_error = $3,
-                gateway_response = coalesce($4, gateway_response), updated_at = now()
-         WHERE id = $1 AND status = 'sending'",
-    )
-    .bind(id)
-    .bind(next_attempt_at)
-    .bind(error)
-    .bind(response)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-pub async fn mark_failed(
-    conn: &mut PgConnection,
-    id: Uuid,
-    error: &str,
-    response: Option<&serde_json::Value>,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE messages SET status = 'failed', failed_at = now(), next_attempt_at = NULL,
-                last_error = $2, gateway_response = coalesce($3, gateway_response), updated_at = now()
-         WHERE id = $1 AND status IN ('queued', 'sending', 'retrying')",
-    )
-    .bind(id)
-    .bind(error)
+    .bind(status)
+    .bind(next)
     .bind(response)
     .execute(conn)
     .await?;

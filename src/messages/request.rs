@@ -28,6 +28,25 @@ pub struct NewMessage {
     pub fingerprint: String,
 }
 
+impl NewMessage {
+    /// A message built by the service itself (reminders, benchmarks): already valid.
+    pub fn internal(
+        kind: Kind,
+        to: PhoneNumber,
+        body: String,
+        run_at: Option<DateTime<Utc>>,
+    ) -> Self {
+        Self {
+            kind,
+            to,
+            body,
+            file: None,
+            run_at,
+            fingerprint: String::new(),
+        }
+    }
+}
+
 fn check_body(raw: &str) -> Result<String, String> {
     let trimmed = raw.trim();
     let chars = trimmed.chars().count();

@@ -6,6 +6,7 @@
 //! never poison a worker.
 
 pub mod backoff;
+pub mod sampler;
 
 use std::{
     task::{Context, Poll},
@@ -96,20 +97,6 @@ pub async fn cancel_waiting(conn: &mut PgConnection, job_id: &str) -> sqlx::Resu
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
-}
-
-/// Moves a job's `run_at`: how a retry's backoff is persisted (apalis' own retry has none).
-pub async fn defer(
-    conn: &mut PgConnection,
-    job_id: &str,
-    run_at: DateTime<Utc>,
-) -> sqlx::Result<()> {
-    sqlx::query("UPDATE apalis.jobs SET run_at = $2 WHERE id = $1")
-        .bind(job_id)
-        .bind(run_at)
-        .execute(conn)
-        .await?;
-    Ok(())
 }
 
 pub type Storage<Args> = PollWith<PostgresStorage<Args>, Wakeup>;

@@ -284,3 +284,184 @@ fn without_database_url_an_embedded_cluster_is_created_and_reused() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.trim().parse().ok())
+    })
+}
+
+#[tokio::test]
+async fn metrics_count_what_the_process_did_with_route_templates() {
+    let db = TestDb::new().await;
+    let gateway = Gateway::start().await;
+    gateway
+        .respond_times(
+            crate::helpers::gateway_error(500, json!({"success": false})),
+            1,
+        )
+        .await;
+    gateway.ok().await;
+    let mut env = env_for(&db, &gateway);
+    env.insert("SEND_RATE_PER_SECOND".into(), "50".into());
+    let proc = Proc::start("serve", &env).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let (_, body) = post_json(
+            &proc.base,
+            "/whatsapp/send",
+            json!({"to": "0812345678", "body": format!("m{i}")}),
+        )
+        .await;
+        ids.push(body["data"]["id"].as_str().unwrap().to_owned());
+    }
+    let client = reqwest::Client::new();
+    for id in &ids {
+        let res = client
+            .get(format!("{}/whatsapp/messages/{id}", proc.base))
+            .bearer_auth(client_token())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let text = loop {
+        let text = reqwest::get(format!("{}/metrics", proc.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metric(&text, "bengkel_sends_total{outcome=\"sent\"}") == Some(3.0)
+            && metric(
+                &text,
+                "bengkel_queue_jobs{queue=\"whatsapp-send\",status=\"done\"}",
+            ) == Some(3.0)
+        {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics never showed 3 sends and 3 done jobs:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        metric(&text, "bengkel_messages_enqueued_total{kind=\"adhoc\"}"),
+        Some(3.0)
+    );
+    assert_eq!(
+        metric(&text, "bengkel_sends_total{outcome=\"retry\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&text, "bengkel_gateway_responses_total{class=\"ok\"}"),
+        Some(3.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "bengkel_gateway_responses_total{class=\"server_error\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&text, "bengkel_gateway_request_duration_seconds_count"),
+        Some(4.0)
+    );
+    assert_eq!(
+        metric(&text, "bengkel_throttle_wait_seconds_count"),
+        Some(4.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "bengkel_queue_jobs{queue=\"whatsapp-send\",status=\"pending\"}"
+        ),
+        Some(0.0)
+    );
+    assert!(text.contains("bengkel_queue_oldest_pending_age_seconds{queue=\"whatsapp-send\"}"));
+    assert!(text.contains("# TYPE bengkel_gateway_request_duration_seconds histogram"));
+    assert_eq!(
+        metric(
+            &text,
+            "bengkel_http_requests_total{method=\"GET\",route=\"/whatsapp/messages/{id}\",status=\"200\"}"
+        ),
+        Some(3.0),
+        "{text}"
+    );
+    assert!(!text.contains(&ids[0]), "no raw paths in labels");
+}
+
+#[tokio::test]
+async fn in_sandbox_mode_a_message_is_sent_to_the_built_in_gateway_and_listed() {
+    let db = TestDb::new().await;
+    let gateway = Gateway::start().await;
+    let mut env = env_for(&db, &gateway);
+    env.remove("STARSENDER_API_KEY");
+    env.remove("STARSENDER_API_URL");
+    let proc = Proc::start("serve", &env).await;
+    let (status, body) = post_json(&proc.base, "/whatsapp/send", json!({"to": "+62 812-3456-789", "body": "Halo sandbox", "file": "https://example.com/a.pdf"})).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["data"]["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while message_status(&db, &id).await != "sent" {
+        assert!(Instant::now() < deadline, "not sent through the sandbox");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let listed: Value = reqwest::get(format!("{}/sandbox/starsender/messages", proc.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["data"][0]["to"], "628123456789");
+    assert_eq!(listed["data"][0]["body"], "Halo sandbox");
+    assert_eq!(listed["data"][0]["messageType"], "media");
+    assert_eq!(gateway.calls().await, 0, "nothing went to the live gateway");
+}
+
+#[tokio::test]
+async fn workers_recover_by_themselves_after_their_database_connections_are_killed() {
+    let app = crate::helpers::TestApp::spawn().await;
+    let (_, first) = app
+        .send(json!({"to": "0812345678", "body": "before"}))
+        .await;
+    app.wait_for_status(
+        first["data"]["id"].as_str().unwrap(),
+        "sent",
+        Duration::from_secs(5),
+    )
+    .await;
+
+    // An outage as the workers see it: every connection of theirs is cut.
+    let admin = std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+        .await
+        .unwrap();
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+    )
+    .bind(&app.db.name)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert!(
+        killed.len() >= 2,
+        "the worker and its listener were connected"
+    );
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, second) = app.send(json!({"to": "0812345678", "body": "after"})).await;
+    assert_eq!(status, 202, "{second}");
+    app.wait_for_status(
+        second["data"]["id"].as_str().unwrap(),
+        "sent",
+        Duration::from_secs(15),
+    )
+    .await;
+    assert_eq!(app.gateway.calls().await, 2);
+}

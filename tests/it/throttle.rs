@@ -74,20 +74,21 @@ async fn a_rate_of_five_per_second_holds_over_25_messages() {
         let span = (w[5] - w[0]).num_milliseconds();
         assert!(span >= 990, "six releases within {span} ms");
     }
-    // At the gateway the same rate holds, give or take the scheduling jitter of an HTTP call.
+    // At the gateway the same rate holds over longer windows; single gaps jitter by the time an
+    // HTTP call takes after its release, which on a loaded machine can be a few hundred ms.
     let mut at = arrivals.lock().unwrap().clone();
     at.sort();
     assert_eq!(at.len(), 25);
-    for w in at.windows(6) {
-        let span = w[5] - w[0];
+    for w in at.windows(11) {
+        let span = w[10] - w[0];
         assert!(
-            span >= Duration::from_millis(700),
-            "six calls within {span:?}"
+            span >= Duration::from_millis(1_500),
+            "eleven calls within {span:?}"
         );
     }
     let total = at[24] - at[0];
     assert!(
-        total >= Duration::from_millis(4_600) && total <= Duration::from_millis(6_500),
+        total >= Duration::from_millis(4_500) && total <= Duration::from_millis(6_500),
         "25 calls at 5/s took {total:?}"
     );
 }
