@@ -35,6 +35,11 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
         .run(pool)
         .await
         .map_err(|e| anyhow::anyhow!("migrations failed: {e}"))?;
+    // Re-applied every time, after apalis' own migrations, so that it wins over theirs.
+    sqlx::raw_sql(include_str!("../queue/get_jobs.sql"))
+        .execute(pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("installing the job fetch function failed: {e}"))?;
     Ok(())
 }
 

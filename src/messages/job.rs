@@ -30,6 +30,8 @@ use crate::{
 /// Everything a send needs; one per process, shared by all its workers.
 pub struct SendContext {
     pub pool: PgPool,
+    /// For the `sending` mark only: asynchronous commit (see `worker::send_context`).
+    pub claim_pool: PgPool,
     pub gateway: StarSender,
     /// `None` when `SEND_RATE_PER_SECOND=0` (no throttle).
     pub limiter: Option<Arc<DefaultDirectRateLimiter>>,
@@ -79,7 +81,8 @@ async fn send(ctx: &SendContext, job: SendJob, attempt: i32) -> Result<(), BoxDy
         metrics::histogram!("bengkel_throttle_wait_seconds").record(waited.elapsed().as_secs_f64());
     }
     let started_at = Utc::now();
-    let Some(message) = repo::claim(&ctx.pool, id, attempt, ctx.retry_ambiguous).await? else {
+    let Some(message) = repo::claim(&ctx.claim_pool, id, attempt, ctx.retry_ambiguous).await?
+    else {
         return match repo::status(&ctx.pool, id).await? {
             None => Err(abort(format!("message {id} does not exist"))),
             Some(Status::Sent) => Ok(()), // an earlier run delivered it; a re-run changes nothing

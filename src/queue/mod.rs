@@ -167,7 +167,10 @@ pub fn storage<Args>(pool: &PgPool, queue: &str, batch_size: usize) -> Storage<A
         // A dead process' jobs go back to the queue after 60 s; a live one beats every 10 s,
         // also while all its slots are busy, so a slow gateway call is never taken twice.
         .heartbeat_interval(Duration::from_secs(10))
-        .missed_heartbeats(6);
+        .missed_heartbeats(6)
+        // A fetched job is already ours (`Queued`, `lock_by` = this worker): the extra
+        // `Running` update per batch buys nothing.
+        .lock_tasks(false);
     let storage = PostgresStorage::<Args>::new(pool).with_config(config);
     PollWith::new(storage, Wakeup::new(pool, queue, POLL_INTERVAL))
 }
