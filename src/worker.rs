@@ -40,6 +40,7 @@ pub fn send_context(pool: PgPool, config: &Config, gateway: StarSender) -> Arc<S
         .acquire_timeout(Duration::from_secs(5))
         .connect_lazy_with(options);
     Arc::new(SendContext {
+        recorder: crate::messages::recorder::Recorder::spawn(pool.clone()),
         pool,
         claim_pool,
         gateway,

@@ -5,11 +5,7 @@
 //! ordinary error so apalis counts the attempt and leaves the row `Failed` until it is due again.
 //! Terminal outcomes return [`AbortError`] (apalis `Killed`): no further runs.
 
-use std::{
-    panic::AssertUnwindSafe,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{panic::AssertUnwindSafe, sync::Arc, time::Instant};
 
 use apalis::prelude::{AbortError, Attempt, BoxDynError, Data};
 use chrono::Utc;
@@ -20,7 +16,8 @@ use sqlx::PgPool;
 
 use super::{
     Status,
-    repo::{self, AttemptRecord, Transition},
+    recorder::Recorder,
+    repo::{self, Recorded},
 };
 use crate::{
     gateway::{Outcome, SendRequest, StarSender},
@@ -32,6 +29,8 @@ pub struct SendContext {
     pub pool: PgPool,
     /// For the `sending` mark only: asynchronous commit (see `worker::send_context`).
     pub claim_pool: PgPool,
+    /// Writes outcomes in groups (see [`Recorder`]).
+    pub recorder: Recorder,
     pub gateway: StarSender,
     /// `None` when `SEND_RATE_PER_SECOND=0` (no throttle).
     pub limiter: Option<Arc<DefaultDirectRateLimiter>>,
@@ -81,6 +80,18 @@ async fn send(ctx: &SendContext, job: SendJob, attempt: i32) -> Result<(), BoxDy
         metrics::histogram!("bengkel_throttle_wait_seconds").record(waited.elapsed().as_secs_f64());
     }
     let started_at = Utc::now();
+    let recorded =
+        |outcome, class, error: Option<&str>, status, next_attempt_at, response| Recorded {
+            message_id: id,
+            attempt,
+            started_at,
+            outcome,
+            class,
+            error: error.map(str::to_owned),
+            status,
+            next_attempt_at,
+            response,
+        };
     let Some(message) = repo::claim(&ctx.claim_pool, id, attempt, ctx.retry_ambiguous).await?
     else {
         return match repo::status(&ctx.pool, id).await? {
@@ -90,15 +101,16 @@ async fn send(ctx: &SendContext, job: SendJob, attempt: i32) -> Result<(), BoxDy
             Some(Status::Sending) => {
                 // A previous attempt died during the gateway call and ambiguous retries are off.
                 let error = "may have been delivered: a previous attempt was interrupted during the gateway call";
-                let attempt_record = AttemptRecord::new(
-                    id,
-                    attempt,
-                    started_at,
-                    "failed",
-                    "interrupted",
-                    Some(error),
-                );
-                record(ctx, &attempt_record, Transition::Fail { response: None }).await?;
+                ctx.recorder
+                    .record(recorded(
+                        "failed",
+                        "interrupted",
+                        Some(error),
+                        Status::Failed,
+                        None,
+                        None,
+                    ))
+                    .await?;
                 Err(abort(error))
             }
             Some(other) => Err(abort(format!("message is {}", other.as_str()))),
@@ -122,88 +134,59 @@ async fn send(ctx: &SendContext, job: SendJob, attempt: i32) -> Result<(), BoxDy
     };
 
     let class = outcome.class().as_str();
-    let (label, error, transition) = match &outcome {
-        Outcome::Sent { response } => ("sent", None, Transition::Sent { response }),
+    let record = match outcome {
+        Outcome::Sent { response } => {
+            recorded("sent", class, None, Status::Sent, None, Some(response))
+        }
         Outcome::Retryable {
             error, response, ..
-        } if !last_attempt => (
+        } if !last_attempt => recorded(
             "retry",
-            Some(error.as_str()),
-            Transition::Retry {
-                next: next(),
-                response: response.as_ref(),
-            },
+            class,
+            Some(&error),
+            Status::Retrying,
+            Some(next()),
+            response,
         ),
-        Outcome::Ambiguous { error, .. } if ctx.retry_ambiguous && !last_attempt => (
+        Outcome::Ambiguous { error, .. } if ctx.retry_ambiguous && !last_attempt => recorded(
             "ambiguous",
-            Some(error.as_str()),
-            Transition::Retry {
-                next: next(),
-                response: None,
-            },
+            class,
+            Some(&error),
+            Status::Retrying,
+            Some(next()),
+            None,
         ),
         Outcome::Retryable {
             error, response, ..
         }
         | Outcome::Permanent {
             error, response, ..
-        } => (
+        } => recorded(
             "failed",
-            Some(error.as_str()),
-            Transition::Fail {
-                response: response.as_ref(),
-            },
+            class,
+            Some(&error),
+            Status::Failed,
+            None,
+            response,
         ),
-        Outcome::Ambiguous { error, .. } => (
-            "failed",
-            Some(if ctx.retry_ambiguous {
+        Outcome::Ambiguous { error, .. } => {
+            let error = if ctx.retry_ambiguous {
                 error.as_str()
             } else {
                 "may have been delivered"
-            }),
-            Transition::Fail { response: None },
-        ),
+            };
+            recorded("failed", class, Some(error), Status::Failed, None, None)
+        }
     };
-    let result: Result<(), BoxDynError> = match transition {
-        Transition::Sent { .. } => Ok(()),
-        Transition::Retry { .. } => Err(Box::new(SendError(error.unwrap_or_default().to_owned()))),
-        Transition::Fail { .. } => Err(abort(error.unwrap_or("failed"))),
+    let result: Result<(), BoxDynError> = match record.status {
+        Status::Sent => Ok(()),
+        Status::Retrying => Err(Box::new(SendError(
+            record.error.clone().unwrap_or_default(),
+        ))),
+        _ => Err(abort(
+            record.error.clone().unwrap_or_else(|| "failed".into()),
+        )),
     };
-    record(
-        ctx,
-        &AttemptRecord::new(id, attempt, started_at, label, class, error),
-        transition,
-    )
-    .await?;
+    ctx.recorder.record(record).await?;
     result
-}
-
-/// Writes the outcome, retrying briefly through a database blip: losing a `sent` here would
-/// make the next run send again.
-async fn record(
-    ctx: &SendContext,
-    r: &AttemptRecord<'_>,
-    transition: Transition<'_>,
-) -> Result<(), BoxDynError> {
-    let mut wait = Duration::from_millis(100);
-    let mut tries = 0;
-    loop {
-        let result = async {
-            let mut conn = ctx.pool.acquire().await?;
-            repo::record(&mut conn, r, transition).await
-        }
-        .await;
-        match result {
-            Ok(()) => break,
-            Err(e) if tries < 8 => {
-                tracing::warn!(message_id = %r.message_id, "recording the send outcome failed, retrying: {e}");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
-                tries += 1;
-            }
-            Err(e) => return Err(Box::new(e)),
-        }
-    }
-    metrics::counter!("bengkel_sends_total", "outcome" => r.outcome.to_owned()).increment(1);
-    Ok(())
 }

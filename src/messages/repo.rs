@@ -284,90 +284,71 @@ pub async fn status(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Status>> {
         .await
 }
 
-/// The recorded result of one attempt.
-pub struct AttemptRecord<'a> {
+/// The recorded result of one attempt, and what it does to its message.
+#[derive(Debug, Clone)]
+pub struct Recorded {
     pub message_id: Uuid,
     pub attempt: i32,
     pub started_at: DateTime<Utc>,
-    pub outcome: &'a str,
-    pub class: &'a str,
-    pub error: Option<&'a str>,
+    /// `sent`, `retry`, `ambiguous` or `failed` (the `bengkel_sends_total` outcome).
+    pub outcome: &'static str,
+    /// The gateway response class, or `interrupted`.
+    pub class: &'static str,
+    pub error: Option<String>,
+    /// The message's new status: `sent`, `retrying` or `failed`.
+    pub status: Status,
+    /// For `retrying`: when the job runs again (its `run_at` moves with it).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub response: Option<serde_json::Value>,
 }
 
-impl<'a> AttemptRecord<'a> {
-    pub fn new(
-        message_id: Uuid,
-        attempt: i32,
-        started_at: DateTime<Utc>,
-        outcome: &'a str,
-        class: &'a str,
-        error: Option<&'a str>,
-    ) -> Self {
-        Self {
-            message_id,
-            attempt,
-            started_at,
-            outcome,
-            class,
-            error,
-        }
-    }
-}
-
-/// What an attempt did to its message.
-#[derive(Clone, Copy)]
-pub enum Transition<'a> {
-    /// `sending` → `sent`, with the gateway's response.
-    Sent { response: &'a serde_json::Value },
-    /// → `retrying` until `next`; the job's `run_at` moves with it.
-    Retry {
-        next: DateTime<Utc>,
-        response: Option<&'a serde_json::Value>,
-    },
-    /// → `failed`.
-    Fail {
-        response: Option<&'a serde_json::Value>,
-    },
-}
-
-/// Records an attempt and moves its message (and, for a retry, its job) in one statement.
-pub async fn record(
-    conn: &mut PgConnection,
-    r: &AttemptRecord<'_>,
-    t: Transition<'_>,
-) -> sqlx::Result<()> {
-    let (status, next, response) = match t {
-        Transition::Sent { response } => ("sent", None, Some(response)),
-        Transition::Retry { next, response } => ("retrying", Some(next), response),
-        Transition::Fail { response } => ("failed", None, response),
-    };
+/// Records many attempts and moves their messages (and, for retries, their jobs) in one
+/// statement.
+pub async fn record_batch(conn: &mut PgConnection, batch: &[Recorded]) -> sqlx::Result<()> {
+    let ids: Vec<Uuid> = batch.iter().map(|r| r.message_id).collect();
+    let attempts: Vec<i32> = batch.iter().map(|r| r.attempt).collect();
+    let started: Vec<DateTime<Utc>> = batch.iter().map(|r| r.started_at).collect();
+    let outcomes: Vec<&str> = batch.iter().map(|r| r.outcome).collect();
+    let classes: Vec<&str> = batch.iter().map(|r| r.class).collect();
+    let errors: Vec<Option<&str>> = batch.iter().map(|r| r.error.as_deref()).collect();
+    let statuses: Vec<&str> = batch.iter().map(|r| r.status.as_str()).collect();
+    let nexts: Vec<Option<DateTime<Utc>>> = batch.iter().map(|r| r.next_attempt_at).collect();
+    let responses: Vec<Option<&serde_json::Value>> =
+        batch.iter().map(|r| r.response.as_ref()).collect();
     sqlx::query(
-        "WITH m AS (
+        "WITH input AS (
+            SELECT * FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::text[],
+                                 $6::text[], $7::text[], $8::timestamptz[], $9::jsonb[])
+                AS t(message_id, attempt, started_at, outcome, class, error, status, next_at, response)
+         ), m AS (
             UPDATE messages SET
-                status = $7,
-                sent_at = CASE WHEN $7 = 'sent' THEN now() END,
-                failed_at = CASE WHEN $7 = 'failed' THEN now() END,
-                next_attempt_at = $8,
-                last_error = $6,
-                gateway_response = coalesce($9, gateway_response),
+                status = i.status,
+                sent_at = CASE WHEN i.status = 'sent' THEN now() END,
+                failed_at = CASE WHEN i.status = 'failed' THEN now() END,
+                next_attempt_at = i.next_at,
+                last_error = i.error,
+                gateway_response = coalesce(i.response, messages.gateway_response),
                 updated_at = now()
-            WHERE id = $1 AND status IN ('queued', 'sending', 'retrying')
-            RETURNING job_id
+            FROM input i
+            WHERE messages.id = i.message_id AND messages.status IN ('queued', 'sending', 'retrying')
+            RETURNING messages.job_id, i.next_at
          ), job AS (
-            UPDATE apalis.jobs SET run_at = $8 FROM m WHERE $8 IS NOT NULL AND apalis.jobs.id = m.job_id
+            UPDATE apalis.jobs SET run_at = m.next_at FROM m
+            WHERE m.next_at IS NOT NULL AND apalis.jobs.id = m.job_id
          )
          INSERT INTO message_attempts (message_id, attempt, started_at, outcome, class, error)
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+         SELECT message_id, attempt, started_at, outcome, class, error FROM input
+         ON CONFLICT DO NOTHING",
     )
-    .bind(r.message_id)
-    .bind(r.attempt)
-    .bind(r.started_at)
-    .bind(r.outcome)
-    .bind(r.class)
-    .bind(r.error)
-    .bind(status)
-    .bind(next)
-    .bind(response)
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&started)
+    .bind(&outcomes)
+    .bind(&classes)
+    .bind(&errors)
+    .bind(&statuses)
+    .bind(&nexts)
+    .bind(&responses)
     .execute(conn)
     .await?;
     Ok(())
