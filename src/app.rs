@@ -211,7 +211,6 @@ pub async fn start(
         );
         let ctx = crate::worker::send_context(pool.clone(), &config, gateway);
         Some(tokio::spawn(crate::worker::run(
-            pool,
             config.clone(),
             ctx,
             shutdown.clone(),

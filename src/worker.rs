@@ -7,7 +7,7 @@ use std::{num::NonZeroU32, sync::Arc, time::Duration};
 use apalis::prelude::{Monitor, WorkerBuilder, WorkerBuilderExt};
 use governor::{Quota, RateLimiter};
 use serde_json::Value;
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -29,20 +29,10 @@ pub fn send_context(pool: PgPool, config: &Config, gateway: StarSender) -> Arc<S
             Quota::per_second(rate).allow_burst(burst),
         ))
     });
-    // Marking a message `sending` is committed without waiting for the WAL flush: it survives
-    // a crash of this process (the server keeps it), and only a crash of the database server
-    // itself in the following ~200 ms could forget it. That halves the fsyncs per send.
-    let options = (*pool.connect_options())
-        .clone()
-        .options([("synchronous_commit", "off")]);
-    let claim_pool = PgPoolOptions::new()
-        .max_connections(config.worker_concurrency as u32)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy_with(options);
     Arc::new(SendContext {
         recorder: crate::messages::recorder::Recorder::spawn(pool.clone()),
+        relaxed_pool: crate::db::relaxed(&pool, config.worker_concurrency as u32 + 8),
         pool,
-        claim_pool,
         gateway,
         limiter,
         backoff: config.backoff(),
@@ -61,7 +51,6 @@ fn split_slots(concurrency: usize) -> (usize, usize) {
 
 /// Runs the workers until `shutdown` is cancelled.
 pub async fn run(
-    pool: PgPool,
     config: Arc<Config>,
     ctx: Arc<SendContext>,
     shutdown: CancellationToken,
@@ -76,7 +65,13 @@ pub async fn run(
     let monitor = Monitor::new()
         .register_n(workers, move |_index, _restarts| {
             WorkerBuilder::new(queue::worker_name(queue::SEND_QUEUE))
-                .backend(queue::storage::<Value>(&pool, queue::SEND_QUEUE, batch))
+                // apalis' bookkeeping (fetch, acknowledgements, heartbeats) commits without
+                // waiting for the WAL flush: see `db::relaxed` for why that is safe.
+                .backend(queue::storage::<Value>(
+                    &ctx.relaxed_pool,
+                    queue::SEND_QUEUE,
+                    batch,
+                ))
                 .concurrency(slots)
                 .data(ctx.clone())
                 .build(job::handle)

@@ -27,8 +27,8 @@ use crate::{
 /// Everything a send needs; one per process, shared by all its workers.
 pub struct SendContext {
     pub pool: PgPool,
-    /// For the `sending` mark only: asynchronous commit (see `worker::send_context`).
-    pub claim_pool: PgPool,
+    /// Asynchronous commit, for the `sending` mark and apalis' bookkeeping (see `db::relaxed`).
+    pub relaxed_pool: PgPool,
     /// Writes outcomes in groups (see [`Recorder`]).
     pub recorder: Recorder,
     pub gateway: StarSender,
@@ -92,7 +92,7 @@ async fn send(ctx: &SendContext, job: SendJob, attempt: i32) -> Result<(), BoxDy
             next_attempt_at,
             response,
         };
-    let Some(message) = repo::claim(&ctx.claim_pool, id, attempt, ctx.retry_ambiguous).await?
+    let Some(message) = repo::claim(&ctx.relaxed_pool, id, attempt, ctx.retry_ambiguous).await?
     else {
         return match repo::status(&ctx.pool, id).await? {
             None => Err(abort(format!("message {id} does not exist"))),

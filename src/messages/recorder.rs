@@ -3,15 +3,17 @@
 //! statement. Under load that is one commit for dozens of sends instead of one each, and a
 //! handler still returns only once its outcome is durable.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use apalis::prelude::BoxDynError;
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::repo::{self, Recorded};
 
 const MAX_BATCH: usize = 500;
+/// Batches in flight at once: while one waits for its WAL flush the next one gathers.
+const WRITERS: usize = 3;
 
 type Reply = oneshot::Sender<Result<(), String>>;
 
@@ -24,7 +26,10 @@ impl Recorder {
     /// Starts the recorder task; it ends when the last handle is dropped.
     pub fn spawn(pool: PgPool) -> Self {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run(pool, rx));
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..WRITERS {
+            tokio::spawn(run(pool.clone(), rx.clone()));
+        }
         Self { tx }
     }
 
@@ -43,9 +48,13 @@ impl Recorder {
     }
 }
 
-async fn run(pool: PgPool, mut rx: mpsc::Receiver<(Recorded, Reply)>) {
+async fn run(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<(Recorded, Reply)>>>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    loop {
+        // Only gathering holds the lock; writing does not, so writers overlap.
+        if rx.lock().await.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
+        }
         let (records, replies): (Vec<Recorded>, Vec<Reply>) = batch.drain(..).unzip();
         let result = write(&pool, &records).await.map_err(|e| e.to_string());
         for reply in replies {
