@@ -40,8 +40,18 @@ pub struct BenchArgs {
     /// Sends measured for the idle latency benchmark.
     #[arg(long, default_value_t = 200)]
     pub latency_samples: usize,
-    /// Which parts to run: any of enqueue, drain, latency.
-    #[arg(long, value_delimiter = ',', default_value = "enqueue,drain,latency")]
+    /// `SEND_RATE_PER_SECOND` for the throttle accuracy benchmark.
+    #[arg(long, default_value_t = 20)]
+    pub throttle_rate: u32,
+    /// Sends for the throttle accuracy benchmark.
+    #[arg(long, default_value_t = 200)]
+    pub throttle_sends: usize,
+    /// Which parts to run: any of enqueue, drain, latency, throttle.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "enqueue,drain,latency,throttle"
+    )]
     pub only: Vec<String>,
 }
 
@@ -116,8 +126,9 @@ async fn bench(config: &Config, admin_url: &str, args: &BenchArgs) -> anyhow::Re
             "enqueue" => enqueue_rate(config, &pool, &gateway, args).await,
             "drain" => drain_rate(config, &pool, &gateway, args).await,
             "latency" => idle_latency(config, &pool, &gateway, args).await,
+            "throttle" => throttle_accuracy(config, &pool, &gateway, args).await,
             other => Err(anyhow::anyhow!(
-                "unknown benchmark `{other}` (enqueue, drain, latency)"
+                "unknown benchmark `{other}` (enqueue, drain, latency, throttle)"
             )),
         };
         pool.close().await;
@@ -378,6 +389,62 @@ async fn idle_latency(
     Ok(())
 }
 
+async fn throttle_accuracy(
+    base: &Config,
+    pool: &PgPool,
+    gateway: &FakeGateway,
+    args: &BenchArgs,
+) -> anyhow::Result<()> {
+    let to = PhoneNumber::parse("0812 3456 789")?;
+    let batch: Vec<NewMessage> = (0..args.throttle_sends)
+        .map(|i| NewMessage::internal(Kind::Adhoc, to.clone(), format!("throttle {i}"), None))
+        .collect();
+    let mut tx = pool.begin().await?;
+    repo::store_batch(&mut tx, &batch, "bench", 8).await?;
+    tx.commit().await?;
+    let config = bench_config(
+        base,
+        gateway,
+        &[
+            ("SEND_RATE_PER_SECOND", args.throttle_rate.to_string()),
+            ("SEND_BURST", "1".to_owned()),
+            ("WORKER_CONCURRENCY", "16".to_owned()),
+        ],
+    )?;
+    let (running, _) = start(config, ProcessRole::Worker, pool).await?;
+    let deadline = Instant::now()
+        + Duration::from_secs(args.throttle_sends as u64 / args.throttle_rate.max(1) as u64 + 60);
+    let mut arrivals = loop {
+        let arrivals = gateway.arrivals_with_prefix("throttle");
+        if arrivals.len() >= args.throttle_sends {
+            break arrivals;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "throttle run did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    running.stop().await?;
+    arrivals.sort();
+    let n = arrivals.len();
+    let span = arrivals[n - 1].duration_since(arrivals[0]);
+    let achieved = (n - 1) as f64 / span.as_secs_f64();
+    // The most calls seen in any one-second window at the gateway.
+    let mut most = 0;
+    let mut start = 0;
+    for end in 0..n {
+        while arrivals[end].duration_since(arrivals[start]) >= Duration::from_secs(1) {
+            start += 1;
+        }
+        most = most.max(end - start + 1);
+    }
+    println!(
+        "\nthrottle {n} sends at SEND_RATE_PER_SECOND={} (burst 1, 16 slots): achieved {achieved:.2}/s ({:+.2}%), \
+         most calls in any 1 s window {most}",
+        args.throttle_rate,
+        (achieved / args.throttle_rate as f64 - 1.0) * 100.0,
+    );
+    Ok(())
+}
+
 /// A StarSender stand-in that answers at once and notes when each body arrived.
 struct FakeGateway {
     url: String,
@@ -397,7 +464,7 @@ impl FakeGateway {
                 async move {
                     c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if let Some(text) = body.get("body").and_then(Value::as_str)
-                        && text.starts_with("latency")
+                        && (text.starts_with("latency") || text.starts_with("throttle"))
                         && let Ok(mut map) = a.lock()
                     {
                         map.insert(text.to_owned(), Instant::now());
@@ -418,6 +485,18 @@ impl FakeGateway {
 
     fn arrival(&self, body: &str) -> Option<Instant> {
         self.arrivals.lock().ok()?.get(body).copied()
+    }
+
+    fn arrivals_with_prefix(&self, prefix: &str) -> Vec<Instant> {
+        self.arrivals
+            .lock()
+            .map(|map| {
+                map.iter()
+                    .filter(|(k, _)| k.starts_with(prefix))
+                    .map(|(_, at)| *at)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn calls(&self) -> usize {
