@@ -199,6 +199,25 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+fn bench_token() -> anyhow::Result<String> {
+    JwtKeys::new(SECRET.as_bytes()).issue("bench", Role::Client, Duration::from_secs(3600))
+}
+
+/// Queues `n` sends set-wise, in transactions of 5,000, bodies `"{prefix} {i}"`.
+async fn queue_sends(pool: &PgPool, n: usize, prefix: &str) -> anyhow::Result<()> {
+    let to = PhoneNumber::parse("0812 3456 789")?;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(5_000) {
+        let batch: Vec<NewMessage> = chunk
+            .iter()
+            .map(|i| NewMessage::internal(Kind::Adhoc, to.clone(), format!("{prefix} {i}"), None))
+            .collect();
+        let mut tx = pool.begin().await?;
+        repo::store_batch(&mut tx, &batch, "bench", 8).await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
@@ -211,8 +230,7 @@ async fn enqueue_rate(
 ) -> anyhow::Result<()> {
     let config = bench_config(base, gateway, &[])?;
     let (running, url) = start(config, ProcessRole::Api, pool).await?;
-    let token =
-        JwtKeys::new(SECRET.as_bytes()).issue("bench", Role::Client, Duration::from_secs(3600))?;
+    let token = bench_token()?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.clients)
         .build()?;
@@ -278,17 +296,8 @@ async fn drain_rate(
     gateway: &FakeGateway,
     args: &BenchArgs,
 ) -> anyhow::Result<()> {
-    let to = PhoneNumber::parse("0812 3456 789")?;
     let fill = Instant::now();
-    for chunk in (0..args.drain).collect::<Vec<_>>().chunks(5_000) {
-        let batch: Vec<NewMessage> = chunk
-            .iter()
-            .map(|i| NewMessage::internal(Kind::Adhoc, to.clone(), format!("drain {i}"), None))
-            .collect();
-        let mut tx = pool.begin().await?;
-        repo::store_batch(&mut tx, &batch, "bench", 8).await?;
-        tx.commit().await?;
-    }
+    queue_sends(pool, args.drain, "drain").await?;
     println!(
         "\ndrain    {} sends queued set-wise in {:.2} s",
         args.drain,
@@ -349,8 +358,7 @@ async fn idle_latency(
 ) -> anyhow::Result<()> {
     let config = bench_config(base, gateway, &[])?;
     let (running, url) = start(config, ProcessRole::Serve, pool).await?;
-    let token =
-        JwtKeys::new(SECRET.as_bytes()).issue("bench", Role::Client, Duration::from_secs(3600))?;
+    let token = bench_token()?;
     let client = reqwest::Client::new();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut latencies = Vec::new();
@@ -395,13 +403,7 @@ async fn throttle_accuracy(
     gateway: &FakeGateway,
     args: &BenchArgs,
 ) -> anyhow::Result<()> {
-    let to = PhoneNumber::parse("0812 3456 789")?;
-    let batch: Vec<NewMessage> = (0..args.throttle_sends)
-        .map(|i| NewMessage::internal(Kind::Adhoc, to.clone(), format!("throttle {i}"), None))
-        .collect();
-    let mut tx = pool.begin().await?;
-    repo::store_batch(&mut tx, &batch, "bench", 8).await?;
-    tx.commit().await?;
+    queue_sends(pool, args.throttle_sends, "throttle").await?;
     let config = bench_config(
         base,
         gateway,
