@@ -34,9 +34,6 @@ impl<T> Reply<T> {
     pub fn accepted(data: T, message: impl Into<String>) -> Self {
         Self(StatusCode::ACCEPTED, data, message.into())
     }
-    pub fn created(data: T, message: impl Into<String>) -> Self {
-        Self(StatusCode::CREATED, data, message.into())
-    }
 }
 
 impl<T: Serialize> IntoResponse for Reply<T> {

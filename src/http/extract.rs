@@ -88,10 +88,6 @@ impl<'a> Fields<'a> {
             .push(crate::error::FieldError::new(field, message));
     }
 
-    pub fn present(&self, field: &str) -> bool {
-        !matches!(self.map.get(field), None | Some(Value::Null))
-    }
-
     pub fn required_str(&mut self, field: &str) -> Option<&'a str> {
         match self.map.get(field) {
             None | Some(Value::Null) => {
@@ -131,25 +127,6 @@ impl<'a> Fields<'a> {
                 self.error(field, "must be an integer");
                 None
             }
-        }
-    }
-
-    /// Records an error against `field` from a fallible check.
-    pub fn check<T, E: std::fmt::Display>(&mut self, field: &str, r: Result<T, E>) -> Option<T> {
-        match r {
-            Ok(v) => Some(v),
-            Err(e) => {
-                self.error(field, e.to_string());
-                None
-            }
-        }
-    }
-
-    pub fn into_result(self) -> Result<(), AppError> {
-        if self.errors.is_empty() {
-            Ok(())
-        } else {
-            Err(AppError::Validation(self.errors))
         }
     }
 }
