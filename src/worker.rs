@@ -12,8 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::Config,
+    db::batch::Batcher,
     gateway::StarSender,
     messages::job::{self, SendContext},
+    messages::repo,
     queue,
 };
 
@@ -29,9 +31,22 @@ pub fn send_context(pool: PgPool, config: &Config, gateway: StarSender) -> Arc<S
             Quota::per_second(rate).allow_burst(burst),
         ))
     });
+    let relaxed_pool = crate::db::relaxed(&pool, config.worker_concurrency as u32 + 8);
+    let retry_ambiguous = config.send_retry_ambiguous;
+    let claim_pool = relaxed_pool.clone();
+    let claims = Batcher::spawn(2, 256, move |batch: Arc<Vec<repo::Claim>>| {
+        let pool = claim_pool.clone();
+        async move { repo::claim_batch(&pool, &batch, retry_ambiguous).await }
+    });
+    let outcome_pool = pool.clone();
+    let outcomes = Batcher::spawn(3, 500, move |batch: Arc<Vec<repo::Recorded>>| {
+        let pool = outcome_pool.clone();
+        async move { repo::record_batch(&pool, &batch).await }
+    });
     Arc::new(SendContext {
-        recorder: crate::messages::recorder::Recorder::spawn(pool.clone()),
-        relaxed_pool: crate::db::relaxed(&pool, config.worker_concurrency as u32 + 8),
+        claims,
+        outcomes,
+        relaxed_pool,
         pool,
         gateway,
         limiter,

@@ -1,5 +1,6 @@
 //! The database: connecting, migrating (ours and apalis'), and the embedded default cluster.
 
+pub mod batch;
 pub mod embedded;
 
 use std::time::Duration;

@@ -16,10 +16,10 @@ use sqlx::PgPool;
 
 use super::{
     Status,
-    recorder::Recorder,
-    repo::{self, Recorded},
+    repo::{self, Claim, Claimed, Recorded},
 };
 use crate::{
+    db::batch::Batcher,
     gateway::{Outcome, SendRequest, StarSender},
     queue::{SendJob, backoff::Backoff},
 };
@@ -29,8 +29,10 @@ pub struct SendContext {
     pub pool: PgPool,
     /// Asynchronous commit, for the `sending` mark and apalis' bookkeeping (see `db::relaxed`).
     pub relaxed_pool: PgPool,
-    /// Writes outcomes in groups (see [`Recorder`]).
-    pub recorder: Recorder,
+    /// Marks messages `sending` in groups, on `relaxed_pool` (see `db::batch`).
+    pub claims: Batcher<Claim, Option<Claimed>>,
+    /// Writes outcomes in groups, durably (see `db::batch`).
+    pub outcomes: Batcher<Recorded, ()>,
     pub gateway: StarSender,
     /// `None` when `SEND_RATE_PER_SECOND=0` (no throttle).
     pub limiter: Option<Arc<DefaultDirectRateLimiter>>,
@@ -92,8 +94,11 @@ async fn send(ctx: &SendContext, job: SendJob, attempt: i32) -> Result<(), BoxDy
             next_attempt_at,
             response,
         };
-    let Some(message) = repo::claim(&ctx.relaxed_pool, id, attempt, ctx.retry_ambiguous).await?
-    else {
+    let claim = Claim {
+        message_id: id,
+        attempt,
+    };
+    let Some(message) = ctx.claims.submit(claim).await? else {
         return match repo::status(&ctx.pool, id).await? {
             None => Err(abort(format!("message {id} does not exist"))),
             Some(Status::Sent) => Ok(()), // an earlier run delivered it; a re-run changes nothing
@@ -101,16 +106,18 @@ async fn send(ctx: &SendContext, job: SendJob, attempt: i32) -> Result<(), BoxDy
             Some(Status::Sending) => {
                 // A previous attempt died during the gateway call and ambiguous retries are off.
                 let error = "may have been delivered: a previous attempt was interrupted during the gateway call";
-                ctx.recorder
-                    .record(recorded(
+                record(
+                    ctx,
+                    recorded(
                         "failed",
                         "interrupted",
                         Some(error),
                         Status::Failed,
                         None,
                         None,
-                    ))
-                    .await?;
+                    ),
+                )
+                .await?;
                 Err(abort(error))
             }
             Some(other) => Err(abort(format!("message is {}", other.as_str()))),
@@ -134,7 +141,7 @@ async fn send(ctx: &SendContext, job: SendJob, attempt: i32) -> Result<(), BoxDy
     };
 
     let class = outcome.class().as_str();
-    let record = match outcome {
+    let recorded = match outcome {
         Outcome::Sent { response } => {
             recorded("sent", class, None, Status::Sent, None, Some(response))
         }
@@ -178,15 +185,23 @@ async fn send(ctx: &SendContext, job: SendJob, attempt: i32) -> Result<(), BoxDy
             recorded("failed", class, Some(error), Status::Failed, None, None)
         }
     };
-    let result: Result<(), BoxDynError> = match record.status {
+    let result: Result<(), BoxDynError> = match recorded.status {
         Status::Sent => Ok(()),
         Status::Retrying => Err(Box::new(SendError(
-            record.error.clone().unwrap_or_default(),
+            recorded.error.clone().unwrap_or_default(),
         ))),
         _ => Err(abort(
-            record.error.clone().unwrap_or_else(|| "failed".into()),
+            recorded.error.clone().unwrap_or_else(|| "failed".into()),
         )),
     };
-    ctx.recorder.record(record).await?;
+    record(ctx, recorded).await?;
     result
+}
+
+/// Returns once the outcome is committed.
+async fn record(ctx: &SendContext, recorded: Recorded) -> Result<(), BoxDynError> {
+    let outcome = recorded.outcome;
+    ctx.outcomes.submit(recorded).await?;
+    metrics::counter!("bengkel_sends_total", "outcome" => outcome).increment(1);
+    Ok(())
 }

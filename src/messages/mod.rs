@@ -6,7 +6,6 @@
 
 pub mod job;
 pub mod phone;
-pub mod recorder;
 pub mod repo;
 pub mod request;
 pub mod routes;

@@ -253,28 +253,51 @@ pub struct Claimed {
     pub file_url: Option<String>,
 }
 
-/// Marks the message `sending` for attempt `attempt` and returns what to send; `None` when it
-/// is not sendable (finished, cancelled, missing, or found `sending` while `take_interrupted`
-/// is false). One statement.
-pub async fn claim(
+/// A request to claim a message for attempt `attempt`.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim {
+    pub message_id: Uuid,
+    pub attempt: i32,
+}
+
+/// Marks each message `sending` for its attempt and returns what to send, per claim in order;
+/// `None` where the message is not sendable (finished, cancelled, missing, or found `sending`
+/// while `take_interrupted` is false). One statement for the whole batch.
+pub async fn claim_batch(
     pool: &PgPool,
-    id: Uuid,
-    attempt: i32,
+    claims: &[Claim],
     take_interrupted: bool,
-) -> sqlx::Result<Option<Claimed>> {
-    sqlx::query_as(
-        "WITH before AS (SELECT id, status FROM messages WHERE id = $1 FOR UPDATE)
-         UPDATE messages m SET status = 'sending', attempts = $2, updated_at = now()
-         FROM before
-         WHERE m.id = before.id
-           AND (before.status IN ('queued', 'retrying') OR (before.status = 'sending' AND $3))
-         RETURNING before.status AS previous, m.to_phone, m.body, m.file_url",
+) -> sqlx::Result<Vec<Option<Claimed>>> {
+    let ids: Vec<Uuid> = claims.iter().map(|c| c.message_id).collect();
+    let attempts: Vec<i32> = claims.iter().map(|c| c.attempt).collect();
+    let rows: Vec<ClaimedRow> = sqlx::query_as(
+        "WITH input AS (
+            SELECT * FROM unnest($1::uuid[], $2::int[]) AS t(id, attempt)
+         ), before AS (
+            SELECT m.id, m.status FROM messages m JOIN input i ON i.id = m.id
+            ORDER BY m.id FOR UPDATE OF m
+         )
+         UPDATE messages m SET status = 'sending', attempts = i.attempt, updated_at = now()
+         FROM before b JOIN input i ON i.id = b.id
+         WHERE m.id = b.id
+           AND (b.status IN ('queued', 'retrying') OR (b.status = 'sending' AND $3))
+         RETURNING m.id, b.status AS previous, m.to_phone, m.body, m.file_url",
     )
-    .bind(id)
-    .bind(attempt)
+    .bind(&ids)
+    .bind(&attempts)
     .bind(take_interrupted)
-    .fetch_optional(pool)
-    .await
+    .fetch_all(pool)
+    .await?;
+    let mut by_id: std::collections::HashMap<Uuid, Claimed> =
+        rows.into_iter().map(|r| (r.id, r.claimed)).collect();
+    Ok(ids.iter().map(|id| by_id.remove(id)).collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct ClaimedRow {
+    id: Uuid,
+    #[sqlx(flatten)]
+    claimed: Claimed,
 }
 
 pub async fn status(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Status>> {
@@ -304,7 +327,7 @@ pub struct Recorded {
 
 /// Records many attempts and moves their messages (and, for retries, their jobs) in one
 /// statement.
-pub async fn record_batch(conn: &mut PgConnection, batch: &[Recorded]) -> sqlx::Result<()> {
+pub async fn record_batch(pool: &PgPool, batch: &[Recorded]) -> sqlx::Result<Vec<()>> {
     let ids: Vec<Uuid> = batch.iter().map(|r| r.message_id).collect();
     let attempts: Vec<i32> = batch.iter().map(|r| r.attempt).collect();
     let started: Vec<DateTime<Utc>> = batch.iter().map(|r| r.started_at).collect();
@@ -349,7 +372,7 @@ pub async fn record_batch(conn: &mut PgConnection, batch: &[Recorded]) -> sqlx::
     .bind(&statuses)
     .bind(&nexts)
     .bind(&responses)
-    .execute(conn)
+    .execute(pool)
     .await?;
-    Ok(())
+    Ok(vec![(); batch.len()])
 }

@@ -1,0 +1,152 @@
+//! Group commit: many tasks hand in one item each and wait; a few writer tasks take whatever has
+//! gathered and write it with one statement. Under load that is one round trip and one commit
+//! for dozens of items instead of one each; when idle an item is written at once, alone. Each
+//! caller gets its own answer and returns only once its item is written.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+type Reply<O> = oneshot::Sender<Result<O, String>>;
+type Inbox<I, O> = Arc<Mutex<mpsc::Receiver<(I, Reply<O>)>>>;
+
+pub struct Batcher<I, O> {
+    tx: mpsc::Sender<(I, Reply<O>)>,
+}
+
+impl<I, O> Clone for Batcher<I, O> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BatchError(String);
+
+impl<I: Send + Sync + 'static, O: Send + 'static> Batcher<I, O> {
+    /// `write` gets a batch and returns one answer per item, in order. `writers` batches may be
+    /// in flight at once (while one waits for its commit the next gathers). A failed write is
+    /// retried with backoff for about half a minute before its callers get the error.
+    pub fn spawn<F, Fut>(writers: usize, max_batch: usize, write: F) -> Self
+    where
+        F: Fn(Arc<Vec<I>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = sqlx::Result<Vec<O>>> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel(4 * max_batch);
+        let rx = Arc::new(Mutex::new(rx));
+        let write = Arc::new(write);
+        for _ in 0..writers.max(1) {
+            tokio::spawn(run(rx.clone(), write.clone(), max_batch));
+        }
+        Self { tx }
+    }
+
+    pub async fn submit(&self, item: I) -> Result<O, BatchError> {
+        let stopped = || BatchError("the batch writer has stopped".into());
+        let (reply, answer) = oneshot::channel();
+        self.tx.send((item, reply)).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?.map_err(BatchError)
+    }
+}
+
+async fn run<I, O, F, Fut>(rx: Inbox<I, O>, write: Arc<F>, max_batch: usize)
+where
+    I: Send + Sync + 'static,
+    O: Send + 'static,
+    F: Fn(Arc<Vec<I>>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = sqlx::Result<Vec<O>>> + Send + 'static,
+{
+    let mut gathered = Vec::with_capacity(max_batch);
+    loop {
+        // Only gathering holds the lock; writing does not, so writers overlap.
+        if rx.lock().await.recv_many(&mut gathered, max_batch).await == 0 {
+            return;
+        }
+        let (items, replies): (Vec<I>, Vec<Reply<O>>) = gathered.drain(..).unzip();
+        let items = Arc::new(items);
+        let mut wait = Duration::from_millis(100);
+        let mut tries = 0;
+        let result = loop {
+            match write(items.clone()).await {
+                Ok(answers) if answers.len() == replies.len() => break Ok(answers),
+                Ok(answers) => {
+                    break Err(format!(
+                        "batch write answered {} of {} items",
+                        answers.len(),
+                        replies.len()
+                    ));
+                }
+                Err(e) if tries < 8 => {
+                    tracing::warn!(count = replies.len(), "batch write failed, retrying: {e}");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                    tries += 1;
+                }
+                Err(e) => break Err(e.to_string()),
+            }
+        };
+        match result {
+            Ok(answers) => {
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    let _ = reply.send(Ok(answer));
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn every_caller_gets_its_own_answer_and_items_are_grouped() {
+        let batches = Arc::new(AtomicUsize::new(0));
+        let seen = batches.clone();
+        let doubler = Batcher::spawn(1, 64, move |items: Arc<Vec<u32>>| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok(items.iter().map(|x| x * 2).collect())
+            }
+        });
+        let answers = futures::future::join_all((0..100u32).map(|i| {
+            let d = doubler.clone();
+            async move { (i, d.submit(i).await.unwrap()) }
+        }))
+        .await;
+        assert!(answers.iter().all(|(i, a)| *a == i * 2));
+        assert!(
+            batches.load(Ordering::SeqCst) < 100,
+            "items were written in groups"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_retried_before_callers_hear_of_it() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let flaky = Batcher::spawn(1, 8, move |items: Arc<Vec<u32>>| {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    Err(sqlx::Error::PoolTimedOut)
+                } else {
+                    Ok(items.to_vec())
+                }
+            }
+        });
+        assert_eq!(flaky.submit(7).await.unwrap(), 7);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+}
