@@ -35,7 +35,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 50_000)]
     pub drain: usize,
     /// Worker slots for the drain benchmark (`WORKER_CONCURRENCY`).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
     /// Sends measured for the idle latency benchmark.
     #[arg(long, default_value_t = 200)]
