@@ -24,10 +24,19 @@ use crate::state::AppState;
         crate::messages::routes::detail,
         crate::messages::routes::cancel,
         crate::gateway::sandbox::list,
+        crate::customers::routes::create,
+        crate::customers::routes::list,
+        crate::customers::routes::detail,
+        crate::customers::routes::update,
+        crate::customers::routes::remove,
+        crate::customers::routes::add_vehicle,
+        crate::customers::routes::update_vehicle,
+        crate::customers::routes::remove_vehicle,
+        crate::customers::routes::bulk_import,
     ),
     modifiers(&BearerAuth),
     tags((name = "messages", description = "Send and track WhatsApp messages"),
-         (name = "health"), (name = "sandbox", description = "The built-in StarSender sandbox"))
+         (name = "health"), (name = "customers", description = "Customers and vehicles (reminder data)"), (name = "sandbox", description = "The built-in StarSender sandbox"))
 )]
 pub struct ApiDoc;
 

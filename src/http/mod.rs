@@ -46,6 +46,7 @@ pub fn router(state: AppState, surface: Surface) -> Router {
     if surface == Surface::Full {
         app = app
             .merge(crate::messages::routes::router())
+            .merge(crate::customers::routes::router())
             .merge(docs::router());
     }
     app.fallback(not_found)

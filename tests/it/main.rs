@@ -4,6 +4,7 @@
 mod helpers;
 
 mod auth;
+mod customers;
 mod durability;
 mod retries;
 mod sending;

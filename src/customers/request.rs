@@ -1,0 +1,184 @@
+//! Validation of customer and vehicle bodies. Fields may be missing (the data is the workshop's,
+//! often incomplete); what is given must have the right type and shape.
+
+use chrono::NaiveDate;
+use serde_json::{Map, Value};
+
+use crate::{error::FieldError, http::extract::Fields};
+
+const MAX_TEXT: usize = 500;
+
+/// A field of an update: absent (keep), null (clear) or a value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Patch<T> {
+    Keep,
+    Set(Option<T>),
+}
+
+impl<T> Patch<T> {
+    pub fn into_option(self) -> Option<T> {
+        match self {
+            Patch::Keep | Patch::Set(None) => None,
+            Patch::Set(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CustomerInput {
+    pub nama: Patch<String>,
+    pub hp: Patch<String>,
+    pub alamat: Patch<String>,
+    pub email: Patch<String>,
+    pub vehicles: Vec<VehicleInput>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VehicleInput {
+    pub no_pol: Patch<String>,
+    pub model: Patch<String>,
+    pub next_visit_date: Patch<NaiveDate>,
+}
+
+fn text(f: &mut Fields<'_>, map: &Map<String, Value>, field: &str, prefix: &str) -> Patch<String> {
+    if !map.contains_key(field) {
+        return Patch::Keep;
+    }
+    let name = format!("{prefix}{field}");
+    match map.get(field) {
+        Some(Value::Null) => Patch::Set(None),
+        Some(Value::String(s)) if s.chars().count() > MAX_TEXT => {
+            f.errors.push(FieldError::new(
+                name,
+                format!("must be at most {MAX_TEXT} characters"),
+            ));
+            Patch::Keep
+        }
+        Some(Value::String(s)) => {
+            let t = s.trim();
+            Patch::Set((!t.is_empty()).then(|| t.to_owned()))
+        }
+        _ => {
+            f.errors
+                .push(FieldError::new(name, "must be a string or null"));
+            Patch::Keep
+        }
+    }
+}
+
+fn vehicle_fields(f: &mut Fields<'_>, map: &Map<String, Value>, prefix: &str) -> VehicleInput {
+    let no_pol = text(f, map, "no_pol", prefix);
+    let model = text(f, map, "model", prefix);
+    let next_visit_date = match text(f, map, "next_visit_date", prefix) {
+        Patch::Keep => Patch::Keep,
+        Patch::Set(None) => Patch::Set(None),
+        Patch::Set(Some(raw)) => match NaiveDate::parse_from_str(&raw, "%Y-%m-%d") {
+            Ok(d) => Patch::Set(Some(d)),
+            Err(_) => {
+                f.errors.push(FieldError::new(
+                    format!("{prefix}next_visit_date"),
+                    "must be a date YYYY-MM-DD",
+                ));
+                Patch::Keep
+            }
+        },
+    };
+    VehicleInput {
+        no_pol,
+        model,
+        next_visit_date,
+    }
+}
+
+pub fn vehicle(map: &Map<String, Value>) -> Result<VehicleInput, Vec<FieldError>> {
+    let mut f = Fields::new(map);
+    let v = vehicle_fields(&mut f, map, "");
+    if f.errors.is_empty() {
+        Ok(v)
+    } else {
+        Err(f.errors)
+    }
+}
+
+/// A customer, with `vehicles` only where `with_vehicles` (create and import).
+pub fn customer(
+    map: &Map<String, Value>,
+    with_vehicles: bool,
+) -> Result<CustomerInput, Vec<FieldError>> {
+    let mut f = Fields::new(map);
+    let nama = text(&mut f, map, "nama", "");
+    let hp = text(&mut f, map, "hp", "");
+    let alamat = text(&mut f, map, "alamat", "");
+    let email = text(&mut f, map, "email", "");
+    if let Patch::Set(Some(e)) = &email
+        && !(e.contains('@') && !e.starts_with('@') && !e.ends_with('@'))
+    {
+        f.errors
+            .push(FieldError::new("email", "must be an email address"));
+    }
+    let mut vehicles = Vec::new();
+    match map.get("vehicles") {
+        None | Some(Value::Null) => {}
+        Some(_) if !with_vehicles => f.errors.push(FieldError::new(
+            "vehicles",
+            "vehicles are changed through /customers/{id}/vehicles and /vehicles/{id}",
+        )),
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                match item {
+                    Value::Object(v) => {
+                        vehicles.push(vehicle_fields(&mut f, v, &format!("vehicles[{i}].")))
+                    }
+                    _ => f.errors.push(FieldError::new(
+                        format!("vehicles[{i}]"),
+                        "must be an object",
+                    )),
+                }
+            }
+        }
+        Some(_) => f
+            .errors
+            .push(FieldError::new("vehicles", "must be an array")),
+    }
+    if f.errors.is_empty() {
+        Ok(CustomerInput {
+            nama,
+            hp,
+            alamat,
+            email,
+            vehicles,
+        })
+    } else {
+        Err(f.errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_may_be_missing_but_not_malformed() {
+        let ok = serde_json::json!({"nama": "Budi", "vehicles": [{"no_pol": "B 1 X", "next_visit_date": "2026-12-01"}]});
+        let c = customer(ok.as_object().unwrap(), true).unwrap();
+        assert_eq!(c.nama, Patch::Set(Some("Budi".into())));
+        assert_eq!(c.hp, Patch::Keep);
+        assert_eq!(
+            c.vehicles[0].next_visit_date,
+            Patch::Set(NaiveDate::from_ymd_opt(2026, 12, 1))
+        );
+
+        let bad = serde_json::json!({"nama": 5, "email": "nope", "vehicles": [{"next_visit_date": "01-12-2026"}, 3]});
+        let errors = customer(bad.as_object().unwrap(), true).unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "nama",
+                "email",
+                "vehicles[0].next_visit_date",
+                "vehicles[1]"
+            ]
+        );
+    }
+}

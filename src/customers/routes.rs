@@ -1,0 +1,277 @@
+//! `/customers` and `/vehicles` (SPEC §5).
+
+use axum::{
+    Router,
+    extract::{Path, State},
+    http::StatusCode,
+    routing::{get, post, put},
+};
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{Customer, Vehicle, repo, request};
+use crate::{
+    error::{AppError, AppResult, FieldError},
+    http::{
+        auth::Caller,
+        envelope::Reply,
+        extract::{JsonObject, QueryPairs},
+    },
+    state::AppState,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/customers", post(create).get(list))
+        .route("/customers/bulk-import", post(bulk_import))
+        .route("/customers/{id}", get(detail).put(update).delete(remove))
+        .route("/customers/{id}/vehicles", post(add_vehicle))
+        .route("/vehicles/{id}", put(update_vehicle).delete(remove_vehicle))
+}
+
+fn id(raw: &str, what: &str) -> AppResult<Uuid> {
+    Uuid::parse_str(raw).map_err(|_| AppError::NotFound(format!("{what} {raw} not found")))
+}
+
+async fn one(state: &AppState, id: Uuid) -> AppResult<Customer> {
+    repo::load(&state.pool, &[id])
+        .await?
+        .pop()
+        .ok_or_else(|| AppError::NotFound(format!("customer {id} not found")))
+}
+
+/// Create a customer, optionally with `vehicles: [{no_pol, model, next_visit_date}]`.
+#[utoipa::path(post, path = "/customers", tag = "customers",
+    request_body(content = Object, example = json!({"nama": "Budi Santoso", "hp": "0812 3456 789", "vehicles": [{"no_pol": "B 1234 XYZ", "model": "Avanza", "next_visit_date": "2026-12-01"}]})),
+    responses((status = 201, body = Customer), (status = 422)), security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    _: Caller,
+    JsonObject(body): JsonObject,
+) -> AppResult<Reply<Customer>> {
+    let input = request::customer(&body, true).map_err(AppError::Validation)?;
+    let mut tx = state.pool.begin().await?;
+    let ids = repo::insert_many(&mut tx, std::slice::from_ref(&input)).await?;
+    tx.commit().await?;
+    let customer = one(&state, ids[0]).await?;
+    Ok(Reply(
+        StatusCode::CREATED,
+        customer,
+        "Customer created".into(),
+    ))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CustomerPage {
+    items: Vec<Customer>,
+    next_cursor: Option<Uuid>,
+}
+
+/// Customers with their vehicles, newest first; `limit` (≤ 500) and `cursor`.
+#[utoipa::path(get, path = "/customers", tag = "customers",
+    params(("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = CustomerPage), (status = 422)), security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    _: Caller,
+    q: QueryPairs,
+) -> AppResult<Reply<CustomerPage>> {
+    let mut errors = Vec::new();
+    let limit = match q.get("limit").map(str::parse::<i64>) {
+        None => 50,
+        Some(Ok(n)) if (1..=500).contains(&n) => n,
+        Some(_) => {
+            errors.push(FieldError::new(
+                "limit",
+                "must be an integer between 1 and 500",
+            ));
+            50
+        }
+    };
+    let before = match q.get("cursor").map(Uuid::parse_str) {
+        None => None,
+        Some(Ok(c)) => Some(c),
+        Some(Err(_)) => {
+            errors.push(FieldError::new(
+                "cursor",
+                "is not a cursor returned by this endpoint",
+            ));
+            None
+        }
+    };
+    if !errors.is_empty() {
+        return Err(AppError::Validation(errors));
+    }
+    let items = repo::list(&state.pool, before, limit).await?;
+    let next_cursor = (items.len() as i64 == limit)
+        .then(|| items.last().map(|c| c.id))
+        .flatten();
+    let n = items.len();
+    Ok(Reply::ok(
+        CustomerPage { items, next_cursor },
+        format!("{n} customer(s)"),
+    ))
+}
+
+/// One customer with its vehicles.
+#[utoipa::path(get, path = "/customers/{id}", tag = "customers", params(("id" = String, Path)),
+    responses((status = 200, body = Customer), (status = 404)), security(("bearer" = [])))]
+pub async fn detail(
+    State(state): State<AppState>,
+    _: Caller,
+    Path(raw): Path<String>,
+) -> AppResult<Reply<Customer>> {
+    let customer = one(&state, id(&raw, "customer")?).await?;
+    Ok(Reply::ok(customer, "Customer found"))
+}
+
+/// Change the given fields of a customer (`null` clears one).
+#[utoipa::path(put, path = "/customers/{id}", tag = "customers", params(("id" = String, Path)), request_body = Object,
+    responses((status = 200, body = Customer), (status = 404), (status = 422)), security(("bearer" = [])))]
+pub async fn update(
+    State(state): State<AppState>,
+    _: Caller,
+    Path(raw): Path<String>,
+    JsonObject(body): JsonObject,
+) -> AppResult<Reply<Customer>> {
+    let id = id(&raw, "customer")?;
+    let input = request::customer(&body, false).map_err(AppError::Validation)?;
+    if !repo::update(&state.pool, id, &input).await? {
+        return Err(AppError::NotFound(format!("customer {id} not found")));
+    }
+    Ok(Reply::ok(one(&state, id).await?, "Customer updated"))
+}
+
+/// Delete a customer and its vehicles.
+#[utoipa::path(delete, path = "/customers/{id}", tag = "customers", params(("id" = String, Path)),
+    responses((status = 200), (status = 404)), security(("bearer" = [])))]
+pub async fn remove(
+    State(state): State<AppState>,
+    _: Caller,
+    Path(raw): Path<String>,
+) -> AppResult<Reply<Value>> {
+    let id = id(&raw, "customer")?;
+    if !repo::delete(&state.pool, id).await? {
+        return Err(AppError::NotFound(format!("customer {id} not found")));
+    }
+    Ok(Reply::ok(serde_json::json!({"id": id}), "Customer deleted"))
+}
+
+/// Add a vehicle to a customer.
+#[utoipa::path(post, path = "/customers/{id}/vehicles", tag = "customers", params(("id" = String, Path)), request_body = Object,
+    responses((status = 201, body = Vehicle), (status = 404), (status = 422)), security(("bearer" = [])))]
+pub async fn add_vehicle(
+    State(state): State<AppState>,
+    _: Caller,
+    Path(raw): Path<String>,
+    JsonObject(body): JsonObject,
+) -> AppResult<Reply<Vehicle>> {
+    let customer_id = id(&raw, "customer")?;
+    let input = request::vehicle(&body).map_err(AppError::Validation)?;
+    let vehicle = repo::add_vehicle(&state.pool, customer_id, &input)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("customer {customer_id} not found")))?;
+    Ok(Reply(StatusCode::CREATED, vehicle, "Vehicle added".into()))
+}
+
+/// Change the given fields of a vehicle.
+#[utoipa::path(put, path = "/vehicles/{id}", tag = "customers", params(("id" = String, Path)), request_body = Object,
+    responses((status = 200, body = Vehicle), (status = 404), (status = 422)), security(("bearer" = [])))]
+pub async fn update_vehicle(
+    State(state): State<AppState>,
+    _: Caller,
+    Path(raw): Path<String>,
+    JsonObject(body): JsonObject,
+) -> AppResult<Reply<Vehicle>> {
+    let vehicle_id = id(&raw, "vehicle")?;
+    let input = request::vehicle(&body).map_err(AppError::Validation)?;
+    let vehicle = repo::update_vehicle(&state.pool, vehicle_id, &input)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("vehicle {vehicle_id} not found")))?;
+    Ok(Reply::ok(vehicle, "Vehicle updated"))
+}
+
+/// Delete a vehicle.
+#[utoipa::path(delete, path = "/vehicles/{id}", tag = "customers", params(("id" = String, Path)),
+    responses((status = 200), (status = 404)), security(("bearer" = [])))]
+pub async fn remove_vehicle(
+    State(state): State<AppState>,
+    _: Caller,
+    Path(raw): Path<String>,
+) -> AppResult<Reply<Value>> {
+    let vehicle_id = id(&raw, "vehicle")?;
+    if !repo::delete_vehicle(&state.pool, vehicle_id).await? {
+        return Err(AppError::NotFound(format!(
+            "vehicle {vehicle_id} not found"
+        )));
+    }
+    Ok(Reply::ok(
+        serde_json::json!({"id": vehicle_id}),
+        "Vehicle deleted",
+    ))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ImportFailure {
+    index: usize,
+    errors: Vec<FieldError>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ImportResult {
+    total: usize,
+    imported: usize,
+    failed: usize,
+    ids: Vec<Uuid>,
+    failures: Vec<ImportFailure>,
+}
+
+pub const MAX_IMPORT: usize = 10_000;
+
+/// `{"customers": [...]}`: valid items are imported (in one transaction), each invalid one is
+/// reported with its index and errors.
+#[utoipa::path(post, path = "/customers/bulk-import", tag = "customers", request_body = Object,
+    responses((status = 200, body = ImportResult), (status = 400), (status = 422)), security(("bearer" = [])))]
+pub async fn bulk_import(
+    State(state): State<AppState>,
+    _: Caller,
+    JsonObject(body): JsonObject,
+) -> AppResult<Reply<ImportResult>> {
+    let Some(Value::Array(items)) = body.get("customers") else {
+        return Err(AppError::validation(
+            "customers",
+            "must be an array of customers",
+        ));
+    };
+    if items.len() > MAX_IMPORT {
+        return Err(AppError::validation(
+            "customers",
+            format!("at most {MAX_IMPORT} per request"),
+        ));
+    }
+    let mut valid = Vec::new();
+    let mut failures = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        let parsed = match item {
+            Value::Object(map) => request::customer(map, true),
+            _ => Err(vec![FieldError::new("customer", "must be an object")]),
+        };
+        match parsed {
+            Ok(c) => valid.push(c),
+            Err(errors) => failures.push(ImportFailure { index, errors }),
+        }
+    }
+    let mut tx = state.pool.begin().await?;
+    let ids = repo::insert_many(&mut tx, &valid).await?;
+    tx.commit().await?;
+    let result = ImportResult {
+        total: items.len(),
+        imported: ids.len(),
+        failed: failures.len(),
+        ids,
+        failures,
+    };
+    let message = format!("{} imported, {} failed", result.imported, result.failed);
+    Ok(Reply::ok(result, message))
+}
