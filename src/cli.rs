@@ -38,6 +38,11 @@ pub enum Command {
         #[arg(long, default_value = "24h", value_parser = auth::parse_ttl)]
         ttl: std::time::Duration,
     },
+    /// Load demo customers and vehicles with due dates spread over the next 60 days.
+    DemoData {
+        #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(i64).range(1..=50_000_000))]
+        vehicles: i64,
+    },
     /// Measure enqueue rate, drain rate and idle latency (see README "Benchmarks").
     Bench(crate::bench::BenchArgs),
 }
@@ -79,5 +84,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => crate::bench::run(config, args).await,
+        Command::DemoData { vehicles } => {
+            let database = app::Database::open(&config).await?;
+            let result = async {
+                let pool = crate::db::connect(&database.url, 2).await?;
+                crate::db::migrate(&pool).await?;
+                let today = chrono::Utc::now().with_timezone(&config.app_timezone).date_naive();
+                let started = std::time::Instant::now();
+                let (customers, vehicles) = crate::customers::demo::load(&pool, vehicles, today).await?;
+                println!(
+                    "loaded {customers} customers and {vehicles} vehicles in {:.1} s (due dates {today} + 0..{} days)",
+                    started.elapsed().as_secs_f64(),
+                    crate::customers::demo::SPREAD_DAYS
+                );
+                pool.close().await;
+                anyhow::Ok(())
+            }
+            .await;
+            database.close();
+            result
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! Customers and vehicles: the data the maintenance reminders are computed from (SPEC §5).
 
+pub mod demo;
 pub mod repo;
 pub mod request;
 pub mod routes;

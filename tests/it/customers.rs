@@ -181,3 +181,43 @@ async fn bulk_import_keeps_valid_items_and_reports_each_invalid_one() {
         .await;
     assert_eq!(status, 422);
 }
+
+#[tokio::test]
+async fn demo_data_loads_vehicles_due_over_the_coming_weeks() {
+    let db = crate::helpers::TestDb::new().await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bengkel-whatsapp"))
+        .args(["demo-data", "--vehicles", "601"])
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (vehicles, customers, due_soon, no_phone, days): (i64, i64, i64, i64, i32) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM vehicles), (SELECT count(*) FROM customers),
+                (SELECT count(*) FROM vehicles WHERE next_visit_date < (now() AT TIME ZONE 'Asia/Jakarta')::date + 3),
+                (SELECT count(*) FROM customers WHERE hp IS NULL),
+                (SELECT max(next_visit_date) - min(next_visit_date) FROM vehicles)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((vehicles, customers), (601, 301));
+    assert!(
+        (25..=35).contains(&due_soon),
+        "about 5% due in the next 3 days, got {due_soon}"
+    );
+    assert!(
+        no_phone > 0,
+        "some incomplete customers for the skipped path"
+    );
+    assert_eq!(days, 59, "spread over 60 days");
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_bengkel-whatsapp"))
+        .args(["demo-data", "--vehicles", "0"])
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+}
