@@ -78,28 +78,7 @@ pub async fn list(
     q: QueryPairs,
 ) -> AppResult<Reply<CustomerPage>> {
     let mut errors = Vec::new();
-    let limit = match q.get("limit").map(str::parse::<i64>) {
-        None => 50,
-        Some(Ok(n)) if (1..=500).contains(&n) => n,
-        Some(_) => {
-            errors.push(FieldError::new(
-                "limit",
-                "must be an integer between 1 and 500",
-            ));
-            50
-        }
-    };
-    let before = match q.get("cursor").map(Uuid::parse_str) {
-        None => None,
-        Some(Ok(c)) => Some(c),
-        Some(Err(_)) => {
-            errors.push(FieldError::new(
-                "cursor",
-                "is not a cursor returned by this endpoint",
-            ));
-            None
-        }
-    };
+    let (limit, before) = q.page(&mut errors);
     if !errors.is_empty() {
         return Err(AppError::Validation(errors));
     }

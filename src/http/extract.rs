@@ -46,6 +46,35 @@ impl QueryPairs {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
+
+    /// `limit` (1..=500, default 50) and `cursor` (an id from a previous page) of a newest-first
+    /// list; problems are added to `errors`.
+    pub fn page(&self, errors: &mut Vec<crate::error::FieldError>) -> (i64, Option<uuid::Uuid>) {
+        use crate::error::FieldError;
+        let limit = match self.get("limit").map(str::parse::<i64>) {
+            None => 50,
+            Some(Ok(n)) if (1..=500).contains(&n) => n,
+            Some(_) => {
+                errors.push(FieldError::new(
+                    "limit",
+                    "must be an integer between 1 and 500",
+                ));
+                50
+            }
+        };
+        let cursor = match self.get("cursor").map(uuid::Uuid::parse_str) {
+            None => None,
+            Some(Ok(c)) => Some(c),
+            Some(Err(_)) => {
+                errors.push(FieldError::new(
+                    "cursor",
+                    "is not a cursor returned by this endpoint",
+                ));
+                None
+            }
+        };
+        (limit, cursor)
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {

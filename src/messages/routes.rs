@@ -243,21 +243,7 @@ pub async fn list(
             None
         }
     });
-    let limit = match q.get("limit").map(|s| s.parse::<i64>()) {
-        None => 50,
-        Some(Ok(n)) if (1..=500).contains(&n) => n,
-        Some(_) => {
-            bad("limit", "must be an integer between 1 and 500");
-            50
-        }
-    };
-    let before = q.get("cursor").and_then(|s| {
-        let c = Uuid::parse_str(s).ok();
-        if c.is_none() {
-            bad("cursor", "is not a cursor returned by this endpoint");
-        }
-        c
-    });
+    let (limit, before) = q.page(&mut errors);
     if !errors.is_empty() {
         return Err(AppError::Validation(errors));
     }
