@@ -289,6 +289,38 @@ impl TestApp {
     }
 }
 
+/// The apalis row of a message's send job.
+#[derive(Debug, sqlx::FromRow)]
+pub struct JobRow {
+    pub status: String,
+    pub attempts: i32,
+    pub run_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl TestApp {
+    pub async fn job_of(&self, message_id: &str) -> JobRow {
+        sqlx::query_as(
+            "SELECT j.status, j.attempts, j.run_at FROM apalis.jobs j
+             JOIN messages m ON m.job_id = j.id WHERE m.id = $1::uuid",
+        )
+        .bind(message_id)
+        .fetch_one(&self.db.pool)
+        .await
+        .expect("the message's job")
+    }
+
+    /// The recorded outcome of each attempt, in order.
+    pub async fn outcomes(&self, message_id: &str) -> Vec<String> {
+        sqlx::query_scalar(
+            "SELECT outcome FROM message_attempts WHERE message_id = $1::uuid ORDER BY attempt",
+        )
+        .bind(message_id)
+        .fetch_all(&self.db.pool)
+        .await
+        .expect("attempts")
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         // Stop workers before the database is dropped under them.

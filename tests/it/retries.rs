@@ -35,12 +35,7 @@ async fn retried_once_then_sent(first_failure: ResponseTemplate, expected_error:
     );
     let next = chrono::DateTime::parse_from_rfc3339(retrying["next_attempt_at"].as_str().unwrap())
         .unwrap();
-    let job_run_at: chrono::DateTime<chrono::Utc> =
-        sqlx::query_scalar("SELECT j.run_at FROM apalis.jobs j JOIN messages m ON m.job_id = j.id WHERE m.id = $1::uuid")
-            .bind(&id)
-            .fetch_one(&app.db.pool)
-            .await
-            .unwrap();
+    let job_run_at = app.job_of(&id).await.run_at;
     assert_eq!(
         job_run_at.timestamp_millis(),
         next.timestamp_millis(),
@@ -117,12 +112,8 @@ async fn a_permanent_4xx_fails_after_one_call() {
     );
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     assert_eq!(app.gateway.calls().await, 1);
-    let job: (String, i32) = sqlx::query_as("SELECT j.status, j.attempts FROM apalis.jobs j JOIN messages m ON m.job_id = j.id WHERE m.id = $1::uuid")
-        .bind(&id)
-        .fetch_one(&app.db.pool)
-        .await
-        .unwrap();
-    assert_eq!(job, ("Killed".to_owned(), 1));
+    let job = app.job_of(&id).await;
+    assert_eq!((job.status.as_str(), job.attempts), ("Killed", 1));
 }
 
 #[tokio::test]
@@ -146,14 +137,7 @@ async fn exhausted_attempts_fail_the_message_and_stop_calling() {
     assert_eq!(failed["attempts"], 3);
     tokio::time::sleep(Duration::from_millis(3_000)).await;
     assert_eq!(app.gateway.calls().await, 3);
-    let outcomes: Vec<String> = sqlx::query_scalar(
-        "SELECT outcome FROM message_attempts WHERE message_id = $1::uuid ORDER BY attempt",
-    )
-    .bind(&id)
-    .fetch_all(&app.db.pool)
-    .await
-    .unwrap();
-    assert_eq!(outcomes, ["retry", "retry", "failed"]);
+    assert_eq!(app.outcomes(&id).await, ["retry", "retry", "failed"]);
 }
 
 #[tokio::test]
@@ -210,14 +194,7 @@ async fn a_timeout_is_retried_when_ambiguous_retries_are_on() {
         .wait_for_status(&id_of(&body), "sent", Duration::from_secs(8))
         .await;
     assert_eq!(sent["attempts"], 2);
-    let outcomes: Vec<String> = sqlx::query_scalar(
-        "SELECT outcome FROM message_attempts WHERE message_id = $1::uuid ORDER BY attempt",
-    )
-    .bind(id_of(&body))
-    .fetch_all(&app.db.pool)
-    .await
-    .unwrap();
-    assert_eq!(outcomes, ["ambiguous", "sent"]);
+    assert_eq!(app.outcomes(&id_of(&body)).await, ["ambiguous", "sent"]);
 }
 
 #[tokio::test]

@@ -125,12 +125,7 @@ async fn a_waiting_message_can_be_cancelled_and_is_never_sent() {
         .await;
     assert_eq!(status, 200, "{cancelled}");
     assert_eq!(cancelled["data"]["status"], "cancelled");
-    let job_status: String = sqlx::query_scalar("SELECT j.status FROM apalis.jobs j JOIN messages m ON m.job_id = j.id WHERE m.id = $1::uuid")
-        .bind(&id)
-        .fetch_one(&app.db.pool)
-        .await
-        .unwrap();
-    assert_eq!(job_status, "Killed");
+    assert_eq!(app.job_of(&id).await.status, "Killed");
 
     tokio::time::sleep(Duration::from_millis(2_000)).await;
     assert_eq!(app.gateway.calls().await, 0);
