@@ -167,6 +167,7 @@ pub async fn start(
     secret: &Secret,
 ) -> anyhow::Result<Running> {
     let local = listener.local_addr()?;
+    crate::reminders::schedule::ensure(&pool, &config).await?;
     let state = AppState::new(pool.clone(), config.clone(), secret.expose().as_bytes());
     if config.sandbox() {
         tracing::warn!(
@@ -210,9 +211,14 @@ pub async fn start(
             "send workers starting"
         );
         let ctx = crate::worker::send_context(pool.clone(), &config, gateway);
+        let scheduler = Arc::new(crate::reminders::schedule::SchedulerContext {
+            pool: pool.clone(),
+            config: config.clone(),
+        });
         Some(tokio::spawn(crate::worker::run(
             config.clone(),
             ctx,
+            scheduler,
             shutdown.clone(),
         )))
     };

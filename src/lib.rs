@@ -11,6 +11,7 @@ pub mod gateway;
 pub mod http;
 pub mod messages;
 pub mod queue;
+pub mod reminders;
 pub mod state;
 pub mod telemetry;
 pub mod worker;

@@ -1,4 +1,5 @@
-//! Wires jobs to apalis workers: one send worker per process with `WORKER_CONCURRENCY` slots,
+//! Wires jobs to apalis workers: send workers with `WORKER_CONCURRENCY` slots in all and the
+//! reminder scheduler's two workers (see `reminders::schedule`), all
 //! restarted by the monitor after a database outage, stopped gracefully on shutdown (in-flight
 //! sends finish; fetched-but-unstarted jobs go back to the queue).
 
@@ -17,6 +18,7 @@ use crate::{
     messages::job::{self, SendContext},
     messages::repo,
     queue,
+    reminders::schedule::SchedulerContext,
 };
 
 /// How long shutdown waits for in-flight sends (longer than one gateway timeout).
@@ -68,6 +70,7 @@ fn split_slots(concurrency: usize) -> (usize, usize) {
 pub async fn run(
     config: Arc<Config>,
     ctx: Arc<SendContext>,
+    scheduler: Arc<SchedulerContext>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     // An apalis worker fetches, dispatches and acknowledges in one loop, and stops dispatching
@@ -77,6 +80,7 @@ pub async fn run(
     // Enough fetched per round trip to keep every slot busy, few enough that a process does
     // not sit on jobs another process could run.
     let batch = (slots * 2).clamp(1, 100);
+    let relaxed_pool = ctx.relaxed_pool.clone();
     let monitor = Monitor::new()
         .register_n(workers, move |_index, _restarts| {
             WorkerBuilder::new(queue::worker_name(queue::SEND_QUEUE))
@@ -99,6 +103,8 @@ pub async fn run(
             true
         })
         .shutdown_timeout(shutdown_grace(&config));
+    // The reminder scheduler: a cron ticker and the fan-out job runner.
+    let monitor = crate::reminders::schedule::register(monitor, scheduler, &relaxed_pool)?;
     monitor
         .run_with_signal(async move {
             shutdown.cancelled().await;

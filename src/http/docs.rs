@@ -33,10 +33,26 @@ use crate::state::AppState;
         crate::customers::routes::update_vehicle,
         crate::customers::routes::remove_vehicle,
         crate::customers::routes::bulk_import,
+        crate::reminders::routes::send_now,
+        crate::reminders::routes::run_now,
+        crate::reminders::routes::start,
+        crate::reminders::routes::stop,
+        crate::reminders::routes::status,
+        crate::reminders::routes::health,
+        crate::reminders::routes::list,
+        crate::reminders::report::list,
+        crate::reminders::report::detail,
+        crate::reminders::report::statistics,
+        crate::reminders::report::by_customer,
+        crate::reminders::report::by_customer_vehicle,
+        crate::reminders::report::remove,
+        crate::reminders::report::reset_frequency,
     ),
     modifiers(&BearerAuth),
     tags((name = "messages", description = "Send and track WhatsApp messages"),
-         (name = "health"), (name = "customers", description = "Customers and vehicles (reminder data)"), (name = "sandbox", description = "The built-in StarSender sandbox"))
+         (name = "health"), (name = "customers", description = "Customers and vehicles (reminder data)"), (name = "sandbox", description = "The built-in StarSender sandbox"),
+         (name = "reminders", description = "Daily maintenance reminders: fan-out, schedule, log"),
+         (name = "whatsapp-report", description = "How often each customer + vehicle was reminded"))
 )]
 pub struct ApiDoc;
 

@@ -39,6 +39,7 @@ pub fn router(state: AppState, surface: Surface) -> Router {
     let mut app = Router::new()
         .route("/health", get(health))
         .route("/health/ready", get(ready))
+        .merge(crate::reminders::routes::health_router())
         .route("/metrics", get(metrics_text));
     if state.config.sandbox() {
         app = app.merge(crate::gateway::sandbox::router());
@@ -47,6 +48,8 @@ pub fn router(state: AppState, surface: Surface) -> Router {
         app = app
             .merge(crate::messages::routes::router())
             .merge(crate::customers::routes::router())
+            .merge(crate::reminders::routes::router())
+            .merge(crate::reminders::report::router())
             .merge(docs::router());
     }
     app.fallback(not_found)

@@ -102,8 +102,22 @@ pub async fn store_batch(
     created_by: &str,
     max_attempts: u32,
 ) -> sqlx::Result<Vec<Uuid>> {
+    let ids: Vec<Uuid> = messages.iter().map(|_| Uuid::now_v7()).collect();
+    store_batch_with_ids(conn, &ids, messages, created_by, max_attempts).await?;
+    Ok(ids)
+}
+
+/// [`store_batch`] with the message ids chosen by the caller (`ids[i]` for `messages[i]`), for
+/// callers that reference the messages in the same transaction (reminders).
+pub async fn store_batch_with_ids(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    messages: &[NewMessage],
+    created_by: &str,
+    max_attempts: u32,
+) -> sqlx::Result<()> {
     let n = messages.len();
-    let (mut ids, mut jobs) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut jobs = Vec::with_capacity(n);
     let (mut kinds, mut tos, mut bodies, mut files, mut run_ats) = (
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -111,10 +125,8 @@ pub async fn store_batch(
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    for m in messages {
-        let id = Uuid::now_v7();
-        let job = NewJob::send(id, m.run_at, max_attempts);
-        ids.push(id);
+    for (m, id) in messages.iter().zip(ids) {
+        let job = NewJob::send(*id, m.run_at, max_attempts);
         kinds.push(m.kind.as_str());
         tos.push(m.to.as_str());
         bodies.push(m.body.as_str());
@@ -129,7 +141,7 @@ pub async fn store_batch(
          FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[])
               AS m(id, kind, to_phone, body, file_url, run_at, job_id)",
     )
-    .bind(&ids)
+    .bind(ids)
     .bind(&kinds)
     .bind(&tos)
     .bind(&bodies)
@@ -144,7 +156,7 @@ pub async fn store_batch(
     for kind in &kinds {
         metrics::counter!("bengkel_messages_enqueued_total", "kind" => *kind).increment(1);
     }
-    Ok(ids)
+    Ok(())
 }
 
 #[derive(sqlx::FromRow)]
@@ -239,6 +251,12 @@ pub async fn cancel(pool: &PgPool, id: Uuid) -> sqlx::Result<Cancelled> {
     .bind(id)
     .fetch_one(&mut *tx)
     .await?;
+    sqlx::query(
+        "UPDATE reminders SET status = 'cancelled', updated_at = now() WHERE message_id = $1",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(Cancelled::Done(Box::new(message)))
 }
@@ -326,7 +344,8 @@ pub struct Recorded {
 }
 
 /// Records many attempts and moves their messages (and, for retries, their jobs) in one
-/// statement.
+/// statement, with the domain bookkeeping of a finished message in the same transaction: its
+/// reminder row (`sent`/`failed`) and, when sent, the `whatsapp_report` frequency.
 pub async fn record_batch(pool: &PgPool, batch: &[Recorded]) -> sqlx::Result<Vec<()>> {
     let ids: Vec<Uuid> = batch.iter().map(|r| r.message_id).collect();
     let attempts: Vec<i32> = batch.iter().map(|r| r.attempt).collect();
@@ -354,10 +373,35 @@ pub async fn record_batch(pool: &PgPool, batch: &[Recorded]) -> sqlx::Result<Vec
                 updated_at = now()
             FROM input i
             WHERE messages.id = i.message_id AND messages.status IN ('queued', 'sending', 'retrying')
-            RETURNING messages.job_id, i.next_at
+            RETURNING messages.id, messages.job_id, messages.status, messages.last_error, i.next_at
          ), job AS (
             UPDATE apalis.jobs SET run_at = m.next_at FROM m
             WHERE m.next_at IS NOT NULL AND apalis.jobs.id = m.job_id
+         ), reminder AS (
+            -- A maintenance reminder follows its message to the end. Only messages that moved
+            -- out of queued/sending/retrying in this statement get here, so a re-run of a
+            -- finished job changes nothing and the report counts each delivery once.
+            UPDATE reminders SET
+                status = m.status,
+                sent_at = CASE WHEN m.status = 'sent' THEN now() END,
+                reason = CASE WHEN m.status = 'failed' THEN m.last_error END,
+                updated_at = now()
+            FROM m
+            WHERE reminders.message_id = m.id AND m.status IN ('sent', 'failed')
+            RETURNING reminders.customer_id, reminders.vehicle_id, reminders.status
+         ), report AS (
+            INSERT INTO whatsapp_report (id_customer, id_vehicle, last_message_date, frequency)
+            SELECT r.customer_id, r.vehicle_id, now(), count(*)
+            FROM reminder r
+            -- a vehicle or customer deleted since the fan-out has no report row to keep
+            JOIN vehicles v ON v.id = r.vehicle_id
+            JOIN customers c ON c.id = r.customer_id
+            WHERE r.status = 'sent'
+            GROUP BY r.customer_id, r.vehicle_id
+            ON CONFLICT (id_customer, id_vehicle) DO UPDATE SET
+                frequency = whatsapp_report.frequency + excluded.frequency,
+                last_message_date = excluded.last_message_date,
+                updated_at = now()
          )
          INSERT INTO message_attempts (message_id, attempt, started_at, outcome, class, error)
          SELECT message_id, attempt, started_at, outcome, class, error FROM input

@@ -1,5 +1,6 @@
 //! Database-derived gauges, refreshed every few seconds (not per scrape):
-//! `bengkel_queue_jobs{queue,status}` and `bengkel_queue_oldest_pending_age_seconds{queue}`.
+//! `bengkel_queue_jobs{queue,status}`, `bengkel_queue_oldest_pending_age_seconds{queue}` and
+//! `bengkel_fanout_last_success_timestamp_seconds`.
 
 use std::time::Duration;
 
@@ -29,6 +30,7 @@ pub async fn sample(pool: &PgPool) -> sqlx::Result<()> {
     .await?;
     let mut queues: Vec<&str> = rows.iter().map(|r| r.queue.as_str()).collect();
     queues.push(super::SEND_QUEUE);
+    queues.push(crate::reminders::schedule::FANOUT_QUEUE);
     queues.sort_unstable();
     queues.dedup();
     for queue in queues {
@@ -48,6 +50,13 @@ pub async fn sample(pool: &PgPool) -> sqlx::Result<()> {
         metrics::gauge!("bengkel_queue_oldest_pending_age_seconds", "queue" => queue.to_owned())
             .set(oldest);
     }
+    let last_fanout: Option<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM max(finished_at))::float8 FROM fanout_runs WHERE status = 'done'",
+    )
+    .fetch_one(pool)
+    .await?;
+    metrics::gauge!("bengkel_fanout_last_success_timestamp_seconds")
+        .set(last_fanout.unwrap_or(0.0));
     Ok(())
 }
 

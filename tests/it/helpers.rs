@@ -173,6 +173,7 @@ pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
     pub token: String,
+    pub config: Arc<Config>,
     running: Option<app::Running>,
 }
 
@@ -198,7 +199,11 @@ impl TestApp {
     }
 
     pub async fn spawn_with(opts: Options) -> Self {
-        let db = TestDb::new().await;
+        Self::spawn_on(TestDb::new().await, opts).await
+    }
+
+    /// Starts the app on a database the test has prepared.
+    pub async fn spawn_on(db: TestDb, opts: Options) -> Self {
         let gateway = Gateway::start().await;
         if opts.gateway_ok {
             gateway.ok().await;
@@ -212,7 +217,7 @@ impl TestApp {
             .await
             .expect("bind");
         let running = app::start(
-            config,
+            config.clone(),
             opts.role,
             db.pool.clone(),
             listener,
@@ -226,6 +231,7 @@ impl TestApp {
             db,
             gateway,
             base,
+            config,
             http: reqwest::Client::new(),
             running: Some(running),
         }
@@ -318,6 +324,45 @@ impl TestApp {
         .fetch_all(&self.db.pool)
         .await
         .expect("attempts")
+    }
+}
+
+impl TestApp {
+    /// Another process of the same role on the same database and gateway (own pool, own
+    /// workers); stopped when the returned value is dropped.
+    pub async fn another_process(&self, role: ProcessRole) -> OtherProcess {
+        let pool = bengkel_whatsapp::db::connect(&self.db.url, 10)
+            .await
+            .expect("connect");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let running = app::start(
+            self.config.clone(),
+            role,
+            pool,
+            listener,
+            &Secret::new(JWT_SECRET),
+        )
+        .await
+        .expect("start another process");
+        OtherProcess {
+            base: format!("http://{}", running.local_addr),
+            running: Some(running),
+        }
+    }
+}
+
+pub struct OtherProcess {
+    pub base: String,
+    running: Option<app::Running>,
+}
+
+impl Drop for OtherProcess {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown.cancel();
+        }
     }
 }
 

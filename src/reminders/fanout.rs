@@ -1,0 +1,310 @@
+//! One fan-out pass for a business date: walk the vehicles due in the window a page at a time
+//! (one indexed range query per page, never a query per vehicle), and for each page, in one
+//! transaction, insert the reminder rows under their unique `(vehicle_id, reminder_date)` key
+//! with `ON CONFLICT DO NOTHING` and store a message + send job for exactly the rows inserted.
+//! Running it again — sequentially, concurrently, after a crash half-way — creates nothing new.
+
+use std::time::Instant;
+
+use chrono::NaiveDate;
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{Candidate, Verdict, verdict};
+use crate::messages::{Kind, repo, request::NewMessage};
+
+/// Vehicles per page (and per transaction).
+pub const PAGE: i64 = 2_000;
+/// The response lists at most this many vehicles.
+pub const MAX_DETAILS: usize = 1_000;
+
+/// What a pass needs to know.
+#[derive(Debug, Clone)]
+pub struct Pass {
+    pub date: NaiveDate,
+    pub threshold_days: u32,
+    pub service_phone: String,
+    pub max_attempts: u32,
+}
+
+/// One vehicle of the response (SPEC §5).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Detail {
+    pub vehicle_id: Uuid,
+    pub no_pol: Option<String>,
+    pub customer_nama: Option<String>,
+    pub customer_hp: Option<String>,
+    pub next_visit_date: NaiveDate,
+    pub days_until_visit: i64,
+    /// `queued`, `already_queued`, `skipped`; after `wait_seconds` also `sent` / `failed`.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The result of a pass (SPEC §5). `eligible` counts every vehicle in the date window:
+/// `reminder_queued + already_queued + skipped`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Summary {
+    pub run_id: Uuid,
+    pub date: NaiveDate,
+    pub total_customers: i64,
+    pub eligible: i64,
+    pub reminder_queued: i64,
+    pub already_queued: i64,
+    pub skipped: i64,
+    /// Reminders of this date delivered so far (all passes).
+    pub reminder_sent: i64,
+    pub details: Vec<Detail>,
+    pub details_truncated: bool,
+}
+
+/// Runs one pass. Memory is one page plus at most [`MAX_DETAILS`] details, whatever the
+/// number of vehicles.
+pub async fn run(pool: &PgPool, pass: &Pass, run_id: Uuid) -> anyhow::Result<Summary> {
+    let started = Instant::now();
+    let total_customers: i64 = sqlx::query_scalar("SELECT count(*) FROM customers")
+        .fetch_one(pool)
+        .await?;
+    let end = pass.date + chrono::Days::new(u64::from(pass.threshold_days));
+    let mut summary = Summary {
+        run_id,
+        date: pass.date,
+        total_customers,
+        eligible: 0,
+        reminder_queued: 0,
+        already_queued: 0,
+        skipped: 0,
+        reminder_sent: 0,
+        details: Vec::new(),
+        details_truncated: false,
+    };
+    let mut cursor = (pass.date, Uuid::nil());
+    loop {
+        let page: Vec<Candidate> = sqlx::query_as(
+            "SELECT v.id AS vehicle_id, v.customer_id, v.no_pol, v.next_visit_date, c.nama, c.hp
+             FROM vehicles v JOIN customers c ON c.id = v.customer_id
+             WHERE v.next_visit_date >= $1 AND v.next_visit_date < $2
+               AND (v.next_visit_date, v.id) > ($3, $4)
+             ORDER BY v.next_visit_date, v.id
+             LIMIT $5",
+        )
+        .bind(pass.date)
+        .bind(end)
+        .bind(cursor.0)
+        .bind(cursor.1)
+        .bind(PAGE)
+        .fetch_all(pool)
+        .await?;
+        let Some(last) = page.last() else { break };
+        cursor = (last.next_visit_date, last.vehicle_id);
+        let full = page.len() as i64 == PAGE;
+        fan_out_page(pool, pass, &page, &mut summary).await?;
+        if !full {
+            break;
+        }
+    }
+    summary.reminder_sent = sent_on(pool, pass.date).await?;
+    metrics::histogram!("bengkel_fanout_duration_seconds").record(started.elapsed().as_secs_f64());
+    metrics::counter!("bengkel_fanout_reminders_queued_total")
+        .increment(summary.reminder_queued as u64);
+    Ok(summary)
+}
+
+/// Reminders of `date` whose message was delivered.
+pub async fn sent_on(pool: &PgPool, date: NaiveDate) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM reminders WHERE reminder_date = $1 AND status = 'sent'",
+    )
+    .bind(date)
+    .fetch_one(pool)
+    .await
+}
+
+async fn fan_out_page(
+    pool: &PgPool,
+    pass: &Pass,
+    page: &[Candidate],
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
+    let mut remind: Vec<(&Candidate, NewMessage, Uuid)> = Vec::with_capacity(page.len());
+    let mut verdicts: Vec<Option<String>> = Vec::with_capacity(page.len());
+    for c in page {
+        match verdict(c, &pass.service_phone) {
+            Verdict::Remind { to, body } => {
+                verdicts.push(None);
+                let message = NewMessage::internal(Kind::Maintenance, to, body, None);
+                remind.push((c, message, Uuid::now_v7()));
+            }
+            Verdict::Skip(reason) => verdicts.push(Some(reason)),
+        }
+    }
+
+    // The reminder rows first (their message ids are chosen here; the foreign key is checked
+    // at commit), then messages and jobs for exactly the rows that were new.
+    let mut tx = pool.begin().await?;
+    let reminder_ids: Vec<Uuid> = remind.iter().map(|_| Uuid::now_v7()).collect();
+    let vehicle_ids: Vec<Uuid> = remind.iter().map(|(c, ..)| c.vehicle_id).collect();
+    let customer_ids: Vec<Uuid> = remind.iter().map(|(c, ..)| c.customer_id).collect();
+    let visits: Vec<NaiveDate> = remind.iter().map(|(c, ..)| c.next_visit_date).collect();
+    let message_ids: Vec<Uuid> = remind.iter().map(|(.., id)| *id).collect();
+    let inserted: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO reminders (id, vehicle_id, customer_id, reminder_date, next_visit_date, message_id)
+         SELECT r.id, r.vehicle_id, r.customer_id, $5, r.next_visit_date, r.message_id
+         FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::date[], $6::uuid[])
+              AS r(id, vehicle_id, customer_id, next_visit_date, message_id)
+         ON CONFLICT (vehicle_id, reminder_date) DO NOTHING
+         RETURNING message_id",
+    )
+    .bind(&reminder_ids)
+    .bind(&vehicle_ids)
+    .bind(&customer_ids)
+    .bind(&visits)
+    .bind(pass.date)
+    .bind(&message_ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let inserted: std::collections::HashSet<Uuid> = inserted.into_iter().collect();
+    let (new_ids, new_messages): (Vec<Uuid>, Vec<NewMessage>) = remind
+        .iter()
+        .filter(|(.., id)| inserted.contains(id))
+        .map(|(_, m, id)| (*id, m.clone()))
+        .unzip();
+    if !new_ids.is_empty() {
+        repo::store_batch_with_ids(
+            &mut tx,
+            &new_ids,
+            &new_messages,
+            "fanout",
+            pass.max_attempts,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+
+    // Already queued by an earlier (or concurrent) pass: their message ids, for the details.
+    let room = MAX_DETAILS.saturating_sub(summary.details.len());
+    let mut existing = std::collections::HashMap::new();
+    if room > 0 && inserted.len() < remind.len() {
+        let others: Vec<Uuid> = remind
+            .iter()
+            .filter(|(.., id)| !inserted.contains(id))
+            .map(|(c, ..)| c.vehicle_id)
+            .take(room)
+            .collect();
+        let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
+            "SELECT vehicle_id, message_id FROM reminders
+             WHERE reminder_date = $1 AND vehicle_id = ANY($2)",
+        )
+        .bind(pass.date)
+        .bind(&others)
+        .fetch_all(pool)
+        .await?;
+        existing.extend(rows);
+    }
+
+    let mut reminded = remind.iter();
+    for (c, skip) in page.iter().zip(verdicts) {
+        let days_until_visit = (c.next_visit_date - pass.date).num_days();
+        let detail = |status: &str, reason, message_id, message| Detail {
+            vehicle_id: c.vehicle_id,
+            no_pol: c.no_pol.clone(),
+            customer_nama: c.nama.clone(),
+            customer_hp: c.hp.clone(),
+            next_visit_date: c.next_visit_date,
+            days_until_visit,
+            status: status.into(),
+            reason,
+            message_id,
+            message,
+        };
+        let item = match skip {
+            Some(reason) => {
+                summary.skipped += 1;
+                detail("skipped", Some(reason), None, None)
+            }
+            None => {
+                let Some((_, message, id)) = reminded.next() else {
+                    anyhow::bail!("fan-out page bookkeeping out of step");
+                };
+                if inserted.contains(id) {
+                    summary.reminder_queued += 1;
+                    detail("queued", None, Some(*id), Some(message.body.clone()))
+                } else {
+                    summary.already_queued += 1;
+                    let existing_id = existing.get(&c.vehicle_id).copied();
+                    detail(
+                        "already_queued",
+                        None,
+                        existing_id,
+                        Some(message.body.clone()),
+                    )
+                }
+            }
+        };
+        summary.eligible += 1;
+        if summary.details.len() < MAX_DETAILS {
+            summary.details.push(item);
+        } else {
+            summary.details_truncated = true;
+        }
+    }
+    Ok(())
+}
+
+/// For `wait_seconds`: waits until no reminder of `date` is still on its way (or the deadline),
+/// then reports each listed vehicle's outcome (`sent` / `failed`) and the sent count.
+pub async fn wait_for_outcomes(
+    pool: &PgPool,
+    summary: &mut Summary,
+    wait: std::time::Duration,
+) -> sqlx::Result<()> {
+    let deadline = Instant::now() + wait;
+    let ids: Vec<Uuid> = summary
+        .details
+        .iter()
+        .filter_map(|d| d.message_id)
+        .collect();
+    loop {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM reminders r JOIN messages m ON m.id = r.message_id
+             WHERE r.reminder_date = $1 AND m.status IN ('queued', 'sending', 'retrying')",
+        )
+        .bind(summary.date)
+        .fetch_one(pool)
+        .await?;
+        if open == 0 || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let rows: Vec<(Uuid, String, Option<String>)> =
+        sqlx::query_as("SELECT id, status, last_error FROM messages WHERE id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(pool)
+            .await?;
+    let outcomes: std::collections::HashMap<Uuid, (String, Option<String>)> = rows
+        .into_iter()
+        .map(|(id, status, error)| (id, (status, error)))
+        .collect();
+    for d in &mut summary.details {
+        let Some((status, error)) = d.message_id.and_then(|id| outcomes.get(&id)) else {
+            continue;
+        };
+        match status.as_str() {
+            "sent" => d.status = "sent".into(),
+            "failed" | "cancelled" => {
+                d.status = "failed".into();
+                d.reason = error.clone().or_else(|| Some(status.clone()));
+            }
+            _ => {}
+        }
+    }
+    summary.reminder_sent = sent_on(pool, summary.date).await?;
+    Ok(())
+}

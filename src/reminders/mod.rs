@@ -1,0 +1,144 @@
+//! Maintenance reminders (SPEC §5): who is due, what they are told, the daily fan-out that
+//! queues one idempotent reminder per vehicle and date, and its schedule.
+//!
+//! Follow the names: [`fanout`] is one pass (set-wise, a page of vehicles per transaction),
+//! [`schedule`] decides when a pass runs (apalis-cron ticks, ticks claimed in the database),
+//! [`report`] is the `whatsapp_report` table, [`routes`] the HTTP surface.
+
+pub mod fanout;
+pub mod report;
+pub mod routes;
+pub mod schedule;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
+
+use crate::messages::phone::PhoneNumber;
+
+/// The scheduler's job id and name, as the seed's status endpoint shows them.
+pub const JOB_ID: &str = "maintenance_reminder_job";
+pub const JOB_NAME: &str = "Maintenance Reminder WhatsApp";
+
+/// The business date of `now` in the workshop's time zone.
+pub fn business_date(tz: Tz, now: DateTime<Utc>) -> NaiveDate {
+    now.with_timezone(&tz).date_naive()
+}
+
+/// The default reminder text of SPEC §5 (one line, date as `dd-mm-yyyy`).
+pub fn reminder_text(nama: &str, no_pol: &str, visit: NaiveDate, service_phone: &str) -> String {
+    format!(
+        "Bapak {nama} untuk nomor kendaraan {no_pol} sebentar lagi tiba saat pemeliharaan rutin pada tanggal {}, daftarkan segera melalui nomor pelayanan kami {service_phone}",
+        visit.format("%d-%m-%Y")
+    )
+}
+
+/// A vehicle in the date window, with its customer.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Candidate {
+    pub vehicle_id: uuid::Uuid,
+    pub customer_id: uuid::Uuid,
+    pub no_pol: Option<String>,
+    pub next_visit_date: NaiveDate,
+    pub nama: Option<String>,
+    pub hp: Option<String>,
+}
+
+/// What the fan-out does with a candidate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Remind { to: PhoneNumber, body: String },
+    Skip(String),
+}
+
+fn present(field: &Option<String>) -> Option<&str> {
+    field.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// Eligible vehicles with incomplete data are skipped with the reason (SPEC §5).
+pub fn verdict(c: &Candidate, service_phone: &str) -> Verdict {
+    let Some(nama) = present(&c.nama) else {
+        return Verdict::Skip("customer has no name".into());
+    };
+    let Some(hp) = present(&c.hp) else {
+        return Verdict::Skip("customer has no phone number".into());
+    };
+    let to = match PhoneNumber::parse(hp) {
+        Ok(to) => to,
+        Err(e) => return Verdict::Skip(format!("customer phone number {hp:?} is invalid: {e}")),
+    };
+    let Some(no_pol) = present(&c.no_pol) else {
+        return Verdict::Skip("vehicle has no no_pol".into());
+    };
+    Verdict::Remind {
+        to,
+        body: reminder_text(nama, no_pol, c.next_visit_date, service_phone),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate() -> Candidate {
+        Candidate {
+            vehicle_id: uuid::Uuid::nil(),
+            customer_id: uuid::Uuid::nil(),
+            no_pol: Some("B 1234 ABC".into()),
+            next_visit_date: NaiveDate::from_ymd_opt(2025, 12, 18).unwrap(),
+            nama: Some(" Budi Santoso ".into()),
+            hp: Some("08551234567".into()),
+        }
+    }
+
+    #[test]
+    fn the_text_is_the_spec_text() {
+        let Verdict::Remind { to, body } = verdict(&candidate(), "08551000727") else {
+            panic!("should remind");
+        };
+        assert_eq!(to.as_str(), "628551234567");
+        assert_eq!(
+            body,
+            "Bapak Budi Santoso untuk nomor kendaraan B 1234 ABC sebentar lagi tiba saat pemeliharaan rutin pada tanggal 18-12-2025, daftarkan segera melalui nomor pelayanan kami 08551000727"
+        );
+    }
+
+    #[test]
+    fn incomplete_data_is_skipped_with_a_reason() {
+        let mut c = candidate();
+        c.nama = Some("  ".into());
+        assert_eq!(
+            verdict(&c, "x"),
+            Verdict::Skip("customer has no name".into())
+        );
+        let mut c = candidate();
+        c.hp = None;
+        assert_eq!(
+            verdict(&c, "x"),
+            Verdict::Skip("customer has no phone number".into())
+        );
+        let mut c = candidate();
+        c.hp = Some("12ab".into());
+        assert!(matches!(verdict(&c, "x"), Verdict::Skip(r) if r.contains("invalid")));
+        let mut c = candidate();
+        c.no_pol = None;
+        assert_eq!(
+            verdict(&c, "x"),
+            Verdict::Skip("vehicle has no no_pol".into())
+        );
+    }
+
+    #[test]
+    fn business_date_is_in_the_zone() {
+        let now = DateTime::parse_from_rfc3339("2026-01-01T18:30:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            business_date(chrono_tz::Asia::Jakarta, now),
+            NaiveDate::from_ymd_opt(2026, 1, 2).unwrap()
+        );
+        assert_eq!(
+            business_date(chrono_tz::UTC, now),
+            NaiveDate::from_ymd_opt(2026, 1, 1).unwrap()
+        );
+    }
+}

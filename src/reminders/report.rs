@@ -1,0 +1,296 @@
+//! `/whatsapp-report` (SPEC §6, field names of the seed's WHATSAPP_REPORT_DOCUMENTATION.md):
+//! how often each customer + vehicle was reminded. Rows are written only by the send worker's
+//! outcome statement (see `messages::repo::record_batch`), once per delivered reminder.
+
+use std::collections::BTreeMap;
+
+use axum::{
+    Router,
+    extract::{Path, State},
+    routing::{delete, get, post},
+};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::{
+    error::{AppError, AppResult, FieldError},
+    http::{auth::Caller, envelope::Reply, extract::QueryPairs},
+    state::AppState,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/whatsapp-report", get(list))
+        .route("/whatsapp-report/", get(list))
+        .route("/whatsapp-report/detail", get(detail))
+        .route("/whatsapp-report/statistics", get(statistics))
+        .route("/whatsapp-report/customer/{id_customer}", get(by_customer))
+        .route(
+            "/whatsapp-report/customer/{id_customer}/vehicle/{id_vehicle}",
+            get(by_customer_vehicle),
+        )
+        .route("/whatsapp-report/reset-frequency", post(reset_frequency))
+        .route("/whatsapp-report/{report_id}", delete(remove))
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Report {
+    pub id: Uuid,
+    pub id_customer: Uuid,
+    pub id_vehicle: Uuid,
+    pub last_message_date: DateTime<Utc>,
+    pub frequency: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct ReportDetail {
+    pub id: Uuid,
+    pub id_customer: Uuid,
+    pub id_vehicle: Uuid,
+    pub customer_name: Option<String>,
+    pub customer_phone: Option<String>,
+    pub vehicle_model: Option<String>,
+    pub vehicle_nopol: Option<String>,
+    pub last_message_date: DateTime<Utc>,
+    pub frequency: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Statistics {
+    pub total_customers_with_vehicles: i64,
+    pub total_messages_sent: i64,
+    pub average_messages_per_customer: f64,
+    /// frequency → number of customer + vehicle pairs
+    pub customers_by_frequency: BTreeMap<String, i64>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Count {
+    pub message: String,
+    pub count: u64,
+}
+
+fn uuid_param(raw: &str, what: &str) -> AppResult<Uuid> {
+    Uuid::parse_str(raw).map_err(|_| AppError::NotFound(format!("{what} {raw} not found")))
+}
+
+/// `limit` (1..=1000, default 100) and `offset` (≥ 0) of the report lists.
+fn window(q: &QueryPairs) -> AppResult<(i64, i64)> {
+    let mut errors = Vec::new();
+    let limit = match q.get("limit").map(str::parse::<i64>) {
+        None => 100,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        Some(_) => {
+            errors.push(FieldError::new(
+                "limit",
+                "must be an integer between 1 and 1000",
+            ));
+            100
+        }
+    };
+    let offset = match q.get("offset").map(str::parse::<i64>) {
+        None => 0,
+        Some(Ok(n)) if n >= 0 => n,
+        Some(_) => {
+            errors.push(FieldError::new("offset", "must be a non-negative integer"));
+            0
+        }
+    };
+    if errors.is_empty() {
+        Ok((limit, offset))
+    } else {
+        Err(AppError::Validation(errors))
+    }
+}
+
+const COLUMNS: &str =
+    "id, id_customer, id_vehicle, last_message_date, frequency, created_at, updated_at";
+
+/// Every report row, most recently messaged first; `limit` (≤ 1000, default 100), `offset`.
+#[utoipa::path(get, path = "/whatsapp-report/", tag = "whatsapp-report",
+    params(("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)),
+    responses((status = 200, body = Vec<Report>)), security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    _: Caller,
+    q: QueryPairs,
+) -> AppResult<Reply<Vec<Report>>> {
+    let (limit, offset) = window(&q)?;
+    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM whatsapp_report ORDER BY last_message_date DESC, id LIMIT $1 OFFSET $2"
+    )))
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(Reply::ok(rows, "WhatsApp reports"))
+}
+
+/// Report rows with the customer's name and phone and the vehicle's model and number plate.
+#[utoipa::path(get, path = "/whatsapp-report/detail", tag = "whatsapp-report",
+    params(("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)),
+    responses((status = 200, body = Vec<ReportDetail>)), security(("bearer" = [])))]
+pub async fn detail(
+    State(state): State<AppState>,
+    _: Caller,
+    q: QueryPairs,
+) -> AppResult<Reply<Vec<ReportDetail>>> {
+    let (limit, offset) = window(&q)?;
+    let rows = sqlx::query_as(
+        "SELECT r.id, r.id_customer, r.id_vehicle, c.nama AS customer_name, c.hp AS customer_phone,
+                v.model AS vehicle_model, v.no_pol AS vehicle_nopol, r.last_message_date, r.frequency,
+                r.created_at, r.updated_at
+         FROM whatsapp_report r
+         JOIN customers c ON c.id = r.id_customer
+         JOIN vehicles v ON v.id = r.id_vehicle
+         ORDER BY r.last_message_date DESC, r.id LIMIT $1 OFFSET $2",
+    )
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(Reply::ok(rows, "WhatsApp report details"))
+}
+
+/// Totals over all customer + vehicle pairs.
+#[utoipa::path(get, path = "/whatsapp-report/statistics", tag = "whatsapp-report",
+    responses((status = 200, body = Statistics)), security(("bearer" = [])))]
+pub async fn statistics(State(state): State<AppState>, _: Caller) -> AppResult<Reply<Statistics>> {
+    let rows: Vec<(i32, i64)> = sqlx::query_as(
+        "SELECT frequency, count(*) FROM whatsapp_report GROUP BY frequency ORDER BY frequency",
+    )
+    .fetch_all(&state.pool)
+    .await?;
+    let pairs: i64 = rows.iter().map(|(_, n)| n).sum();
+    let total: i64 = rows.iter().map(|(f, n)| i64::from(*f) * n).sum();
+    let average = if pairs == 0 {
+        0.0
+    } else {
+        (total as f64 / pairs as f64 * 100.0).round() / 100.0
+    };
+    Ok(Reply::ok(
+        Statistics {
+            total_customers_with_vehicles: pairs,
+            total_messages_sent: total,
+            average_messages_per_customer: average,
+            customers_by_frequency: rows.into_iter().map(|(f, n)| (f.to_string(), n)).collect(),
+        },
+        "WhatsApp report statistics",
+    ))
+}
+
+/// The report rows of one customer (one per reminded vehicle).
+#[utoipa::path(get, path = "/whatsapp-report/customer/{id_customer}", tag = "whatsapp-report",
+    responses((status = 200, body = Vec<Report>)), security(("bearer" = [])))]
+pub async fn by_customer(
+    State(state): State<AppState>,
+    _: Caller,
+    Path(id_customer): Path<String>,
+) -> AppResult<Reply<Vec<Report>>> {
+    let id = uuid_param(&id_customer, "customer")?;
+    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM whatsapp_report WHERE id_customer = $1 ORDER BY last_message_date DESC"
+    )))
+    .bind(id)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(Reply::ok(rows, "WhatsApp reports of the customer"))
+}
+
+/// The report row of one customer + vehicle.
+#[utoipa::path(get, path = "/whatsapp-report/customer/{id_customer}/vehicle/{id_vehicle}",
+    tag = "whatsapp-report", responses((status = 200, body = Report), (status = 404)),
+    security(("bearer" = [])))]
+pub async fn by_customer_vehicle(
+    State(state): State<AppState>,
+    _: Caller,
+    Path((id_customer, id_vehicle)): Path<(String, String)>,
+) -> AppResult<Reply<Report>> {
+    let customer = uuid_param(&id_customer, "customer")?;
+    let vehicle = uuid_param(&id_vehicle, "vehicle")?;
+    let row: Option<Report> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM whatsapp_report WHERE id_customer = $1 AND id_vehicle = $2"
+    )))
+    .bind(customer)
+    .bind(vehicle)
+    .fetch_optional(&state.pool)
+    .await?;
+    let row = row.ok_or_else(|| {
+        AppError::NotFound(format!(
+            "no report for customer {customer} and vehicle {vehicle}"
+        ))
+    })?;
+    Ok(Reply::ok(row, "WhatsApp report"))
+}
+
+/// Deletes one report row.
+#[utoipa::path(delete, path = "/whatsapp-report/{report_id}", tag = "whatsapp-report",
+    responses((status = 200), (status = 404)), security(("bearer" = [])))]
+pub async fn remove(
+    State(state): State<AppState>,
+    _: Caller,
+    Path(report_id): Path<String>,
+) -> AppResult<Reply<serde_json::Value>> {
+    let id = uuid_param(&report_id, "report")?;
+    let done = sqlx::query("DELETE FROM whatsapp_report WHERE id = $1")
+        .bind(id)
+        .execute(&state.pool)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(AppError::NotFound(format!("report {id} not found")));
+    }
+    Ok(Reply::ok(
+        serde_json::json!({"message": "Report berhasil dihapus"}),
+        "Report berhasil dihapus",
+    ))
+}
+
+/// Sets `frequency` back to 0: all rows, or one customer's (`id_customer`), or one customer +
+/// vehicle (`id_customer` and `id_vehicle`). Rows are kept.
+#[utoipa::path(post, path = "/whatsapp-report/reset-frequency", tag = "whatsapp-report",
+    params(("id_customer" = Option<String>, Query), ("id_vehicle" = Option<String>, Query)),
+    responses((status = 200, body = Count), (status = 422)), security(("bearer" = [])))]
+pub async fn reset_frequency(
+    State(state): State<AppState>,
+    _: Caller,
+    q: QueryPairs,
+) -> AppResult<Reply<Count>> {
+    let parse = |field: &str| -> AppResult<Option<Uuid>> {
+        q.get(field)
+            .map(|raw| {
+                Uuid::parse_str(raw).map_err(|_| AppError::validation(field, "must be a UUID"))
+            })
+            .transpose()
+    };
+    let customer = parse("id_customer")?;
+    let vehicle = parse("id_vehicle")?;
+    let done = sqlx::query(
+        "UPDATE whatsapp_report SET frequency = 0, updated_at = now()
+         WHERE ($1::uuid IS NULL OR id_customer = $1) AND ($2::uuid IS NULL OR id_vehicle = $2)",
+    )
+    .bind(customer)
+    .bind(vehicle)
+    .execute(&state.pool)
+    .await?;
+    let count = done.rows_affected();
+    let message = match (customer, vehicle) {
+        (None, None) => format!("Frequency untuk {count} report berhasil direset"),
+        (Some(c), None) => format!("Frequency untuk {count} report customer {c} berhasil direset"),
+        (c, Some(v)) => format!(
+            "Frequency untuk {count} report{} vehicle {v} berhasil direset",
+            c.map(|c| format!(" customer {c}")).unwrap_or_default()
+        ),
+    };
+    Ok(Reply::ok(
+        Count {
+            message: message.clone(),
+            count,
+        },
+        message,
+    ))
+}

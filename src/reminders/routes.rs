@@ -1,0 +1,283 @@
+//! `/customers/send-maintenance-reminder`, `/scheduler/maintenance-reminder/*`,
+//! `/health/scheduler` and `/reminders` (SPEC §5).
+
+use std::time::Duration;
+
+use axum::{
+    Router,
+    extract::State,
+    routing::{get, post},
+};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{business_date, fanout, schedule};
+use crate::{
+    error::{AppError, AppResult, FieldError},
+    http::{auth::Caller, envelope::Reply, extract::QueryPairs},
+    state::AppState,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/customers/send-maintenance-reminder", post(send_now))
+        .route("/scheduler/maintenance-reminder/run-now", post(run_now))
+        .route("/scheduler/maintenance-reminder/start", post(start))
+        .route("/scheduler/maintenance-reminder/stop", post(stop))
+        .route("/scheduler/maintenance-reminder/status", get(status))
+        .route("/reminders", get(list))
+}
+
+/// `/health/scheduler` is public like the other health checks.
+pub fn health_router() -> Router<AppState> {
+    Router::new().route("/health/scheduler", get(health))
+}
+
+fn wait_param(q: &QueryPairs) -> AppResult<Option<Duration>> {
+    let max = schedule::MAX_WAIT.as_secs();
+    match q.get("wait_seconds").map(str::parse::<u64>) {
+        None => Ok(None),
+        Some(Ok(n)) if n <= max => Ok(Some(Duration::from_secs(n))),
+        Some(_) => Err(AppError::validation(
+            "wait_seconds",
+            format!("must be an integer between 0 and {max}"),
+        )),
+    }
+}
+
+async fn fan_out(state: &AppState, q: &QueryPairs) -> AppResult<Reply<fanout::Summary>> {
+    let wait = wait_param(q)?;
+    let date = business_date(state.config.app_timezone, Utc::now());
+    let mut summary = schedule::run_manual(&state.pool, &state.config, date).await?;
+    if let Some(wait) = wait {
+        fanout::wait_for_outcomes(&state.pool, &mut summary, wait).await?;
+    }
+    let message = format!(
+        "{} reminder(s) queued, {} already queued, {} skipped",
+        summary.reminder_queued, summary.already_queued, summary.skipped
+    );
+    Ok(Reply::ok(summary, message))
+}
+
+/// Runs today's fan-out now (idempotent per vehicle and date); `wait_seconds` (≤ 120) waits for
+/// the sends and reports `sent` / `failed` per vehicle.
+#[utoipa::path(post, path = "/customers/send-maintenance-reminder", tag = "reminders",
+    params(("wait_seconds" = Option<u64>, Query)),
+    responses((status = 200, body = fanout::Summary), (status = 422)), security(("bearer" = [])))]
+pub async fn send_now(
+    State(state): State<AppState>,
+    _: Caller,
+    q: QueryPairs,
+) -> AppResult<Reply<fanout::Summary>> {
+    fan_out(&state, &q).await
+}
+
+/// The same as `/customers/send-maintenance-reminder`.
+#[utoipa::path(post, path = "/scheduler/maintenance-reminder/run-now", tag = "reminders",
+    params(("wait_seconds" = Option<u64>, Query)),
+    responses((status = 200, body = fanout::Summary), (status = 422)), security(("bearer" = [])))]
+pub async fn run_now(
+    State(state): State<AppState>,
+    _: Caller,
+    q: QueryPairs,
+) -> AppResult<Reply<fanout::Summary>> {
+    fan_out(&state, &q).await
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Changed {
+    message: String,
+    #[serde(flatten)]
+    status: schedule::Status,
+}
+
+fn time_param(q: &QueryPairs, name: &str, max: i32) -> Result<Option<i32>, FieldError> {
+    match q.get(name).map(str::parse::<i32>) {
+        None => Ok(None),
+        Some(Ok(n)) if (0..=max).contains(&n) => Ok(Some(n)),
+        Some(_) => Err(FieldError::new(
+            name,
+            format!("must be an integer between 0 and {max}"),
+        )),
+    }
+}
+
+/// Enables the daily fan-out, optionally at a new `hour` (0–23) / `minute` (0–59) in
+/// `APP_TIMEZONE`. Persisted: every process follows within seconds.
+#[utoipa::path(post, path = "/scheduler/maintenance-reminder/start", tag = "reminders",
+    params(("hour" = Option<i32>, Query), ("minute" = Option<i32>, Query)),
+    responses((status = 200, body = Changed), (status = 422)), security(("bearer" = [])))]
+pub async fn start(
+    State(state): State<AppState>,
+    _: Caller,
+    q: QueryPairs,
+) -> AppResult<Reply<Changed>> {
+    let hour = time_param(&q, "hour", 23);
+    let minute = time_param(&q, "minute", 59);
+    let errors: Vec<FieldError> = [&hour, &minute]
+        .into_iter()
+        .filter_map(|r| r.as_ref().err().cloned())
+        .collect();
+    if !errors.is_empty() {
+        return Err(AppError::Validation(errors));
+    }
+    let current = schedule::load(&state.pool, &state.config).await?;
+    let hour = hour.ok().flatten().unwrap_or(current.hour);
+    let minute = minute.ok().flatten().unwrap_or(current.minute);
+    schedule::set(&state.pool, &state.config, true, Some((hour, minute))).await?;
+    let message =
+        format!("Scheduler dimulai. Job akan berjalan setiap hari jam {hour:02}:{minute:02}");
+    let status = schedule::status(&state.pool, &state.config).await?;
+    Ok(Reply::ok(
+        Changed {
+            message: message.clone(),
+            status,
+        },
+        message,
+    ))
+}
+
+/// Disables the daily fan-out (persisted). `run-now` still works.
+#[utoipa::path(post, path = "/scheduler/maintenance-reminder/stop", tag = "reminders",
+    responses((status = 200, body = Changed)), security(("bearer" = [])))]
+pub async fn stop(State(state): State<AppState>, _: Caller) -> AppResult<Reply<Changed>> {
+    schedule::set(&state.pool, &state.config, false, None).await?;
+    let message = "Scheduler dihentikan".to_owned();
+    let status = schedule::status(&state.pool, &state.config).await?;
+    Ok(Reply::ok(
+        Changed {
+            message: message.clone(),
+            status,
+        },
+        message,
+    ))
+}
+
+/// `{running, jobs: [{id, name, next_run_time, trigger}], last_run}`.
+#[utoipa::path(get, path = "/scheduler/maintenance-reminder/status", tag = "reminders",
+    responses((status = 200, body = schedule::Status)), security(("bearer" = [])))]
+pub async fn status(
+    State(state): State<AppState>,
+    _: Caller,
+) -> AppResult<Reply<schedule::Status>> {
+    let status = schedule::status(&state.pool, &state.config).await?;
+    Ok(Reply::ok(status, "Scheduler status"))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SchedulerHealth {
+    /// `healthy` or `unhealthy`
+    status: &'static str,
+    scheduler_running: bool,
+    jobs: Vec<schedule::JobInfo>,
+}
+
+/// No auth. `healthy` when the schedule is enabled and its last tick has a fan-out that did not
+/// fail; always `200` (the body says which).
+#[utoipa::path(get, path = "/health/scheduler", tag = "health",
+    responses((status = 200, body = SchedulerHealth)))]
+pub async fn health(State(state): State<AppState>) -> AppResult<Reply<SchedulerHealth>> {
+    let s = schedule::load(&state.pool, &state.config).await?;
+    let healthy = schedule::healthy(&state.pool, &state.config, &s).await?;
+    let status = if healthy { "healthy" } else { "unhealthy" };
+    Ok(Reply::ok(
+        SchedulerHealth {
+            status,
+            scheduler_running: s.enabled,
+            jobs: schedule::jobs(&s, state.config.app_timezone, Utc::now()),
+        },
+        format!("scheduler {status}"),
+    ))
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct ReminderRow {
+    id: Uuid,
+    vehicle_id: Uuid,
+    customer_id: Uuid,
+    reminder_date: NaiveDate,
+    next_visit_date: NaiveDate,
+    /// `queued`, `sent`, `failed`, `cancelled`
+    status: String,
+    reason: Option<String>,
+    sent_at: Option<DateTime<Utc>>,
+    message_id: Uuid,
+    message_status: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ReminderPage {
+    items: Vec<ReminderRow>,
+    next_cursor: Option<Uuid>,
+}
+
+const REMINDER_STATUSES: [&str; 4] = ["queued", "sent", "failed", "cancelled"];
+
+/// The reminder log, newest first: filters `date` (YYYY-MM-DD), `status`, `vehicle_id`;
+/// `limit` (≤ 500) and `cursor`.
+#[utoipa::path(get, path = "/reminders", tag = "reminders",
+    params(("date" = Option<String>, Query), ("status" = Option<String>, Query),
+           ("vehicle_id" = Option<String>, Query), ("limit" = Option<i64>, Query),
+           ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = ReminderPage), (status = 422)), security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    _: Caller,
+    q: QueryPairs,
+) -> AppResult<Reply<ReminderPage>> {
+    let mut errors = Vec::new();
+    let (limit, cursor) = q.page(&mut errors);
+    let date = q.get("date").and_then(|raw| {
+        NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+            .map_err(|_| errors.push(FieldError::new("date", "must be a date YYYY-MM-DD")))
+            .ok()
+    });
+    let status = q.get("status").and_then(|raw| {
+        if REMINDER_STATUSES.contains(&raw) {
+            Some(raw.to_owned())
+        } else {
+            errors.push(FieldError::new(
+                "status",
+                format!("must be one of {}", REMINDER_STATUSES.join(", ")),
+            ));
+            None
+        }
+    });
+    let vehicle = q.get("vehicle_id").and_then(|raw| {
+        Uuid::parse_str(raw)
+            .map_err(|_| errors.push(FieldError::new("vehicle_id", "must be a UUID")))
+            .ok()
+    });
+    if !errors.is_empty() {
+        return Err(AppError::Validation(errors));
+    }
+    let items: Vec<ReminderRow> = sqlx::query_as(
+        "SELECT r.id, r.vehicle_id, r.customer_id, r.reminder_date, r.next_visit_date, r.status,
+                r.reason, r.sent_at, r.message_id, m.status AS message_status, r.created_at, r.updated_at
+         FROM reminders r LEFT JOIN messages m ON m.id = r.message_id
+         WHERE ($1::date IS NULL OR r.reminder_date = $1)
+           AND ($2::text IS NULL OR r.status = $2)
+           AND ($3::uuid IS NULL OR r.vehicle_id = $3)
+           AND ($4::uuid IS NULL OR r.id < $4)
+         ORDER BY r.id DESC LIMIT $5",
+    )
+    .bind(date)
+    .bind(status)
+    .bind(vehicle)
+    .bind(cursor)
+    .bind(limit)
+    .fetch_all(&state.pool)
+    .await?;
+    let next_cursor = if items.len() as i64 == limit {
+        items.last().map(|r| r.id)
+    } else {
+        None
+    };
+    Ok(Reply::ok(
+        ReminderPage { items, next_cursor },
+        "Reminder log",
+    ))
+}
