@@ -1,6 +1,7 @@
 //! `demo-data --vehicles N`: customers (two vehicles each) with due dates spread evenly over the
 //! next 60 days from the business date, so about 5 % fall in the default 3-day reminder window.
-//! One in fifty customers has no phone number, to show the `skipped` path. Set-wise SQL in
+//! One in 49 customers has no phone number, to show the `skipped` path (49, not 50: 50 shares
+//! factors with the 60-day spread and would put them all on a few dates). Set-wise SQL in
 //! chunks: a million vehicles is a few dozen statements.
 
 use chrono::NaiveDate;
@@ -25,7 +26,7 @@ pub async fn load(pool: &PgPool, vehicles: i64, today: NaiveDate) -> sqlx::Resul
              ), c AS (
                 INSERT INTO customers (id, nama, hp, alamat, email)
                 SELECT id, 'Pelanggan ' || g,
-                       CASE WHEN g % 50 = 0 THEN NULL ELSE '0812' || lpad(g::text, 8, '0') END,
+                       CASE WHEN g % 49 = 0 THEN NULL ELSE '0812' || lpad(g::text, 8, '0') END,
                        'Jl. Contoh No. ' || g, 'pelanggan' || g || '@example.com'
                 FROM src
                 RETURNING 1
