@@ -76,6 +76,17 @@ impl From<sqlx::Error> for AppError {
     }
 }
 
+impl AppError {
+    /// A database error inside an `anyhow` chain keeps its meaning (`503` when the database is
+    /// unreachable); anything else is internal.
+    pub fn from_anyhow(e: anyhow::Error) -> Self {
+        match e.downcast::<sqlx::Error>() {
+            Ok(db) => db.into(),
+            Err(other) => AppError::Internal(other),
+        }
+    }
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();

@@ -1,6 +1,7 @@
 //! The embedded default (SPEC §1): with `DATABASE_URL` unset, run a private PostgreSQL cluster in
 //! `$DATA_DIR/postgres` from the server binaries installed on the machine. Created on first run,
-//! reused after (also when a previous process died and left it running), stopped on shutdown.
+//! reused after (also when a previous process died and left it running), stopped on shutdown by
+//! the process that started it.
 //! PostgreSQL refuses to run as root, so as root the cluster runs as the `postgres` system user.
 
 use std::{
@@ -16,6 +17,9 @@ pub struct EmbeddedPostgres {
     datadir: PathBuf,
     run_as: Option<String>,
     port: u16,
+    /// Started by this process (and so stopped by it). A cluster found running belongs to
+    /// another process — a `serve` while `demo-data` runs, or one that died — and is left alone.
+    started_here: bool,
 }
 
 impl EmbeddedPostgres {
@@ -42,6 +46,7 @@ impl EmbeddedPostgres {
             datadir,
             run_as,
             port: 0,
+            started_here: false,
         };
 
         if !pg.datadir.join("PG_VERSION").exists() {
@@ -50,7 +55,7 @@ impl EmbeddedPostgres {
         if let Some(port) = pg.running_port() {
             tracing::info!(
                 port,
-                "embedded PostgreSQL already running in {}; reusing it",
+                "embedded PostgreSQL already running in {}; reusing it (and leaving it running)",
                 pg.datadir.display()
             );
             pg.port = port;
@@ -76,6 +81,7 @@ impl EmbeddedPostgres {
             ],
         )
         .context("could not start the embedded PostgreSQL (see DATA_DIR/postgres/server.log)")?;
+        pg.started_here = true;
         tracing::info!(
             port = pg.port,
             "embedded PostgreSQL started in {}",
@@ -89,6 +95,9 @@ impl EmbeddedPostgres {
     }
 
     pub fn stop(&self) {
+        if !self.started_here {
+            return;
+        }
         if let Err(e) = self.run(
             "pg_ctl",
             &[
@@ -156,7 +165,7 @@ impl EmbeddedPostgres {
         let exe = self.bindir.join(program);
         match &self.run_as {
             Some(user) => {
-                let mut c = Command::new("runuser");
+                let mut c = Command::new(runuser());
                 c.arg("-u").arg(user).arg("--").arg(exe).args(args);
                 c
             }
@@ -220,4 +229,13 @@ fn find_bindir() -> Option<PathBuf> {
         return Some(dir);
     }
     std::env::var_os("PATH").and_then(|path| std::env::split_paths(&path).find(|d| has_server(d)))
+}
+
+/// `runuser` lives in `/usr/sbin`, which a non-login root shell's `PATH` may lack.
+fn runuser() -> std::path::PathBuf {
+    ["/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser"]
+        .into_iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| "runuser".into())
 }

@@ -49,7 +49,9 @@ fn wait_param(q: &QueryPairs) -> AppResult<Option<Duration>> {
 async fn fan_out(state: &AppState, q: &QueryPairs) -> AppResult<Reply<fanout::Summary>> {
     let wait = wait_param(q)?;
     let date = business_date(state.config.app_timezone, Utc::now());
-    let mut summary = schedule::run_manual(&state.pool, &state.config, date).await?;
+    let mut summary = schedule::run_manual(&state.pool, &state.config, date)
+        .await
+        .map_err(AppError::from_anyhow)?;
     if let Some(wait) = wait {
         fanout::wait_for_outcomes(&state.pool, &mut summary, wait).await?;
     }

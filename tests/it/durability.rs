@@ -282,6 +282,49 @@ fn without_database_url_an_embedded_cluster_is_created_and_reused() {
             "{round}: the cluster is stopped on exit"
         );
     }
+
+    // A second process (here `migrate`, as `demo-data` would be) reuses the cluster of a running
+    // `serve` and leaves it running; the `serve` that started it stops it.
+    let mut serve = Command::new(BIN)
+        .arg("serve")
+        .env_remove("DATABASE_URL")
+        .env("DATA_DIR", &dir)
+        .env("BIND_ADDR", "127.0.0.1:0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid_file = dir.join("postgres/postmaster.pid");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !pid_file.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve did not start its cluster"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let out = Command::new(BIN)
+        .arg("migrate")
+        .env_remove("DATABASE_URL")
+        .env("DATA_DIR", &dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        pid_file.exists(),
+        "a reused cluster is left running for its owner"
+    );
+    Command::new("kill")
+        .args(["-TERM", &serve.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(serve.wait().unwrap().success());
+    assert!(!pid_file.exists(), "the owner stops it");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
