@@ -47,12 +47,25 @@ use crate::state::AppState;
         crate::reminders::report::by_customer_vehicle,
         crate::reminders::report::remove,
         crate::reminders::report::reset_frequency,
+        crate::manual::routes::create,
+        crate::manual::routes::list,
+        crate::manual::routes::detail,
+        crate::manual::routes::by_nopol,
+        crate::manual::routes::update,
+        crate::manual::routes::toggle_active,
+        crate::manual::routes::remove,
+        crate::manual::routes::bulk_import,
+        crate::manual::routes::send_reminders,
+        crate::manual::routes::send_reminder,
+        crate::manual::routes::send_custom_message,
+        crate::manual::routes::stats,
     ),
     modifiers(&BearerAuth),
     tags((name = "messages", description = "Send and track WhatsApp messages"),
          (name = "health"), (name = "customers", description = "Customers and vehicles (reminder data)"), (name = "sandbox", description = "The built-in StarSender sandbox"),
          (name = "reminders", description = "Daily maintenance reminders: fan-out, schedule, log"),
-         (name = "whatsapp-report", description = "How often each customer + vehicle was reminded"))
+         (name = "whatsapp-report", description = "How often each customer + vehicle was reminded"),
+         (name = "manual-whatsapp", description = "Customers kept outside the customer table, reminded through the same queue"))
 )]
 pub struct ApiDoc;
 

@@ -11,10 +11,10 @@ use serde_json::{Map, Value};
 
 use crate::error::AppError;
 
-/// A request body that must be a JSON object.
-pub struct JsonObject(pub Map<String, Value>);
+/// A request body that must be JSON (any value).
+pub struct JsonBody(pub Value);
 
-impl<S: Send + Sync> FromRequest<S> for JsonObject {
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
@@ -23,8 +23,43 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
             .map_err(|e| AppError::BadRequest(format!("cannot read the request body: {e}")))?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(AppError::BadRequest(
-                "the request body is empty; expected a JSON object".into(),
+                "the request body is empty; expected JSON".into(),
             ));
+        }
+        serde_json::from_slice::<Value>(&bytes)
+            .map(Self)
+            .map_err(|e| AppError::BadRequest(format!("malformed JSON: {e}")))
+    }
+}
+
+/// A request body that must be a JSON object.
+pub struct JsonObject(pub Map<String, Value>);
+
+impl<S: Send + Sync> FromRequest<S> for JsonObject {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match JsonBody::from_request(req, state).await?.0 {
+            Value::Object(map) => Ok(Self(map)),
+            _ => Err(AppError::BadRequest(
+                "the request body must be a JSON object".into(),
+            )),
+        }
+    }
+}
+
+/// A body that may be empty (= `{}`) or a JSON object.
+pub struct OptionalJsonObject(pub Map<String, Value>);
+
+impl<S: Send + Sync> FromRequest<S> for OptionalJsonObject {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| AppError::BadRequest(format!("cannot read the request body: {e}")))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(Map::new()));
         }
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Object(map)) => Ok(Self(map)),

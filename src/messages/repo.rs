@@ -251,12 +251,12 @@ pub async fn cancel(pool: &PgPool, id: Uuid) -> sqlx::Result<Cancelled> {
     .bind(id)
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query(
+    for table in [
         "UPDATE reminders SET status = 'cancelled', updated_at = now() WHERE message_id = $1",
-    )
-    .bind(id)
-    .execute(&mut *tx)
-    .await?;
+        "UPDATE manual_reminders SET status = 'cancelled', updated_at = now() WHERE message_id = $1",
+    ] {
+        sqlx::query(table).bind(id).execute(&mut *tx).await?;
+    }
     tx.commit().await?;
     Ok(Cancelled::Done(Box::new(message)))
 }
@@ -345,7 +345,8 @@ pub struct Recorded {
 
 /// Records many attempts and moves their messages (and, for retries, their jobs) in one
 /// statement, with the domain bookkeeping of a finished message in the same transaction: its
-/// reminder row (`sent`/`failed`) and, when sent, the `whatsapp_report` frequency.
+/// reminder row (`sent`/`failed`) and, when sent, the `whatsapp_report` frequency or the manual
+/// record's `reminder_sent_count` / `last_reminder_sent`.
 pub async fn record_batch(pool: &PgPool, batch: &[Recorded]) -> sqlx::Result<Vec<()>> {
     let ids: Vec<Uuid> = batch.iter().map(|r| r.message_id).collect();
     let attempts: Vec<i32> = batch.iter().map(|r| r.attempt).collect();
@@ -402,6 +403,22 @@ pub async fn record_batch(pool: &PgPool, batch: &[Recorded]) -> sqlx::Result<Vec
                 frequency = whatsapp_report.frequency + excluded.frequency,
                 last_message_date = excluded.last_message_date,
                 updated_at = now()
+         ), manual AS (
+            -- A manual-customer reminder, the same way; its record counts deliveries.
+            UPDATE manual_reminders SET
+                status = m.status,
+                sent_at = CASE WHEN m.status = 'sent' THEN now() END,
+                reason = CASE WHEN m.status = 'failed' THEN m.last_error END,
+                updated_at = now()
+            FROM m
+            WHERE manual_reminders.message_id = m.id AND m.status IN ('sent', 'failed')
+            RETURNING manual_reminders.manual_id, manual_reminders.status
+         ), manual_count AS (
+            UPDATE manual_whatsapp SET
+                reminder_sent_count = reminder_sent_count + d.n,
+                last_reminder_sent = now()
+            FROM (SELECT manual_id, count(*) AS n FROM manual WHERE status = 'sent' GROUP BY manual_id) d
+            WHERE manual_whatsapp.id = d.manual_id
          )
          INSERT INTO message_attempts (message_id, attempt, started_at, outcome, class, error)
          SELECT message_id, attempt, started_at, outcome, class, error FROM input

@@ -264,47 +264,65 @@ pub async fn wait_for_outcomes(
     summary: &mut Summary,
     wait: std::time::Duration,
 ) -> sqlx::Result<()> {
-    let deadline = Instant::now() + wait;
+    wait_settled(pool, OPEN_REMINDERS, summary.date, wait).await?;
     let ids: Vec<Uuid> = summary
         .details
         .iter()
         .filter_map(|d| d.message_id)
         .collect();
-    loop {
-        let open: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM reminders r JOIN messages m ON m.id = r.message_id
-             WHERE r.reminder_date = $1 AND m.status IN ('queued', 'sending', 'retrying')",
-        )
-        .bind(summary.date)
-        .fetch_one(pool)
-        .await?;
-        if open == 0 || Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let rows: Vec<(Uuid, String, Option<String>)> =
-        sqlx::query_as("SELECT id, status, last_error FROM messages WHERE id = ANY($1)")
-            .bind(&ids)
-            .fetch_all(pool)
-            .await?;
-    let outcomes: std::collections::HashMap<Uuid, (String, Option<String>)> = rows
-        .into_iter()
-        .map(|(id, status, error)| (id, (status, error)))
-        .collect();
+    let outcomes = final_outcomes(pool, &ids).await?;
     for d in &mut summary.details {
-        let Some((status, error)) = d.message_id.and_then(|id| outcomes.get(&id)) else {
-            continue;
-        };
-        match status.as_str() {
-            "sent" => d.status = "sent".into(),
-            "failed" | "cancelled" => {
-                d.status = "failed".into();
-                d.reason = error.clone().or_else(|| Some(status.clone()));
-            }
-            _ => {}
+        if let Some((status, reason)) = d.message_id.and_then(|id| outcomes.get(&id)) {
+            d.status = status.clone();
+            d.reason = reason.clone();
         }
     }
     summary.reminder_sent = sent_on(pool, summary.date).await?;
     Ok(())
+}
+
+/// Reminders of a date (`$1`) whose message is still on its way.
+pub const OPEN_REMINDERS: &str =
+    "SELECT count(*) FROM reminders r JOIN messages m ON m.id = r.message_id
+     WHERE r.reminder_date = $1 AND m.status IN ('queued', 'sending', 'retrying')";
+
+/// Polls `open_sql` (a count for a date `$1`) until it is 0 or `wait` has passed.
+pub async fn wait_settled(
+    pool: &PgPool,
+    open_sql: &'static str,
+    date: NaiveDate,
+    wait: std::time::Duration,
+) -> sqlx::Result<()> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let open: i64 = sqlx::query_scalar(open_sql)
+            .bind(date)
+            .fetch_one(pool)
+            .await?;
+        if open == 0 || Instant::now() >= deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// For messages that finished: `sent`, or `failed` with the reason (a cancelled one counts as
+/// failed). Messages still on their way are absent.
+pub async fn final_outcomes(
+    pool: &PgPool,
+    ids: &[Uuid],
+) -> sqlx::Result<std::collections::HashMap<Uuid, (String, Option<String>)>> {
+    let rows: Vec<(Uuid, String, Option<String>)> =
+        sqlx::query_as("SELECT id, status, last_error FROM messages WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, status, error)| match status.as_str() {
+            "sent" => Some((id, ("sent".to_owned(), None))),
+            "failed" | "cancelled" => Some((id, ("failed".to_owned(), error.or(Some(status))))),
+            _ => None,
+        })
+        .collect())
 }

@@ -6,6 +6,7 @@ mod helpers;
 mod auth;
 mod customers;
 mod durability;
+mod manual;
 mod reminders;
 mod retries;
 mod sending;

@@ -1,0 +1,733 @@
+//! `/manual-whatsapp` (SPEC §7; seed MANUAL_WHATSAPP_DOCUMENTATION.md field names inside our
+//! envelope).
+
+use std::collections::HashSet;
+
+use axum::{
+    Router,
+    extract::{Path, State},
+    http::StatusCode,
+    routing::{get, patch, post},
+};
+use chrono::Utc;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::{COLUMNS, Input, MAX_CUSTOM_MESSAGE, Record, input, remind};
+use crate::{
+    error::{AppError, AppResult, FieldError},
+    http::{
+        auth::Caller,
+        envelope::Reply,
+        extract::{Fields, JsonBody, JsonObject, OptionalJsonObject, QueryPairs},
+    },
+    messages::{
+        Accepted, Kind,
+        phone::PhoneNumber,
+        repo::{self, Origin, Stored},
+        request::NewMessage,
+    },
+    reminders::{business_date, schedule::MAX_WAIT},
+    state::AppState,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/manual-whatsapp", post(create).get(list))
+        .route("/manual-whatsapp/", post(create).get(list))
+        .route("/manual-whatsapp/bulk-import", post(bulk_import))
+        .route("/manual-whatsapp/send-reminders", post(send_reminders))
+        .route(
+            "/manual-whatsapp/send-custom-message",
+            post(send_custom_message),
+        )
+        .route("/manual-whatsapp/stats/summary", get(stats))
+        .route("/manual-whatsapp/by-nopol/{nopol}", get(by_nopol))
+        .route(
+            "/manual-whatsapp/{record_id}",
+            get(detail).put(update).delete(remove),
+        )
+        .route(
+            "/manual-whatsapp/{record_id}/toggle-active",
+            patch(toggle_active),
+        )
+        .route(
+            "/manual-whatsapp/{record_id}/send-reminder",
+            post(send_reminder),
+        )
+}
+
+fn record_id(raw: &str) -> AppResult<Uuid> {
+    Uuid::parse_str(raw).map_err(|_| AppError::NotFound(format!("record {raw} not found")))
+}
+
+fn nopol_taken(e: sqlx::Error) -> AppError {
+    match &e {
+        sqlx::Error::Database(db) if db.constraint() == Some("manual_whatsapp_nopol") => {
+            AppError::Conflict("a record with this nopol already exists".into())
+        }
+        _ => e.into(),
+    }
+}
+
+async fn find(state: &AppState, id: Uuid) -> AppResult<Record> {
+    let found: Option<Record> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM manual_whatsapp WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(&state.pool)
+    .await?;
+    found.ok_or_else(|| AppError::NotFound(format!("record {id} not found")))
+}
+
+/// Inserts validated creates in one statement; returns the ids of those inserted (a nopol that
+/// exists is skipped) in input order, `None` where skipped.
+async fn insert(conn: &mut sqlx::PgConnection, items: &[Input]) -> sqlx::Result<Vec<Option<Uuid>>> {
+    let ids: Vec<Uuid> = items.iter().map(|_| Uuid::now_v7()).collect();
+    let names: Vec<Option<&str>> = items.iter().map(|i| i.customer_name.as_deref()).collect();
+    let nopols: Vec<Option<&str>> = items.iter().map(|i| i.nopol.as_deref()).collect();
+    let phones: Vec<Option<&str>> = items
+        .iter()
+        .map(|i| i.no_hp.as_ref().map(|p| p.as_str()))
+        .collect();
+    let last: Vec<Option<chrono::NaiveDate>> =
+        items.iter().map(|i| i.last_service.flatten()).collect();
+    let next: Vec<Option<chrono::NaiveDate>> =
+        items.iter().map(|i| i.next_service.flatten()).collect();
+    let active: Vec<i32> = items.iter().map(|i| i.is_active.unwrap_or(1)).collect();
+    let notes: Vec<Option<&str>> = items
+        .iter()
+        .map(|i| i.notes.as_ref().and_then(|n| n.as_deref()))
+        .collect();
+    let inserted: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO manual_whatsapp (id, customer_name, nopol, no_hp, last_service, next_service, is_active, notes)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::date[], $6::date[], $7::int[], $8::text[])
+         ON CONFLICT ((upper(nopol))) DO NOTHING
+         RETURNING id",
+    )
+    .bind(&ids)
+    .bind(&names)
+    .bind(&nopols)
+    .bind(&phones)
+    .bind(&last)
+    .bind(&next)
+    .bind(&active)
+    .bind(&notes)
+    .fetch_all(conn)
+    .await?;
+    let inserted: HashSet<Uuid> = inserted.into_iter().collect();
+    Ok(ids
+        .into_iter()
+        .map(|id| inserted.contains(&id).then_some(id))
+        .collect())
+}
+
+/// Create a record; `no_hp` is normalized; a `nopol` that exists → 409.
+#[utoipa::path(post, path = "/manual-whatsapp/", tag = "manual-whatsapp",
+    request_body(content = Object, example = json!({"customer_name": "Bapak Joko", "nopol": "B 1234 XYZ", "no_hp": "08123456789", "last_service": "2025-10-15", "next_service": "2026-01-15", "notes": "Customer VIP"})),
+    responses((status = 201, body = Record), (status = 409), (status = 422)), security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    _: Caller,
+    JsonObject(body): JsonObject,
+) -> AppResult<Reply<Record>> {
+    let item = input(&body, true).map_err(AppError::Validation)?;
+    let mut conn = state.pool.acquire().await?;
+    let id = insert(&mut conn, std::slice::from_ref(&item)).await?[0]
+        .ok_or_else(|| AppError::Conflict("a record with this nopol already exists".into()))?;
+    drop(conn);
+    let record = find(&state, id).await?;
+    Ok(Reply(StatusCode::CREATED, record, "Record created".into()))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RecordList {
+    total: i64,
+    active: i64,
+    inactive: i64,
+    data: Vec<Record>,
+}
+
+/// Every record (`active_only=true`: active ones), with totals; `limit` (≤ 1000, default 1000)
+/// and `offset`.
+#[utoipa::path(get, path = "/manual-whatsapp/", tag = "manual-whatsapp",
+    params(("active_only" = Option<bool>, Query), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)),
+    responses((status = 200, body = RecordList), (status = 422)), security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    _: Caller,
+    q: QueryPairs,
+) -> AppResult<Reply<RecordList>> {
+    let mut errors = Vec::new();
+    let active_only = flag(&q, "active_only", false, &mut errors);
+    let limit = int(&q, "limit", 1000, 1..=1000, &mut errors);
+    let offset = int(&q, "offset", 0, 0..=i64::MAX, &mut errors);
+    if !errors.is_empty() {
+        return Err(AppError::Validation(errors));
+    }
+    let (total, active): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE is_active = 1) FROM manual_whatsapp",
+    )
+    .fetch_one(&state.pool)
+    .await?;
+    let data = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM manual_whatsapp WHERE NOT $1 OR is_active = 1
+         ORDER BY id DESC LIMIT $2 OFFSET $3"
+    )))
+    .bind(active_only)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(Reply::ok(
+        RecordList {
+            total,
+            active,
+            inactive: total - active,
+            data,
+        },
+        "Manual WhatsApp records",
+    ))
+}
+
+fn flag(q: &QueryPairs, name: &str, default: bool, errors: &mut Vec<FieldError>) -> bool {
+    match q.get(name) {
+        None => default,
+        Some("true" | "1") => true,
+        Some("false" | "0") => false,
+        Some(_) => {
+            errors.push(FieldError::new(name, "must be true or false"));
+            default
+        }
+    }
+}
+
+fn int(
+    q: &QueryPairs,
+    name: &str,
+    default: i64,
+    range: std::ops::RangeInclusive<i64>,
+    errors: &mut Vec<FieldError>,
+) -> i64 {
+    match q.get(name).map(str::parse::<i64>) {
+        None => default,
+        Some(Ok(n)) if range.contains(&n) => n,
+        Some(_) => {
+            errors.push(FieldError::new(
+                name,
+                format!(
+                    "must be an integer between {} and {}",
+                    range.start(),
+                    range.end()
+                ),
+            ));
+            default
+        }
+    }
+}
+
+/// One record by id.
+#[utoipa::path(get, path = "/manual-whatsapp/{record_id}", tag = "manual-whatsapp",
+    responses((status = 200, body = Record), (status = 404)), security(("bearer" = [])))]
+pub async fn detail(
+    State(state): State<AppState>,
+    _: Caller,
+    Path(raw): Path<String>,
+) -> AppResult<Reply<Record>> {
+    let record = find(&state, record_id(&raw)?).await?;
+    Ok(Reply::ok(record, "Record"))
+}
+
+/// One record by number plate (case-insensitive).
+#[utoipa::path(get, path = "/manual-whatsapp/by-nopol/{nopol}", tag = "manual-whatsapp",
+    responses((status = 200, body = Record), (status = 404)), security(("bearer" = [])))]
+pub async fn by_nopol(
+    State(state): State<AppState>,
+    _: Caller,
+    Path(nopol): Path<String>,
+) -> AppResult<Reply<Record>> {
+    let found: Option<Record> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM manual_whatsapp WHERE upper(nopol) = upper($1)"
+    )))
+    .bind(nopol.trim())
+    .fetch_optional(&state.pool)
+    .await?;
+    let record =
+        found.ok_or_else(|| AppError::NotFound(format!("no record with nopol {nopol}")))?;
+    Ok(Reply::ok(record, "Record"))
+}
+
+/// Changes the fields given (all optional; `null` clears the optional ones).
+#[utoipa::path(put, path = "/manual-whatsapp/{record_id}", tag = "manual-whatsapp",
+    request_body(content = Object, example = json!({"next_service": "2026-02-01", "is_active": 1})),
+    responses((status = 200, body = Record), (status = 404), (status = 409), (status = 422)), security(("bearer" = [])))]
+pub async fn update(
+    State(state): State<AppState>,
+    _: Caller,
+    Path(raw): Path<String>,
+    JsonObject(body): JsonObject,
+) -> AppResult<Reply<Record>> {
+    let id = record_id(&raw)?;
+    let p = input(&body, false).map_err(AppError::Validation)?;
+    let done = sqlx::query(
+        "UPDATE manual_whatsapp SET
+            customer_name = coalesce($2, customer_name),
+            nopol = coalesce($3, nopol),
+            no_hp = coalesce($4, no_hp),
+            last_service = CASE WHEN $5 THEN $6 ELSE last_service END,
+            next_service = CASE WHEN $7 THEN $8 ELSE next_service END,
+            is_active = coalesce($9, is_active),
+            notes = CASE WHEN $10 THEN $11 ELSE notes END,
+            updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(&p.customer_name)
+    .bind(&p.nopol)
+    .bind(p.no_hp.as_ref().map(|h| h.as_str()))
+    .bind(p.last_service.is_some())
+    .bind(p.last_service.flatten())
+    .bind(p.next_service.is_some())
+    .bind(p.next_service.flatten())
+    .bind(p.is_active)
+    .bind(p.notes.is_some())
+    .bind(p.notes.clone().flatten())
+    .execute(&state.pool)
+    .await
+    .map_err(nopol_taken)?;
+    if done.rows_affected() == 0 {
+        return Err(AppError::NotFound(format!("record {id} not found")));
+    }
+    Ok(Reply::ok(find(&state, id).await?, "Record updated"))
+}
+
+/// Flips `is_active` between 1 and 0.
+#[utoipa::path(patch, path = "/manual-whatsapp/{record_id}/toggle-active", tag = "manual-whatsapp",
+    responses((status = 200, body = Record), (status = 404)), security(("bearer" = [])))]
+pub async fn toggle_active(
+    State(state): State<AppState>,
+    _: Caller,
+    Path(raw): Path<String>,
+) -> AppResult<Reply<Record>> {
+    let id = record_id(&raw)?;
+    let done = sqlx::query(
+        "UPDATE manual_whatsapp SET is_active = 1 - is_active, updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&state.pool)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(AppError::NotFound(format!("record {id} not found")));
+    }
+    Ok(Reply::ok(find(&state, id).await?, "Status aktif diubah"))
+}
+
+/// Deletes a record (its reminder log goes with it; its messages are kept). The seed answered
+/// `204`; here the envelope says what was deleted.
+#[utoipa::path(delete, path = "/manual-whatsapp/{record_id}", tag = "manual-whatsapp",
+    responses((status = 200), (status = 404)), security(("bearer" = [])))]
+pub async fn remove(
+    State(state): State<AppState>,
+    _: Caller,
+    Path(raw): Path<String>,
+) -> AppResult<Reply<Value>> {
+    let id = record_id(&raw)?;
+    let done = sqlx::query("DELETE FROM manual_whatsapp WHERE id = $1")
+        .bind(id)
+        .execute(&state.pool)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(AppError::NotFound(format!("record {id} not found")));
+    }
+    Ok(Reply::ok(
+        serde_json::json!({"id": id, "deleted": true}),
+        "Record deleted",
+    ))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ImportFailure {
+    index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nopol: Option<String>,
+    /// The first problem, as text.
+    reason: String,
+    errors: Vec<FieldError>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ImportResult {
+    total: usize,
+    imported: usize,
+    failed: usize,
+    failures: Vec<ImportFailure>,
+}
+
+const MAX_IMPORT: usize = 10_000;
+
+/// A JSON array of records or `{"customers": [...]}`: valid items are imported, each invalid
+/// one (bad field, nopol that exists or repeats) is reported with its index and reason.
+#[utoipa::path(post, path = "/manual-whatsapp/bulk-import", tag = "manual-whatsapp", request_body = Object,
+    responses((status = 200, body = ImportResult), (status = 400), (status = 422)), security(("bearer" = [])))]
+pub async fn bulk_import(
+    State(state): State<AppState>,
+    _: Caller,
+    JsonBody(body): JsonBody,
+) -> AppResult<Reply<ImportResult>> {
+    let items = match &body {
+        Value::Array(items) => items,
+        Value::Object(map) => match map.get("customers") {
+            Some(Value::Array(items)) => items,
+            _ => {
+                return Err(AppError::validation(
+                    "customers",
+                    "must be an array of records",
+                ));
+            }
+        },
+        _ => {
+            return Err(AppError::BadRequest(
+                "expected a JSON array of records or {\"customers\": [...]}".into(),
+            ));
+        }
+    };
+    if items.len() > MAX_IMPORT {
+        return Err(AppError::validation(
+            "customers",
+            format!("at most {MAX_IMPORT} per request"),
+        ));
+    }
+    let mut valid: Vec<(usize, Input)> = Vec::new();
+    let mut failures = Vec::new();
+    let mut seen = HashSet::new();
+    let fail = |index, nopol: Option<String>, errors: Vec<FieldError>| ImportFailure {
+        index,
+        nopol,
+        reason: errors
+            .first()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .unwrap_or_default(),
+        errors,
+    };
+    for (index, item) in items.iter().enumerate() {
+        let Value::Object(map) = item else {
+            failures.push(fail(
+                index,
+                None,
+                vec![FieldError::new("record", "must be an object")],
+            ));
+            continue;
+        };
+        let nopol = map.get("nopol").and_then(Value::as_str).map(str::to_owned);
+        match input(map, true) {
+            Err(errors) => failures.push(fail(index, nopol, errors)),
+            Ok(i) => {
+                let key = i.nopol.as_deref().unwrap_or_default().to_uppercase();
+                if seen.insert(key) {
+                    valid.push((index, i));
+                } else {
+                    failures.push(fail(
+                        index,
+                        nopol,
+                        vec![FieldError::new("nopol", "appears earlier in this import")],
+                    ));
+                }
+            }
+        }
+    }
+    let inputs: Vec<Input> = valid.iter().map(|(_, i)| i.clone()).collect();
+    let mut tx = state.pool.begin().await?;
+    let ids = insert(&mut tx, &inputs).await?;
+    tx.commit().await?;
+    let mut imported = 0;
+    for ((index, i), id) in valid.into_iter().zip(ids) {
+        match id {
+            Some(_) => imported += 1,
+            None => failures.push(fail(
+                index,
+                i.nopol,
+                vec![FieldError::new(
+                    "nopol",
+                    "a record with this nopol already exists",
+                )],
+            )),
+        }
+    }
+    failures.sort_by_key(|f| f.index);
+    let failed = failures.len();
+    Ok(Reply::ok(
+        ImportResult {
+            total: items.len(),
+            imported,
+            failed,
+            failures,
+        },
+        format!("Import selesai. {imported} berhasil, {failed} gagal"),
+    ))
+}
+
+/// Queues a reminder for every record with `0 <= next_service - today < days_threshold`
+/// (default 3), only active ones unless `only_active: false`; idempotent per record and day.
+/// `wait_seconds` (≤ 120, body or query) waits for the sends and reports `sent` / `failed`.
+#[utoipa::path(post, path = "/manual-whatsapp/send-reminders", tag = "manual-whatsapp",
+    request_body(content = Object, example = json!({"days_threshold": 3, "only_active": true})),
+    params(("wait_seconds" = Option<u64>, Query)),
+    responses((status = 200, body = remind::Summary), (status = 422)), security(("bearer" = [])))]
+pub async fn send_reminders(
+    State(state): State<AppState>,
+    _: Caller,
+    q: QueryPairs,
+    OptionalJsonObject(body): OptionalJsonObject,
+) -> AppResult<Reply<remind::Summary>> {
+    let mut f = Fields::new(&body);
+    let threshold = f.optional_i64("days_threshold");
+    let only_active = match body.get("only_active") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            f.errors
+                .push(FieldError::new("only_active", "must be true or false"));
+            true
+        }
+    };
+    let body_wait = f.optional_i64("wait_seconds");
+    let mut errors = f.errors;
+    let threshold = match threshold {
+        None => 3,
+        Some(n) if (1..=366).contains(&n) => n as u32,
+        Some(_) => {
+            errors.push(FieldError::new(
+                "days_threshold",
+                "must be an integer between 1 and 366",
+            ));
+            3
+        }
+    };
+    let max = MAX_WAIT.as_secs() as i64;
+    let wait = match body_wait.or_else(|| q.get("wait_seconds").map(|w| w.parse().unwrap_or(-1))) {
+        None => None,
+        Some(n) if (0..=max).contains(&n) => Some(std::time::Duration::from_secs(n as u64)),
+        Some(_) => {
+            errors.push(FieldError::new(
+                "wait_seconds",
+                format!("must be an integer between 0 and {max}"),
+            ));
+            None
+        }
+    };
+    if !errors.is_empty() {
+        return Err(AppError::Validation(errors));
+    }
+    let pass = remind::Pass {
+        date: business_date(state.config.app_timezone, Utc::now()),
+        threshold_days: threshold,
+        only_active,
+        service_phone: state.config.service_phone.clone(),
+        max_attempts: state.config.send_max_attempts,
+    };
+    let mut summary = remind::run(&state.pool, &pass).await?;
+    if let Some(wait) = wait {
+        remind::wait(&state.pool, &mut summary, wait).await?;
+    }
+    let message = format!(
+        "{} reminder(s) queued, {} already queued today",
+        summary.reminder_queued, summary.already_queued
+    );
+    Ok(Reply::ok(summary, message))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SingleReminder {
+    id: Uuid,
+    customer_name: String,
+    nopol: String,
+    /// `queued`, or `already_queued` (today's reminder exists; `force=true` sends another).
+    status: &'static str,
+    message_id: Option<Uuid>,
+    message: String,
+}
+
+/// Queues this record's reminder now, whatever its `next_service` window. Once per record and
+/// day (`already_queued` after that) unless `?force=true`.
+#[utoipa::path(post, path = "/manual-whatsapp/{record_id}/send-reminder", tag = "manual-whatsapp",
+    params(("force" = Option<bool>, Query)),
+    responses((status = 202, body = SingleReminder), (status = 200, body = SingleReminder), (status = 404), (status = 422)),
+    security(("bearer" = [])))]
+pub async fn send_reminder(
+    State(state): State<AppState>,
+    _: Caller,
+    Path(raw): Path<String>,
+    q: QueryPairs,
+) -> AppResult<Reply<SingleReminder>> {
+    let mut errors = Vec::new();
+    let force = flag(&q, "force", false, &mut errors);
+    if !errors.is_empty() {
+        return Err(AppError::Validation(errors));
+    }
+    let record = find(&state, record_id(&raw)?).await?;
+    let Some(next_service) = record.next_service else {
+        return Err(AppError::validation(
+            "next_service",
+            "the record has no next_service date to remind of",
+        ));
+    };
+    let candidate = remind::Candidate {
+        id: record.id,
+        customer_name: record.customer_name.clone(),
+        nopol: record.nopol.clone(),
+        no_hp: record.no_hp.clone(),
+        next_service,
+    };
+    let date = business_date(state.config.app_timezone, Utc::now());
+    let outcome = remind::send_one(
+        &state.pool,
+        &candidate,
+        date,
+        force,
+        &state.config.service_phone,
+        state.config.send_max_attempts,
+    )
+    .await?
+    .ok_or_else(|| AppError::validation("no_hp", "the stored phone number is not valid"))?;
+    let reply = |status, message_id, message| SingleReminder {
+        id: record.id,
+        customer_name: record.customer_name.clone(),
+        nopol: record.nopol.clone(),
+        status,
+        message_id,
+        message,
+    };
+    Ok(match outcome {
+        remind::Single::Queued {
+            message_id,
+            message,
+        } => Reply::accepted(
+            reply("queued", Some(message_id), message),
+            "Reminder queued",
+        ),
+        remind::Single::AlreadyQueued {
+            message_id,
+            message,
+        } => Reply::ok(
+            reply("already_queued", message_id, message),
+            "Today's reminder for this record is already queued; use ?force=true to send another",
+        ),
+    })
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CustomAccepted {
+    #[serde(flatten)]
+    accepted: Accepted,
+    no_hp: String,
+    message: String,
+}
+
+/// Queues a free-text message (≤ 2000 characters) to any number (kind `manual`).
+#[utoipa::path(post, path = "/manual-whatsapp/send-custom-message", tag = "manual-whatsapp",
+    request_body(content = Object, example = json!({"no_hp": "08123456789", "message": "Halo, ada promo service gratis minggu ini!"})),
+    responses((status = 202, body = CustomAccepted), (status = 422)), security(("bearer" = [])))]
+pub async fn send_custom_message(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonObject(body): JsonObject,
+) -> AppResult<Reply<CustomAccepted>> {
+    let (to, text) = custom(&body).map_err(AppError::Validation)?;
+    let message = NewMessage::internal(Kind::Manual, to, text.clone(), None);
+    let origin = Origin {
+        created_by: &caller.sub,
+        idempotency_key: None,
+    };
+    let Stored::Created(stored) = repo::store(
+        &state.pool,
+        &message,
+        origin,
+        state.config.send_max_attempts,
+    )
+    .await?
+    else {
+        return Err(AppError::Internal(anyhow::anyhow!(
+            "a message without a key was not stored"
+        )));
+    };
+    Ok(Reply::accepted(
+        CustomAccepted {
+            no_hp: stored.to.clone(),
+            accepted: Accepted::from(&stored),
+            message: text,
+        },
+        "Message queued",
+    ))
+}
+
+fn custom(body: &Map<String, Value>) -> Result<(PhoneNumber, String), Vec<FieldError>> {
+    let mut f = Fields::new(body);
+    let phone = f.required_str("no_hp");
+    let text = f.required_str("message");
+    let mut errors = f.errors;
+    let to = phone.and_then(|p| {
+        PhoneNumber::parse(p)
+            .map_err(|e| errors.push(FieldError::new("no_hp", e.to_string())))
+            .ok()
+    });
+    let text = text.and_then(|t| {
+        let t = t.trim();
+        let n = t.chars().count();
+        if n == 0 {
+            errors.push(FieldError::new("message", "must not be empty"));
+            None
+        } else if n > MAX_CUSTOM_MESSAGE {
+            errors.push(FieldError::new(
+                "message",
+                format!("must be at most {MAX_CUSTOM_MESSAGE} characters (got {n})"),
+            ));
+            None
+        } else {
+            Some(t.to_owned())
+        }
+    });
+    match (to, text) {
+        (Some(to), Some(text)) if errors.is_empty() => Ok((to, text)),
+        _ => Err(errors),
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Stats {
+    total_customers: i64,
+    active_customers: i64,
+    inactive_customers: i64,
+    /// Delivered manual reminders (sum of `reminder_sent_count`).
+    reminders_sent_total: i64,
+    /// Active records due within `REMINDER_DAYS_THRESHOLD` days (from today).
+    customers_with_upcoming_service: i64,
+}
+
+/// Totals over the manual records.
+#[utoipa::path(get, path = "/manual-whatsapp/stats/summary", tag = "manual-whatsapp",
+    responses((status = 200, body = Stats)), security(("bearer" = [])))]
+pub async fn stats(State(state): State<AppState>, _: Caller) -> AppResult<Reply<Stats>> {
+    let today = business_date(state.config.app_timezone, Utc::now());
+    let end = today + chrono::Days::new(u64::from(state.config.reminder_days_threshold));
+    let (total, active, sent, upcoming): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE is_active = 1),
+                coalesce(sum(reminder_sent_count), 0)::bigint,
+                count(*) FILTER (WHERE is_active = 1 AND next_service >= $1 AND next_service < $2)
+         FROM manual_whatsapp",
+    )
+    .bind(today)
+    .bind(end)
+    .fetch_one(&state.pool)
+    .await?;
+    Ok(Reply::ok(
+        Stats {
+            total_customers: total,
+            active_customers: active,
+            inactive_customers: total - active,
+            reminders_sent_total: sent,
+            customers_with_upcoming_service: upcoming,
+        },
+        "Manual WhatsApp statistics",
+    ))
+}
