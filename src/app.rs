@@ -210,7 +210,15 @@ pub async fn start(
             concurrency = config.worker_concurrency,
             "send workers starting"
         );
-        let ctx = crate::worker::send_context(pool.clone(), &config, gateway);
+        let pauses = crate::ops::pause::Pauses::default();
+        pauses.refresh(&pool).await?;
+        pauses.spawn_refresher(pool.clone(), shutdown.clone());
+        tokio::spawn(crate::ops::retention::run(
+            pool.clone(),
+            config.job_retention_days,
+            shutdown.clone(),
+        ));
+        let ctx = crate::worker::send_context(pool.clone(), &config, gateway, pauses);
         let scheduler = Arc::new(crate::reminders::schedule::SchedulerContext {
             pool: pool.clone(),
             config: config.clone(),

@@ -11,6 +11,7 @@ pub mod gateway;
 pub mod http;
 pub mod manual;
 pub mod messages;
+pub mod ops;
 pub mod queue;
 pub mod reminders;
 pub mod state;

@@ -26,7 +26,12 @@ pub fn shutdown_grace(config: &Config) -> Duration {
     config.starsender_timeout + Duration::from_secs(5)
 }
 
-pub fn send_context(pool: PgPool, config: &Config, gateway: StarSender) -> Arc<SendContext> {
+pub fn send_context(
+    pool: PgPool,
+    config: &Config,
+    gateway: StarSender,
+    pauses: crate::ops::pause::Pauses,
+) -> Arc<SendContext> {
     let limiter = NonZeroU32::new(config.send_rate_per_second).map(|rate| {
         let burst = NonZeroU32::new(config.send_burst).unwrap_or(NonZeroU32::MIN);
         Arc::new(RateLimiter::direct(
@@ -55,6 +60,7 @@ pub fn send_context(pool: PgPool, config: &Config, gateway: StarSender) -> Arc<S
         backoff: config.backoff(),
         retry_ambiguous: config.send_retry_ambiguous,
         max_attempts: config.send_max_attempts,
+        pauses,
     })
 }
 

@@ -59,13 +59,24 @@ use crate::state::AppState;
         crate::manual::routes::send_reminder,
         crate::manual::routes::send_custom_message,
         crate::manual::routes::stats,
+        crate::ops::routes::ui,
+        crate::ops::routes::queues,
+        crate::ops::routes::pause,
+        crate::ops::routes::resume,
+        crate::ops::routes::jobs,
+        crate::ops::routes::job,
+        crate::ops::routes::requeue,
+        crate::ops::routes::cancel,
+        crate::ops::routes::requeue_many,
+        crate::ops::routes::purge,
     ),
     modifiers(&BearerAuth),
     tags((name = "messages", description = "Send and track WhatsApp messages"),
          (name = "health"), (name = "customers", description = "Customers and vehicles (reminder data)"), (name = "sandbox", description = "The built-in StarSender sandbox"),
          (name = "reminders", description = "Daily maintenance reminders: fan-out, schedule, log"),
          (name = "whatsapp-report", description = "How often each customer + vehicle was reminded"),
-         (name = "manual-whatsapp", description = "Customers kept outside the customer table, reminded through the same queue"))
+         (name = "manual-whatsapp", description = "Customers kept outside the customer table, reminded through the same queue"),
+         (name = "ops", description = "Operations (role ops): queues, jobs, requeue, cancel, pause, purge"))
 )]
 pub struct ApiDoc;
 

@@ -51,6 +51,7 @@ pub fn router(state: AppState, surface: Surface) -> Router {
             .merge(crate::reminders::routes::router())
             .merge(crate::reminders::report::router())
             .merge(crate::manual::routes::router())
+            .merge(crate::ops::routes::router())
             .merge(docs::router());
     }
     app.fallback(not_found)

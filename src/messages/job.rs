@@ -39,6 +39,8 @@ pub struct SendContext {
     pub backoff: Backoff,
     pub retry_ambiguous: bool,
     pub max_attempts: u32,
+    /// This process' view of paused queues.
+    pub pauses: crate::ops::pause::Pauses,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +82,12 @@ async fn send(ctx: &SendContext, job: SendJob, attempt: i32) -> Result<(), BoxDy
         let waited = Instant::now();
         limiter.until_ready().await;
         metrics::histogram!("bengkel_throttle_wait_seconds").record(waited.elapsed().as_secs_f64());
+    }
+    // Fetched just before its queue was paused (or waited at the limiter meanwhile): back to
+    // the queue, no attempt spent.
+    if ctx.pauses.is_paused(crate::queue::SEND_QUEUE) {
+        crate::ops::pause::hand_back(&ctx.pool, id).await?;
+        return Ok(());
     }
     let started_at = Utc::now();
     let recorded =

@@ -1,6 +1,6 @@
 //! Database-derived gauges, refreshed every few seconds (not per scrape):
-//! `bengkel_queue_jobs{queue,status}`, `bengkel_queue_oldest_pending_age_seconds{queue}` and
-//! `bengkel_fanout_last_success_timestamp_seconds`.
+//! `bengkel_queue_jobs{queue,status}`, `bengkel_queue_oldest_pending_age_seconds{queue}`,
+//! `bengkel_queue_paused{queue}` and `bengkel_fanout_last_success_timestamp_seconds`.
 
 use std::time::Duration;
 
@@ -49,6 +49,17 @@ pub async fn sample(pool: &PgPool) -> sqlx::Result<()> {
             .fold(0.0_f64, f64::max);
         metrics::gauge!("bengkel_queue_oldest_pending_age_seconds", "queue" => queue.to_owned())
             .set(oldest);
+    }
+    let paused: Vec<String> = sqlx::query_scalar("SELECT queue FROM queue_pauses")
+        .fetch_all(pool)
+        .await?;
+    for queue in crate::ops::QUEUES {
+        let value = if paused.iter().any(|p| p == queue) {
+            1.0
+        } else {
+            0.0
+        };
+        metrics::gauge!("bengkel_queue_paused", "queue" => queue).set(value);
     }
     let last_fanout: Option<f64> = sqlx::query_scalar(
         "SELECT extract(epoch FROM max(finished_at))::float8 FROM fanout_runs WHERE status = 'done'",

@@ -436,6 +436,92 @@ async fn metrics_count_what_the_process_did_with_route_templates() {
         "{text}"
     );
     assert!(!text.contains(&ids[0]), "no raw paths in labels");
+
+    // A fan-out and a pause: the fan-out metrics and the database-derived gauges follow.
+    let (status, _) = post_json(
+        &proc.base,
+        "/scheduler/maintenance-reminder/run-now",
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let ops = token(
+        "ops",
+        bengkel_whatsapp::http::auth::Role::Ops,
+        Duration::from_secs(600),
+    );
+    let res = client
+        .post(format!("{}/ops/queues/reminder-fanout/pause", proc.base))
+        .bearer_auth(&ops)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let text = loop {
+        let text = reqwest::get(format!("{}/metrics", proc.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metric(&text, "bengkel_queue_paused{queue=\"reminder-fanout\"}") == Some(1.0)
+            && metric(&text, "bengkel_fanout_last_success_timestamp_seconds")
+                .is_some_and(|t| t > 0.0)
+        {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sampler never showed the pause and the fan-out:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        metric(&text, "bengkel_queue_paused{queue=\"whatsapp-send\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&text, "bengkel_fanout_runs_total{trigger=\"manual\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&text, "bengkel_fanout_reminders_queued_total"),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&text, "bengkel_fanout_duration_seconds_count"),
+        Some(1.0)
+    );
+    let last = metric(&text, "bengkel_fanout_last_success_timestamp_seconds").unwrap();
+    let now = chrono::Utc::now().timestamp() as f64;
+    assert!(
+        (now - 60.0..=now + 1.0).contains(&last),
+        "{last} is not a recent unix time"
+    );
+    // Every metric of SPEC §8, with its type.
+    for (name, kind) in [
+        ("bengkel_messages_enqueued_total", "counter"),
+        ("bengkel_sends_total", "counter"),
+        ("bengkel_gateway_responses_total", "counter"),
+        ("bengkel_gateway_request_duration_seconds", "histogram"),
+        ("bengkel_throttle_wait_seconds", "histogram"),
+        ("bengkel_queue_jobs", "gauge"),
+        ("bengkel_queue_oldest_pending_age_seconds", "gauge"),
+        ("bengkel_queue_paused", "gauge"),
+        ("bengkel_fanout_runs_total", "counter"),
+        ("bengkel_fanout_reminders_queued_total", "counter"),
+        ("bengkel_fanout_duration_seconds", "histogram"),
+        ("bengkel_fanout_last_success_timestamp_seconds", "gauge"),
+        ("bengkel_http_requests_total", "counter"),
+        ("bengkel_http_request_duration_seconds", "histogram"),
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {name} {kind}\n")),
+            "{name} is not a {kind}:\n{text}"
+        );
+    }
+    assert!(text.contains("bengkel_http_requests_total{method=\"POST\",route=\"/ops/queues/{queue}/pause\",status=\"200\"} 1"));
 }
 
 #[tokio::test]

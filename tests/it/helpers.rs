@@ -34,9 +34,18 @@ impl TestDb {
     pub async fn new() -> Self {
         let admin = admin_url();
         let name = format!("bw_test_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = PgConnection::connect(&admin)
-            .await
-            .expect("connect to the test PostgreSQL");
+        // Many tests run at once: a server at its connection limit gets a few seconds.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut conn = loop {
+            match PgConnection::connect(&admin).await {
+                Ok(conn) => break conn,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("test database server busy ({e}); retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => panic!("connect to the test PostgreSQL: {e}"),
+            }
+        };
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut conn)
             .await
@@ -46,7 +55,7 @@ impl TestDb {
             Some(i) => format!("{}/{name}", &admin[..i]),
             None => panic!("TEST_DATABASE_URL must end in /<database>"),
         };
-        let pool = bengkel_whatsapp::db::connect(&url, 30)
+        let pool = bengkel_whatsapp::db::connect(&url, 16)
             .await
             .expect("connect to test database");
         bengkel_whatsapp::db::migrate(&pool)

@@ -7,6 +7,7 @@ mod auth;
 mod customers;
 mod durability;
 mod manual;
+mod ops;
 mod reminders;
 mod retries;
 mod sending;

@@ -1,0 +1,316 @@
+//! Operations (SPEC §8): what operators see and change about jobs and queues. Every change to a
+//! send job changes its message (and reminder) in the same transaction. [`routes`] is the HTTP
+//! surface (role `ops`), [`retention`] the hourly clean-up, [`pause`] the per-process view of
+//! paused queues.
+
+pub mod pause;
+pub mod retention;
+pub mod routes;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::{queue::SEND_QUEUE, reminders::schedule::FANOUT_QUEUE};
+
+/// The queues this service runs.
+pub const QUEUES: [&str; 2] = [SEND_QUEUE, FANOUT_QUEUE];
+/// The ops job statuses (the `job_states` view).
+pub const STATES: [&str; 5] = ["pending", "running", "done", "failed", "cancelled"];
+
+#[derive(Debug, Clone, Serialize, Default, utoipa::ToSchema)]
+pub struct Counts {
+    pub pending: i64,
+    pub running: i64,
+    pub done: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct QueueSummary {
+    pub queue: String,
+    pub counts: Counts,
+    /// Age of the oldest pending job that is due (a job scheduled for later is not late).
+    pub oldest_pending_age_seconds: f64,
+    pub paused: bool,
+}
+
+pub async fn queues(pool: &PgPool) -> sqlx::Result<Vec<QueueSummary>> {
+    let rows: Vec<(String, String, i64, Option<f64>)> = sqlx::query_as(
+        "SELECT queue, state, count(*),
+                extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'pending' AND run_at <= now()))::float8
+         FROM job_states GROUP BY queue, state",
+    )
+    .fetch_all(pool)
+    .await?;
+    let paused: Vec<String> = sqlx::query_scalar("SELECT queue FROM queue_pauses")
+        .fetch_all(pool)
+        .await?;
+    let mut names: Vec<String> = QUEUES.iter().map(|q| (*q).to_owned()).collect();
+    names.extend(rows.iter().map(|r| r.0.clone()));
+    names.sort();
+    names.dedup();
+    Ok(names
+        .into_iter()
+        .map(|queue| {
+            let mut counts = Counts::default();
+            let mut oldest = 0.0_f64;
+            for (_, state, n, age) in rows.iter().filter(|r| r.0 == queue) {
+                match state.as_str() {
+                    "pending" => counts.pending = *n,
+                    "running" => counts.running = *n,
+                    "done" => counts.done = *n,
+                    "failed" => counts.failed = *n,
+                    _ => counts.cancelled = *n,
+                }
+                oldest = oldest.max(age.unwrap_or(0.0));
+            }
+            QueueSummary {
+                paused: paused.contains(&queue),
+                queue,
+                counts,
+                oldest_pending_age_seconds: oldest,
+            }
+        })
+        .collect())
+}
+
+/// A job as the ops API shows it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Job {
+    pub id: String,
+    pub queue: String,
+    /// `pending`, `running`, `done`, `failed`, `cancelled`
+    pub status: String,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub run_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    /// The worker holding it.
+    pub lock_by: Option<String>,
+    pub lock_at: Option<DateTime<Utc>>,
+    pub done_at: Option<DateTime<Utc>>,
+    pub message_id: Option<Uuid>,
+    pub message_status: Option<String>,
+}
+
+/// `SELECT` of [`Job`] rows (`s` = job_states, `m` = its message).
+macro_rules! job_select {
+    () => {
+        "SELECT s.id, s.queue, s.state AS status, s.attempts, s.max_attempts, s.run_at,
+                coalesce(m.last_error, CASE WHEN jsonb_typeof(s.last_result -> 'Err') = 'string'
+                                            THEN s.last_result ->> 'Err' END) AS last_error,
+                s.lock_by, s.lock_at, s.done_at, m.id AS message_id, m.status AS message_status
+         FROM job_states s LEFT JOIN messages m ON m.job_id = s.id "
+    };
+}
+
+pub struct JobFilter {
+    pub queue: Option<String>,
+    pub status: Option<String>,
+    pub message_id: Option<Uuid>,
+    pub before: Option<String>,
+    pub limit: i64,
+}
+
+/// Newest first (ULID ids are time-ordered; the cursor is an id).
+pub async fn jobs(pool: &PgPool, f: &JobFilter) -> sqlx::Result<Vec<Job>> {
+    sqlx::query_as(concat!(
+        job_select!(),
+        "WHERE ($1::text IS NULL OR s.queue = $1)
+           AND ($2::text IS NULL OR s.state = $2)
+           AND ($3::uuid IS NULL OR m.id = $3)
+           AND ($4::text IS NULL OR s.id < $4)
+         ORDER BY s.id DESC LIMIT $5"
+    ))
+    .bind(&f.queue)
+    .bind(&f.status)
+    .bind(f.message_id)
+    .bind(&f.before)
+    .bind(f.limit)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn job(conn: &mut PgConnection, id: &str) -> sqlx::Result<Option<Job>> {
+    sqlx::query_as(concat!(job_select!(), "WHERE s.id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// A job's payload as JSON (a payload that is not JSON is shown as text).
+pub async fn payload(pool: &PgPool, id: &str) -> sqlx::Result<Option<Value>> {
+    let raw: Option<Vec<u8>> = sqlx::query_scalar("SELECT job FROM apalis.jobs WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(raw.map(|bytes| {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+    }))
+}
+
+/// The message side of a requeue: queued again with fresh attempts, its reminder with it.
+const REQUEUE_MESSAGES: &str = "
+    m AS (
+        UPDATE messages SET status = 'queued', attempts = 0, next_attempt_at = NULL, last_error = NULL,
+               failed_at = NULL, cancelled_at = NULL, run_at = now(), updated_at = now()
+        FROM j WHERE messages.job_id = j.id
+        RETURNING messages.id
+    ), r AS (
+        UPDATE reminders SET status = 'queued', reason = NULL, updated_at = now()
+        FROM m WHERE reminders.message_id = m.id
+    ), mr AS (
+        UPDATE manual_reminders SET status = 'queued', reason = NULL, updated_at = now()
+        FROM m WHERE manual_reminders.message_id = m.id
+    )";
+
+/// The job side of a requeue: due now, fresh attempts, unlocked.
+const REQUEUE_JOBS: &str = "
+    j AS (
+        UPDATE apalis.jobs SET status = 'Pending', attempts = 0, run_at = now(), lock_by = NULL,
+               lock_at = NULL, done_at = NULL, last_result = NULL
+        FROM picked WHERE apalis.jobs.id = picked.id
+        RETURNING apalis.jobs.id
+    )";
+
+pub enum Changed {
+    Done(Box<Job>),
+    NotFound,
+    /// The job's current status does not allow it.
+    Conflict(String),
+}
+
+/// Requeues one `failed` or `cancelled` job (and its message) in one transaction.
+pub async fn requeue(pool: &PgPool, id: &str) -> sqlx::Result<Changed> {
+    let mut tx = pool.begin().await?;
+    let state: Option<String> =
+        sqlx::query_scalar("SELECT state FROM job_states WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(state) = state else {
+        return Ok(Changed::NotFound);
+    };
+    if state != "failed" && state != "cancelled" {
+        return Ok(Changed::Conflict(format!(
+            "job {id} is {state}; only failed or cancelled jobs can be requeued"
+        )));
+    }
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "WITH picked AS (SELECT $1::text AS id), {REQUEUE_JOBS}, {REQUEUE_MESSAGES}
+         SELECT count(*) FROM j"
+    )))
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    let job = job(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(job.map_or(Changed::NotFound, |j| Changed::Done(Box::new(j))))
+}
+
+pub struct BulkRequeue {
+    pub queue: Option<String>,
+    pub status: String,
+    pub failed_after: Option<DateTime<Utc>>,
+    pub failed_before: Option<DateTime<Utc>>,
+    pub limit: i64,
+}
+
+/// Requeues up to `limit` jobs of `status` (oldest first) and their messages in one statement.
+pub async fn requeue_many(pool: &PgPool, b: &BulkRequeue) -> sqlx::Result<i64> {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "WITH picked AS (
+            SELECT id FROM job_states
+            WHERE state = $1 AND ($2::text IS NULL OR queue = $2)
+              AND ($3::timestamptz IS NULL OR done_at >= $3)
+              AND ($4::timestamptz IS NULL OR done_at < $4)
+            ORDER BY id LIMIT $5
+            FOR UPDATE SKIP LOCKED
+         ), {REQUEUE_JOBS}, {REQUEUE_MESSAGES}
+         SELECT count(*) FROM j"
+    )))
+    .bind(&b.status)
+    .bind(&b.queue)
+    .bind(b.failed_after)
+    .bind(b.failed_before)
+    .bind(b.limit)
+    .fetch_one(pool)
+    .await
+}
+
+/// Cancels a `pending` job and its message (and reminder) in one transaction.
+pub async fn cancel(pool: &PgPool, id: &str) -> sqlx::Result<Changed> {
+    let mut tx = pool.begin().await?;
+    let state: Option<String> =
+        sqlx::query_scalar("SELECT state FROM job_states WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(state) = state else {
+        return Ok(Changed::NotFound);
+    };
+    if state != "pending" {
+        return Ok(Changed::Conflict(format!(
+            "job {id} is {state}; only pending jobs can be cancelled"
+        )));
+    }
+    crate::queue::cancel_waiting(&mut tx, id).await?;
+    sqlx::query(
+        "WITH m AS (
+            UPDATE messages SET status = 'cancelled', cancelled_at = now(), next_attempt_at = NULL,
+                   updated_at = now()
+            WHERE job_id = $1 AND status IN ('queued', 'retrying', 'sending')
+            RETURNING id
+         ), r AS (
+            UPDATE reminders SET status = 'cancelled', updated_at = now()
+            FROM m WHERE reminders.message_id = m.id
+         )
+         UPDATE manual_reminders SET status = 'cancelled', updated_at = now()
+         FROM m WHERE manual_reminders.message_id = m.id",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    let job = job(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(job.map_or(Changed::NotFound, |j| Changed::Done(Box::new(j))))
+}
+
+/// Deletes `done` and `cancelled` jobs that finished more than `older_than_days` days ago;
+/// messages, reminders and reports are kept.
+pub async fn purge(conn: &mut PgConnection, older_than_days: i32) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "DELETE FROM apalis.jobs WHERE id IN (
+            SELECT id FROM job_states
+            WHERE state IN ('done', 'cancelled')
+              AND done_at < now() - make_interval(days => $1::int)
+         )",
+    )
+    .bind(older_than_days)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+pub async fn set_paused(pool: &PgPool, queue: &str, paused: bool, by: &str) -> sqlx::Result<()> {
+    if paused {
+        sqlx::query(
+            "INSERT INTO queue_pauses (queue, paused_by) VALUES ($1, $2) ON CONFLICT (queue) DO NOTHING",
+        )
+        .bind(queue)
+        .bind(by)
+        .execute(pool)
+        .await?;
+    } else {
+        sqlx::query("DELETE FROM queue_pauses WHERE queue = $1")
+            .bind(queue)
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}

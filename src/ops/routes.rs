@@ -1,0 +1,398 @@
+//! `/ops/*` (SPEC §8), role `ops`; and `/ops/ui`, the operator's page (no auth for the page
+//! itself; every call it makes carries the token the operator pastes).
+
+use axum::{
+    Router,
+    extract::{Path, State},
+    response::Html,
+    routing::{get, post},
+};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{BulkRequeue, Changed, Job, JobFilter, QUEUES, QueueSummary, STATES};
+use crate::{
+    error::{AppError, AppResult, FieldError},
+    http::{
+        auth::OpsCaller,
+        envelope::Reply,
+        extract::{Fields, JsonObject, OptionalJsonObject, QueryPairs},
+    },
+    messages::{Message, repo},
+    state::AppState,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/ops/ui", get(ui))
+        .route("/ops/queues", get(queues))
+        .route("/ops/queues/{queue}/pause", post(pause))
+        .route("/ops/queues/{queue}/resume", post(resume))
+        .route("/ops/jobs", get(jobs))
+        .route("/ops/jobs/requeue", post(requeue_many))
+        .route("/ops/jobs/{id}", get(job))
+        .route("/ops/jobs/{id}/requeue", post(requeue))
+        .route("/ops/jobs/{id}/cancel", post(cancel))
+        .route("/ops/purge", post(purge))
+}
+
+/// The operator's page (embedded in the binary; nothing is fetched from the internet).
+#[utoipa::path(get, path = "/ops/ui", tag = "ops", responses((status = 200, content_type = "text/html")))]
+pub async fn ui() -> Html<&'static str> {
+    Html(include_str!("../../assets/ops.html"))
+}
+
+fn job_id(raw: &str) -> AppResult<&str> {
+    ulid::Ulid::from_string(raw)
+        .map(|_| raw)
+        .map_err(|_| AppError::NotFound(format!("job {raw} not found")))
+}
+
+fn known_queue(raw: &str) -> AppResult<&'static str> {
+    QUEUES.iter().find(|q| **q == raw).copied().ok_or_else(|| {
+        AppError::NotFound(format!(
+            "queue {raw} not found (queues: {})",
+            QUEUES.join(", ")
+        ))
+    })
+}
+
+/// Per queue: job counts by status, the oldest due pending job's age, whether it is paused.
+#[utoipa::path(get, path = "/ops/queues", tag = "ops",
+    responses((status = 200, body = Vec<QueueSummary>), (status = 401), (status = 403)), security(("bearer" = [])))]
+pub async fn queues(
+    State(state): State<AppState>,
+    _: OpsCaller,
+) -> AppResult<Reply<Vec<QueueSummary>>> {
+    Ok(Reply::ok(super::queues(&state.pool).await?, "Queues"))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Paused {
+    queue: &'static str,
+    paused: bool,
+}
+
+/// Stops every process from taking jobs of the queue (within a second); nothing is lost and no
+/// attempt is spent. Persisted until resumed.
+#[utoipa::path(post, path = "/ops/queues/{queue}/pause", tag = "ops",
+    responses((status = 200, body = Paused), (status = 404)), security(("bearer" = [])))]
+pub async fn pause(
+    State(state): State<AppState>,
+    OpsCaller(caller): OpsCaller,
+    Path(queue): Path<String>,
+) -> AppResult<Reply<Paused>> {
+    let queue = known_queue(&queue)?;
+    super::set_paused(&state.pool, queue, true, &caller.sub).await?;
+    tracing::warn!(queue, by = caller.sub, "queue paused");
+    Ok(Reply::ok(
+        Paused {
+            queue,
+            paused: true,
+        },
+        format!("Queue {queue} paused"),
+    ))
+}
+
+/// Lets every process take jobs of the queue again (jobs that came due meanwhile run now).
+#[utoipa::path(post, path = "/ops/queues/{queue}/resume", tag = "ops",
+    responses((status = 200, body = Paused), (status = 404)), security(("bearer" = [])))]
+pub async fn resume(
+    State(state): State<AppState>,
+    OpsCaller(caller): OpsCaller,
+    Path(queue): Path<String>,
+) -> AppResult<Reply<Paused>> {
+    let queue = known_queue(&queue)?;
+    super::set_paused(&state.pool, queue, false, &caller.sub).await?;
+    tracing::warn!(queue, by = caller.sub, "queue resumed");
+    Ok(Reply::ok(
+        Paused {
+            queue,
+            paused: false,
+        },
+        format!("Queue {queue} resumed"),
+    ))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct JobPage {
+    items: Vec<Job>,
+    next_cursor: Option<String>,
+}
+
+/// Jobs, newest first: filters `queue`, `status` (pending, running, done, failed, cancelled),
+/// `message_id`; `limit` (≤ 500, default 50) and `cursor`.
+#[utoipa::path(get, path = "/ops/jobs", tag = "ops",
+    params(("queue" = Option<String>, Query), ("status" = Option<String>, Query), ("message_id" = Option<String>, Query),
+           ("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = JobPage), (status = 422)), security(("bearer" = [])))]
+pub async fn jobs(
+    State(state): State<AppState>,
+    _: OpsCaller,
+    q: QueryPairs,
+) -> AppResult<Reply<JobPage>> {
+    let mut errors = Vec::new();
+    let queue = q.get("queue").and_then(|raw| match known_queue(raw) {
+        Ok(q) => Some(q.to_owned()),
+        Err(_) => {
+            errors.push(FieldError::new(
+                "queue",
+                format!("must be one of {}", QUEUES.join(", ")),
+            ));
+            None
+        }
+    });
+    let status = q.get("status").and_then(|raw| {
+        if STATES.contains(&raw) {
+            Some(raw.to_owned())
+        } else {
+            errors.push(FieldError::new(
+                "status",
+                format!("must be one of {}", STATES.join(", ")),
+            ));
+            None
+        }
+    });
+    let message_id = q.get("message_id").and_then(|raw| {
+        Uuid::parse_str(raw)
+            .map_err(|_| errors.push(FieldError::new("message_id", "must be a message id (UUID)")))
+            .ok()
+    });
+    let limit = match q.get("limit").map(str::parse::<i64>) {
+        None => 50,
+        Some(Ok(n)) if (1..=500).contains(&n) => n,
+        Some(_) => {
+            errors.push(FieldError::new(
+                "limit",
+                "must be an integer between 1 and 500",
+            ));
+            50
+        }
+    };
+    let before = q
+        .get("cursor")
+        .and_then(|raw| match ulid::Ulid::from_string(raw) {
+            Ok(_) => Some(raw.to_owned()),
+            Err(_) => {
+                errors.push(FieldError::new(
+                    "cursor",
+                    "is not a cursor returned by this endpoint",
+                ));
+                None
+            }
+        });
+    if !errors.is_empty() {
+        return Err(AppError::Validation(errors));
+    }
+    let filter = JobFilter {
+        queue,
+        status,
+        message_id,
+        before,
+        limit,
+    };
+    let items = super::jobs(&state.pool, &filter).await?;
+    let next_cursor = (items.len() as i64 == limit)
+        .then(|| items.last().map(|j| j.id.clone()))
+        .flatten();
+    Ok(Reply::ok(JobPage { items, next_cursor }, "Jobs"))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct JobDetail {
+    #[serde(flatten)]
+    job: Job,
+    #[schema(value_type = Object)]
+    payload: Value,
+    message: Option<Message>,
+}
+
+/// One job: payload, attempts, `run_at`, last error, lock holder, timestamps, and its message.
+#[utoipa::path(get, path = "/ops/jobs/{id}", tag = "ops",
+    responses((status = 200, body = JobDetail), (status = 404)), security(("bearer" = [])))]
+pub async fn job(
+    State(state): State<AppState>,
+    _: OpsCaller,
+    Path(raw): Path<String>,
+) -> AppResult<Reply<JobDetail>> {
+    let id = job_id(&raw)?;
+    let mut conn = state.pool.acquire().await?;
+    let job = super::job(&mut conn, id)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("job {id} not found")))?;
+    let message = match job.message_id {
+        Some(m) => repo::find(&mut conn, m).await?,
+        None => None,
+    };
+    drop(conn);
+    let payload = super::payload(&state.pool, id)
+        .await?
+        .unwrap_or(Value::Null);
+    Ok(Reply::ok(
+        JobDetail {
+            job,
+            payload,
+            message,
+        },
+        "Job",
+    ))
+}
+
+fn changed(result: Changed, id: &str, done: &str) -> AppResult<Reply<Job>> {
+    match result {
+        Changed::Done(job) => Ok(Reply::ok(*job, format!("Job {id} {done}"))),
+        Changed::NotFound => Err(AppError::NotFound(format!("job {id} not found"))),
+        Changed::Conflict(why) => Err(AppError::Conflict(why)),
+    }
+}
+
+/// A `failed` or `cancelled` job runs again now with fresh attempts; its message goes back to
+/// `queued`. Any other status → 409.
+#[utoipa::path(post, path = "/ops/jobs/{id}/requeue", tag = "ops",
+    responses((status = 200, body = Job), (status = 404), (status = 409)), security(("bearer" = [])))]
+pub async fn requeue(
+    State(state): State<AppState>,
+    OpsCaller(caller): OpsCaller,
+    Path(raw): Path<String>,
+) -> AppResult<Reply<Job>> {
+    let id = job_id(&raw)?;
+    let result = super::requeue(&state.pool, id).await?;
+    tracing::info!(job = id, by = caller.sub, "job requeue requested");
+    changed(result, id, "requeued")
+}
+
+/// A `pending` job is cancelled with its message; a running or finished one → 409.
+#[utoipa::path(post, path = "/ops/jobs/{id}/cancel", tag = "ops",
+    responses((status = 200, body = Job), (status = 404), (status = 409)), security(("bearer" = [])))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    OpsCaller(caller): OpsCaller,
+    Path(raw): Path<String>,
+) -> AppResult<Reply<Job>> {
+    let id = job_id(&raw)?;
+    let result = super::cancel(&state.pool, id).await?;
+    tracing::info!(job = id, by = caller.sub, "job cancel requested");
+    changed(result, id, "cancelled")
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Requeued {
+    requeued: i64,
+}
+
+fn timestamp(f: &mut Fields<'_>, field: &str) -> Option<DateTime<Utc>> {
+    f.optional_str(field)
+        .and_then(|raw| match DateTime::parse_from_rfc3339(raw) {
+            Ok(t) => Some(t.with_timezone(&Utc)),
+            Err(_) => {
+                f.errors
+                    .push(FieldError::new(field, "must be an RFC 3339 timestamp"));
+                None
+            }
+        })
+}
+
+/// Bulk requeue: `{queue?, status: "failed", failed_after?, failed_before?, limit? (≤ 10000,
+/// default 1000)}` → `{requeued: n}` (oldest first; `cancelled` may be requeued the same way).
+#[utoipa::path(post, path = "/ops/jobs/requeue", tag = "ops",
+    request_body(content = Object, example = json!({"queue": "whatsapp-send", "status": "failed"})),
+    responses((status = 200, body = Requeued), (status = 422)), security(("bearer" = [])))]
+pub async fn requeue_many(
+    State(state): State<AppState>,
+    OpsCaller(caller): OpsCaller,
+    OptionalJsonObject(body): OptionalJsonObject,
+) -> AppResult<Reply<Requeued>> {
+    let mut f = Fields::new(&body);
+    let queue = f.optional_str("queue").map(str::to_owned);
+    let status = f.optional_str("status").unwrap_or("failed").to_owned();
+    let failed_after = timestamp(&mut f, "failed_after");
+    let failed_before = timestamp(&mut f, "failed_before");
+    let limit = f.optional_i64("limit");
+    let mut errors = f.errors;
+    if let Some(q) = &queue
+        && known_queue(q).is_err()
+    {
+        errors.push(FieldError::new(
+            "queue",
+            format!("must be one of {}", QUEUES.join(", ")),
+        ));
+    }
+    if status != "failed" && status != "cancelled" {
+        errors.push(FieldError::new("status", "must be failed or cancelled"));
+    }
+    let limit = match limit {
+        None => 1000,
+        Some(n) if (1..=10_000).contains(&n) => n,
+        Some(_) => {
+            errors.push(FieldError::new(
+                "limit",
+                "must be an integer between 1 and 10000",
+            ));
+            1000
+        }
+    };
+    if !errors.is_empty() {
+        return Err(AppError::Validation(errors));
+    }
+    let bulk = BulkRequeue {
+        queue,
+        status,
+        failed_after,
+        failed_before,
+        limit,
+    };
+    let requeued = super::requeue_many(&state.pool, &bulk).await?;
+    tracing::info!(requeued, by = caller.sub, "bulk requeue");
+    Ok(Reply::ok(
+        Requeued { requeued },
+        format!("{requeued} job(s) requeued"),
+    ))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Purged {
+    purged: u64,
+}
+
+/// Deletes `done` and `cancelled` jobs that finished more than `older_than_days` days ago
+/// (messages and reminders are kept) → `{purged: n}`.
+#[utoipa::path(post, path = "/ops/purge", tag = "ops",
+    request_body(content = Object, example = json!({"older_than_days": 14})),
+    responses((status = 200, body = Purged), (status = 422)), security(("bearer" = [])))]
+pub async fn purge(
+    State(state): State<AppState>,
+    OpsCaller(caller): OpsCaller,
+    JsonObject(body): JsonObject,
+) -> AppResult<Reply<Purged>> {
+    let mut f = Fields::new(&body);
+    let days = f.optional_i64("older_than_days");
+    let mut errors = f.errors;
+    let days = match days {
+        Some(d) if (0..=36_500).contains(&d) => d as i32,
+        Some(_) => {
+            errors.push(FieldError::new(
+                "older_than_days",
+                "must be an integer between 0 and 36500",
+            ));
+            0
+        }
+        None => {
+            if errors.is_empty() {
+                errors.push(FieldError::new("older_than_days", "is required"));
+            }
+            0
+        }
+    };
+    if !errors.is_empty() {
+        return Err(AppError::Validation(errors));
+    }
+    let mut conn = state.pool.acquire().await?;
+    let purged = super::purge(&mut conn, days).await?;
+    tracing::info!(purged, days, by = caller.sub, "purge");
+    Ok(Reply::ok(
+        Purged { purged },
+        format!("{purged} finished job(s) deleted"),
+    ))
+}

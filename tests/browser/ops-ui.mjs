@@ -1,0 +1,290 @@
+// Browser test of the ops page (GET /ops/ui) against the real service.
+//
+// A fake StarSender gateway rejects the first send (400 → the message fails at once); the test
+// finds the failed job in the page, lets the gateway succeed, clicks "Requeue" and checks that the
+// message is then `sent`. It saves a screenshot to docs/ops-ui.png and always cleans up (service,
+// gateway, browser, scratch database).
+//
+// Environment: BENGKEL_BIN (default target/debug/bengkel-whatsapp), TEST_DATABASE_URL (a superuser
+// URL of the server where the scratch database is created; default postgres://postgres@127.0.0.1:5432/postgres),
+// CHROMIUM (default /usr/bin/chromium), SCREENSHOT (default docs/ops-ui.png).
+// Exit code 0 and "PASS" on success, 1 and "FAIL: …" otherwise.
+
+import { spawn, execFile } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { chromium } from 'playwright-core';
+
+const execFileP = promisify(execFile);
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const BIN = path.resolve(ROOT, process.env.BENGKEL_BIN || 'target/debug/bengkel-whatsapp');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const SCREENSHOT = path.resolve(ROOT, process.env.SCREENSHOT || 'docs/ops-ui.png');
+const ADMIN_URL = process.env.TEST_DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/postgres';
+const JWT_SECRET = 'browser-test-secret';
+const QUEUE = 'whatsapp-send';
+
+const started = Date.now();
+const log = (msg) => console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)} s] ${msg}`);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Polls `fn` until it returns a truthy value; throws `what` after `ms`. */
+async function waitFor(what, ms, fn, every = 250) {
+  const deadline = Date.now() + ms;
+  let last;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      if (e.fatal) throw e;
+      last = e;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${ms / 1000} s waiting for ${what}${last ? ` (last error: ${last.message})` : ''}`);
+    }
+    await sleep(every);
+  }
+}
+
+// ---------- the fake StarSender gateway ----------
+function startGateway(port) {
+  const gw = { failing: true, requests: [] };
+  gw.server = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => { body += c; });
+    req.on('end', () => {
+      gw.requests.push({ method: req.method, url: req.url, failing: gw.failing, body });
+      const [status, answer] = gw.failing
+        ? [400, { success: false, message: 'invalid number' }]
+        : [200, { success: true, message: 'ok' }];
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(answer));
+    });
+  });
+  return new Promise((resolve, reject) => {
+    gw.server.on('error', reject);
+    gw.server.listen(port, '127.0.0.1', () => resolve(gw));
+  });
+}
+
+// ---------- the scratch database ----------
+function dbUrl(name) {
+  const u = new URL(ADMIN_URL);
+  u.pathname = `/${name}`;
+  return u.toString();
+}
+async function psql(sql) {
+  await execFileP('psql', [ADMIN_URL, '-v', 'ON_ERROR_STOP=1', '-qAtc', sql], { timeout: 30_000 });
+}
+
+// ---------- the service ----------
+async function api(base, token, method, p, body) {
+  const headers = { authorization: `Bearer ${token}` };
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  const res = await fetch(base + p, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await res.text();
+  let json;
+  try { json = JSON.parse(text); } catch { json = null; }
+  return { status: res.status, json, text };
+}
+
+async function main(cleanup) {
+  if (!fs.existsSync(BIN)) throw new Error(`${BIN} not found: run \`cargo build\` first (or set BENGKEL_BIN)`);
+  if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found: install Debian's chromium (scripts/browser-test does)`);
+
+  const gwPort = await freePort();
+  const gw = await startGateway(gwPort);
+  cleanup.push(() => new Promise((r) => { gw.server.closeAllConnections?.(); gw.server.close(() => r()); }));
+  log(`fake gateway on 127.0.0.1:${gwPort} (answers 400 "invalid number" for now)`);
+
+  const dbName = `bengkel_browser_${process.pid}_${Date.now().toString(36)}`;
+  await psql(`CREATE DATABASE ${dbName}`);
+  cleanup.push(async () => {
+    await psql(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+    log(`dropped database ${dbName}`);
+  });
+  log(`created database ${dbName}`);
+
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const workdir = fs.mkdtempSync(path.join(os.tmpdir(), 'bengkel-browser-'));
+  cleanup.push(() => fs.rmSync(workdir, { recursive: true, force: true }));
+  const env = {
+    ...process.env,
+    DATABASE_URL: dbUrl(dbName),
+    BIND_ADDR: `127.0.0.1:${port}`,
+    JWT_SECRET,
+    STARSENDER_API_KEY: 'test-key',
+    STARSENDER_API_URL: `http://127.0.0.1:${gwPort}/api/send`,
+    SEND_RATE_PER_SECOND: '0',
+    DATA_DIR: path.join(workdir, 'data'),
+  };
+  const serviceLog = path.join(workdir, 'service.log');
+  const out = fs.openSync(serviceLog, 'w');
+  // cwd = an empty directory, so that no `.env` of the checkout changes the configuration.
+  const svc = spawn(BIN, ['serve'], { cwd: workdir, env, stdio: ['ignore', out, out] });
+  fs.closeSync(out);
+  let exited = null;
+  svc.on('exit', (code, signal) => { exited = { code, signal }; });
+  const serviceTail = () => {
+    try { return fs.readFileSync(serviceLog, 'utf8').split('\n').slice(-40).join('\n'); } catch { return ''; }
+  };
+  cleanup.push(async () => {
+    if (exited) return;
+    svc.kill('SIGTERM');
+    const deadline = Date.now() + 10_000;
+    while (!exited && Date.now() < deadline) await sleep(100);
+    if (!exited) svc.kill('SIGKILL');
+    while (!exited) await sleep(50);
+    log('service stopped');
+  });
+  cleanup.serviceTail = serviceTail;
+
+  await waitFor('GET /health/ready = 200', 60_000, async () => {
+    if (exited) throw Object.assign(new Error(`service exited early (${JSON.stringify(exited)})`), { fatal: true });
+    const r = await fetch(`${base}/health/ready`).catch(() => null);
+    return r && r.status === 200;
+  }).catch((e) => { throw new Error(`${e.message}\n--- service log ---\n${serviceTail()}`); });
+  log(`service ready on ${base}`);
+
+  const { stdout } = await execFileP(BIN, ['token', '--sub', 'browser', '--role', 'ops'], { cwd: workdir, env, timeout: 30_000 });
+  const token = stdout.trim().split('\n').pop().trim();
+  if (!/^[\w-]+\.[\w-]+\.[\w-]+$/.test(token)) throw new Error(`token command printed no JWT: ${JSON.stringify(stdout)}`);
+
+  // One message; the gateway's 400 fails it at once.
+  const sent = await api(base, token, 'POST', '/whatsapp/send', { to: '08123456789', body: 'browser test' });
+  if (sent.status !== 202 || !sent.json?.data?.id) throw new Error(`POST /whatsapp/send → ${sent.status} ${sent.text}`);
+  const messageId = sent.json.data.id;
+  const failed = await waitFor(`message ${messageId} to be failed`, 20_000, async () => {
+    const r = await api(base, token, 'GET', `/whatsapp/messages/${messageId}`);
+    return r.json?.data?.status === 'failed' ? r.json.data : null;
+  });
+  const jobId = failed.job_id;
+  if (!jobId) throw new Error(`message ${messageId} has no job_id: ${JSON.stringify(failed)}`);
+  log(`message ${messageId} failed (job ${jobId}, last_error ${JSON.stringify(failed.last_error)})`);
+
+  // ---------- the browser ----------
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
+  cleanup.push(() => browser.close());
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  page.setDefaultTimeout(15_000);
+  const pageErrors = [];
+  page.on('pageerror', (e) => pageErrors.push(e.message));
+  const externalRequests = [];
+  page.on('request', (req) => { if (!req.url().startsWith(base) && !req.url().startsWith('data:')) externalRequests.push(req.url()); });
+
+  const ui = await page.goto(`${base}/ops/ui`);
+  if (ui.status() !== 200) throw new Error(`GET /ops/ui → ${ui.status()}`);
+
+  // A wrong token is refused with a clear message and the token form comes back.
+  await page.getByTestId('token-input').fill('not-a-valid-token');
+  await page.getByTestId('token-save').click();
+  await page.getByTestId('flash').filter({ hasText: /reject/i }).waitFor();
+  await page.getByTestId('token-input').waitFor();
+  log(`wrong token refused: "${(await page.getByTestId('flash').textContent()).trim()}"`);
+
+  await page.getByTestId('token-input').fill(token);
+  await page.getByTestId('token-save').click();
+  const queueRow = page.getByTestId(`queue-row-${QUEUE}`);
+  await queueRow.waitFor();
+  await page.getByTestId('status-filter').selectOption('failed');
+  const row = page.getByTestId(`job-row-${jobId}`);
+  await row.waitFor();
+  const rowText = await row.textContent();
+  if (!rowText.includes(messageId)) throw new Error(`job row does not show message ${messageId}: ${rowText}`);
+  // The summary counts the failed job (auto-refresh runs every 5 s; allow one round).
+  await waitFor('the queue summary to count 1 failed job', 12_000, async () => {
+    const cells = await queueRow.locator('td').allTextContents();
+    return cells[3]?.trim() === '1';
+  });
+  log('failed job visible in the list and in the summary');
+
+  // Detail panel, then the screenshot with the failed job in the list.
+  await page.getByTestId(`job-link-${jobId}`).click();
+  const detail = page.getByTestId('job-detail');
+  await detail.getByText('browser test').first().waitFor();
+  await detail.getByText('Payload').waitFor();
+  fs.mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
+  await page.screenshot({ path: SCREENSHOT, fullPage: true });
+  log(`screenshot saved to ${path.relative(ROOT, SCREENSHOT)}`);
+
+  // The gateway accepts from now on; requeue from the page.
+  gw.failing = false;
+  await page.getByTestId(`requeue-${jobId}`).click();
+  await page.getByTestId('flash').filter({ hasText: /requeued/i }).waitFor();
+  log(`clicked requeue: "${(await page.getByTestId('flash').textContent()).trim()}"`);
+  await waitFor('the job row to leave the failed list', 15_000, async () => {
+    if ((await row.count()) === 0) return true;
+    await page.getByTestId('refresh').click();
+    return false;
+  }, 1000);
+  log('job row left the failed list');
+
+  const sentMessage = await waitFor(`message ${messageId} to be sent`, 15_000, async () => {
+    const r = await api(base, token, 'GET', `/whatsapp/messages/${messageId}`);
+    return r.json?.data?.status === 'sent' ? r.json.data : null;
+  });
+  log(`message ${messageId} is ${sentMessage.status} (attempts ${sentMessage.attempts})`);
+  const job = await waitFor(`job ${jobId} to be done`, 10_000, async () => {
+    const r = await api(base, token, 'GET', `/ops/jobs/${jobId}`);
+    return r.json?.data?.status === 'done' ? r.json.data : null;
+  });
+  log(`job ${job.id} is ${job.status}`);
+  const calls = gw.requests.map((r) => (r.failing ? 400 : 200));
+  if (calls.join(',') !== '400,200') throw new Error(`gateway saw ${calls.length} calls (${calls}); expected 400 then 200`);
+
+  if (pageErrors.length) throw new Error(`JavaScript errors in the page: ${pageErrors.join(' | ')}`);
+  if (externalRequests.length) throw new Error(`the page fetched outside the service: ${externalRequests.join(', ')}`);
+}
+
+const cleanup = [];
+let finishing = false;
+async function finish(failure) {
+  if (finishing) return;
+  finishing = true;
+  // Read the service's log before the cleanup removes it.
+  const tail = failure && cleanup.serviceTail && !String(failure.message).includes('--- service log ---')
+    ? cleanup.serviceTail() : '';
+  for (const step of cleanup.reverse()) {
+    try {
+      await step();
+    } catch (e) {
+      console.error(`cleanup: ${e.message}`);
+    }
+  }
+  const secs = ((Date.now() - started) / 1000).toFixed(1);
+  if (failure) {
+    if (tail) console.log(`--- service log (tail) ---\n${tail}\n---`);
+    console.log(`FAIL: ${failure.message} (${secs} s)`);
+    console.log('0 passed, 1 failed');
+    process.exit(1);
+  }
+  console.log(`PASS: ops UI requeue of a failed send (${secs} s)`);
+  console.log('1 passed, 0 failed');
+  process.exit(0);
+}
+for (const sig of ['SIGINT', 'SIGTERM']) process.once(sig, () => finish(new Error(`interrupted by ${sig}`)));
+try {
+  await main(cleanup);
+} catch (e) {
+  await finish(e);
+}
+await finish(null);
