@@ -594,3 +594,95 @@ async fn workers_recover_by_themselves_after_their_database_connections_are_kill
     .await;
     assert_eq!(app.gateway.calls().await, 2);
 }
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_and_carry_the_request_id() {
+    use std::io::BufRead;
+    let db = TestDb::new().await;
+    let gateway = Gateway::start().await;
+    gateway.ok().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env_for(&db, &gateway))
+        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client
+        .get(format!("{base}/health/ready"))
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "serve did not become ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ops = token(
+        "ops",
+        bengkel_whatsapp::http::auth::Role::Ops,
+        Duration::from_secs(600),
+    );
+    let res = client
+        .post(format!("{base}/ops/queues/whatsapp-send/pause"))
+        .bearer_auth(&ops)
+        .header("x-request-id", "rid-log-test-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-request-id"], "rid-log-test-42", "echoed");
+    let generated = client.get(format!("{base}/health")).send().await.unwrap();
+    assert!(
+        !generated.headers()["x-request-id"].is_empty(),
+        "generated when absent"
+    );
+
+    let mut found = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut lines = 0;
+    while found.is_none() && Instant::now() < deadline {
+        let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else {
+            continue;
+        };
+        lines += 1;
+        let v: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line}"));
+        assert!(
+            v.get("level").is_some() && v.get("timestamp").is_some(),
+            "{line}"
+        );
+        if v["message"] == "queue paused" {
+            found = Some(v);
+        }
+    }
+    let paused = found.unwrap_or_else(|| panic!("no `queue paused` log line among {lines}"));
+    assert_eq!(paused["span"]["request_id"], "rid-log-test-42", "{paused}");
+    assert_eq!(paused["queue"], "whatsapp-send");
+    child.kill().ok();
+    child.wait().ok();
+}
