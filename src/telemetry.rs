@@ -32,6 +32,25 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 /// The process-wide Prometheus recorder, installed on first use. Every `*_seconds` metric is a
 /// histogram (not a summary) so that dashboards can aggregate quantiles across processes.
+/// Every labelled counter starts at 0 in every process, so that `increase()` sees its first
+/// event (a series that appears at 1 has no increase to show, and an alert would miss it).
+fn zero_series() {
+    for kind in ["adhoc", "maintenance", "manual"] {
+        metrics::counter!("bengkel_messages_enqueued_total", "kind" => kind).increment(0);
+    }
+    for outcome in ["sent", "retry", "failed", "ambiguous"] {
+        metrics::counter!("bengkel_sends_total", "outcome" => outcome).increment(0);
+    }
+    for class in crate::gateway::Class::ALL {
+        metrics::counter!("bengkel_gateway_responses_total", "class" => class.as_str())
+            .increment(0);
+    }
+    for trigger in ["cron", "catch_up", "manual"] {
+        metrics::counter!("bengkel_fanout_runs_total", "trigger" => trigger).increment(0);
+    }
+    metrics::counter!("bengkel_fanout_reminders_queued_total").increment(0);
+}
+
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
@@ -42,6 +61,7 @@ pub fn metrics_handle() -> PrometheusHandle {
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
             let _ = metrics::set_global_recorder(recorder);
+            zero_series();
             handle
         })
         .clone()

@@ -45,6 +45,18 @@ pub enum Class {
 }
 
 impl Class {
+    pub const ALL: [Class; 9] = [
+        Class::Ok,
+        Class::SuccessFalse,
+        Class::Unauthorized,
+        Class::ClientError,
+        Class::RateLimited,
+        Class::ServerError,
+        Class::Timeout,
+        Class::Connect,
+        Class::InvalidBody,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Class::Ok => "ok",

@@ -485,6 +485,15 @@ async fn metrics_count_what_the_process_did_with_route_templates() {
         metric(&text, "bengkel_fanout_runs_total{trigger=\"manual\"}"),
         Some(1.0)
     );
+    // Series that saw nothing yet exist at 0, so that `increase()` sees their first event.
+    for zero in [
+        "bengkel_fanout_runs_total{trigger=\"catch_up\"}",
+        "bengkel_sends_total{outcome=\"failed\"}",
+        "bengkel_gateway_responses_total{class=\"unauthorized\"}",
+        "bengkel_messages_enqueued_total{kind=\"manual\"}",
+    ] {
+        assert_eq!(metric(&text, zero), Some(0.0), "{zero}");
+    }
     assert_eq!(
         metric(&text, "bengkel_fanout_reminders_queued_total"),
         Some(0.0)
