@@ -2,12 +2,13 @@
 //
 // A fake StarSender gateway rejects the first send (400 → the message fails at once); the test
 // finds the failed job in the page, lets the gateway succeed, clicks "Requeue" and checks that the
-// message is then `sent`. It saves a screenshot to docs/ops-ui.png and always cleans up (service,
+// message is then `sent`. It saves a screenshot (target/ops-ui.png) and always cleans up (service,
 // gateway, browser, scratch database).
 //
 // Environment: BENGKEL_BIN (default target/debug/bengkel-whatsapp), TEST_DATABASE_URL (a superuser
 // URL of the server where the scratch database is created; default postgres://postgres@127.0.0.1:5432/postgres),
-// CHROMIUM (default /usr/bin/chromium), SCREENSHOT (default docs/ops-ui.png).
+// CHROMIUM (default /usr/bin/chromium), SCREENSHOT (default target/ops-ui.png; the README's picture
+// is made with SCREENSHOT=docs/ops-ui.png).
 // Exit code 0 and "PASS" on success, 1 and "FAIL: …" otherwise.
 
 import { spawn, execFile } from 'node:child_process';
@@ -24,7 +25,7 @@ const execFileP = promisify(execFile);
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const BIN = path.resolve(ROOT, process.env.BENGKEL_BIN || 'target/debug/bengkel-whatsapp');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const SCREENSHOT = path.resolve(ROOT, process.env.SCREENSHOT || 'docs/ops-ui.png');
+const SCREENSHOT = path.resolve(ROOT, process.env.SCREENSHOT || 'target/ops-ui.png');
 const ADMIN_URL = process.env.TEST_DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/postgres';
 const JWT_SECRET = 'browser-test-secret';
 const QUEUE = 'whatsapp-send';
@@ -145,7 +146,7 @@ async function main(cleanup) {
   let exited = null;
   svc.on('exit', (code, signal) => { exited = { code, signal }; });
   const serviceTail = () => {
-    try { return fs.readFileSync(serviceLog, 'utf8').split('\n').slice(-40).join('\n'); } catch { return ''; }
+    try { return fs.readFileSync(serviceLog, 'utf8').replace(/\x1b\[[0-9;]*m/g, '').split('\n').slice(-40).join('\n'); } catch { return ''; }
   };
   cleanup.push(async () => {
     if (exited) return;
