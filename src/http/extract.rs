@@ -11,6 +11,28 @@ use serde_json::{Map, Value};
 
 use crate::error::AppError;
 
+/// The body as JSON; `None` when it is empty (only whitespace).
+async fn json_or_empty<S: Send + Sync>(req: Request, state: &S) -> Result<Option<Value>, AppError> {
+    let bytes = Bytes::from_request(req, state)
+        .await
+        .map_err(|e| AppError::BadRequest(format!("cannot read the request body: {e}")))?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice::<Value>(&bytes)
+        .map(Some)
+        .map_err(|e| AppError::BadRequest(format!("malformed JSON: {e}")))
+}
+
+fn object(value: Value) -> Result<Map<String, Value>, AppError> {
+    match value {
+        Value::Object(map) => Ok(map),
+        _ => Err(AppError::BadRequest(
+            "the request body must be a JSON object".into(),
+        )),
+    }
+}
+
 /// A request body that must be JSON (any value).
 pub struct JsonBody(pub Value);
 
@@ -18,17 +40,10 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| AppError::BadRequest(format!("cannot read the request body: {e}")))?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(AppError::BadRequest(
-                "the request body is empty; expected JSON".into(),
-            ));
-        }
-        serde_json::from_slice::<Value>(&bytes)
+        json_or_empty(req, state)
+            .await?
             .map(Self)
-            .map_err(|e| AppError::BadRequest(format!("malformed JSON: {e}")))
+            .ok_or_else(|| AppError::BadRequest("the request body is empty; expected JSON".into()))
     }
 }
 
@@ -39,12 +54,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match JsonBody::from_request(req, state).await?.0 {
-            Value::Object(map) => Ok(Self(map)),
-            _ => Err(AppError::BadRequest(
-                "the request body must be a JSON object".into(),
-            )),
-        }
+        object(JsonBody::from_request(req, state).await?.0).map(Self)
     }
 }
 
@@ -55,18 +65,9 @@ impl<S: Send + Sync> FromRequest<S> for OptionalJsonObject {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| AppError::BadRequest(format!("cannot read the request body: {e}")))?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Self(Map::new()));
-        }
-        match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(map)) => Ok(Self(map)),
-            Ok(_) => Err(AppError::BadRequest(
-                "the request body must be a JSON object".into(),
-            )),
-            Err(e) => Err(AppError::BadRequest(format!("malformed JSON: {e}"))),
+        match json_or_empty(req, state).await? {
+            None => Ok(Self(Map::new())),
+            Some(value) => object(value).map(Self),
         }
     }
 }
@@ -75,6 +76,21 @@ impl<S: Send + Sync> FromRequest<S> for OptionalJsonObject {
 pub struct QueryPairs(pub Vec<(String, String)>);
 
 impl QueryPairs {
+    /// `limit` of a list: 1..=500, default 50; a problem is added to `errors`.
+    pub fn limit(&self, errors: &mut Vec<crate::error::FieldError>) -> i64 {
+        match self.get("limit").map(str::parse::<i64>) {
+            None => 50,
+            Some(Ok(n)) if (1..=500).contains(&n) => n,
+            Some(_) => {
+                errors.push(crate::error::FieldError::new(
+                    "limit",
+                    "must be an integer between 1 and 500",
+                ));
+                50
+            }
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
@@ -86,17 +102,7 @@ impl QueryPairs {
     /// list; problems are added to `errors`.
     pub fn page(&self, errors: &mut Vec<crate::error::FieldError>) -> (i64, Option<uuid::Uuid>) {
         use crate::error::FieldError;
-        let limit = match self.get("limit").map(str::parse::<i64>) {
-            None => 50,
-            Some(Ok(n)) if (1..=500).contains(&n) => n,
-            Some(_) => {
-                errors.push(FieldError::new(
-                    "limit",
-                    "must be an integer between 1 and 500",
-                ));
-                50
-            }
-        };
+        let limit = self.limit(errors);
         let cursor = match self.get("cursor").map(uuid::Uuid::parse_str) {
             None => None,
             Some(Ok(c)) => Some(c),

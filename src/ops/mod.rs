@@ -185,15 +185,18 @@ pub enum Changed {
     Conflict(String),
 }
 
+/// Locks a job and reads its ops status.
+async fn lock_state(conn: &mut PgConnection, id: &str) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT state FROM job_states WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
 /// Requeues one `failed` or `cancelled` job (and its message) in one transaction.
 pub async fn requeue(pool: &PgPool, id: &str) -> sqlx::Result<Changed> {
     let mut tx = pool.begin().await?;
-    let state: Option<String> =
-        sqlx::query_scalar("SELECT state FROM job_states WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let Some(state) = state else {
+    let Some(state) = lock_state(&mut tx, id).await? else {
         return Ok(Changed::NotFound);
     };
     if state != "failed" && state != "cancelled" {
@@ -246,12 +249,7 @@ pub async fn requeue_many(pool: &PgPool, b: &BulkRequeue) -> sqlx::Result<i64> {
 /// Cancels a `pending` job and its message (and reminder) in one transaction.
 pub async fn cancel(pool: &PgPool, id: &str) -> sqlx::Result<Changed> {
     let mut tx = pool.begin().await?;
-    let state: Option<String> =
-        sqlx::query_scalar("SELECT state FROM job_states WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let Some(state) = state else {
+    let Some(state) = lock_state(&mut tx, id).await? else {
         return Ok(Changed::NotFound);
     };
     if state != "pending" {

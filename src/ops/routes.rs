@@ -160,17 +160,7 @@ pub async fn jobs(
             .map_err(|_| errors.push(FieldError::new("message_id", "must be a message id (UUID)")))
             .ok()
     });
-    let limit = match q.get("limit").map(str::parse::<i64>) {
-        None => 50,
-        Some(Ok(n)) if (1..=500).contains(&n) => n,
-        Some(_) => {
-            errors.push(FieldError::new(
-                "limit",
-                "must be an integer between 1 and 500",
-            ));
-            50
-        }
-    };
+    let limit = q.limit(&mut errors);
     let before = q
         .get("cursor")
         .and_then(|raw| match ulid::Ulid::from_string(raw) {
