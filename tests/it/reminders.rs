@@ -826,3 +826,60 @@ async fn a_process_started_after_a_missed_tick_catches_up() {
     );
     assert_eq!(app.gateway.calls().await, 1);
 }
+
+#[tokio::test]
+async fn cancelling_a_reminder_message_cancels_the_reminder_and_a_new_pass_does_not_requeue_it() {
+    let app = TestApp::spawn().await;
+    let ops = crate::helpers::token(
+        "ops",
+        bengkel_whatsapp::http::auth::Role::Ops,
+        Duration::from_secs(600),
+    );
+    let (status, _) = app
+        .call(
+            app.http
+                .post(format!("{}/ops/queues/whatsapp-send/pause", app.base))
+                .bearer_auth(&ops),
+        )
+        .await;
+    assert_eq!(status, 200);
+    customer(
+        &app,
+        Some("Batal"),
+        Some("0812 6666 7777"),
+        &[(Some("G 1 B"), 0)],
+    )
+    .await;
+    let summary = run_now(&app, "").await;
+    let message_id = summary["details"][0]["message_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, cancelled) = app
+        .call(app.post(&format!("/whatsapp/messages/{message_id}/cancel")))
+        .await;
+    assert_eq!(status, 200, "{cancelled}");
+    let (_, log) = app.call(app.get("/reminders")).await;
+    assert_eq!(log["data"]["items"][0]["status"], "cancelled");
+    assert_eq!(log["data"]["items"][0]["message_status"], "cancelled");
+    let again = run_now(&app, "").await;
+    assert_eq!(
+        (
+            again["reminder_queued"].as_i64(),
+            again["already_queued"].as_i64()
+        ),
+        (Some(0), Some(1))
+    );
+    app.call(
+        app.http
+            .post(format!("{}/ops/queues/whatsapp-send/resume", app.base))
+            .bearer_auth(&ops),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        app.gateway.calls().await,
+        0,
+        "a cancelled reminder is not sent"
+    );
+}
