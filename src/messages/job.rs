@@ -77,17 +77,29 @@ pub async fn handle(
 
 async fn send(ctx: &SendContext, job: SendJob, attempt: i32) -> Result<(), BoxDynError> {
     let id = job.message_id;
-    // The limiter first: a message cancelled while we wait is found so by the claim.
-    if let Some(limiter) = &ctx.limiter {
-        let waited = Instant::now();
-        limiter.until_ready().await;
-        metrics::histogram!("bengkel_throttle_wait_seconds").record(waited.elapsed().as_secs_f64());
-    }
-    // Fetched just before its queue was paused (or waited at the limiter meanwhile): back to
-    // the queue, no attempt spent.
-    if ctx.pauses.is_paused(crate::queue::SEND_QUEUE) {
-        crate::ops::pause::hand_back(&ctx.pool, id).await?;
-        return Ok(());
+    // The limiter first: a message cancelled while we wait is found so by the claim. A job
+    // fetched just before its queue was paused, or waiting here when it is, goes back to the
+    // queue with no attempt spent.
+    let waited = Instant::now();
+    loop {
+        if ctx.pauses.is_paused(crate::queue::SEND_QUEUE) {
+            crate::ops::pause::hand_back(&ctx.pool, id).await?;
+            return Ok(());
+        }
+        let Some(limiter) = &ctx.limiter else { break };
+        match limiter.check() {
+            Ok(()) => {
+                metrics::histogram!("bengkel_throttle_wait_seconds")
+                    .record(waited.elapsed().as_secs_f64());
+                break;
+            }
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                    &governor::clock::DefaultClock::default(),
+                ));
+                tokio::time::sleep(wait.min(crate::ops::pause::REFRESH)).await;
+            }
+        }
     }
     let started_at = Utc::now();
     let recorded =
