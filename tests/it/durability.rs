@@ -695,3 +695,99 @@ async fn json_logs_are_one_object_per_line_and_carry_the_request_id() {
     child.kill().ok();
     child.wait().ok();
 }
+
+#[tokio::test]
+async fn a_fan_out_killed_half_way_leaves_whole_pages_and_the_next_pass_finishes_it() {
+    let db = TestDb::new().await;
+    let gateway = Gateway::start().await;
+    gateway.ok().await;
+    let env = env_for(&db, &gateway);
+    let loaded = Command::new(BIN)
+        .args(["demo-data", "--vehicles", "400000"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(&env)
+        .output()
+        .unwrap();
+    assert!(
+        loaded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+    // Nothing is sent here: this is about what the fan-out writes.
+    sqlx::query("INSERT INTO queue_pauses (queue) VALUES ('whatsapp-send')")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let today = chrono::Utc::now()
+        .with_timezone(&chrono_tz::Asia::Jakarta)
+        .date_naive();
+    let count = |sql: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let sendable: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM vehicles v JOIN customers c ON c.id = v.customer_id
+         WHERE v.next_visit_date >= $1 AND v.next_visit_date < $1 + 3 AND c.hp IS NOT NULL",
+    )
+    .bind(today)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    // Every page commits its reminders, messages and jobs together, or none of them.
+    let consistent = || async {
+        let reminders = count("SELECT count(*) FROM reminders").await;
+        let messages = count("SELECT count(*) FROM messages WHERE kind = 'maintenance'").await;
+        let jobs = count("SELECT count(*) FROM apalis.jobs WHERE job_type = 'whatsapp-send'").await;
+        assert_eq!(
+            (messages, jobs),
+            (reminders, reminders),
+            "reminders, messages and jobs"
+        );
+        reminders
+    };
+
+    let mut first = Proc::start("serve", &env).await;
+    let base = first.base.clone();
+    let pass = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(format!("{base}/customers/send-maintenance-reminder"))
+            .bearer_auth(client_token())
+            .send()
+            .await
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count("SELECT count(*) FROM reminders").await == 0 {
+        assert!(Instant::now() < deadline, "the fan-out never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    first.kill_9();
+    assert!(pass.await.unwrap().is_err(), "the pass was cut off");
+    let at_kill = consistent().await;
+    assert!(
+        (1..sendable).contains(&at_kill),
+        "killed half-way: {at_kill} of {sendable} reminders"
+    );
+
+    let second = Proc::start("serve", &env).await;
+    let (status, again) = post_json(
+        &second.base,
+        "/customers/send-maintenance-reminder",
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        (
+            again["data"]["reminder_queued"].as_i64(),
+            again["data"]["already_queued"].as_i64()
+        ),
+        (Some(sendable - at_kill), Some(at_kill))
+    );
+    assert_eq!(consistent().await, sendable, "every sendable vehicle once");
+}
