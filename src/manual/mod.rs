@@ -1,8 +1,10 @@
 //! Manual WhatsApp customers (SPEC §7): records kept outside the customer table, reminded
 //! through the same queue as everything else. [`routes`] is the HTTP surface (seed field names
-//! inside the envelope), [`remind`] queues reminders idempotently per record and date.
+//! inside the envelope), [`repo`] its SQL, [`remind`] queues reminders idempotently per record
+//! and date.
 
 pub mod remind;
+pub mod repo;
 pub mod routes;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::{COLUMNS, Input, MAX_CUSTOM_MESSAGE, Record, input, remind};
+use super::{Input, MAX_CUSTOM_MESSAGE, Record, input, remind, repo};
 use crate::{
     error::{AppError, AppResult, FieldError},
     http::{
@@ -25,7 +25,7 @@ use crate::{
     messages::{
         Accepted, Kind,
         phone::PhoneNumber,
-        repo::{self, Origin, Stored},
+        repo::{self as messages_repo, Origin, Stored},
         request::NewMessage,
     },
     reminders::{business_date, schedule::MAX_WAIT},
@@ -72,55 +72,9 @@ fn nopol_taken(e: sqlx::Error) -> AppError {
 }
 
 async fn find(state: &AppState, id: Uuid) -> AppResult<Record> {
-    let found: Option<Record> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM manual_whatsapp WHERE id = $1"
-    )))
-    .bind(id)
-    .fetch_optional(&state.pool)
-    .await?;
-    found.ok_or_else(|| AppError::NotFound(format!("record {id} not found")))
-}
-
-/// Inserts validated creates in one statement; returns the ids of those inserted (a nopol that
-/// exists is skipped) in input order, `None` where skipped.
-async fn insert(conn: &mut sqlx::PgConnection, items: &[Input]) -> sqlx::Result<Vec<Option<Uuid>>> {
-    let ids: Vec<Uuid> = items.iter().map(|_| Uuid::now_v7()).collect();
-    let names: Vec<Option<&str>> = items.iter().map(|i| i.customer_name.as_deref()).collect();
-    let nopols: Vec<Option<&str>> = items.iter().map(|i| i.nopol.as_deref()).collect();
-    let phones: Vec<Option<&str>> = items
-        .iter()
-        .map(|i| i.no_hp.as_ref().map(|p| p.as_str()))
-        .collect();
-    let last: Vec<Option<chrono::NaiveDate>> =
-        items.iter().map(|i| i.last_service.flatten()).collect();
-    let next: Vec<Option<chrono::NaiveDate>> =
-        items.iter().map(|i| i.next_service.flatten()).collect();
-    let active: Vec<i32> = items.iter().map(|i| i.is_active.unwrap_or(1)).collect();
-    let notes: Vec<Option<&str>> = items
-        .iter()
-        .map(|i| i.notes.as_ref().and_then(|n| n.as_deref()))
-        .collect();
-    let inserted: Vec<Uuid> = sqlx::query_scalar(
-        "INSERT INTO manual_whatsapp (id, customer_name, nopol, no_hp, last_service, next_service, is_active, notes)
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::date[], $6::date[], $7::int[], $8::text[])
-         ON CONFLICT ((upper(nopol))) DO NOTHING
-         RETURNING id",
-    )
-    .bind(&ids)
-    .bind(&names)
-    .bind(&nopols)
-    .bind(&phones)
-    .bind(&last)
-    .bind(&next)
-    .bind(&active)
-    .bind(&notes)
-    .fetch_all(conn)
-    .await?;
-    let inserted: HashSet<Uuid> = inserted.into_iter().collect();
-    Ok(ids
-        .into_iter()
-        .map(|id| inserted.contains(&id).then_some(id))
-        .collect())
+    repo::find(&state.pool, id)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("record {id} not found")))
 }
 
 /// Create a record; `no_hp` is normalized; a `nopol` that exists → 409.
@@ -134,7 +88,7 @@ pub async fn create(
 ) -> AppResult<Reply<Record>> {
     let item = input(&body, true).map_err(AppError::Validation)?;
     let mut conn = state.pool.acquire().await?;
-    let id = insert(&mut conn, std::slice::from_ref(&item)).await?[0]
+    let id = repo::insert(&mut conn, std::slice::from_ref(&item)).await?[0]
         .ok_or_else(|| AppError::Conflict("a record with this nopol already exists".into()))?;
     drop(conn);
     let record = find(&state, id).await?;
@@ -166,20 +120,8 @@ pub async fn list(
     if !errors.is_empty() {
         return Err(AppError::Validation(errors));
     }
-    let (total, active): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), count(*) FILTER (WHERE is_active = 1) FROM manual_whatsapp",
-    )
-    .fetch_one(&state.pool)
-    .await?;
-    let data = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM manual_whatsapp WHERE NOT $1 OR is_active = 1
-         ORDER BY id DESC LIMIT $2 OFFSET $3"
-    )))
-    .bind(active_only)
-    .bind(limit)
-    .bind(offset)
-    .fetch_all(&state.pool)
-    .await?;
+    let (total, active) = repo::counts(&state.pool).await?;
+    let data = repo::list(&state.pool, active_only, limit, offset).await?;
     Ok(Reply::ok(
         RecordList {
             total,
@@ -247,12 +189,7 @@ pub async fn by_nopol(
     _: Caller,
     Path(nopol): Path<String>,
 ) -> AppResult<Reply<Record>> {
-    let found: Option<Record> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM manual_whatsapp WHERE upper(nopol) = upper($1)"
-    )))
-    .bind(nopol.trim())
-    .fetch_optional(&state.pool)
-    .await?;
+    let found = repo::find_by_nopol(&state.pool, nopol.trim()).await?;
     let record =
         found.ok_or_else(|| AppError::NotFound(format!("no record with nopol {nopol}")))?;
     Ok(Reply::ok(record, "Record"))
@@ -270,33 +207,10 @@ pub async fn update(
 ) -> AppResult<Reply<Record>> {
     let id = record_id(&raw)?;
     let p = input(&body, false).map_err(AppError::Validation)?;
-    let done = sqlx::query(
-        "UPDATE manual_whatsapp SET
-            customer_name = coalesce($2, customer_name),
-            nopol = coalesce($3, nopol),
-            no_hp = coalesce($4, no_hp),
-            last_service = CASE WHEN $5 THEN $6 ELSE last_service END,
-            next_service = CASE WHEN $7 THEN $8 ELSE next_service END,
-            is_active = coalesce($9, is_active),
-            notes = CASE WHEN $10 THEN $11 ELSE notes END,
-            updated_at = now()
-         WHERE id = $1",
-    )
-    .bind(id)
-    .bind(&p.customer_name)
-    .bind(&p.nopol)
-    .bind(p.no_hp.as_ref().map(|h| h.as_str()))
-    .bind(p.last_service.is_some())
-    .bind(p.last_service.flatten())
-    .bind(p.next_service.is_some())
-    .bind(p.next_service.flatten())
-    .bind(p.is_active)
-    .bind(p.notes.is_some())
-    .bind(p.notes.clone().flatten())
-    .execute(&state.pool)
-    .await
-    .map_err(nopol_taken)?;
-    if done.rows_affected() == 0 {
+    if !repo::update(&state.pool, id, &p)
+        .await
+        .map_err(nopol_taken)?
+    {
         return Err(AppError::NotFound(format!("record {id} not found")));
     }
     Ok(Reply::ok(find(&state, id).await?, "Record updated"))
@@ -311,13 +225,7 @@ pub async fn toggle_active(
     Path(raw): Path<String>,
 ) -> AppResult<Reply<Record>> {
     let id = record_id(&raw)?;
-    let done = sqlx::query(
-        "UPDATE manual_whatsapp SET is_active = 1 - is_active, updated_at = now() WHERE id = $1",
-    )
-    .bind(id)
-    .execute(&state.pool)
-    .await?;
-    if done.rows_affected() == 0 {
+    if !repo::toggle_active(&state.pool, id).await? {
         return Err(AppError::NotFound(format!("record {id} not found")));
     }
     Ok(Reply::ok(find(&state, id).await?, "Status aktif diubah"))
@@ -333,11 +241,7 @@ pub async fn remove(
     Path(raw): Path<String>,
 ) -> AppResult<Reply<Value>> {
     let id = record_id(&raw)?;
-    let done = sqlx::query("DELETE FROM manual_whatsapp WHERE id = $1")
-        .bind(id)
-        .execute(&state.pool)
-        .await?;
-    if done.rows_affected() == 0 {
+    if !repo::delete(&state.pool, id).await? {
         return Err(AppError::NotFound(format!("record {id} not found")));
     }
     Ok(Reply::ok(
@@ -438,7 +342,7 @@ pub async fn bulk_import(
     }
     let inputs: Vec<Input> = valid.iter().map(|(_, i)| i.clone()).collect();
     let mut tx = state.pool.begin().await?;
-    let ids = insert(&mut tx, &inputs).await?;
+    let ids = repo::insert(&mut tx, &inputs).await?;
     tx.commit().await?;
     let mut imported = 0;
     for ((index, i), id) in valid.into_iter().zip(ids) {
@@ -639,7 +543,7 @@ pub async fn send_custom_message(
         created_by: &caller.sub,
         idempotency_key: None,
     };
-    let Stored::Created(stored) = repo::store(
+    let Stored::Created(stored) = messages_repo::store(
         &state.pool,
         &message,
         origin,
@@ -710,16 +614,7 @@ pub struct Stats {
 pub async fn stats(State(state): State<AppState>, _: Caller) -> AppResult<Reply<Stats>> {
     let today = business_date(state.config.app_timezone, Utc::now());
     let end = today + chrono::Days::new(u64::from(state.config.reminder_days_threshold));
-    let (total, active, sent, upcoming): (i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT count(*), count(*) FILTER (WHERE is_active = 1),
-                coalesce(sum(reminder_sent_count), 0)::bigint,
-                count(*) FILTER (WHERE is_active = 1 AND next_service >= $1 AND next_service < $2)
-         FROM manual_whatsapp",
-    )
-    .bind(today)
-    .bind(end)
-    .fetch_one(&state.pool)
-    .await?;
+    let (total, active, sent, upcoming) = repo::stats(&state.pool, today, end).await?;
     Ok(Reply::ok(
         Stats {
             total_customers: total,
