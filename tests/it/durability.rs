@@ -335,6 +335,27 @@ fn metric(text: &str, series: &str) -> Option<f64> {
     })
 }
 
+/// Scrapes `/metrics` until `ok` (the sampler refreshes database gauges every 5 s).
+async fn scrape_until(base: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = reqwest::get(format!("{base}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if ok(&text) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics never showed {what}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 async fn metrics_count_what_the_process_did_with_route_templates() {
     let db = TestDb::new().await;
@@ -369,28 +390,14 @@ async fn metrics_count_what_the_process_did_with_route_templates() {
             .unwrap();
         assert_eq!(res.status(), 200);
     }
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let text = loop {
-        let text = reqwest::get(format!("{}/metrics", proc.base))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if metric(&text, "bengkel_sends_total{outcome=\"sent\"}") == Some(3.0)
+    let text = scrape_until(&proc.base, "3 sends and 3 done jobs", |text| {
+        metric(text, "bengkel_sends_total{outcome=\"sent\"}") == Some(3.0)
             && metric(
-                &text,
+                text,
                 "bengkel_queue_jobs{queue=\"whatsapp-send\",status=\"done\"}",
             ) == Some(3.0)
-        {
-            break text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "metrics never showed 3 sends and 3 done jobs:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    })
+    .await;
     assert_eq!(
         metric(&text, "bengkel_messages_enqueued_total{kind=\"adhoc\"}"),
         Some(3.0)
@@ -457,26 +464,12 @@ async fn metrics_count_what_the_process_did_with_route_templates() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let text = loop {
-        let text = reqwest::get(format!("{}/metrics", proc.base))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if metric(&text, "bengkel_queue_paused{queue=\"reminder-fanout\"}") == Some(1.0)
-            && metric(&text, "bengkel_fanout_last_success_timestamp_seconds")
+    let text = scrape_until(&proc.base, "the pause and the fan-out", |text| {
+        metric(text, "bengkel_queue_paused{queue=\"reminder-fanout\"}") == Some(1.0)
+            && metric(text, "bengkel_fanout_last_success_timestamp_seconds")
                 .is_some_and(|t| t > 0.0)
-        {
-            break text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the sampler never showed the pause and the fan-out:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    })
+    .await;
     assert_eq!(
         metric(&text, "bengkel_queue_paused{queue=\"whatsapp-send\"}"),
         Some(0.0)
