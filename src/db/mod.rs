@@ -55,11 +55,18 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
         .run(pool)
         .await
         .map_err(|e| anyhow::anyhow!("migrations failed: {e}"))?;
-    // Re-applied every time, after apalis' own migrations, so that it wins over theirs.
+    // Re-applied every time, after apalis' own migrations, so that it wins over theirs; under a
+    // lock, because processes starting together would otherwise collide replacing the function
+    // ("tuple concurrently updated").
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('bengkel-whatsapp:get_jobs'))")
+        .execute(&mut *tx)
+        .await?;
     sqlx::raw_sql(include_str!("../queue/get_jobs.sql"))
-        .execute(pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| anyhow::anyhow!("installing the job fetch function failed: {e}"))?;
+    tx.commit().await?;
     Ok(())
 }
 

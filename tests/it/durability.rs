@@ -784,3 +784,33 @@ async fn a_fan_out_killed_half_way_leaves_whole_pages_and_the_next_pass_finishes
     );
     assert_eq!(consistent().await, sendable, "every sendable vehicle once");
 }
+
+#[tokio::test]
+async fn many_processes_starting_at_once_all_migrate() {
+    let db = TestDb::new().await;
+    let gateway = Gateway::start().await;
+    let env = env_for(&db, &gateway);
+    for round in 0..3 {
+        let children: Vec<_> = (0..6)
+            .map(|_| {
+                Command::new(BIN)
+                    .arg("migrate")
+                    .env_clear()
+                    .env("PATH", std::env::var("PATH").unwrap_or_default())
+                    .envs(&env)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}

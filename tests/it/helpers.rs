@@ -183,6 +183,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub token: String,
     pub config: Arc<Config>,
+    /// The environment the app was configured from (for starting the real binary beside it).
+    pub env: HashMap<String, String>,
     running: Option<app::Running>,
 }
 
@@ -222,6 +224,7 @@ impl TestApp {
             env.insert(k.to_owned(), v);
         }
         let config = Arc::new(Config::from_map(&env).expect("test configuration"));
+        let app_env = env.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -241,6 +244,7 @@ impl TestApp {
             gateway,
             base,
             config,
+            env: app_env,
             http: reqwest::Client::new(),
             running: Some(running),
         }
@@ -359,6 +363,32 @@ impl TestApp {
             base: format!("http://{}", running.local_addr),
             running: Some(running),
         }
+    }
+}
+
+/// The real binary, started beside a test app on its database and gateway; killed on drop.
+pub struct RealProcess(std::process::Child);
+
+impl RealProcess {
+    pub fn start(app: &TestApp, command: &str) -> Self {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_bengkel-whatsapp"))
+            .arg(command)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(&app.env)
+            .env("BIND_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn the binary");
+        Self(child)
+    }
+}
+
+impl Drop for RealProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

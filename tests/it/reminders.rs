@@ -7,7 +7,7 @@ use chrono::{NaiveDate, Utc};
 use serde_json::{Value, json};
 use wiremock::{Mock, ResponseTemplate, matchers};
 
-use crate::helpers::{Options, TestApp, TestDb, gateway_error};
+use crate::helpers::{Options, RealProcess, TestApp, TestDb, gateway_error};
 
 const SERVICE_PHONE: &str = "08551000727";
 
@@ -730,9 +730,18 @@ fn jakarta_time(offset: chrono::Duration) -> (u32, u32, NaiveDate) {
 
 #[tokio::test]
 async fn two_serve_processes_send_each_reminder_once_at_the_scheduled_minute() {
-    let app = TestApp::spawn().await;
-    let _second = app.another_process(ProcessRole::Serve).await;
-    let _third = app.another_process(ProcessRole::Worker).await;
+    // The test's own app only answers the API; the schedule runs in two real `serve` processes
+    // and a `worker`, each with its own cron ticker.
+    let app = TestApp::spawn_with(Options {
+        role: ProcessRole::Api,
+        ..Options::default()
+    })
+    .await;
+    let _processes = [
+        RealProcess::start(&app, "serve"),
+        RealProcess::start(&app, "serve"),
+        RealProcess::start(&app, "worker"),
+    ];
     for i in 0..4 {
         customer(
             &app,
