@@ -1,7 +1,7 @@
 //! The embedded default (SPEC §1): with `DATABASE_URL` unset, run a private PostgreSQL cluster in
 //! `$DATA_DIR/postgres` from the server binaries installed on the machine. Created on first run,
-//! reused after (also when a previous process died and left it running), stopped on shutdown by
-//! the process that started it.
+//! reused after (also when a previous process died and left it running), and stopped on shutdown
+//! by the last process using it.
 //! PostgreSQL refuses to run as root, so as root the cluster runs as the `postgres` system user.
 
 use std::{
@@ -17,9 +17,6 @@ pub struct EmbeddedPostgres {
     datadir: PathBuf,
     run_as: Option<String>,
     port: u16,
-    /// Started by this process (and so stopped by it). A cluster found running belongs to
-    /// another process — a `serve` while `demo-data` runs, or one that died — and is left alone.
-    started_here: bool,
 }
 
 impl EmbeddedPostgres {
@@ -46,7 +43,6 @@ impl EmbeddedPostgres {
             datadir,
             run_as,
             port: 0,
-            started_here: false,
         };
 
         if !pg.datadir.join("PG_VERSION").exists() {
@@ -55,7 +51,7 @@ impl EmbeddedPostgres {
         if let Some(port) = pg.running_port() {
             tracing::info!(
                 port,
-                "embedded PostgreSQL already running in {}; reusing it (and leaving it running)",
+                "embedded PostgreSQL already running in {}; reusing it",
                 pg.datadir.display()
             );
             pg.port = port;
@@ -81,7 +77,6 @@ impl EmbeddedPostgres {
             ],
         )
         .context("could not start the embedded PostgreSQL (see DATA_DIR/postgres/server.log)")?;
-        pg.started_here = true;
         tracing::info!(
             port = pg.port,
             "embedded PostgreSQL started in {}",
@@ -94,8 +89,11 @@ impl EmbeddedPostgres {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
+    /// Stops the cluster unless another process still uses it (the last one out stops it: a
+    /// `demo-data` next to a `serve`, or a `serve` shutting down while a new one has started).
     pub fn stop(&self) {
-        if !self.started_here {
+        if self.used_by_others() {
+            tracing::info!("embedded PostgreSQL left running: another process is using it");
             return;
         }
         if let Err(e) = self.run(
@@ -113,6 +111,50 @@ impl EmbeddedPostgres {
         } else {
             tracing::info!("embedded PostgreSQL stopped");
         }
+    }
+
+    /// Client connections of other processes. This process has closed its pools by now; their
+    /// backends can take a moment to go, so a few looks a little apart.
+    fn used_by_others(&self) -> bool {
+        let sql = format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' \
+             AND pid <> pg_backend_pid() AND application_name <> '{}'",
+            super::application_name()
+        );
+        let port = self.port.to_string();
+        for look in 0..5 {
+            if look > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            let out = Command::new(self.bindir.join("psql"))
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                ])
+                .args(["-X", "-A", "-t", "-c", &sql])
+                .env("PGCONNECT_TIMEOUT", "5")
+                .output();
+            match out {
+                Ok(o) if o.status.success() => {
+                    let others: u64 = String::from_utf8_lossy(&o.stdout)
+                        .trim()
+                        .parse()
+                        .unwrap_or(0);
+                    if others == 0 {
+                        return false;
+                    }
+                }
+                // Cannot ask: stop as before rather than leave a server behind.
+                _ => return false,
+            }
+        }
+        true
     }
 
     fn init(&self) -> anyhow::Result<()> {

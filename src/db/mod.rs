@@ -16,12 +16,21 @@ pub fn pool_size(config: &crate::config::Config) -> u32 {
     (config.worker_concurrency as u32 + 16).max(20)
 }
 
+/// The `application_name` of this process' connections: which process holds what shows in
+/// `pg_stat_activity`, and the embedded cluster can tell its users apart.
+pub fn application_name() -> String {
+    format!("bengkel-whatsapp/{}", std::process::id())
+}
+
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let options: sqlx::postgres::PgConnectOptions = url
+        .parse()
+        .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a PostgreSQL URL: {e}"))?;
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(5))
-        .connect(url)
+        .connect_with(options.application_name(&application_name()))
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to the database: {e}"))?;
     Ok(pool)

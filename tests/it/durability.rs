@@ -283,27 +283,52 @@ fn without_database_url_an_embedded_cluster_is_created_and_reused() {
         );
     }
 
-    // A second process (here `migrate`, as `demo-data` would be) reuses the cluster of a running
-    // `serve` and leaves it running; the `serve` that started it stops it.
-    let mut serve = Command::new(BIN)
-        .arg("serve")
-        .env_remove("DATABASE_URL")
-        .env("DATA_DIR", &dir)
-        .env("BIND_ADDR", "127.0.0.1:0")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    // The last process using the cluster stops it: `migrate` (as `demo-data` would) next to a
+    // running `serve` leaves it running; so does the `serve` that started it when a second
+    // `serve` still uses it; the second one, last out, stops it.
+    let serve = |port: u16| {
+        Command::new(BIN)
+            .arg("serve")
+            .env_remove("DATABASE_URL")
+            .env("DATA_DIR", &dir)
+            .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let ready = |port: u16| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ok = http_status(port, "/health/ready") == Some(200);
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve on {port} did not become ready"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let term = |child: &mut Child| {
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+    };
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
     let pid_file = dir.join("postgres/postmaster.pid");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !pid_file.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "serve did not start its cluster"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_secs(2));
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut first = serve(port_a);
+    ready(port_a);
     let out = Command::new(BIN)
         .arg("migrate")
         .env_remove("DATABASE_URL")
@@ -317,15 +342,30 @@ fn without_database_url_an_embedded_cluster_is_created_and_reused() {
     );
     assert!(
         pid_file.exists(),
-        "a reused cluster is left running for its owner"
+        "migrate leaves the cluster to the serve using it"
     );
-    Command::new("kill")
-        .args(["-TERM", &serve.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(serve.wait().unwrap().success());
-    assert!(!pid_file.exists(), "the owner stops it");
+    let mut second = serve(port_b);
+    ready(port_b);
+    term(&mut first);
+    assert!(
+        pid_file.exists(),
+        "the first serve leaves the cluster to the second"
+    );
+    ready(port_b);
+    term(&mut second);
+    assert!(!pid_file.exists(), "the last one out stops it");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A plain HTTP/1.0 GET on 127.0.0.1 for sync tests: the status code, if any answer came.
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
 
 fn metric(text: &str, series: &str) -> Option<f64> {
