@@ -76,19 +76,62 @@ impl<S: Send + Sync> FromRequest<S> for OptionalJsonObject {
 pub struct QueryPairs(pub Vec<(String, String)>);
 
 impl QueryPairs {
-    /// `limit` of a list: 1..=500, default 50; a problem is added to `errors`.
-    pub fn limit(&self, errors: &mut Vec<crate::error::FieldError>) -> i64 {
-        match self.get("limit").map(str::parse::<i64>) {
-            None => 50,
-            Some(Ok(n)) if (1..=500).contains(&n) => n,
+    /// An optional integer parameter within `range`; a problem is added to `errors`.
+    pub fn int_opt(
+        &self,
+        name: &str,
+        range: std::ops::RangeInclusive<i64>,
+        errors: &mut Vec<crate::error::FieldError>,
+    ) -> Option<i64> {
+        match self.get(name).map(str::parse::<i64>) {
+            None => None,
+            Some(Ok(n)) if range.contains(&n) => Some(n),
             Some(_) => {
                 errors.push(crate::error::FieldError::new(
-                    "limit",
-                    "must be an integer between 1 and 500",
+                    name,
+                    format!(
+                        "must be an integer between {} and {}",
+                        range.start(),
+                        range.end()
+                    ),
                 ));
-                50
+                None
             }
         }
+    }
+
+    /// [`int_opt`](Self::int_opt) with a default.
+    pub fn int(
+        &self,
+        name: &str,
+        default: i64,
+        range: std::ops::RangeInclusive<i64>,
+        errors: &mut Vec<crate::error::FieldError>,
+    ) -> i64 {
+        self.int_opt(name, range, errors).unwrap_or(default)
+    }
+
+    /// `true`/`1` or `false`/`0`; a problem is added to `errors`.
+    pub fn flag(
+        &self,
+        name: &str,
+        default: bool,
+        errors: &mut Vec<crate::error::FieldError>,
+    ) -> bool {
+        match self.get(name) {
+            None => default,
+            Some("true" | "1") => true,
+            Some("false" | "0") => false,
+            Some(_) => {
+                errors.push(crate::error::FieldError::new(name, "must be true or false"));
+                default
+            }
+        }
+    }
+
+    /// `limit` of a list: 1..=500, default 50; a problem is added to `errors`.
+    pub fn limit(&self, errors: &mut Vec<crate::error::FieldError>) -> i64 {
+        self.int("limit", 50, 1..=500, errors)
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -198,5 +241,45 @@ impl<'a> Fields<'a> {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod query_tests {
+    use super::QueryPairs;
+
+    fn q(pairs: &[(&str, &str)]) -> QueryPairs {
+        QueryPairs(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn integers_and_flags_are_checked_and_every_problem_is_reported() {
+        let mut errors = Vec::new();
+        let good = q(&[("limit", "20"), ("force", "true"), ("hour", "7")]);
+        assert_eq!(good.limit(&mut errors), 20);
+        assert!(good.flag("force", false, &mut errors));
+        assert_eq!(good.int_opt("hour", 0..=23, &mut errors), Some(7));
+        assert_eq!(good.int_opt("minute", 0..=59, &mut errors), None);
+        assert_eq!(good.int("offset", 0, 0..=10, &mut errors), 0);
+        assert!(errors.is_empty());
+
+        let bad = q(&[
+            ("limit", "0"),
+            ("force", "yes"),
+            ("hour", "24"),
+            ("offset", "x"),
+        ]);
+        assert_eq!(bad.limit(&mut errors), 50);
+        assert!(!bad.flag("force", false, &mut errors));
+        assert_eq!(bad.int_opt("hour", 0..=23, &mut errors), None);
+        assert_eq!(bad.int("offset", 0, 0..=10, &mut errors), 0);
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["limit", "force", "hour", "offset"]);
+        assert_eq!(errors[2].message, "must be an integer between 0 and 23");
     }
 }

@@ -114,9 +114,9 @@ pub async fn list(
     q: QueryPairs,
 ) -> AppResult<Reply<RecordList>> {
     let mut errors = Vec::new();
-    let active_only = flag(&q, "active_only", false, &mut errors);
-    let limit = int(&q, "limit", 1000, 1..=1000, &mut errors);
-    let offset = int(&q, "offset", 0, 0..=i64::MAX, &mut errors);
+    let active_only = q.flag("active_only", false, &mut errors);
+    let limit = q.int("limit", 1000, 1..=1000, &mut errors);
+    let offset = q.int("offset", 0, 0..=1_000_000_000, &mut errors);
     if !errors.is_empty() {
         return Err(AppError::Validation(errors));
     }
@@ -131,42 +131,6 @@ pub async fn list(
         },
         "Manual WhatsApp records",
     ))
-}
-
-fn flag(q: &QueryPairs, name: &str, default: bool, errors: &mut Vec<FieldError>) -> bool {
-    match q.get(name) {
-        None => default,
-        Some("true" | "1") => true,
-        Some("false" | "0") => false,
-        Some(_) => {
-            errors.push(FieldError::new(name, "must be true or false"));
-            default
-        }
-    }
-}
-
-fn int(
-    q: &QueryPairs,
-    name: &str,
-    default: i64,
-    range: std::ops::RangeInclusive<i64>,
-    errors: &mut Vec<FieldError>,
-) -> i64 {
-    match q.get(name).map(str::parse::<i64>) {
-        None => default,
-        Some(Ok(n)) if range.contains(&n) => n,
-        Some(_) => {
-            errors.push(FieldError::new(
-                name,
-                format!(
-                    "must be an integer between {} and {}",
-                    range.start(),
-                    range.end()
-                ),
-            ));
-            default
-        }
-    }
 }
 
 /// One record by id.
@@ -408,10 +372,12 @@ pub async fn send_reminders(
             3
         }
     };
+    // `wait_seconds` in the body, or in the query string like the fan-out endpoints.
     let max = MAX_WAIT.as_secs() as i64;
-    let wait = match body_wait.or_else(|| q.get("wait_seconds").map(|w| w.parse().unwrap_or(-1))) {
-        None => None,
-        Some(n) if (0..=max).contains(&n) => Some(std::time::Duration::from_secs(n as u64)),
+    let query_wait = q.int_opt("wait_seconds", 0..=max, &mut errors);
+    let wait = match body_wait {
+        None => query_wait,
+        Some(n) if (0..=max).contains(&n) => Some(n),
         Some(_) => {
             errors.push(FieldError::new(
                 "wait_seconds",
@@ -419,7 +385,8 @@ pub async fn send_reminders(
             ));
             None
         }
-    };
+    }
+    .map(|n| std::time::Duration::from_secs(n as u64));
     if !errors.is_empty() {
         return Err(AppError::Validation(errors));
     }
@@ -465,7 +432,7 @@ pub async fn send_reminder(
     q: QueryPairs,
 ) -> AppResult<Reply<SingleReminder>> {
     let mut errors = Vec::new();
-    let force = flag(&q, "force", false, &mut errors);
+    let force = q.flag("force", false, &mut errors);
     if !errors.is_empty() {
         return Err(AppError::Validation(errors));
     }

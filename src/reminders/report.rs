@@ -14,7 +14,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::{
-    error::{AppError, AppResult, FieldError},
+    error::{AppError, AppResult},
     http::{auth::Caller, envelope::Reply, extract::QueryPairs},
     state::AppState,
 };
@@ -82,25 +82,8 @@ fn uuid_param(raw: &str, what: &str) -> AppResult<Uuid> {
 /// `limit` (1..=1000, default 100) and `offset` (≥ 0) of the report lists.
 fn window(q: &QueryPairs) -> AppResult<(i64, i64)> {
     let mut errors = Vec::new();
-    let limit = match q.get("limit").map(str::parse::<i64>) {
-        None => 100,
-        Some(Ok(n)) if (1..=1000).contains(&n) => n,
-        Some(_) => {
-            errors.push(FieldError::new(
-                "limit",
-                "must be an integer between 1 and 1000",
-            ));
-            100
-        }
-    };
-    let offset = match q.get("offset").map(str::parse::<i64>) {
-        None => 0,
-        Some(Ok(n)) if n >= 0 => n,
-        Some(_) => {
-            errors.push(FieldError::new("offset", "must be a non-negative integer"));
-            0
-        }
-    };
+    let limit = q.int("limit", 100, 1..=1000, &mut errors);
+    let offset = q.int("offset", 0, 0..=1_000_000_000, &mut errors);
     if errors.is_empty() {
         Ok((limit, offset))
     } else {

@@ -35,15 +35,13 @@ pub fn health_router() -> Router<AppState> {
 }
 
 fn wait_param(q: &QueryPairs) -> AppResult<Option<Duration>> {
-    let max = schedule::MAX_WAIT.as_secs();
-    match q.get("wait_seconds").map(str::parse::<u64>) {
-        None => Ok(None),
-        Some(Ok(n)) if n <= max => Ok(Some(Duration::from_secs(n))),
-        Some(_) => Err(AppError::validation(
-            "wait_seconds",
-            format!("must be an integer between 0 and {max}"),
-        )),
+    let mut errors = Vec::new();
+    let max = schedule::MAX_WAIT.as_secs() as i64;
+    let wait = q.int_opt("wait_seconds", 0..=max, &mut errors);
+    if !errors.is_empty() {
+        return Err(AppError::Validation(errors));
     }
+    Ok(wait.map(|n| Duration::from_secs(n as u64)))
 }
 
 async fn fan_out(state: &AppState, q: &QueryPairs) -> AppResult<Reply<fanout::Summary>> {
@@ -94,17 +92,6 @@ pub struct Changed {
     status: schedule::Status,
 }
 
-fn time_param(q: &QueryPairs, name: &str, max: i32) -> Result<Option<i32>, FieldError> {
-    match q.get(name).map(str::parse::<i32>) {
-        None => Ok(None),
-        Some(Ok(n)) if (0..=max).contains(&n) => Ok(Some(n)),
-        Some(_) => Err(FieldError::new(
-            name,
-            format!("must be an integer between 0 and {max}"),
-        )),
-    }
-}
-
 /// Enables the daily fan-out, optionally at a new `hour` (0–23) / `minute` (0–59) in
 /// `APP_TIMEZONE`. Persisted: every process follows within seconds.
 #[utoipa::path(post, path = "/scheduler/maintenance-reminder/start", tag = "reminders",
@@ -115,18 +102,15 @@ pub async fn start(
     _: Caller,
     q: QueryPairs,
 ) -> AppResult<Reply<Changed>> {
-    let hour = time_param(&q, "hour", 23);
-    let minute = time_param(&q, "minute", 59);
-    let errors: Vec<FieldError> = [&hour, &minute]
-        .into_iter()
-        .filter_map(|r| r.as_ref().err().cloned())
-        .collect();
+    let mut errors = Vec::new();
+    let hour = q.int_opt("hour", 0..=23, &mut errors);
+    let minute = q.int_opt("minute", 0..=59, &mut errors);
     if !errors.is_empty() {
         return Err(AppError::Validation(errors));
     }
     let current = schedule::load(&state.pool, &state.config).await?;
-    let hour = hour.ok().flatten().unwrap_or(current.hour);
-    let minute = minute.ok().flatten().unwrap_or(current.minute);
+    let hour = hour.map_or(current.hour, |h| h as i32);
+    let minute = minute.map_or(current.minute, |m| m as i32);
     schedule::set(&state.pool, &state.config, true, Some((hour, minute))).await?;
     let message =
         format!("Scheduler dimulai. Job akan berjalan setiap hari jam {hour:02}:{minute:02}");
