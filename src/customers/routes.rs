@@ -43,7 +43,7 @@ async fn one(state: &AppState, id: Uuid) -> AppResult<Customer> {
 }
 
 /// Create a customer, optionally with `vehicles: [{no_pol, model, next_visit_date}]`.
-#[utoipa::path(post, path = "/customers", tag = "customers",
+#[utoipa::path(post, path = "/customers", operation_id = "create_customer", tag = "customers",
     request_body = request::NewCustomer,
     responses((status = 201, description = "Created, with its vehicles", body = Envelope<Customer>),
         BadRequest, Unauthorized, Invalid, Unavailable),
@@ -72,7 +72,7 @@ pub struct CustomerPage {
 }
 
 /// Customers with their vehicles, newest first; `limit` (≤ 500) and `cursor`.
-#[utoipa::path(get, path = "/customers", tag = "customers",
+#[utoipa::path(get, path = "/customers", operation_id = "list_customers", tag = "customers",
     params(("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "default 50"),
         ("cursor" = Option<String>, Query, format = Uuid, description = "`next_cursor` of the previous page")),
     responses((status = 200, description = "A page of customers", body = Envelope<CustomerPage>),
@@ -100,7 +100,7 @@ pub async fn list(
 }
 
 /// One customer with its vehicles.
-#[utoipa::path(get, path = "/customers/{id}", tag = "customers",
+#[utoipa::path(get, path = "/customers/{id}", operation_id = "get_customer", tag = "customers",
     params(("id" = String, Path, format = Uuid, description = "the customer id")),
     responses((status = 200, description = "The customer", body = Envelope<Customer>),
         BadRequest, Unauthorized, NotFound, Unavailable),
@@ -115,7 +115,7 @@ pub async fn detail(
 }
 
 /// Change the given fields of a customer (`null` clears one).
-#[utoipa::path(put, path = "/customers/{id}", tag = "customers",
+#[utoipa::path(put, path = "/customers/{id}", operation_id = "update_customer", tag = "customers",
     params(("id" = String, Path, format = Uuid, description = "the customer id")),
     request_body = request::CustomerChanges,
     responses((status = 200, description = "The changed customer", body = Envelope<Customer>),
@@ -142,7 +142,7 @@ pub struct Deleted {
 }
 
 /// Delete a customer and its vehicles.
-#[utoipa::path(delete, path = "/customers/{id}", tag = "customers",
+#[utoipa::path(delete, path = "/customers/{id}", operation_id = "delete_customer", tag = "customers",
     params(("id" = String, Path, format = Uuid, description = "the customer id")),
     responses((status = 200, description = "Deleted", body = Envelope<Deleted>),
         BadRequest, Unauthorized, NotFound, Unavailable),
@@ -160,7 +160,7 @@ pub async fn remove(
 }
 
 /// Add a vehicle to a customer.
-#[utoipa::path(post, path = "/customers/{id}/vehicles", tag = "customers",
+#[utoipa::path(post, path = "/customers/{id}/vehicles", operation_id = "add_vehicle", tag = "customers",
     params(("id" = String, Path, format = Uuid, description = "the customer id")),
     request_body = request::VehicleFields,
     responses((status = 201, description = "Added", body = Envelope<Vehicle>),
@@ -181,7 +181,7 @@ pub async fn add_vehicle(
 }
 
 /// Change the given fields of a vehicle.
-#[utoipa::path(put, path = "/vehicles/{id}", tag = "customers",
+#[utoipa::path(put, path = "/vehicles/{id}", operation_id = "update_vehicle", tag = "customers",
     params(("id" = String, Path, format = Uuid, description = "the vehicle id")),
     request_body = request::VehicleFields,
     responses((status = 200, description = "The changed vehicle", body = Envelope<Vehicle>),
@@ -202,7 +202,7 @@ pub async fn update_vehicle(
 }
 
 /// Delete a vehicle.
-#[utoipa::path(delete, path = "/vehicles/{id}", tag = "customers",
+#[utoipa::path(delete, path = "/vehicles/{id}", operation_id = "delete_vehicle", tag = "customers",
     params(("id" = String, Path, format = Uuid, description = "the vehicle id")),
     responses((status = 200, description = "Deleted", body = Envelope<Deleted>),
         BadRequest, Unauthorized, NotFound, Unavailable),
@@ -242,7 +242,7 @@ pub const MAX_IMPORT: usize = 10_000;
 
 /// `{"customers": [...]}`: valid items are imported (in one transaction), each invalid one is
 /// reported with its index and errors.
-#[utoipa::path(post, path = "/customers/bulk-import", tag = "customers",
+#[utoipa::path(post, path = "/customers/bulk-import", operation_id = "import_customers", tag = "customers",
     request_body = request::CustomerImport,
     responses((status = 200, description = "What was imported and what was not (per item)", body = Envelope<ImportResult>),
         BadRequest, Unauthorized, Invalid, Unavailable),

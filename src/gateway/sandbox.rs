@@ -113,7 +113,7 @@ pub struct SandboxMessage {
 }
 
 /// What the sandbox received, newest first; `?to=` filters by number, `?limit=` (≤ 500).
-#[utoipa::path(get, path = "/sandbox/starsender/messages", tag = "sandbox",
+#[utoipa::path(get, path = "/sandbox/starsender/messages", operation_id = "list_sandbox_messages", tag = "sandbox",
     params(("to" = Option<String>, Query, description = "only this (normalized) number, e.g. `628123456789`"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "default 100")),
     responses((status = 200, description = "Messages the sandbox gateway received", body = Envelope<Vec<SandboxMessage>>),

@@ -320,6 +320,56 @@ mod tests {
     }
 
     #[test]
+    fn operation_ids_are_unique_and_links_name_them() {
+        let doc = document();
+        let mut ids = std::collections::HashSet::new();
+        for (method, path, op) in operations(&doc) {
+            let id = op["operationId"].as_str().unwrap().to_owned();
+            assert!(
+                ids.insert(id.clone()),
+                "{method} {path}: {id} is not unique"
+            );
+        }
+        let mut links = 0;
+        for (_, _, op) in operations(&doc) {
+            for response in op["responses"].as_object().unwrap().values() {
+                for link in response["links"]
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|l| l.values())
+                {
+                    let target = link["operationId"].as_str().unwrap();
+                    assert!(ids.contains(target), "link to {target}");
+                    links += 1;
+                }
+            }
+        }
+        assert!(links >= 8);
+    }
+
+    /// A body that may be empty is optional, never `null` (which would be a `400`).
+    #[test]
+    fn optional_bodies_are_not_nullable() {
+        let doc = document();
+        for (path, schema) in [
+            ("/manual-whatsapp/send-reminders", "SendReminders"),
+            ("/ops/jobs/requeue", "BulkRequeueRequest"),
+        ] {
+            let body = &doc["paths"][path]["post"]["requestBody"];
+            assert_eq!(body["required"], false, "{path}");
+            assert_eq!(
+                body["content"]["application/json"]["schema"]["$ref"],
+                format!("#/components/schemas/{schema}"),
+                "{path}"
+            );
+        }
+        assert_eq!(
+            doc["paths"]["/ops/purge"]["post"]["requestBody"]["required"],
+            true
+        );
+    }
+
+    #[test]
     fn every_reference_resolves() {
         fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
             match v {
@@ -410,6 +460,17 @@ mod tests {
             }
         }
         assert_eq!(seen, 4 + 4, "phone fields and parameters checked");
+
+        let mut job_ids = 0;
+        for (_, path, op) in operations(&doc) {
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                if path.starts_with("/ops/jobs") && (p["name"] == "id" || p["name"] == "cursor") {
+                    assert_eq!(p["schema"]["pattern"], crate::ops::JOB_ID_PATTERN, "{path}");
+                    job_ids += 1;
+                }
+            }
+        }
+        assert_eq!(job_ids, 4, "job id parameters checked");
     }
 
     /// What an error renders is what [`ErrorEnvelope`] documents.

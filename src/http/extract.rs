@@ -226,10 +226,16 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// An integer; `5.0` is one too (JSON and JSON Schema do not tell them apart, and some
+    /// clients write every number with a fraction).
     pub fn optional_i64(&mut self, field: &str) -> Option<i64> {
         match self.map.get(field) {
             None | Some(Value::Null) => None,
-            Some(Value::Number(n)) => match n.as_i64() {
+            Some(Value::Number(n)) => match n.as_i64().or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f >= -(2f64.powi(63)) && *f < 2f64.powi(63))
+                    .map(|f| f as i64)
+            }) {
                 Some(v) => Some(v),
                 None => {
                     self.error(field, "must be an integer");
@@ -241,6 +247,28 @@ impl<'a> Fields<'a> {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod field_tests {
+    use super::Fields;
+
+    #[test]
+    fn integers_may_be_written_with_a_zero_fraction() {
+        let body =
+            serde_json::json!({"a": 5, "b": 36500.0, "c": 2.5, "d": 1e300, "e": "5", "f": -3.0});
+        let map = body.as_object().unwrap();
+        let mut f = Fields::new(map);
+        assert_eq!(f.optional_i64("a"), Some(5));
+        assert_eq!(f.optional_i64("b"), Some(36_500));
+        assert_eq!(f.optional_i64("c"), None);
+        assert_eq!(f.optional_i64("d"), None);
+        assert_eq!(f.optional_i64("e"), None);
+        assert_eq!(f.optional_i64("f"), Some(-3));
+        assert_eq!(f.optional_i64("missing"), None);
+        let fields: Vec<&str> = f.errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["c", "d", "e"]);
     }
 }
 

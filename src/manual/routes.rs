@@ -79,7 +79,7 @@ async fn find(state: &AppState, id: Uuid) -> AppResult<Record> {
 }
 
 /// Create a record; `no_hp` is normalized; a `nopol` that exists → 409.
-#[utoipa::path(post, path = "/manual-whatsapp/", tag = "manual-whatsapp",
+#[utoipa::path(post, path = "/manual-whatsapp/", operation_id = "create_manual_record", tag = "manual-whatsapp",
     request_body = super::NewRecord,
     responses((status = 201, description = "Created", body = Envelope<Record>),
         (status = 409, description = "A record with this `nopol` exists", body = ErrorEnvelope),
@@ -109,7 +109,7 @@ pub struct RecordList {
 
 /// Every record (`active_only=true`: active ones), with totals; `limit` (≤ 1000, default 1000)
 /// and `offset`.
-#[utoipa::path(get, path = "/manual-whatsapp/", tag = "manual-whatsapp",
+#[utoipa::path(get, path = "/manual-whatsapp/", operation_id = "list_manual_records", tag = "manual-whatsapp",
     params(("active_only" = Option<bool>, Query, description = "`true`/`1` or `false`/`0` (default)"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "default 1000"),
         ("offset" = Option<i64>, Query, minimum = 0, maximum = 1000000000, description = "default 0")),
@@ -142,7 +142,7 @@ pub async fn list(
 }
 
 /// One record by id.
-#[utoipa::path(get, path = "/manual-whatsapp/{record_id}", tag = "manual-whatsapp",
+#[utoipa::path(get, path = "/manual-whatsapp/{record_id}", operation_id = "get_manual_record", tag = "manual-whatsapp",
     params(("record_id" = String, Path, format = Uuid, description = "the record id")),
     responses((status = 200, description = "The record", body = Envelope<Record>),
         BadRequest, Unauthorized, NotFound, Unavailable),
@@ -157,7 +157,7 @@ pub async fn detail(
 }
 
 /// One record by number plate (case-insensitive).
-#[utoipa::path(get, path = "/manual-whatsapp/by-nopol/{nopol}", tag = "manual-whatsapp",
+#[utoipa::path(get, path = "/manual-whatsapp/by-nopol/{nopol}", operation_id = "get_manual_record_by_nopol", tag = "manual-whatsapp",
     params(("nopol" = String, Path, description = "the number plate (case-insensitive)")),
     responses((status = 200, description = "The record", body = Envelope<Record>),
         BadRequest, Unauthorized, NotFound, Unavailable),
@@ -174,7 +174,7 @@ pub async fn by_nopol(
 }
 
 /// Changes the fields given (all optional; `null` clears the optional ones).
-#[utoipa::path(put, path = "/manual-whatsapp/{record_id}", tag = "manual-whatsapp",
+#[utoipa::path(put, path = "/manual-whatsapp/{record_id}", operation_id = "update_manual_record", tag = "manual-whatsapp",
     params(("record_id" = String, Path, format = Uuid, description = "the record id")),
     request_body = super::RecordChanges,
     responses((status = 200, description = "The changed record", body = Envelope<Record>),
@@ -199,7 +199,7 @@ pub async fn update(
 }
 
 /// Flips `is_active` between 1 and 0.
-#[utoipa::path(patch, path = "/manual-whatsapp/{record_id}/toggle-active", tag = "manual-whatsapp",
+#[utoipa::path(patch, path = "/manual-whatsapp/{record_id}/toggle-active", operation_id = "toggle_manual_record", tag = "manual-whatsapp",
     params(("record_id" = String, Path, format = Uuid, description = "the record id")),
     responses((status = 200, description = "The changed record", body = Envelope<Record>),
         BadRequest, Unauthorized, NotFound, Unavailable),
@@ -218,7 +218,7 @@ pub async fn toggle_active(
 
 /// Deletes a record (its reminder log goes with it; its messages are kept). The seed answered
 /// `204`; here the envelope says what was deleted.
-#[utoipa::path(delete, path = "/manual-whatsapp/{record_id}", tag = "manual-whatsapp",
+#[utoipa::path(delete, path = "/manual-whatsapp/{record_id}", operation_id = "delete_manual_record", tag = "manual-whatsapp",
     params(("record_id" = String, Path, format = Uuid, description = "the record id")),
     responses((status = 200, description = "Deleted", body = Envelope<RecordDeleted>),
         BadRequest, Unauthorized, NotFound, Unavailable),
@@ -268,7 +268,7 @@ const MAX_IMPORT: usize = 10_000;
 
 /// A JSON array of records or `{"customers": [...]}`: valid items are imported, each invalid
 /// one (bad field, nopol that exists or repeats) is reported with its index and reason.
-#[utoipa::path(post, path = "/manual-whatsapp/bulk-import", tag = "manual-whatsapp",
+#[utoipa::path(post, path = "/manual-whatsapp/bulk-import", operation_id = "import_manual_records", tag = "manual-whatsapp",
     request_body = super::RecordImport,
     responses((status = 200, description = "What was imported and what was not (per item)", body = Envelope<ImportResult>),
         BadRequest, Unauthorized, Invalid, Unavailable),
@@ -373,7 +373,7 @@ pub async fn bulk_import(
 /// Queues a reminder for every record with `0 <= next_service - today < days_threshold`
 /// (default 3), only active ones unless `only_active: false`; idempotent per record and day.
 /// `wait_seconds` (≤ 120, body or query) waits for the sends and reports `sent` / `failed`.
-#[utoipa::path(post, path = "/manual-whatsapp/send-reminders", tag = "manual-whatsapp",
+#[utoipa::path(post, path = "/manual-whatsapp/send-reminders", operation_id = "send_manual_reminders", tag = "manual-whatsapp",
     request_body(content = Option<super::SendReminders>, description = "optional: an empty body takes the defaults"),
     params(("wait_seconds" = Option<i64>, Query, minimum = 0, maximum = 120, description = "as `wait_seconds` of the body")),
     responses((status = 200, description = "What the pass queued, found queued or skipped", body = Envelope<remind::Summary>),
@@ -458,7 +458,7 @@ pub struct SingleReminder {
 
 /// Queues this record's reminder now, whatever its `next_service` window. Once per record and
 /// day (`already_queued` after that) unless `?force=true`.
-#[utoipa::path(post, path = "/manual-whatsapp/{record_id}/send-reminder", tag = "manual-whatsapp",
+#[utoipa::path(post, path = "/manual-whatsapp/{record_id}/send-reminder", operation_id = "send_manual_reminder", tag = "manual-whatsapp",
     params(("record_id" = String, Path, format = Uuid, description = "the record id"),
         ("force" = Option<bool>, Query, description = "`true`/`1`: another reminder even if today's is queued")),
     responses((status = 202, description = "Queued", body = Envelope<SingleReminder>),
@@ -537,7 +537,7 @@ pub struct CustomAccepted {
 }
 
 /// Queues a free-text message (≤ 2000 characters) to any number (kind `manual`).
-#[utoipa::path(post, path = "/manual-whatsapp/send-custom-message", tag = "manual-whatsapp",
+#[utoipa::path(post, path = "/manual-whatsapp/send-custom-message", operation_id = "send_custom_message", tag = "manual-whatsapp",
     request_body = super::CustomMessage,
     responses((status = 202, description = "Queued", body = Envelope<CustomAccepted>),
         BadRequest, Unauthorized, Invalid, Unavailable),
@@ -619,7 +619,7 @@ pub struct Stats {
 }
 
 /// Totals over the manual records.
-#[utoipa::path(get, path = "/manual-whatsapp/stats/summary", tag = "manual-whatsapp",
+#[utoipa::path(get, path = "/manual-whatsapp/stats/summary", operation_id = "manual_stats", tag = "manual-whatsapp",
     responses((status = 200, description = "Totals", body = Envelope<Stats>), Unauthorized, Unavailable),
     security(("bearer" = [])))]
 pub async fn stats(State(state): State<AppState>, _: Caller) -> AppResult<Reply<Stats>> {

@@ -122,10 +122,13 @@ async fn enqueue(
 }
 
 /// Queue a WhatsApp message (immediate, delayed or scheduled).
-#[utoipa::path(post, path = "/whatsapp/send", tag = "messages",
+#[utoipa::path(post, path = "/whatsapp/send", operation_id = "send_message", tag = "messages",
     request_body = super::request::SendRequest,
     params(IdempotencyKey),
-    responses((status = 202, description = "Queued (or scheduled)", body = Envelope<Accepted>),
+    responses((status = 202, description = "Queued (or scheduled)", body = Envelope<Accepted>,
+        links(
+            ("get_message" = (operation_id = "get_message", parameters(("id" = "$response.body#/data/id")))),
+            ("cancel_message" = (operation_id = "cancel_message", parameters(("id" = "$response.body#/data/id")))))),
         (status = 200, description = "`Idempotency-Key` replay: the message this key created, with its current status", body = Envelope<Accepted>),
         BadRequest, Unauthorized, KeyReused, Invalid, Unavailable),
     security(("bearer" = [])))]
@@ -141,7 +144,7 @@ pub async fn send(
 
 /// Queue a text message from query parameters `phone`, `message`. Without a token only when
 /// `PUBLIC_SEND_ENDPOINTS=true` (then limited per client address).
-#[utoipa::path(post, path = "/whatsapp/send-simple", tag = "messages",
+#[utoipa::path(post, path = "/whatsapp/send-simple", operation_id = "send_simple", tag = "messages",
     params(SimpleSend, IdempotencyKey),
     responses((status = 202, description = "Queued", body = Envelope<Accepted>),
         (status = 200, description = "`Idempotency-Key` replay", body = Envelope<Accepted>),
@@ -159,7 +162,7 @@ pub async fn send_simple(
 
 /// Queue a media message from query parameters `phone`, `message`, `file_url`. Without a token
 /// only when `PUBLIC_SEND_ENDPOINTS=true`.
-#[utoipa::path(post, path = "/whatsapp/send-with-file", tag = "messages",
+#[utoipa::path(post, path = "/whatsapp/send-with-file", operation_id = "send_with_file", tag = "messages",
     params(SimpleSend, FileSend, IdempotencyKey),
     responses((status = 202, description = "Queued", body = Envelope<Accepted>),
         (status = 200, description = "`Idempotency-Key` replay", body = Envelope<Accepted>),
@@ -177,7 +180,7 @@ pub async fn send_with_file(
 
 /// Queue a message for `schedule_timestamp_ms` (unix milliseconds: at most 60 s in the past
 /// and 366 days ahead). Without a token only when `PUBLIC_SEND_ENDPOINTS=true`.
-#[utoipa::path(post, path = "/whatsapp/send-scheduled", tag = "messages",
+#[utoipa::path(post, path = "/whatsapp/send-scheduled", operation_id = "send_scheduled", tag = "messages",
     params(SimpleSend, ScheduledSend, IdempotencyKey),
     responses((status = 202, description = "Scheduled", body = Envelope<Accepted>),
         (status = 200, description = "`Idempotency-Key` replay", body = Envelope<Accepted>),
@@ -247,9 +250,13 @@ pub struct History {
 }
 
 /// One message with its status history.
-#[utoipa::path(get, path = "/whatsapp/messages/{id}", tag = "messages",
+#[utoipa::path(get, path = "/whatsapp/messages/{id}", operation_id = "get_message", tag = "messages",
     params(("id" = String, Path, format = Uuid, description = "the message id")),
-    responses((status = 200, description = "The message and its attempts", body = Envelope<MessageDetail>),
+    responses((status = 200, description = "The message and its attempts", body = Envelope<MessageDetail>,
+        links(
+            ("get_job" = (operation_id = "get_job", parameters(("id" = "$response.body#/data/job_id")))),
+            ("requeue_job" = (operation_id = "requeue_job", parameters(("id" = "$response.body#/data/job_id")))),
+            ("cancel_job" = (operation_id = "cancel_job", parameters(("id" = "$response.body#/data/job_id")))))),
         BadRequest, Unauthorized, NotFound, Unavailable),
     security(("bearer" = [])))]
 pub async fn detail(
@@ -284,7 +291,7 @@ pub struct MessagePage {
 }
 
 /// Messages, newest first; filters `status`, `kind`, `to`; `limit` ≤ 500; `cursor`.
-#[utoipa::path(get, path = "/whatsapp/messages", tag = "messages",
+#[utoipa::path(get, path = "/whatsapp/messages", operation_id = "list_messages", tag = "messages",
     params(("status" = Option<Status>, Query), ("kind" = Option<Kind>, Query),
         ("to" = Option<String>, Query, description = "a phone number, any spelling",
             pattern = r"^\s*\+?[ ().-]*(?:0[ ().-]*(?:[0-9][ ().-]*){8,13}|8[ ().-]*(?:[0-9][ ().-]*){7,12}|[1-79][ ().-]*(?:[0-9][ ().-]*){9,14})\s*$"),
@@ -351,7 +358,7 @@ pub async fn list(
 }
 
 /// Cancel a message that is not yet sent.
-#[utoipa::path(post, path = "/whatsapp/messages/{id}/cancel", tag = "messages",
+#[utoipa::path(post, path = "/whatsapp/messages/{id}/cancel", operation_id = "cancel_message", tag = "messages",
     params(("id" = String, Path, format = Uuid, description = "the message id")),
     responses((status = 200, description = "Cancelled", body = Envelope<Message>),
         (status = 409, description = "The message is being sent or is finished", body = crate::http::envelope::ErrorEnvelope),

@@ -20,6 +20,10 @@ pub const QUEUES: [&str; 2] = [SEND_QUEUE, FANOUT_QUEUE];
 /// The ops job statuses (the `job_states` view).
 pub const STATES: [&str; 5] = ["pending", "running", "done", "failed", "cancelled"];
 
+/// A job id (a ULID, Crockford base32 in either case) as `ulid::Ulid::from_string` reads it, for
+/// the OpenAPI document (the annotations repeat it; a test checks them).
+pub const JOB_ID_PATTERN: &str = "^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$";
+
 /// A queue name (the values of [`QUEUES`]), for the OpenAPI document.
 #[derive(Serialize, utoipa::ToSchema)]
 #[allow(dead_code)]
@@ -366,4 +370,35 @@ pub async fn set_paused(pool: &PgPool, queue: &str, paused: bool, by: &str) -> s
             .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_job_id_pattern_is_what_the_api_reads() {
+        let pattern = regex::Regex::new(JOB_ID_PATTERN).unwrap();
+        let id = ulid::Ulid::from_parts(1_796_000_000_000, 42).to_string();
+        for raw in [
+            id.clone(),
+            id.to_lowercase(),
+            "01ARZ3NDEKTSV4RRFFQ69G5FAV".into(),
+            "01ARZ3NDEKTSV4RRFFQ69G5FA".into(),
+            "01ARZ3NDEKTSV4RRFFQ69G5FAVX".into(),
+            "01ARZ3NDEKTSV4RRFFQ69G5FAI".into(),
+            "01ARZ3NDEKTSV4RRFFQ69G5FAL".into(),
+            "01ARZ3NDEKTSV4RRFFQ69G5FAO".into(),
+            "01ARZ3NDEKTSV4RRFFQ69G5FAU".into(),
+            "ZZZZZZZZZZZZZZZZZZZZZZZZZZ".into(),
+            "01ARZ3NDEKTSV4RRFFQ69G5FA-".into(),
+            String::new(),
+        ] {
+            assert_eq!(
+                pattern.is_match(&raw),
+                ulid::Ulid::from_string(&raw).is_ok(),
+                "{raw:?}"
+            );
+        }
+    }
 }

@@ -40,7 +40,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The operator's page (embedded in the binary; nothing is fetched from the internet).
-#[utoipa::path(get, path = "/ops/ui", tag = "ops",
+#[utoipa::path(get, path = "/ops/ui", operation_id = "ops_ui", tag = "ops",
     responses((status = 200, description = "The page (its calls carry the pasted token)", content_type = "text/html", body = String)))]
 pub async fn ui() -> Html<&'static str> {
     Html(include_str!("../../assets/ops.html"))
@@ -62,7 +62,7 @@ fn known_queue(raw: &str) -> AppResult<&'static str> {
 }
 
 /// Per queue: job counts by status, the oldest due pending job's age, whether it is paused.
-#[utoipa::path(get, path = "/ops/queues", tag = "ops",
+#[utoipa::path(get, path = "/ops/queues", operation_id = "list_queues", tag = "ops",
     responses((status = 200, description = "Every queue", body = Envelope<Vec<QueueSummary>>),
         Unauthorized, Forbidden, Unavailable),
     security(("bearer" = [])))]
@@ -81,7 +81,7 @@ pub struct Paused {
 
 /// Stops every process from taking jobs of the queue (within a second); nothing is lost and no
 /// attempt is spent. Persisted until resumed.
-#[utoipa::path(post, path = "/ops/queues/{queue}/pause", tag = "ops",
+#[utoipa::path(post, path = "/ops/queues/{queue}/pause", operation_id = "pause_queue", tag = "ops",
     params(("queue" = super::QueueName, Path)),
     responses((status = 200, description = "Paused", body = Envelope<Paused>),
         (status = 404, description = "No such queue", body = ErrorEnvelope),
@@ -105,7 +105,7 @@ pub async fn pause(
 }
 
 /// Lets every process take jobs of the queue again (jobs that came due meanwhile run now).
-#[utoipa::path(post, path = "/ops/queues/{queue}/resume", tag = "ops",
+#[utoipa::path(post, path = "/ops/queues/{queue}/resume", operation_id = "resume_queue", tag = "ops",
     params(("queue" = super::QueueName, Path)),
     responses((status = 200, description = "Resumed", body = Envelope<Paused>),
         (status = 404, description = "No such queue", body = ErrorEnvelope),
@@ -136,12 +136,16 @@ pub struct JobPage {
 
 /// Jobs, newest first: filters `queue`, `status` (pending, running, done, failed, cancelled),
 /// `message_id`; `limit` (≤ 500, default 50) and `cursor`.
-#[utoipa::path(get, path = "/ops/jobs", tag = "ops",
+#[utoipa::path(get, path = "/ops/jobs", operation_id = "list_jobs", tag = "ops",
     params(("queue" = Option<super::QueueName>, Query), ("status" = Option<super::JobStatus>, Query),
         ("message_id" = Option<String>, Query, format = Uuid),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "default 50"),
-        ("cursor" = Option<String>, Query, pattern = "^[0-9A-Za-z]{26}$", description = "`next_cursor` of the previous page")),
-    responses((status = 200, description = "A page of jobs", body = Envelope<JobPage>),
+        ("cursor" = Option<String>, Query, pattern = "^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$", description = "`next_cursor` of the previous page")),
+    responses((status = 200, description = "A page of jobs", body = Envelope<JobPage>,
+        links(
+            ("get_job" = (operation_id = "get_job", parameters(("id" = "$response.body#/data/items/0/id")))),
+            ("requeue_job" = (operation_id = "requeue_job", parameters(("id" = "$response.body#/data/items/0/id")))),
+            ("cancel_job" = (operation_id = "cancel_job", parameters(("id" = "$response.body#/data/items/0/id")))))),
         BadRequest, Unauthorized, Forbidden, Invalid, Unavailable),
     security(("bearer" = [])))]
 pub async fn jobs(
@@ -217,8 +221,8 @@ pub struct JobDetail {
 }
 
 /// One job: payload, attempts, `run_at`, last error, lock holder, timestamps, and its message.
-#[utoipa::path(get, path = "/ops/jobs/{id}", tag = "ops",
-    params(("id" = String, Path, pattern = "^[0-9A-Za-z]{26}$", description = "the job id (a ULID)")),
+#[utoipa::path(get, path = "/ops/jobs/{id}", operation_id = "get_job", tag = "ops",
+    params(("id" = String, Path, pattern = "^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$", description = "the job id (a ULID)")),
     responses((status = 200, description = "The job, its payload and its message", body = Envelope<JobDetail>),
         BadRequest, Unauthorized, Forbidden, NotFound, Unavailable),
     security(("bearer" = [])))]
@@ -260,8 +264,8 @@ fn changed(result: Changed, id: &str, done: &str) -> AppResult<Reply<Job>> {
 
 /// A `failed` or `cancelled` job runs again now with fresh attempts; its message goes back to
 /// `queued`. Any other status → 409.
-#[utoipa::path(post, path = "/ops/jobs/{id}/requeue", tag = "ops",
-    params(("id" = String, Path, pattern = "^[0-9A-Za-z]{26}$", description = "the job id (a ULID)")),
+#[utoipa::path(post, path = "/ops/jobs/{id}/requeue", operation_id = "requeue_job", tag = "ops",
+    params(("id" = String, Path, pattern = "^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$", description = "the job id (a ULID)")),
     responses((status = 200, description = "Requeued", body = Envelope<Job>),
         (status = 409, description = "The job is neither `failed` nor `cancelled`", body = ErrorEnvelope),
         BadRequest, Unauthorized, Forbidden, NotFound, Unavailable),
@@ -278,8 +282,8 @@ pub async fn requeue(
 }
 
 /// A `pending` job is cancelled with its message; a running or finished one → 409.
-#[utoipa::path(post, path = "/ops/jobs/{id}/cancel", tag = "ops",
-    params(("id" = String, Path, pattern = "^[0-9A-Za-z]{26}$", description = "the job id (a ULID)")),
+#[utoipa::path(post, path = "/ops/jobs/{id}/cancel", operation_id = "cancel_job", tag = "ops",
+    params(("id" = String, Path, pattern = "^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$", description = "the job id (a ULID)")),
     responses((status = 200, description = "Cancelled, with its message", body = Envelope<Job>),
         (status = 409, description = "The job is not `pending`", body = ErrorEnvelope),
         BadRequest, Unauthorized, Forbidden, NotFound, Unavailable),
@@ -314,7 +318,7 @@ fn timestamp(f: &mut Fields<'_>, field: &str) -> Option<DateTime<Utc>> {
 
 /// Bulk requeue: `{queue?, status: "failed", failed_after?, failed_before?, limit? (≤ 10000,
 /// default 1000)}` → `{requeued: n}` (oldest first; `cancelled` may be requeued the same way).
-#[utoipa::path(post, path = "/ops/jobs/requeue", tag = "ops",
+#[utoipa::path(post, path = "/ops/jobs/requeue", operation_id = "requeue_jobs", tag = "ops",
     request_body(content = Option<super::BulkRequeueRequest>, description = "optional: an empty body requeues up to 1000 failed jobs"),
     responses((status = 200, description = "How many jobs were requeued", body = Envelope<Requeued>),
         BadRequest, Unauthorized, Forbidden, Invalid, Unavailable),
@@ -378,7 +382,7 @@ pub struct Purged {
 
 /// Deletes `done` and `cancelled` jobs that finished more than `older_than_days` days ago
 /// (messages and reminders are kept) → `{purged: n}`.
-#[utoipa::path(post, path = "/ops/purge", tag = "ops",
+#[utoipa::path(post, path = "/ops/purge", operation_id = "purge_jobs", tag = "ops",
     request_body = super::PurgeRequest,
     responses((status = 200, description = "How many jobs were deleted", body = Envelope<Purged>),
         BadRequest, Unauthorized, Forbidden, Invalid, Unavailable),

@@ -105,7 +105,7 @@ const COLUMNS: &str =
     "id, id_customer, id_vehicle, last_message_date, frequency, created_at, updated_at";
 
 /// Every report row, most recently messaged first; `limit` (≤ 1000, default 100), `offset`.
-#[utoipa::path(get, path = "/whatsapp-report/", tag = "whatsapp-report",
+#[utoipa::path(get, path = "/whatsapp-report/", operation_id = "list_reports", tag = "whatsapp-report",
     params(("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "default 100"),
         ("offset" = Option<i64>, Query, minimum = 0, maximum = 1000000000, description = "default 0")),
     responses((status = 200, description = "Report rows", body = Envelope<Vec<Report>>),
@@ -128,7 +128,7 @@ pub async fn list(
 }
 
 /// Report rows with the customer's name and phone and the vehicle's model and number plate.
-#[utoipa::path(get, path = "/whatsapp-report/detail", tag = "whatsapp-report",
+#[utoipa::path(get, path = "/whatsapp-report/detail", operation_id = "list_report_details", tag = "whatsapp-report",
     params(("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "default 100"),
         ("offset" = Option<i64>, Query, minimum = 0, maximum = 1000000000, description = "default 0")),
     responses((status = 200, description = "Report rows with customer and vehicle", body = Envelope<Vec<ReportDetail>>),
@@ -157,7 +157,7 @@ pub async fn detail(
 }
 
 /// Totals over all customer + vehicle pairs.
-#[utoipa::path(get, path = "/whatsapp-report/statistics", tag = "whatsapp-report",
+#[utoipa::path(get, path = "/whatsapp-report/statistics", operation_id = "report_statistics", tag = "whatsapp-report",
     responses((status = 200, description = "Totals", body = Envelope<Statistics>), Unauthorized, Unavailable),
     security(("bearer" = [])))]
 pub async fn statistics(State(state): State<AppState>, _: Caller) -> AppResult<Reply<Statistics>> {
@@ -185,7 +185,7 @@ pub async fn statistics(State(state): State<AppState>, _: Caller) -> AppResult<R
 }
 
 /// The report rows of one customer (one per reminded vehicle).
-#[utoipa::path(get, path = "/whatsapp-report/customer/{id_customer}", tag = "whatsapp-report",
+#[utoipa::path(get, path = "/whatsapp-report/customer/{id_customer}", operation_id = "customer_reports", tag = "whatsapp-report",
     params(("id_customer" = String, Path, format = Uuid, description = "the customer id")),
     responses((status = 200, description = "The customer's rows (none: an empty list)", body = Envelope<Vec<Report>>),
         (status = 404, description = "The id is not a UUID", body = crate::http::envelope::ErrorEnvelope),
@@ -207,7 +207,7 @@ pub async fn by_customer(
 }
 
 /// The report row of one customer + vehicle.
-#[utoipa::path(get, path = "/whatsapp-report/customer/{id_customer}/vehicle/{id_vehicle}", tag = "whatsapp-report",
+#[utoipa::path(get, path = "/whatsapp-report/customer/{id_customer}/vehicle/{id_vehicle}", operation_id = "customer_vehicle_report", tag = "whatsapp-report",
     params(("id_customer" = String, Path, format = Uuid, description = "the customer id"),
         ("id_vehicle" = String, Path, format = Uuid, description = "the vehicle id")),
     responses((status = 200, description = "The row", body = Envelope<Report>),
@@ -236,7 +236,7 @@ pub async fn by_customer_vehicle(
 }
 
 /// Deletes one report row.
-#[utoipa::path(delete, path = "/whatsapp-report/{report_id}", tag = "whatsapp-report",
+#[utoipa::path(delete, path = "/whatsapp-report/{report_id}", operation_id = "delete_report", tag = "whatsapp-report",
     params(("report_id" = String, Path, format = Uuid, description = "the report row id")),
     responses((status = 200, description = "Deleted", body = Envelope<ReportDeleted>),
         BadRequest, Unauthorized, NotFound, Unavailable),
@@ -264,7 +264,7 @@ pub async fn remove(
 
 /// Sets `frequency` back to 0: all rows, or one customer's (`id_customer`), or one customer +
 /// vehicle (`id_customer` and `id_vehicle`). Rows are kept.
-#[utoipa::path(post, path = "/whatsapp-report/reset-frequency", tag = "whatsapp-report",
+#[utoipa::path(post, path = "/whatsapp-report/reset-frequency", operation_id = "reset_report_frequency", tag = "whatsapp-report",
     params(("id_customer" = Option<String>, Query, format = Uuid), ("id_vehicle" = Option<String>, Query, format = Uuid)),
     responses((status = 200, description = "How many rows were reset", body = Envelope<Count>),
         BadRequest, Unauthorized, Invalid, Unavailable),

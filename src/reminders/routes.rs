@@ -67,7 +67,7 @@ async fn fan_out(state: &AppState, q: &QueryPairs) -> AppResult<Reply<fanout::Su
 
 /// Runs today's fan-out now (idempotent per vehicle and date); `wait_seconds` (≤ 120) waits for
 /// the sends and reports `sent` / `failed` per vehicle.
-#[utoipa::path(post, path = "/customers/send-maintenance-reminder", tag = "reminders",
+#[utoipa::path(post, path = "/customers/send-maintenance-reminder", operation_id = "send_maintenance_reminders", tag = "reminders",
     params(("wait_seconds" = Option<i64>, Query, minimum = 0, maximum = 120, description = "wait up to this many seconds for the sends and report `sent` / `failed`")),
     responses((status = 200, description = "What the pass queued, found queued or skipped", body = Envelope<fanout::Summary>),
         BadRequest, Unauthorized, Invalid, Unavailable),
@@ -81,7 +81,7 @@ pub async fn send_now(
 }
 
 /// The same as `/customers/send-maintenance-reminder`.
-#[utoipa::path(post, path = "/scheduler/maintenance-reminder/run-now", tag = "reminders",
+#[utoipa::path(post, path = "/scheduler/maintenance-reminder/run-now", operation_id = "run_reminders_now", tag = "reminders",
     params(("wait_seconds" = Option<i64>, Query, minimum = 0, maximum = 120, description = "wait up to this many seconds for the sends and report `sent` / `failed`")),
     responses((status = 200, description = "What the pass queued, found queued or skipped", body = Envelope<fanout::Summary>),
         BadRequest, Unauthorized, Invalid, Unavailable),
@@ -104,7 +104,7 @@ pub struct Changed {
 
 /// Enables the daily fan-out, optionally at a new `hour` (0–23) / `minute` (0–59) in
 /// `APP_TIMEZONE`. Persisted: every process follows within seconds.
-#[utoipa::path(post, path = "/scheduler/maintenance-reminder/start", tag = "reminders",
+#[utoipa::path(post, path = "/scheduler/maintenance-reminder/start", operation_id = "start_scheduler", tag = "reminders",
     params(("hour" = Option<i64>, Query, minimum = 0, maximum = 23), ("minute" = Option<i64>, Query, minimum = 0, maximum = 59)),
     responses((status = 200, description = "Enabled; the new status", body = Envelope<Changed>),
         BadRequest, Unauthorized, Invalid, Unavailable),
@@ -137,7 +137,7 @@ pub async fn start(
 }
 
 /// Disables the daily fan-out (persisted). `run-now` still works.
-#[utoipa::path(post, path = "/scheduler/maintenance-reminder/stop", tag = "reminders",
+#[utoipa::path(post, path = "/scheduler/maintenance-reminder/stop", operation_id = "stop_scheduler", tag = "reminders",
     responses((status = 200, description = "Disabled; the new status", body = Envelope<Changed>),
         Unauthorized, Unavailable),
     security(("bearer" = [])))]
@@ -155,7 +155,7 @@ pub async fn stop(State(state): State<AppState>, _: Caller) -> AppResult<Reply<C
 }
 
 /// `{running, jobs: [{id, name, next_run_time, trigger}], last_run}`.
-#[utoipa::path(get, path = "/scheduler/maintenance-reminder/status", tag = "reminders",
+#[utoipa::path(get, path = "/scheduler/maintenance-reminder/status", operation_id = "scheduler_status", tag = "reminders",
     responses((status = 200, description = "The schedule and its last run", body = Envelope<schedule::Status>),
         Unauthorized, Unavailable),
     security(("bearer" = [])))]
@@ -177,7 +177,7 @@ pub struct SchedulerHealth {
 
 /// No auth. `healthy` when the schedule is enabled and its last tick has a fan-out that did not
 /// fail; always `200` (the body says which).
-#[utoipa::path(get, path = "/health/scheduler", tag = "health",
+#[utoipa::path(get, path = "/health/scheduler", operation_id = "scheduler_health", tag = "health",
     responses((status = 200, description = "Healthy or not (the body says which)", body = Envelope<SchedulerHealth>),
         Unavailable))]
 pub async fn health(State(state): State<AppState>) -> AppResult<Reply<SchedulerHealth>> {
@@ -233,7 +233,7 @@ pub enum ReminderStatus {
 
 /// The reminder log, newest first: filters `date` (YYYY-MM-DD), `status`, `vehicle_id`;
 /// `limit` (≤ 500) and `cursor`.
-#[utoipa::path(get, path = "/reminders", tag = "reminders",
+#[utoipa::path(get, path = "/reminders", operation_id = "list_reminders", tag = "reminders",
     params(("date" = Option<String>, Query, format = Date, description = "the reminder date"),
         ("status" = Option<ReminderStatus>, Query),
         ("vehicle_id" = Option<String>, Query, format = Uuid),
