@@ -130,7 +130,8 @@ async fn bench(config: &Config, admin_url: &str, args: &BenchArgs) -> anyhow::Re
             &gateway,
             &[("WORKER_CONCURRENCY", args.concurrency.to_string())],
         )?;
-        let pool = crate::db::connect(&scratch.url, crate::db::pool_size(&shape)).await?;
+        let budget = app::budget(&shape, ProcessRole::Serve)?;
+        let pool = crate::db::connect(&scratch.url, budget.main).await?;
         crate::db::migrate(&pool).await?;
         let result = match part.as_str() {
             "enqueue" => enqueue_rate(config, &pool, &gateway, args).await,

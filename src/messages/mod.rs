@@ -4,6 +4,7 @@
 //! [`job`] is the worker that throttles, calls the gateway and records the outcome,
 //! [`routes`] is the HTTP surface.
 
+pub mod decide;
 pub mod job;
 pub mod phone;
 pub mod repo;
@@ -76,6 +77,17 @@ impl Status {
         .into_iter()
         .find(|st| st.as_str() == s)
     }
+}
+
+/// A message that just moved to `status` (sent, failed, cancelled, or queued again by a
+/// requeue), handed to the modules whose rows follow their message (`reminders::log::follow`,
+/// `manual::repo::follow`) in the same transaction.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub message_id: Uuid,
+    pub status: Status,
+    /// Why it failed (the reminder row keeps it as its reason).
+    pub error: Option<String>,
 }
 
 /// A stored message as clients see it.

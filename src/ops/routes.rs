@@ -85,7 +85,7 @@ pub async fn pause(
     Path(queue): Path<String>,
 ) -> AppResult<Reply<Paused>> {
     let queue = known_queue(&queue)?;
-    super::set_paused(&state.pool, queue, true, &caller.sub).await?;
+    crate::queue::pause::set_paused(&state.pool, queue, true, &caller.sub).await?;
     tracing::warn!(queue, by = caller.sub, "queue paused");
     Ok(Reply::ok(
         Paused {
@@ -105,7 +105,7 @@ pub async fn resume(
     Path(queue): Path<String>,
 ) -> AppResult<Reply<Paused>> {
     let queue = known_queue(&queue)?;
-    super::set_paused(&state.pool, queue, false, &caller.sub).await?;
+    crate::queue::pause::set_paused(&state.pool, queue, false, &caller.sub).await?;
     tracing::warn!(queue, by = caller.sub, "queue resumed");
     Ok(Reply::ok(
         Paused {

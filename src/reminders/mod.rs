@@ -3,9 +3,11 @@
 //!
 //! Follow the names: [`fanout`] is one pass (set-wise, a page of vehicles per transaction),
 //! [`schedule`] decides when a pass runs (apalis-cron ticks, ticks claimed in the database),
-//! [`report`] is the `whatsapp_report` table, [`routes`] the HTTP surface.
+//! [`log`] keeps each reminder row in step with its message, [`report`] is the
+//! `whatsapp_report` table, [`routes`] the HTTP surface.
 
 pub mod fanout;
+pub mod log;
 pub mod report;
 pub mod routes;
 pub mod schedule;

@@ -420,6 +420,11 @@ pub fn token(sub: &str, role: Role, ttl: Duration) -> String {
         .expect("token")
 }
 
+/// A token with the ops role.
+pub fn ops_token() -> String {
+    token("operator", Role::Ops, Duration::from_secs(3600))
+}
+
 pub fn id_of(body: &Value) -> String {
     body["data"]["id"]
         .as_str()

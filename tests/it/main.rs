@@ -8,6 +8,7 @@ mod customers;
 mod durability;
 mod manual;
 mod ops;
+mod queue;
 mod reminders;
 mod retries;
 mod sending;
