@@ -1,4 +1,4 @@
-//! Starting a process in one of its roles (SPEC §1): database, HTTP, workers, shutdown.
+//! Starting a process in one of its roles (README "Commands"): database, HTTP, workers, shutdown.
 
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 

@@ -1,6 +1,6 @@
 //! Configuration from the environment (and `.env`), parsed once at start-up.
 //!
-//! Every variable of SPEC §2 lives here with its default. A bad value stops start-up with an error
+//! Every variable of README "Configuration" lives here with its default. A bad value stops start-up with an error
 //! that names the variable; secrets are wrapped so that `Debug` never prints them.
 
 use std::{collections::HashMap, fmt, net::SocketAddr, path::PathBuf, time::Duration};

@@ -1,4 +1,4 @@
-//! The StarSender gateway: the request we send and how we read its answer (SPEC §4).
+//! The StarSender gateway: the request we send and how we read its answer (README "Sending").
 
 pub mod sandbox;
 
@@ -32,7 +32,7 @@ pub enum Outcome {
     Ambiguous { class: Class, error: String },
 }
 
-/// The gateway response classes of `bengkel_gateway_responses_total` (SPEC §8).
+/// The gateway response classes of `bengkel_gateway_responses_total` (README "Operations").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
     Ok,
@@ -210,7 +210,7 @@ fn classify_transport_error(e: &reqwest::Error) -> Outcome {
     }
 }
 
-/// The table of SPEC §4, from status and body.
+/// The table of README "Sending", from status and body.
 /// Attaches a `Retry-After` to a retryable outcome.
 fn with_retry_after(outcome: Outcome, after: Option<Duration>) -> Outcome {
     match outcome {

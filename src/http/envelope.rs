@@ -1,4 +1,4 @@
-//! The response envelope `{success, data, message, errors?}` (SPEC §3).
+//! The response envelope `{success, data, message, errors?}` (README "HTTP API").
 
 use axum::{
     Json,

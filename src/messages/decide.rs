@@ -1,5 +1,5 @@
 //! What a gateway outcome does to a message: one pure function, [`decide`], applied by the send
-//! job (`job.rs`) and the queue (`queue::settle`). The table is SPEC §4's; the waits are the
+//! job (`job.rs`) and the queue (`queue::settle`). The table is README "Message lifecycle"; the waits are the
 //! backoff's, lengthened after a 429 or a timeout (the gateway is struggling: coming back at once
 //! makes it worse) and never shorter than the gateway's `Retry-After` (capped).
 
@@ -43,7 +43,7 @@ pub enum Decision {
     Fail {
         reason: String,
     },
-    /// Held back without spending an attempt (a paused queue; SPEC §9's holds).
+    /// Held back without spending an attempt (a paused queue; the delivery policy's holds).
     Snooze {
         until: DateTime<Utc>,
         reason: String,

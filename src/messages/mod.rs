@@ -128,7 +128,7 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
-/// What a `202` answers with (SPEC §4).
+/// What a `202` answers with (README "Sending").
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Accepted {
     pub id: Uuid,

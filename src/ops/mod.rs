@@ -1,4 +1,4 @@
-//! Operations (SPEC §8): what operators see and change about jobs and queues. Every change to a
+//! Operations (README "Operations"): what operators see and change about jobs and queues. Every change to a
 //! send job changes its message (and reminder) in the same transaction. [`routes`] is the HTTP
 //! surface (role `ops`), [`retention`] the hourly clean-up. The job rows themselves are changed
 //! by the queue's verbs (`queue::requeue`, `cancel_waiting`, `purge`), the messages by

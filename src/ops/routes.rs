@@ -1,4 +1,4 @@
-//! `/ops/*` (SPEC §8), role `ops`; and `/ops/ui`, the operator's page (no auth for the page
+//! `/ops/*` (README "Operations"), role `ops`; and `/ops/ui`, the operator's page (no auth for the page
 //! itself; every call it makes carries the token the operator pastes).
 
 use axum::{

@@ -172,7 +172,7 @@ pub enum Verdict {
     /// Finished without success; no further runs.
     Fail { attempts: i32, reason: String },
     /// Back to the queue until `until`, **no attempt spent**, no slot held: a paused queue, and
-    /// (SPEC §9) every hold of the delivery policy.
+    /// every hold of the delivery policy.
     Snooze {
         until: DateTime<Utc>,
         reason: String,

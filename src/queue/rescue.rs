@@ -15,7 +15,7 @@
 //!   with it) and not in flight here: released by the process itself, within a beat.
 //!
 //! A rescued job keeps its attempts; if its run had reached the gateway, its message is
-//! `sending` and the next run treats it as ambiguous (SPEC §4), counting that attempt then.
+//! `sending` and the next run treats it as ambiguous (README "Sending"), counting that attempt then.
 //! See `docs/guarantees.md`.
 
 use std::{

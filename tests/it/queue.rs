@@ -6,7 +6,7 @@ use std::time::Duration;
 use bengkel_whatsapp::app::ProcessRole;
 use serde_json::json;
 
-use crate::helpers::{Options, TestApp, id_of, ops_token};
+use crate::helpers::{Options, RealProcess, TestApp, gateway_error, id_of, ops_token};
 
 /// Jobs that apalis calls finished (`Done`/`Killed`) while their message is still waiting or
 /// sending: accepted with 202, never delivered, invisible. Must always be empty.
@@ -65,4 +65,34 @@ async fn messages_accepted_while_paused_are_all_sent_after_many_pause_resume_cyc
         all.len(),
         "each message sent once"
     );
+}
+
+#[tokio::test]
+async fn the_attempt_limit_stored_with_the_job_wins_over_the_workers_setting() {
+    let app = TestApp::spawn_with(Options {
+        role: ProcessRole::Api,
+        gateway_ok: false,
+        env: vec![("SEND_MAX_ATTEMPTS", "2".into())],
+    })
+    .await;
+    app.gateway
+        .respond_times(
+            gateway_error(500, json!({"success": false, "message": "down"})),
+            100,
+        )
+        .await;
+    let (status, body) = app
+        .send(json!({"to": "0812 3456 789", "body": "limited"}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = id_of(&body);
+    let _worker = RealProcess::start_with(&app, "worker", &[("SEND_MAX_ATTEMPTS", "4")]);
+    let m = app
+        .wait_for_status(&id, "failed", Duration::from_secs(30))
+        .await;
+    assert_eq!(m["attempts"], 2, "{m}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(app.gateway.calls().await, 2, "no third attempt");
+    let job = app.job_of(&id).await;
+    assert_eq!((job.status.as_str(), job.attempts), ("Killed", 2));
 }
