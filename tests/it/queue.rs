@@ -96,3 +96,67 @@ async fn the_attempt_limit_stored_with_the_job_wins_over_the_workers_setting() {
     let job = app.job_of(&id).await;
     assert_eq!((job.status.as_str(), job.attempts), ("Killed", 2));
 }
+
+#[tokio::test]
+async fn a_worker_never_opens_more_connections_than_its_budget() {
+    let app = TestApp::spawn_with(Options {
+        role: ProcessRole::Api,
+        ..Options::default()
+    })
+    .await;
+    for i in 0..300 {
+        let (status, _) = app
+            .send(json!({"to": "0812 3456 789", "body": format!("budget {i}")}))
+            .await;
+        assert_eq!(status, 202);
+    }
+    let worker = RealProcess::start_with(
+        &app,
+        "worker",
+        &[("WORKER_CONCURRENCY", "16"), ("DB_MAX_CONNECTIONS", "8")],
+    );
+    let name = format!("bengkel-whatsapp/{}", worker.pid());
+    let mut most = 0i64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let open: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
+                .bind(&name)
+                .fetch_one(&app.db.pool)
+                .await
+                .unwrap();
+        most = most.max(open);
+        let unsent: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM messages WHERE status <> 'sent'")
+                .fetch_one(&app.db.pool)
+                .await
+                .unwrap();
+        if unsent == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{unsent} not sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(most >= 3, "the worker was seen connected ({most})");
+    assert!(most <= 8, "{most} connections open, DB_MAX_CONNECTIONS=8");
+}
+
+#[tokio::test]
+async fn a_budget_too_small_for_a_worker_stops_start_up_naming_the_variable() {
+    let app = TestApp::spawn_with(Options {
+        role: ProcessRole::Api,
+        ..Options::default()
+    })
+    .await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bengkel-whatsapp"))
+        .arg("worker")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(&app.env)
+        .env("DB_MAX_CONNECTIONS", "4")
+        .output()
+        .expect("run the binary");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("DB_MAX_CONNECTIONS"), "{stderr}");
+}
