@@ -282,7 +282,11 @@ pub async fn rescue_orphans(conn: &mut PgConnection, dead_after: Duration) -> sq
                            WHERE j.status IN ('Queued', 'Running') AND {PROCESS_OF_LOCK} = p.id)"
     )))
     .bind(secs)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
+    // apalis keeps a row per worker name it ever ran; names are per process incarnation.
+    sqlx::query("DELETE FROM apalis.workers WHERE last_seen < now() - interval '1 day'")
+        .execute(conn)
+        .await?;
     Ok(done.rows_affected())
 }
