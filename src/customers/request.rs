@@ -8,6 +8,82 @@ use crate::{error::FieldError, http::extract::Fields};
 
 const MAX_TEXT: usize = 500;
 
+/// A customer as `POST /customers` and `POST /customers/bulk-import` take it, for the OpenAPI
+/// document; [`customer`] is what checks it. Every field may be missing or `null` (the
+/// workshop's data is often incomplete); text is trimmed and blank text is `null`.
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({"nama": "Budi Santoso", "hp": "0812 3456 789", "vehicles": [{"no_pol": "B 1234 XYZ", "model": "Avanza", "next_visit_date": "2026-12-01"}]}))]
+#[allow(dead_code)]
+pub struct NewCustomer {
+    /// Up to 500 characters.
+    #[schema(max_length = 500)]
+    nama: Option<String>,
+    /// The phone number as written (up to 500 characters); a reminder checks it when it is due
+    /// and skips an invalid one with its reason.
+    #[schema(max_length = 500)]
+    hp: Option<String>,
+    /// Up to 500 characters.
+    #[schema(max_length = 500)]
+    alamat: Option<String>,
+    /// An address with an `@` that is neither first nor last; up to 500 characters.
+    #[schema(
+        max_length = 500,
+        pattern = r"^\s*(?:[^@\s][\s\S]*@[\s\S]*[^@\s])?\s*$"
+    )]
+    email: Option<String>,
+    vehicles: Option<Vec<VehicleFields>>,
+}
+
+/// `PUT /customers/{id}`: the fields given are changed, `null` clears one, absent ones are
+/// kept. Vehicles are changed through their own endpoints (`vehicles` here → `422`).
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({"hp": "0813 1111 2222", "alamat": null}))]
+#[allow(dead_code)]
+pub struct CustomerChanges {
+    /// Up to 500 characters.
+    #[schema(max_length = 500)]
+    nama: Option<String>,
+    /// Up to 500 characters.
+    #[schema(max_length = 500)]
+    hp: Option<String>,
+    /// Up to 500 characters.
+    #[schema(max_length = 500)]
+    alamat: Option<String>,
+    /// An address with an `@` that is neither first nor last; up to 500 characters.
+    #[schema(
+        max_length = 500,
+        pattern = r"^\s*(?:[^@\s][\s\S]*@[\s\S]*[^@\s])?\s*$"
+    )]
+    email: Option<String>,
+}
+
+/// A vehicle to add (`POST /customers/{id}/vehicles`, `vehicles` of a new customer) or the
+/// changes to one (`PUT /vehicles/{id}`: absent fields are kept, `null` clears one).
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({"no_pol": "B 1234 XYZ", "model": "Avanza", "next_visit_date": "2026-12-01"}))]
+#[allow(dead_code)]
+pub struct VehicleFields {
+    /// The number plate; up to 500 characters.
+    #[schema(max_length = 500)]
+    no_pol: Option<String>,
+    /// Up to 500 characters.
+    #[schema(max_length = 500)]
+    model: Option<String>,
+    /// The next service date, `YYYY-MM-DD`: reminders go out in the days before it.
+    #[schema(format = Date)]
+    next_visit_date: Option<String>,
+}
+
+/// `POST /customers/bulk-import`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct CustomerImport {
+    /// Up to 10,000 customers; each invalid one is reported with its index, the others are
+    /// imported.
+    #[schema(max_items = 10000)]
+    customers: Vec<NewCustomer>,
+}
+
 /// A field of an update: absent (keep), null (clear) or a value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Patch<T> {

@@ -15,7 +15,8 @@ use crate::{
     error::{AppError, AppResult, FieldError},
     http::{
         auth::Caller,
-        envelope::Reply,
+        docs::{BadRequest, Invalid, NotFound, Unauthorized, Unavailable},
+        envelope::{Envelope, Reply},
         extract::{JsonObject, QueryPairs},
     },
     state::AppState,
@@ -43,8 +44,10 @@ async fn one(state: &AppState, id: Uuid) -> AppResult<Customer> {
 
 /// Create a customer, optionally with `vehicles: [{no_pol, model, next_visit_date}]`.
 #[utoipa::path(post, path = "/customers", tag = "customers",
-    request_body(content = Object, example = json!({"nama": "Budi Santoso", "hp": "0812 3456 789", "vehicles": [{"no_pol": "B 1234 XYZ", "model": "Avanza", "next_visit_date": "2026-12-01"}]})),
-    responses((status = 201, body = Customer), (status = 422)), security(("bearer" = [])))]
+    request_body = request::NewCustomer,
+    responses((status = 201, description = "Created, with its vehicles", body = Envelope<Customer>),
+        BadRequest, Unauthorized, Invalid, Unavailable),
+    security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     _: Caller,
@@ -70,8 +73,11 @@ pub struct CustomerPage {
 
 /// Customers with their vehicles, newest first; `limit` (≤ 500) and `cursor`.
 #[utoipa::path(get, path = "/customers", tag = "customers",
-    params(("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query)),
-    responses((status = 200, body = CustomerPage), (status = 422)), security(("bearer" = [])))]
+    params(("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "default 50"),
+        ("cursor" = Option<String>, Query, format = Uuid, description = "`next_cursor` of the previous page")),
+    responses((status = 200, description = "A page of customers", body = Envelope<CustomerPage>),
+        BadRequest, Unauthorized, Invalid, Unavailable),
+    security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     _: Caller,
@@ -94,8 +100,11 @@ pub async fn list(
 }
 
 /// One customer with its vehicles.
-#[utoipa::path(get, path = "/customers/{id}", tag = "customers", params(("id" = String, Path)),
-    responses((status = 200, body = Customer), (status = 404)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/customers/{id}", tag = "customers",
+    params(("id" = String, Path, format = Uuid, description = "the customer id")),
+    responses((status = 200, description = "The customer", body = Envelope<Customer>),
+        BadRequest, Unauthorized, NotFound, Unavailable),
+    security(("bearer" = [])))]
 pub async fn detail(
     State(state): State<AppState>,
     _: Caller,
@@ -106,8 +115,12 @@ pub async fn detail(
 }
 
 /// Change the given fields of a customer (`null` clears one).
-#[utoipa::path(put, path = "/customers/{id}", tag = "customers", params(("id" = String, Path)), request_body = Object,
-    responses((status = 200, body = Customer), (status = 404), (status = 422)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/customers/{id}", tag = "customers",
+    params(("id" = String, Path, format = Uuid, description = "the customer id")),
+    request_body = request::CustomerChanges,
+    responses((status = 200, description = "The changed customer", body = Envelope<Customer>),
+        BadRequest, Unauthorized, NotFound, Invalid, Unavailable),
+    security(("bearer" = [])))]
 pub async fn update(
     State(state): State<AppState>,
     _: Caller,
@@ -122,24 +135,37 @@ pub async fn update(
     Ok(Reply::ok(one(&state, id).await?, "Customer updated"))
 }
 
+/// What a delete answers.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Deleted {
+    id: Uuid,
+}
+
 /// Delete a customer and its vehicles.
-#[utoipa::path(delete, path = "/customers/{id}", tag = "customers", params(("id" = String, Path)),
-    responses((status = 200), (status = 404)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/customers/{id}", tag = "customers",
+    params(("id" = String, Path, format = Uuid, description = "the customer id")),
+    responses((status = 200, description = "Deleted", body = Envelope<Deleted>),
+        BadRequest, Unauthorized, NotFound, Unavailable),
+    security(("bearer" = [])))]
 pub async fn remove(
     State(state): State<AppState>,
     _: Caller,
     Path(raw): Path<String>,
-) -> AppResult<Reply<Value>> {
+) -> AppResult<Reply<Deleted>> {
     let id = id(&raw, "customer")?;
     if !repo::delete(&state.pool, id).await? {
         return Err(AppError::NotFound(format!("customer {id} not found")));
     }
-    Ok(Reply::ok(serde_json::json!({"id": id}), "Customer deleted"))
+    Ok(Reply::ok(Deleted { id }, "Customer deleted"))
 }
 
 /// Add a vehicle to a customer.
-#[utoipa::path(post, path = "/customers/{id}/vehicles", tag = "customers", params(("id" = String, Path)), request_body = Object,
-    responses((status = 201, body = Vehicle), (status = 404), (status = 422)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/customers/{id}/vehicles", tag = "customers",
+    params(("id" = String, Path, format = Uuid, description = "the customer id")),
+    request_body = request::VehicleFields,
+    responses((status = 201, description = "Added", body = Envelope<Vehicle>),
+        BadRequest, Unauthorized, NotFound, Invalid, Unavailable),
+    security(("bearer" = [])))]
 pub async fn add_vehicle(
     State(state): State<AppState>,
     _: Caller,
@@ -155,8 +181,12 @@ pub async fn add_vehicle(
 }
 
 /// Change the given fields of a vehicle.
-#[utoipa::path(put, path = "/vehicles/{id}", tag = "customers", params(("id" = String, Path)), request_body = Object,
-    responses((status = 200, body = Vehicle), (status = 404), (status = 422)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/vehicles/{id}", tag = "customers",
+    params(("id" = String, Path, format = Uuid, description = "the vehicle id")),
+    request_body = request::VehicleFields,
+    responses((status = 200, description = "The changed vehicle", body = Envelope<Vehicle>),
+        BadRequest, Unauthorized, NotFound, Invalid, Unavailable),
+    security(("bearer" = [])))]
 pub async fn update_vehicle(
     State(state): State<AppState>,
     _: Caller,
@@ -172,32 +202,34 @@ pub async fn update_vehicle(
 }
 
 /// Delete a vehicle.
-#[utoipa::path(delete, path = "/vehicles/{id}", tag = "customers", params(("id" = String, Path)),
-    responses((status = 200), (status = 404)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/vehicles/{id}", tag = "customers",
+    params(("id" = String, Path, format = Uuid, description = "the vehicle id")),
+    responses((status = 200, description = "Deleted", body = Envelope<Deleted>),
+        BadRequest, Unauthorized, NotFound, Unavailable),
+    security(("bearer" = [])))]
 pub async fn remove_vehicle(
     State(state): State<AppState>,
     _: Caller,
     Path(raw): Path<String>,
-) -> AppResult<Reply<Value>> {
+) -> AppResult<Reply<Deleted>> {
     let vehicle_id = id(&raw, "vehicle")?;
     if !repo::delete_vehicle(&state.pool, vehicle_id).await? {
         return Err(AppError::NotFound(format!(
             "vehicle {vehicle_id} not found"
         )));
     }
-    Ok(Reply::ok(
-        serde_json::json!({"id": vehicle_id}),
-        "Vehicle deleted",
-    ))
+    Ok(Reply::ok(Deleted { id: vehicle_id }, "Vehicle deleted"))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = CustomerImportFailure)]
 pub struct ImportFailure {
     index: usize,
     errors: Vec<FieldError>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = CustomerImportResult)]
 pub struct ImportResult {
     total: usize,
     imported: usize,
@@ -210,8 +242,11 @@ pub const MAX_IMPORT: usize = 10_000;
 
 /// `{"customers": [...]}`: valid items are imported (in one transaction), each invalid one is
 /// reported with its index and errors.
-#[utoipa::path(post, path = "/customers/bulk-import", tag = "customers", request_body = Object,
-    responses((status = 200, body = ImportResult), (status = 400), (status = 422)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/customers/bulk-import", tag = "customers",
+    request_body = request::CustomerImport,
+    responses((status = 200, description = "What was imported and what was not (per item)", body = Envelope<ImportResult>),
+        BadRequest, Unauthorized, Invalid, Unavailable),
+    security(("bearer" = [])))]
 pub async fn bulk_import(
     State(state): State<AppState>,
     _: Caller,

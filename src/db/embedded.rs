@@ -3,6 +3,12 @@
 //! reused after (also when a previous process died and left it running), and stopped on shutdown
 //! by the last process using it.
 //! PostgreSQL refuses to run as root, so as root the cluster runs as the `postgres` system user.
+//!
+//! The cluster is private: it listens on 127.0.0.1 only, without a unix socket, and every
+//! connection needs the superuser's password (scram-sha-256), generated on first run and kept in
+//! `$DATA_DIR/postgres-password` (0600, readable by the service's own user only). A cluster
+//! created by an older version with `trust` authentication is upgraded on start: the password is
+//! set first, then `pg_hba.conf` is rewritten, so that no step leaves it open or locks us out.
 
 use std::{
     net::TcpListener,
@@ -12,9 +18,20 @@ use std::{
 
 use anyhow::{Context, bail};
 
+/// The superuser's password, next to the cluster directory (not in it: `initdb` wants an empty
+/// directory, and as root the cluster directory belongs to the `postgres` system user).
+pub const PASSWORD_FILE: &str = "postgres-password";
+
+/// The only access rule: password over TCP from the loopback. No unix socket is opened.
+const HBA: &str = "# Written by bengkel-whatsapp (rewritten on start if changed): the embedded cluster\n\
+                   # accepts password (scram-sha-256) connections over TCP from 127.0.0.1 only.\n\
+                   host all all 127.0.0.1/32 scram-sha-256\n";
+
 pub struct EmbeddedPostgres {
     bindir: PathBuf,
     datadir: PathBuf,
+    password_file: PathBuf,
+    password: String,
     run_as: Option<String>,
     port: u16,
 }
@@ -32,7 +49,7 @@ impl EmbeddedPostgres {
         })?;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create DATA_DIR {}", data_dir.display()))?;
-        let datadir = std::fs::canonicalize(data_dir)?.join("postgres");
+        let data_dir = std::fs::canonicalize(data_dir)?;
         let run_as = if is_root() {
             Some("postgres".to_owned())
         } else {
@@ -40,7 +57,9 @@ impl EmbeddedPostgres {
         };
         let mut pg = Self {
             bindir,
-            datadir,
+            datadir: data_dir.join("postgres"),
+            password_file: data_dir.join(PASSWORD_FILE),
+            password: String::new(),
             run_as,
             port: 0,
         };
@@ -48,7 +67,9 @@ impl EmbeddedPostgres {
         if !pg.datadir.join("PG_VERSION").exists() {
             pg.init()?;
         }
-        if let Some(port) = pg.running_port() {
+        let running = pg.running_port();
+        pg.secure(running)?;
+        if let Some(port) = running {
             tracing::info!(
                 port,
                 "embedded PostgreSQL already running in {}; reusing it",
@@ -85,8 +106,12 @@ impl EmbeddedPostgres {
         Ok(pg)
     }
 
+    /// The connection URL, with the password (hex, so nothing to escape).
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        format!(
+            "postgres://postgres:{}@127.0.0.1:{}/postgres",
+            self.password, self.port
+        )
     }
 
     /// Stops the cluster unless another process still uses it (the last one out stops it: a
@@ -137,8 +162,9 @@ impl EmbeddedPostgres {
                     "-d",
                     "postgres",
                 ])
-                .args(["-X", "-A", "-t", "-c", &sql])
+                .args(["-X", "-A", "-t", "-w", "-c", &sql])
                 .env("PGCONNECT_TIMEOUT", "5")
+                .env("PGPASSWORD", &self.password)
                 .output();
             match out {
                 Ok(o) if o.status.success() => {
@@ -179,14 +205,157 @@ impl EmbeddedPostgres {
                 &self.datadir.to_string_lossy(),
                 "-U",
                 "postgres",
+                // Nobody gets in until `secure` has set the password and written our rules.
                 "-A",
-                "trust",
+                "reject",
                 "-E",
                 "UTF8",
                 "--no-instructions",
             ],
         )
         .context("initdb failed")
+    }
+
+    /// Makes sure the superuser has the password of `DATA_DIR/postgres-password` (created if
+    /// missing) and `pg_hba.conf` is ours. A new cluster (`initdb -A reject`) and one created by
+    /// an older version with `trust` both go through here once. The password is set before the
+    /// rules change, and the file is written before either, so a crash at any point is repaired
+    /// by the next start.
+    fn secure(&mut self, running: Option<u16>) -> anyhow::Result<()> {
+        let stored = self.read_password()?;
+        let hba_path = self.datadir.join("pg_hba.conf");
+        let hba = std::fs::read_to_string(&hba_path)
+            .with_context(|| format!("cannot read {}", hba_path.display()))?;
+        if let Some(password) = &stored
+            && hba == HBA
+        {
+            self.password = password.clone();
+            return Ok(());
+        }
+        let password = match stored {
+            Some(p) => p,
+            None => {
+                let p = format!(
+                    "{}{}",
+                    uuid::Uuid::new_v4().simple(),
+                    uuid::Uuid::new_v4().simple()
+                );
+                write_private(&self.password_file, &p)?;
+                p
+            }
+        };
+        if hba.lines().any(|l| {
+            let l = l.trim();
+            !l.starts_with('#') && l.split_whitespace().any(|w| w == "trust")
+        }) {
+            tracing::warn!(
+                "the embedded PostgreSQL in {} accepted local connections without a password \
+                 (created by an older version); setting a password and requiring it",
+                self.datadir.display()
+            );
+        }
+        let sql = format!(
+            "SET password_encryption = 'scram-sha-256';\nALTER ROLE postgres WITH PASSWORD '{password}';\n"
+        );
+        match running {
+            None => self.single_user(&sql, &password)?,
+            Some(port) => self.psql_with_password(port, &sql, &password).with_context(|| {
+                format!(
+                    "the embedded PostgreSQL in {} is running and does not accept the password in {}; \
+                     stop it (`pg_ctl stop -D {}`) and start again, so the password can be reset",
+                    self.datadir.display(),
+                    self.password_file.display(),
+                    self.datadir.display()
+                )
+            })?,
+        }
+        std::fs::write(&hba_path, HBA)
+            .with_context(|| format!("cannot write {}", hba_path.display()))?;
+        if running.is_some() {
+            self.run("pg_ctl", &["reload", "-D", &self.datadir.to_string_lossy()])
+                .context("could not reload the embedded PostgreSQL's pg_hba.conf")?;
+        }
+        self.password = password;
+        tracing::info!(
+            "embedded PostgreSQL requires the password in {}",
+            self.password_file.display()
+        );
+        Ok(())
+    }
+
+    /// The password of `DATA_DIR/postgres-password`, its mode brought back to 0600.
+    fn read_password(&self) -> anyhow::Result<Option<String>> {
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::read_to_string(&self.password_file) {
+            Ok(p) if !p.trim().is_empty() => {
+                std::fs::set_permissions(
+                    &self.password_file,
+                    std::fs::Permissions::from_mode(0o600),
+                )?;
+                Ok(Some(p.trim().to_owned()))
+            }
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => {
+                Err(e).with_context(|| format!("cannot read {}", self.password_file.display()))
+            }
+        }
+    }
+
+    /// Runs `sql` in single-user mode: the server is stopped, nothing listens, no rule applies.
+    fn single_user(&self, sql: &str, password: &str) -> anyhow::Result<()> {
+        let datadir = self.datadir.to_string_lossy();
+        let mut command = self.command("postgres", &["--single", "-D", &datadir, "postgres"]);
+        self.feed(&mut command, sql, password)
+            .context("could not set the embedded PostgreSQL's password (single-user mode)")
+    }
+
+    /// Runs `sql` on the running server over TCP, with the password (a `trust` rule ignores it).
+    fn psql_with_password(&self, port: u16, sql: &str, password: &str) -> anyhow::Result<()> {
+        let port = port.to_string();
+        let mut command = Command::new(self.bindir.join("psql"));
+        command
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+            ])
+            .args(["-X", "-q", "-w", "-v", "ON_ERROR_STOP=1"])
+            .env("PGCONNECT_TIMEOUT", "5")
+            .env("PGPASSWORD", password);
+        self.feed(&mut command, sql, password)
+    }
+
+    /// Runs `command` with `sql` on its stdin (never on its command line, where `ps` shows it);
+    /// the password is masked in any error output.
+    fn feed(&self, command: &mut Command, sql: &str, password: &str) -> anyhow::Result<()> {
+        use std::{io::Write, process::Stdio};
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot run a PostgreSQL program")?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(sql.as_bytes())?;
+        }
+        let output = child.wait_with_output()?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .replace(password, "***");
+        // Single-user mode reports a failed statement on its output but still exits 0.
+        if !output.status.success() || text.contains("ERROR:") || text.contains("FATAL:") {
+            bail!("{}", text.trim());
+        }
+        Ok(())
     }
 
     /// The port of a server already running on this data directory, from `postmaster.pid`.
@@ -235,6 +404,19 @@ impl EmbeddedPostgres {
     }
 }
 
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    std::io::Write::write_all(&mut file, contents.as_bytes())?;
+    Ok(())
+}
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -248,7 +430,7 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 /// `pg_config --bindir`, then the newest `/usr/lib/postgresql/*/bin`, then `PATH`.
-fn find_bindir() -> Option<PathBuf> {
+pub fn find_bindir() -> Option<PathBuf> {
     let has_server = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
         let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());

@@ -16,7 +16,11 @@ use serde_json::{Value, json};
 
 use crate::{
     error::AppResult,
-    http::{envelope::Reply, extract::QueryPairs},
+    http::{
+        docs::{BadRequest, Invalid, Unavailable},
+        envelope::{Envelope, Reply},
+        extract::QueryPairs,
+    },
     state::AppState,
 };
 
@@ -110,8 +114,10 @@ pub struct SandboxMessage {
 
 /// What the sandbox received, newest first; `?to=` filters by number, `?limit=` (≤ 500).
 #[utoipa::path(get, path = "/sandbox/starsender/messages", tag = "sandbox",
-    params(("to" = Option<String>, Query), ("limit" = Option<i64>, Query)),
-    responses((status = 200, description = "Messages the sandbox gateway received")))]
+    params(("to" = Option<String>, Query, description = "only this (normalized) number, e.g. `628123456789`"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "default 100")),
+    responses((status = 200, description = "Messages the sandbox gateway received", body = Envelope<Vec<SandboxMessage>>),
+        BadRequest, Invalid, Unavailable))]
 pub async fn list(
     State(state): State<AppState>,
     q: QueryPairs,

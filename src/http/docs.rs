@@ -1,11 +1,27 @@
 //! `/openapi.json`, generated from the handlers' annotations, and `/docs`, a self-contained
 //! page (no CDN) that lists every operation and can call it with a pasted token.
+//!
+//! Every JSON answer is enveloped: a success is `Envelope_<Data>` (`body = Envelope<Data>` in
+//! an annotation), an error [`ErrorEnvelope`]. The error statuses a handler can give are listed
+//! with the response sets below (`responses((status = 200, …), Unauthorized, NotFound)`), so
+//! that they read the same everywhere; `scripts/contract-test` checks the document against the
+//! running service.
+
+use std::collections::BTreeMap;
 
 use axum::{Json, Router, response::Html, routing::get};
 use utoipa::{
-    Modify, OpenApi,
-    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    IntoResponses, Modify, OpenApi,
+    openapi::{
+        ContentBuilder, Ref, RefOr, Required, ResponseBuilder,
+        header::HeaderBuilder,
+        response::Response,
+        schema::{ObjectBuilder, Schema, SchemaType, Type},
+        security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    },
 };
+
+use crate::http::envelope::ErrorEnvelope;
 
 use crate::state::AppState;
 
@@ -70,7 +86,8 @@ use crate::state::AppState;
         crate::ops::routes::requeue_many,
         crate::ops::routes::purge,
     ),
-    modifiers(&BearerAuth),
+    components(schemas(ErrorEnvelope)),
+    modifiers(&BearerAuth, &OptionalBodies),
     tags((name = "messages", description = "Send and track WhatsApp messages"),
          (name = "health"), (name = "customers", description = "Customers and vehicles (reminder data)"), (name = "sandbox", description = "The built-in StarSender sandbox"),
          (name = "reminders", description = "Daily maintenance reminders: fan-out, schedule, log"),
@@ -97,6 +114,123 @@ impl Modify for BearerAuth {
     }
 }
 
+/// `data` of `GET /health` (`{"status": "ok"}`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct Alive {
+    #[schema(example = "ok")]
+    status: String,
+}
+
+/// `data` of `GET /health/ready` (`{"status": "ready", "database": "ok"}`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct Ready {
+    #[schema(example = "ready")]
+    status: String,
+    #[schema(example = "ok")]
+    database: String,
+}
+
+/// An error response: `status`, its description, the [`ErrorEnvelope`] body, and headers.
+pub fn error_response(
+    status: u16,
+    description: &str,
+    headers: &[(&str, &str)],
+) -> BTreeMap<String, RefOr<Response>> {
+    let mut response = ResponseBuilder::new().description(description).content(
+        "application/json",
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+            .build(),
+    );
+    for (name, about) in headers {
+        response = response.header(
+            *name,
+            HeaderBuilder::new()
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                .description(Some(*about))
+                .build(),
+        );
+    }
+    BTreeMap::from([(status.to_string(), response.build().into())])
+}
+
+/// The error responses handlers share; listed in `responses(...)` of each annotation.
+macro_rules! error_responses {
+    ($($(#[$doc:meta])* $name:ident = $status:literal, $description:literal $(, $header:literal: $about:literal)*;)*) => {$(
+        $(#[$doc])*
+        pub struct $name;
+
+        impl IntoResponses for $name {
+            fn responses() -> BTreeMap<String, RefOr<Response>> {
+                error_response($status, $description, &[$(($header, $about)),*])
+            }
+        }
+    )*};
+}
+
+error_responses! {
+    /// Malformed input the handler reads: JSON that does not parse or is not an object, a
+    /// query string or path that is not valid UTF-8.
+    BadRequest = 400, "Malformed request: a body that is not the JSON expected (or not JSON at all), or a query string or path that cannot be decoded";
+    /// Any route behind `Caller` / `OpsCaller`.
+    Unauthorized = 401, "No bearer token, or one that is invalid or expired",
+        "WWW-Authenticate": "`Bearer`";
+    /// Routes behind `OpsCaller`.
+    Forbidden = 403, "The token's role is not `ops`";
+    /// An id (or name) in the path that names nothing; ids that are not ids name nothing too.
+    NotFound = 404, "Nothing has this id";
+    /// A field that is missing, of the wrong type or out of range: every one in `errors`.
+    Invalid = 422, "Invalid field(s): each is listed in `errors` with what is wrong";
+    /// The unauthenticated query-string sends (`PUBLIC_SEND_ENDPOINTS=true`).
+    RateLimited = 429, "Too many unauthenticated sends from this address (`PUBLIC_SEND_RATE_PER_MINUTE`)",
+        "Retry-After": "seconds until the next send is accepted";
+    /// Any route that reads or writes the database.
+    Unavailable = 503, "The database is unavailable; try again shortly";
+}
+
+/// `request_body(content = Option<T>)` is how an annotation says "the body may be empty"
+/// (`OptionalJsonObject`): the document says `required: false` with `T`, not `T | null` (a JSON
+/// `null` body is malformed, `400`).
+struct OptionalBodies;
+
+impl Modify for OptionalBodies {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let is_null = |s: &RefOr<Schema>| matches!(s, RefOr::T(Schema::Object(o)) if o.schema_type == SchemaType::Type(Type::Null));
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for body in
+                operations
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|op| match op.request_body.as_mut() {
+                        Some(RefOr::T(body)) => Some(body),
+                        _ => None,
+                    })
+            {
+                for content in body.content.values_mut() {
+                    let RefOr::T(content) = content else { continue };
+                    let Some(RefOr::T(Schema::OneOf(one))) = &content.schema else {
+                        continue;
+                    };
+                    if one.items.len() == 2 && one.items.iter().any(is_null) {
+                        let schema = one.items.iter().find(|s| !is_null(s)).cloned();
+                        content.schema = schema;
+                        body.required = Some(Required::False);
+                    }
+                }
+            }
+        }
+    }
+}
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
@@ -104,4 +238,207 @@ pub fn router() -> Router<AppState> {
             "/docs",
             get(|| async { Html(include_str!("../../assets/docs.html")) }),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+
+    fn document() -> Value {
+        serde_json::to_value(ApiDoc::openapi()).unwrap()
+    }
+
+    fn operations(doc: &Value) -> Vec<(String, String, &Value)> {
+        let mut ops = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                ops.push((method.to_uppercase(), path.clone(), op));
+            }
+        }
+        ops
+    }
+
+    fn json_schema_ref(response: &Value) -> Option<&str> {
+        response["content"]["application/json"]["schema"]["$ref"].as_str()
+    }
+
+    /// Every operation lists what its extractors and lookups can answer, each error with the
+    /// error envelope, each JSON success with an envelope.
+    #[test]
+    fn every_operation_documents_its_errors_and_envelopes() {
+        let doc = document();
+        let mut problems = Vec::new();
+        for (method, path, op) in operations(&doc) {
+            let responses = op["responses"].as_object().unwrap();
+            let has = |status: &str| responses.contains_key(status);
+            let mut need = |cond: bool, status: &str, why: &str| {
+                if cond && !has(status) {
+                    problems.push(format!("{method} {path}: no {status} ({why})"));
+                }
+            };
+            let security = op["security"].as_array().cloned().unwrap_or_default();
+            let token = security.iter().any(|s| s.get("bearer").is_some());
+            need(token, "401", "takes a token");
+            need(
+                path.starts_with("/ops/") && path != "/ops/ui",
+                "403",
+                "needs role ops",
+            );
+            need(path.contains('{'), "404", "looks up a path parameter");
+            need(path.contains('{'), "400", "decodes a path parameter");
+            let body = op.get("requestBody").is_some();
+            need(body, "400", "reads a JSON body");
+            need(body, "422", "validates a JSON body");
+            let query = op["parameters"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["in"] == "query"));
+            need(query, "400", "decodes a query string");
+            for (status, response) in responses {
+                if response["description"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .is_empty()
+                {
+                    problems.push(format!("{method} {path} {status}: no description"));
+                }
+                let json = response["content"].get("application/json").is_some();
+                if status.starts_with('4') || status.starts_with('5') {
+                    if json_schema_ref(response) != Some("#/components/schemas/ErrorEnvelope") {
+                        problems.push(format!("{method} {path} {status}: not an ErrorEnvelope"));
+                    }
+                } else if json
+                    && !json_schema_ref(response)
+                        .is_some_and(|r| r.starts_with("#/components/schemas/Envelope_"))
+                {
+                    problems.push(format!("{method} {path} {status}: not an Envelope"));
+                }
+            }
+        }
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+            match v {
+                Value::Object(map) => {
+                    if let Some(Value::String(r)) = map.get("$ref") {
+                        out.push(r);
+                    }
+                    map.values().for_each(|v| refs(v, out));
+                }
+                Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+                _ => {}
+            }
+        }
+        let doc = document();
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        assert!(found.len() > 100);
+        for r in found {
+            let name = r.strip_prefix("#/components/schemas/").unwrap();
+            assert!(
+                doc["components"]["schemas"].get(name).is_some(),
+                "{r} is missing"
+            );
+        }
+    }
+
+    /// Annotations cannot name constants: the numbers and patterns they repeat are the code's.
+    #[test]
+    fn documented_constraints_are_the_codes() {
+        use crate::{manual, messages::request};
+        let doc = document();
+        let schema = |name: &str| doc["components"]["schemas"][name].clone();
+        let prop =
+            |name: &str, field: &str, key: &str| schema(name)["properties"][field][key].clone();
+        let send = "SendRequest";
+        assert_eq!(prop(send, "body", "maxLength"), request::MAX_BODY_CHARS);
+        assert_eq!(prop(send, "delay", "maximum"), request::MAX_DELAY_SECS);
+        assert_eq!(
+            prop("NewRecord", "customer_name", "maxLength"),
+            manual::MAX_NAME
+        );
+        assert_eq!(prop("NewRecord", "nopol", "maxLength"), manual::MAX_NOPOL);
+        assert_eq!(prop("NewRecord", "notes", "maxLength"), manual::MAX_NOTES);
+        assert_eq!(
+            prop("RecordChanges", "customer_name", "maxLength"),
+            manual::MAX_NAME
+        );
+        assert_eq!(
+            prop("RecordChanges", "nopol", "maxLength"),
+            manual::MAX_NOPOL
+        );
+        assert_eq!(
+            prop("CustomMessage", "message", "maxLength"),
+            manual::MAX_CUSTOM_MESSAGE
+        );
+        assert_eq!(
+            prop("CustomerImport", "customers", "maxItems"),
+            crate::customers::routes::MAX_IMPORT
+        );
+        let values = |name: &str| -> Vec<String> {
+            serde_json::from_value(schema(name)["enum"].clone()).unwrap()
+        };
+        assert_eq!(values("QueueName"), crate::ops::QUEUES);
+        assert_eq!(values("JobStatus"), crate::ops::STATES);
+        assert_eq!(
+            values("ReminderStatus"),
+            crate::reminders::routes::REMINDER_STATUSES
+        );
+
+        // Every phone number the API reads is documented with the parser's pattern.
+        let phone = crate::messages::phone::PHONE_PATTERN;
+        let mut seen = 0;
+        for (s, field) in [
+            ("SendRequest", "to"),
+            ("NewRecord", "no_hp"),
+            ("RecordChanges", "no_hp"),
+            ("CustomMessage", "no_hp"),
+        ] {
+            assert_eq!(prop(s, field, "pattern"), phone, "{s}.{field}");
+            seen += 1;
+        }
+        for (_, path, op) in operations(&doc) {
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                if p["name"] == "phone" || p["name"] == "to" && path == "/whatsapp/messages" {
+                    assert_eq!(p["schema"]["pattern"], phone, "{path} {}", p["name"]);
+                    seen += 1;
+                }
+            }
+        }
+        assert_eq!(seen, 4 + 4, "phone fields and parameters checked");
+    }
+
+    /// What an error renders is what [`ErrorEnvelope`] documents.
+    #[tokio::test]
+    async fn errors_render_the_documented_envelope() {
+        use axum::response::IntoResponse;
+
+        use crate::error::{AppError, FieldError};
+        let doc = document();
+        let schema = &doc["components"]["schemas"]["ErrorEnvelope"];
+        let known: Vec<&String> = schema["properties"].as_object().unwrap().keys().collect();
+        let required: Vec<String> = serde_json::from_value(schema["required"].clone()).unwrap();
+        for error in [
+            AppError::NotFound("x".into()),
+            AppError::Validation(vec![FieldError::new("to", "is required")]),
+            AppError::RateLimited {
+                retry_after_secs: 3,
+            },
+        ] {
+            let response = error.into_response();
+            let bytes = axum::body::to_bytes(response.into_body(), 10_000)
+                .await
+                .unwrap();
+            let body: Value = serde_json::from_slice(&bytes).unwrap();
+            let body = body.as_object().unwrap();
+            assert!(body.keys().all(|k| known.contains(&k)), "{body:?}");
+            assert!(required.iter().all(|k| body.contains_key(k)), "{body:?}");
+            assert_eq!(body["success"], false);
+            assert_eq!(body["data"], serde_json::json!({}));
+        }
+    }
 }

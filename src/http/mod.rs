@@ -101,13 +101,16 @@ async fn record_metrics(req: Request, next: Next) -> Response {
 }
 
 /// Liveness: 200 while the process runs.
-#[utoipa::path(get, path = "/health", tag = "health", responses((status = 200)))]
+#[utoipa::path(get, path = "/health", tag = "health",
+    responses((status = 200, description = "Alive", body = envelope::Envelope<docs::Alive>)))]
 pub async fn health() -> Reply<serde_json::Value> {
     Reply::ok(json!({"status": "ok"}), "alive")
 }
 
 /// Readiness: 200 when the database answers and is migrated, else 503.
-#[utoipa::path(get, path = "/health/ready", tag = "health", responses((status = 200), (status = 503)))]
+#[utoipa::path(get, path = "/health/ready", tag = "health",
+    responses((status = 200, description = "Ready", body = envelope::Envelope<docs::Ready>),
+        (status = 503, description = "The database is unreachable or not migrated", body = envelope::ErrorEnvelope)))]
 pub async fn ready(State(state): State<AppState>) -> Result<Reply<serde_json::Value>, AppError> {
     let check =
         tokio::time::timeout(Duration::from_secs(3), crate::db::is_ready(&state.pool)).await;
@@ -124,7 +127,8 @@ pub async fn ready(State(state): State<AppState>) -> Result<Reply<serde_json::Va
 }
 
 /// Prometheus text exposition.
-#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String)))]
 pub async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(

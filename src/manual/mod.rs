@@ -84,6 +84,118 @@ pub const MAX_NOPOL: usize = 20;
 pub const MAX_NOTES: usize = 500;
 pub const MAX_CUSTOM_MESSAGE: usize = 2000;
 
+/// A new record as `POST /manual-whatsapp/` and the bulk import take it, for the OpenAPI
+/// document; [`input`] is what checks it. Text is trimmed.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"customer_name": "Bapak Joko", "nopol": "B 1234 XYZ", "no_hp": "08123456789", "last_service": "2025-10-15", "next_service": "2026-01-15", "notes": "Customer VIP"}))]
+#[allow(dead_code)]
+pub struct NewRecord {
+    /// 1 to 255 characters.
+    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
+    customer_name: String,
+    /// The number plate, unique (case-insensitive): 1 to 20 characters.
+    #[schema(min_length = 1, max_length = 20, pattern = r"\S")]
+    nopol: String,
+    /// The phone number (see `to` of `POST /whatsapp/send`); stored normalized (`62…`).
+    #[schema(
+        pattern = r"^\s*\+?[ ().-]*(?:0[ ().-]*(?:[0-9][ ().-]*){8,13}|8[ ().-]*(?:[0-9][ ().-]*){7,12}|[1-79][ ().-]*(?:[0-9][ ().-]*){9,14})\s*$",
+        example = "08123456789"
+    )]
+    no_hp: String,
+    #[schema(format = Date)]
+    last_service: Option<String>,
+    /// The due date reminders are about.
+    #[schema(format = Date)]
+    next_service: Option<String>,
+    /// 1 active (default), 0 inactive.
+    #[schema(minimum = 0, maximum = 1, nullable = false)]
+    is_active: Option<i32>,
+    /// Up to 500 characters.
+    #[schema(max_length = 500)]
+    notes: Option<String>,
+}
+
+/// `PUT /manual-whatsapp/{record_id}`: the fields given are changed; `null` clears the dates
+/// and `notes` (the others cannot be cleared).
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({"next_service": "2026-02-01", "is_active": 1}))]
+#[allow(dead_code)]
+pub struct RecordChanges {
+    /// 1 to 255 characters.
+    #[schema(min_length = 1, max_length = 255, pattern = r"\S", nullable = false)]
+    customer_name: Option<String>,
+    /// 1 to 20 characters, unique (case-insensitive).
+    #[schema(min_length = 1, max_length = 20, pattern = r"\S", nullable = false)]
+    nopol: Option<String>,
+    /// The phone number (see `to` of `POST /whatsapp/send`).
+    #[schema(
+        pattern = r"^\s*\+?[ ().-]*(?:0[ ().-]*(?:[0-9][ ().-]*){8,13}|8[ ().-]*(?:[0-9][ ().-]*){7,12}|[1-79][ ().-]*(?:[0-9][ ().-]*){9,14})\s*$",
+        nullable = false
+    )]
+    no_hp: Option<String>,
+    #[schema(format = Date)]
+    last_service: Option<String>,
+    #[schema(format = Date)]
+    next_service: Option<String>,
+    /// 1 active, 0 inactive.
+    #[schema(minimum = 0, maximum = 1, nullable = false)]
+    is_active: Option<i32>,
+    /// Up to 500 characters.
+    #[schema(max_length = 500)]
+    notes: Option<String>,
+}
+
+/// `POST /manual-whatsapp/bulk-import`: a JSON array of records, or `{"customers": [...]}`;
+/// up to 10,000. Each invalid record (bad field, a `nopol` that exists or repeats) is reported
+/// with its index, the others are imported.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum RecordImport {
+    Records(Vec<NewRecord>),
+    Wrapped(RecordImportObject),
+}
+
+/// `{"customers": [...]}` of [`RecordImport`].
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct RecordImportObject {
+    #[schema(max_items = 10000)]
+    customers: Vec<NewRecord>,
+}
+
+/// `POST /manual-whatsapp/send-reminders` (all optional; the body may be empty).
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({"days_threshold": 3, "only_active": true}))]
+#[allow(dead_code)]
+pub struct SendReminders {
+    /// Records with `0 <= next_service - today < days_threshold` are reminded (default 3).
+    #[schema(minimum = 1, maximum = 366)]
+    days_threshold: Option<i64>,
+    /// Only active records (default `true`).
+    only_active: Option<bool>,
+    /// Wait up to this many seconds (0 to 120) for the sends and report `sent` / `failed`;
+    /// also accepted in the query string.
+    #[schema(minimum = 0, maximum = 120)]
+    wait_seconds: Option<i64>,
+}
+
+/// `POST /manual-whatsapp/send-custom-message`.
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({"no_hp": "08123456789", "message": "Halo, ada promo service gratis minggu ini!"}))]
+#[allow(dead_code)]
+pub struct CustomMessage {
+    /// The recipient (see `to` of `POST /whatsapp/send`).
+    #[schema(
+        pattern = r"^\s*\+?[ ().-]*(?:0[ ().-]*(?:[0-9][ ().-]*){8,13}|8[ ().-]*(?:[0-9][ ().-]*){7,12}|[1-79][ ().-]*(?:[0-9][ ().-]*){9,14})\s*$",
+        example = "08123456789"
+    )]
+    no_hp: String,
+    /// 1 to 2000 characters once trimmed.
+    #[schema(min_length = 1, max_length = 2000, pattern = r"\S")]
+    message: String,
+}
+
 /// A validated create (`fields all set`) or update (`None` = keep; for the optional fields
 /// `Some(None)` = clear).
 #[derive(Debug, Clone, Default)]

@@ -35,6 +35,7 @@ pub struct Candidate {
 
 /// One record of a `send-reminders` answer (seed names).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = ManualReminderDetail)]
 pub struct Detail {
     pub id: Uuid,
     pub customer_name: String,
@@ -53,6 +54,7 @@ pub struct Detail {
 /// `reminder_failed` and `details`, plus the queue's view. `eligible` records have
 /// `0 <= next_service - today < days_threshold`; `skipped` are the other records considered.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = ManualReminderSummary)]
 pub struct Summary {
     pub date: NaiveDate,
     pub total_records: i64,

@@ -19,7 +19,8 @@ use crate::{
     error::{AppError, AppResult, FieldError},
     http::{
         auth::Caller,
-        envelope::Reply,
+        docs::{BadRequest, Invalid, NotFound, Unauthorized, Unavailable},
+        envelope::{Envelope, ErrorEnvelope, Reply},
         extract::{Fields, JsonBody, JsonObject, OptionalJsonObject, QueryPairs},
     },
     messages::{
@@ -79,8 +80,11 @@ async fn find(state: &AppState, id: Uuid) -> AppResult<Record> {
 
 /// Create a record; `no_hp` is normalized; a `nopol` that exists → 409.
 #[utoipa::path(post, path = "/manual-whatsapp/", tag = "manual-whatsapp",
-    request_body(content = Object, example = json!({"customer_name": "Bapak Joko", "nopol": "B 1234 XYZ", "no_hp": "08123456789", "last_service": "2025-10-15", "next_service": "2026-01-15", "notes": "Customer VIP"})),
-    responses((status = 201, body = Record), (status = 409), (status = 422)), security(("bearer" = [])))]
+    request_body = super::NewRecord,
+    responses((status = 201, description = "Created", body = Envelope<Record>),
+        (status = 409, description = "A record with this `nopol` exists", body = ErrorEnvelope),
+        BadRequest, Unauthorized, Invalid, Unavailable),
+    security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     _: Caller,
@@ -106,8 +110,12 @@ pub struct RecordList {
 /// Every record (`active_only=true`: active ones), with totals; `limit` (≤ 1000, default 1000)
 /// and `offset`.
 #[utoipa::path(get, path = "/manual-whatsapp/", tag = "manual-whatsapp",
-    params(("active_only" = Option<bool>, Query), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)),
-    responses((status = 200, body = RecordList), (status = 422)), security(("bearer" = [])))]
+    params(("active_only" = Option<bool>, Query, description = "`true`/`1` or `false`/`0` (default)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "default 1000"),
+        ("offset" = Option<i64>, Query, minimum = 0, maximum = 1000000000, description = "default 0")),
+    responses((status = 200, description = "The records with totals", body = Envelope<RecordList>),
+        BadRequest, Unauthorized, Invalid, Unavailable),
+    security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     _: Caller,
@@ -135,7 +143,10 @@ pub async fn list(
 
 /// One record by id.
 #[utoipa::path(get, path = "/manual-whatsapp/{record_id}", tag = "manual-whatsapp",
-    responses((status = 200, body = Record), (status = 404)), security(("bearer" = [])))]
+    params(("record_id" = String, Path, format = Uuid, description = "the record id")),
+    responses((status = 200, description = "The record", body = Envelope<Record>),
+        BadRequest, Unauthorized, NotFound, Unavailable),
+    security(("bearer" = [])))]
 pub async fn detail(
     State(state): State<AppState>,
     _: Caller,
@@ -147,7 +158,10 @@ pub async fn detail(
 
 /// One record by number plate (case-insensitive).
 #[utoipa::path(get, path = "/manual-whatsapp/by-nopol/{nopol}", tag = "manual-whatsapp",
-    responses((status = 200, body = Record), (status = 404)), security(("bearer" = [])))]
+    params(("nopol" = String, Path, description = "the number plate (case-insensitive)")),
+    responses((status = 200, description = "The record", body = Envelope<Record>),
+        BadRequest, Unauthorized, NotFound, Unavailable),
+    security(("bearer" = [])))]
 pub async fn by_nopol(
     State(state): State<AppState>,
     _: Caller,
@@ -161,8 +175,12 @@ pub async fn by_nopol(
 
 /// Changes the fields given (all optional; `null` clears the optional ones).
 #[utoipa::path(put, path = "/manual-whatsapp/{record_id}", tag = "manual-whatsapp",
-    request_body(content = Object, example = json!({"next_service": "2026-02-01", "is_active": 1})),
-    responses((status = 200, body = Record), (status = 404), (status = 409), (status = 422)), security(("bearer" = [])))]
+    params(("record_id" = String, Path, format = Uuid, description = "the record id")),
+    request_body = super::RecordChanges,
+    responses((status = 200, description = "The changed record", body = Envelope<Record>),
+        (status = 409, description = "Another record has this `nopol`", body = ErrorEnvelope),
+        BadRequest, Unauthorized, NotFound, Invalid, Unavailable),
+    security(("bearer" = [])))]
 pub async fn update(
     State(state): State<AppState>,
     _: Caller,
@@ -182,7 +200,10 @@ pub async fn update(
 
 /// Flips `is_active` between 1 and 0.
 #[utoipa::path(patch, path = "/manual-whatsapp/{record_id}/toggle-active", tag = "manual-whatsapp",
-    responses((status = 200, body = Record), (status = 404)), security(("bearer" = [])))]
+    params(("record_id" = String, Path, format = Uuid, description = "the record id")),
+    responses((status = 200, description = "The changed record", body = Envelope<Record>),
+        BadRequest, Unauthorized, NotFound, Unavailable),
+    security(("bearer" = [])))]
 pub async fn toggle_active(
     State(state): State<AppState>,
     _: Caller,
@@ -198,23 +219,33 @@ pub async fn toggle_active(
 /// Deletes a record (its reminder log goes with it; its messages are kept). The seed answered
 /// `204`; here the envelope says what was deleted.
 #[utoipa::path(delete, path = "/manual-whatsapp/{record_id}", tag = "manual-whatsapp",
-    responses((status = 200), (status = 404)), security(("bearer" = [])))]
+    params(("record_id" = String, Path, format = Uuid, description = "the record id")),
+    responses((status = 200, description = "Deleted", body = Envelope<RecordDeleted>),
+        BadRequest, Unauthorized, NotFound, Unavailable),
+    security(("bearer" = [])))]
 pub async fn remove(
     State(state): State<AppState>,
     _: Caller,
     Path(raw): Path<String>,
-) -> AppResult<Reply<Value>> {
+) -> AppResult<Reply<RecordDeleted>> {
     let id = record_id(&raw)?;
     if !repo::delete(&state.pool, id).await? {
         return Err(AppError::NotFound(format!("record {id} not found")));
     }
     Ok(Reply::ok(
-        serde_json::json!({"id": id, "deleted": true}),
+        RecordDeleted { id, deleted: true },
         "Record deleted",
     ))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
+pub struct RecordDeleted {
+    id: Uuid,
+    deleted: bool,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ManualImportFailure)]
 pub struct ImportFailure {
     index: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -225,6 +256,7 @@ pub struct ImportFailure {
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ManualImportResult)]
 pub struct ImportResult {
     total: usize,
     imported: usize,
@@ -236,8 +268,11 @@ const MAX_IMPORT: usize = 10_000;
 
 /// A JSON array of records or `{"customers": [...]}`: valid items are imported, each invalid
 /// one (bad field, nopol that exists or repeats) is reported with its index and reason.
-#[utoipa::path(post, path = "/manual-whatsapp/bulk-import", tag = "manual-whatsapp", request_body = Object,
-    responses((status = 200, body = ImportResult), (status = 400), (status = 422)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/manual-whatsapp/bulk-import", tag = "manual-whatsapp",
+    request_body = super::RecordImport,
+    responses((status = 200, description = "What was imported and what was not (per item)", body = Envelope<ImportResult>),
+        BadRequest, Unauthorized, Invalid, Unavailable),
+    security(("bearer" = [])))]
 pub async fn bulk_import(
     State(state): State<AppState>,
     _: Caller,
@@ -339,9 +374,11 @@ pub async fn bulk_import(
 /// (default 3), only active ones unless `only_active: false`; idempotent per record and day.
 /// `wait_seconds` (≤ 120, body or query) waits for the sends and reports `sent` / `failed`.
 #[utoipa::path(post, path = "/manual-whatsapp/send-reminders", tag = "manual-whatsapp",
-    request_body(content = Object, example = json!({"days_threshold": 3, "only_active": true})),
-    params(("wait_seconds" = Option<u64>, Query)),
-    responses((status = 200, body = remind::Summary), (status = 422)), security(("bearer" = [])))]
+    request_body(content = Option<super::SendReminders>, description = "optional: an empty body takes the defaults"),
+    params(("wait_seconds" = Option<i64>, Query, minimum = 0, maximum = 120, description = "as `wait_seconds` of the body")),
+    responses((status = 200, description = "What the pass queued, found queued or skipped", body = Envelope<remind::Summary>),
+        BadRequest, Unauthorized, Invalid, Unavailable),
+    security(("bearer" = [])))]
 pub async fn send_reminders(
     State(state): State<AppState>,
     _: Caller,
@@ -422,8 +459,12 @@ pub struct SingleReminder {
 /// Queues this record's reminder now, whatever its `next_service` window. Once per record and
 /// day (`already_queued` after that) unless `?force=true`.
 #[utoipa::path(post, path = "/manual-whatsapp/{record_id}/send-reminder", tag = "manual-whatsapp",
-    params(("force" = Option<bool>, Query)),
-    responses((status = 202, body = SingleReminder), (status = 200, body = SingleReminder), (status = 404), (status = 422)),
+    params(("record_id" = String, Path, format = Uuid, description = "the record id"),
+        ("force" = Option<bool>, Query, description = "`true`/`1`: another reminder even if today's is queued")),
+    responses((status = 202, description = "Queued", body = Envelope<SingleReminder>),
+        (status = 200, description = "Today's reminder was already queued (`status` `already_queued`)", body = Envelope<SingleReminder>),
+        (status = 422, description = "An invalid `force`, or the record has no `next_service` or no valid phone number", body = ErrorEnvelope),
+        BadRequest, Unauthorized, NotFound, Unavailable),
     security(("bearer" = [])))]
 pub async fn send_reminder(
     State(state): State<AppState>,
@@ -497,8 +538,10 @@ pub struct CustomAccepted {
 
 /// Queues a free-text message (≤ 2000 characters) to any number (kind `manual`).
 #[utoipa::path(post, path = "/manual-whatsapp/send-custom-message", tag = "manual-whatsapp",
-    request_body(content = Object, example = json!({"no_hp": "08123456789", "message": "Halo, ada promo service gratis minggu ini!"})),
-    responses((status = 202, body = CustomAccepted), (status = 422)), security(("bearer" = [])))]
+    request_body = super::CustomMessage,
+    responses((status = 202, description = "Queued", body = Envelope<CustomAccepted>),
+        BadRequest, Unauthorized, Invalid, Unavailable),
+    security(("bearer" = [])))]
 pub async fn send_custom_message(
     State(state): State<AppState>,
     caller: Caller,
@@ -577,7 +620,8 @@ pub struct Stats {
 
 /// Totals over the manual records.
 #[utoipa::path(get, path = "/manual-whatsapp/stats/summary", tag = "manual-whatsapp",
-    responses((status = 200, body = Stats)), security(("bearer" = [])))]
+    responses((status = 200, description = "Totals", body = Envelope<Stats>), Unauthorized, Unavailable),
+    security(("bearer" = [])))]
 pub async fn stats(State(state): State<AppState>, _: Caller) -> AppResult<Reply<Stats>> {
     let today = business_date(state.config.app_timezone, Utc::now());
     let end = today + chrono::Days::new(u64::from(state.config.reminder_days_threshold));

@@ -18,6 +18,7 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
+#[schema(as = MessageKind)]
 pub enum Kind {
     Adhoc,
     Maintenance,
@@ -45,6 +46,7 @@ impl Kind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
+#[schema(as = MessageStatus)]
 pub enum Status {
     Queued,
     Sending,
@@ -107,7 +109,8 @@ pub struct Message {
     pub max_attempts: i32,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
-    #[schema(value_type = Option<Object>)]
+    /// What the gateway answered to the last attempt, as it answered.
+    #[schema(value_type = Option<Value>)]
     pub gateway_response: Option<serde_json::Value>,
     pub sent_at: Option<DateTime<Utc>>,
     pub failed_at: Option<DateTime<Utc>>,

@@ -7,6 +7,12 @@ use std::fmt;
 
 use serde::Serialize;
 
+/// What [`PhoneNumber::parse`] accepts, as an ECMA-262 pattern for the OpenAPI document: a
+/// leading `+`, separators ` ().-`, and a digit count that normalizes to 10..=15 digits (`0…`
+/// gains one digit, a bare `8…` two). Attributes cannot name a constant, so the annotations
+/// repeat it; a test checks every copy and this pattern against the parser.
+pub const PHONE_PATTERN: &str = r"^\s*\+?[ ().-]*(?:0[ ().-]*(?:[0-9][ ().-]*){8,13}|8[ ().-]*(?:[0-9][ ().-]*){7,12}|[1-79][ ().-]*(?:[0-9][ ().-]*){9,14})\s*$";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct PhoneNumber(String);
@@ -85,6 +91,48 @@ mod tests {
             PhoneNumber::parse("+1 415 555 2671").unwrap().as_str(),
             "14155552671"
         );
+    }
+
+    /// The pattern of the OpenAPI document accepts exactly what the parser accepts.
+    #[test]
+    fn the_documented_pattern_is_the_parser() {
+        let pattern = regex::Regex::new(PHONE_PATTERN).unwrap();
+        let samples = [
+            "+62 812-3456-789",
+            "0812 3456 789",
+            "812-3456-789",
+            "(62) 812.3456.7890",
+            "+1 415 555 2671",
+            "+0812345678901",
+            "  0812345678  ",
+            "081234567",
+            "08123456",
+            "81234567",
+            "8123456",
+            "1234567890",
+            "123456789",
+            "123456789012345",
+            "1234567890123456",
+            "08123456789012",
+            "081234567890123",
+            "8123456789012",
+            "81234567890123",
+            "0812abc",
+            "++62812345678",
+            "62 812\t3456 789",
+            "",
+            "   ",
+            "+",
+            "(((0812345678)))",
+            "0-8-1-2-3-4-5-6-7-8",
+        ];
+        for raw in samples {
+            assert_eq!(
+                pattern.is_match(raw),
+                PhoneNumber::parse(raw).is_ok(),
+                "{raw:?}"
+            );
+        }
     }
 
     #[test]

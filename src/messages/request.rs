@@ -15,6 +15,33 @@ pub const MAX_DELAY_SECS: i64 = 2_592_000;
 pub const SCHEDULE_PAST_TOLERANCE_SECS: i64 = 60;
 pub const SCHEDULE_MAX_AHEAD_DAYS: i64 = 366;
 
+/// The body of `POST /whatsapp/send` as the OpenAPI document shows it; [`from_json`] is what
+/// checks it (unknown fields are ignored; `null` is the same as absent for optional fields).
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({"to": "0812 3456 789", "body": "Kendaraan Anda sudah selesai diservis", "delay": 5}))]
+#[allow(dead_code)]
+pub struct SendRequest {
+    /// The recipient: digits, optionally with spaces, `-`, `.`, `(`, `)` and a leading `+`.
+    /// `0…` and a bare `8…` are Indonesian numbers (`62…`); 10 to 15 digits once normalized.
+    #[schema(
+        pattern = r"^\s*\+?[ ().-]*(?:0[ ().-]*(?:[0-9][ ().-]*){8,13}|8[ ().-]*(?:[0-9][ ().-]*){7,12}|[1-79][ ().-]*(?:[0-9][ ().-]*){9,14})\s*$",
+        example = "0812 3456 789"
+    )]
+    to: String,
+    /// The text: 1 to 4096 characters once trimmed.
+    #[schema(min_length = 1, max_length = 4096, pattern = r"\S")]
+    body: String,
+    /// An absolute `http(s)` URL of a file to attach (the message goes out as media).
+    #[schema(format = "uri", pattern = r"^\s*[hH][tT][tT][pP][sS]?://[^/?#\s]")]
+    file: Option<String>,
+    /// Send after this many seconds (0 to 2,592,000 = 30 days). Not together with `schedule`.
+    #[schema(minimum = 0, maximum = 2592000)]
+    delay: Option<i64>,
+    /// Send at this time, unix milliseconds: at most 60 s in the past and 366 days ahead.
+    /// Not together with `delay`.
+    schedule: Option<i64>,
+}
+
 /// A message that passed validation, ready to be stored with its job.
 #[derive(Debug, Clone)]
 pub struct NewMessage {

@@ -19,7 +19,8 @@ use crate::{
     error::{AppError, AppResult},
     http::{
         auth::{Caller, SendCaller},
-        envelope::Reply,
+        docs::{BadRequest, Invalid, NotFound, RateLimited, Unauthorized, Unavailable},
+        envelope::{Envelope, Reply},
         extract::{JsonObject, QueryPairs},
     },
     state::AppState,
@@ -37,6 +38,38 @@ pub fn router() -> Router<AppState> {
 }
 
 const MAX_KEY_LEN: usize = 255;
+
+/// The `Idempotency-Key` header of the send endpoints, for the OpenAPI document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct IdempotencyKey {
+    /// The same key with the same request returns the original message (`200`); with a
+    /// different request, `409`. Kept at least 24 h. 1 to 255 visible ASCII characters.
+    #[param(
+        rename = "Idempotency-Key",
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$"
+    )]
+    idempotency_key: Option<String>,
+}
+
+/// `409` of the send endpoints.
+pub struct KeyReused;
+
+impl utoipa::IntoResponses for KeyReused {
+    fn responses() -> std::collections::BTreeMap<
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
+    > {
+        crate::http::docs::error_response(
+            409,
+            "The `Idempotency-Key` was already used for a different request",
+            &[],
+        )
+    }
+}
 
 fn idempotency_key(headers: &HeaderMap) -> AppResult<Option<String>> {
     let Some(v) = headers.get("idempotency-key") else {
@@ -90,11 +123,11 @@ async fn enqueue(
 
 /// Queue a WhatsApp message (immediate, delayed or scheduled).
 #[utoipa::path(post, path = "/whatsapp/send", tag = "messages",
-    request_body(content = Object, description = "`{to, body, file?, delay?, schedule?}`",
-        example = json!({"to": "0812 3456 789", "body": "Kendaraan Anda sudah selesai diservis", "delay": 5})),
-    params(("Idempotency-Key" = Option<String>, Header, description = "replays return the original message")),
-    responses((status = 202, description = "queued", body = Accepted), (status = 200, description = "idempotent replay"),
-        (status = 400, description = "malformed JSON"), (status = 401), (status = 409, description = "key reused"), (status = 422, description = "invalid field")),
+    request_body = super::request::SendRequest,
+    params(IdempotencyKey),
+    responses((status = 202, description = "Queued (or scheduled)", body = Envelope<Accepted>),
+        (status = 200, description = "`Idempotency-Key` replay: the message this key created, with its current status", body = Envelope<Accepted>),
+        BadRequest, Unauthorized, KeyReused, Invalid, Unavailable),
     security(("bearer" = [])))]
 pub async fn send(
     State(state): State<AppState>,
@@ -106,10 +139,13 @@ pub async fn send(
     enqueue(&state, new, &caller.sub, &headers).await
 }
 
-/// Queue a text message from query parameters `phone`, `message`.
+/// Queue a text message from query parameters `phone`, `message`. Without a token only when
+/// `PUBLIC_SEND_ENDPOINTS=true` (then limited per client address).
 #[utoipa::path(post, path = "/whatsapp/send-simple", tag = "messages",
-    params(("phone" = String, Query), ("message" = String, Query)),
-    responses((status = 202, body = Accepted), (status = 401), (status = 422), (status = 429, description = "public per-IP limit")),
+    params(SimpleSend, IdempotencyKey),
+    responses((status = 202, description = "Queued", body = Envelope<Accepted>),
+        (status = 200, description = "`Idempotency-Key` replay", body = Envelope<Accepted>),
+        BadRequest, Unauthorized, KeyReused, Invalid, RateLimited, Unavailable),
     security(("bearer" = []), ()))]
 pub async fn send_simple(
     State(state): State<AppState>,
@@ -121,10 +157,13 @@ pub async fn send_simple(
     enqueue(&state, new, &caller.scope(), &headers).await
 }
 
-/// Queue a media message from query parameters `phone`, `message`, `file_url`.
+/// Queue a media message from query parameters `phone`, `message`, `file_url`. Without a token
+/// only when `PUBLIC_SEND_ENDPOINTS=true`.
 #[utoipa::path(post, path = "/whatsapp/send-with-file", tag = "messages",
-    params(("phone" = String, Query), ("message" = String, Query), ("file_url" = String, Query)),
-    responses((status = 202, body = Accepted), (status = 401), (status = 422), (status = 429)),
+    params(SimpleSend, FileSend, IdempotencyKey),
+    responses((status = 202, description = "Queued", body = Envelope<Accepted>),
+        (status = 200, description = "`Idempotency-Key` replay", body = Envelope<Accepted>),
+        BadRequest, Unauthorized, KeyReused, Invalid, RateLimited, Unavailable),
     security(("bearer" = []), ()))]
 pub async fn send_with_file(
     State(state): State<AppState>,
@@ -136,10 +175,13 @@ pub async fn send_with_file(
     enqueue(&state, new, &caller.scope(), &headers).await
 }
 
-/// Queue a message for `schedule_timestamp_ms` (unix milliseconds).
+/// Queue a message for `schedule_timestamp_ms` (unix milliseconds: at most 60 s in the past
+/// and 366 days ahead). Without a token only when `PUBLIC_SEND_ENDPOINTS=true`.
 #[utoipa::path(post, path = "/whatsapp/send-scheduled", tag = "messages",
-    params(("phone" = String, Query), ("message" = String, Query), ("schedule_timestamp_ms" = i64, Query)),
-    responses((status = 202, body = Accepted), (status = 401), (status = 422), (status = 429)),
+    params(SimpleSend, ScheduledSend, IdempotencyKey),
+    responses((status = 202, description = "Scheduled", body = Envelope<Accepted>),
+        (status = 200, description = "`Idempotency-Key` replay", body = Envelope<Accepted>),
+        BadRequest, Unauthorized, KeyReused, Invalid, RateLimited, Unavailable),
     security(("bearer" = []), ()))]
 pub async fn send_scheduled(
     State(state): State<AppState>,
@@ -149,6 +191,39 @@ pub async fn send_scheduled(
 ) -> AppResult<Reply<Accepted>> {
     let new = request::from_query(&q, false, true)?;
     enqueue(&state, new, &caller.scope(), &headers).await
+}
+
+/// `phone` and `message` of the query-string sends (checked by [`request::from_query`]).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct SimpleSend {
+    /// The recipient (see `to` of `POST /whatsapp/send`).
+    #[param(
+        pattern = r"^\s*\+?[ ().-]*(?:0[ ().-]*(?:[0-9][ ().-]*){8,13}|8[ ().-]*(?:[0-9][ ().-]*){7,12}|[1-79][ ().-]*(?:[0-9][ ().-]*){9,14})\s*$",
+        example = "0812 3456 789"
+    )]
+    phone: String,
+    /// The text: 1 to 4096 characters once trimmed.
+    #[param(min_length = 1, max_length = 4096, pattern = r"\S")]
+    message: String,
+}
+
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct FileSend {
+    /// An absolute `http(s)` URL of the file to attach.
+    #[param(format = "uri", pattern = r"^\s*[hH][tT][tT][pP][sS]?://[^/?#\s]")]
+    file_url: String,
+}
+
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ScheduledSend {
+    /// When to send, unix milliseconds: at most 60 s in the past and 366 days ahead.
+    schedule_timestamp_ms: i64,
 }
 
 /// A message id from the path; anything that is not a UUID cannot name a message → 404.
@@ -173,7 +248,9 @@ pub struct History {
 
 /// One message with its status history.
 #[utoipa::path(get, path = "/whatsapp/messages/{id}", tag = "messages",
-    params(("id" = String, Path)), responses((status = 200, body = MessageDetail), (status = 404)),
+    params(("id" = String, Path, format = Uuid, description = "the message id")),
+    responses((status = 200, description = "The message and its attempts", body = Envelope<MessageDetail>),
+        BadRequest, Unauthorized, NotFound, Unavailable),
     security(("bearer" = [])))]
 pub async fn detail(
     State(state): State<AppState>,
@@ -208,9 +285,14 @@ pub struct MessagePage {
 
 /// Messages, newest first; filters `status`, `kind`, `to`; `limit` ≤ 500; `cursor`.
 #[utoipa::path(get, path = "/whatsapp/messages", tag = "messages",
-    params(("status" = Option<String>, Query), ("kind" = Option<String>, Query), ("to" = Option<String>, Query),
-        ("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query)),
-    responses((status = 200, body = MessagePage), (status = 422)), security(("bearer" = [])))]
+    params(("status" = Option<Status>, Query), ("kind" = Option<Kind>, Query),
+        ("to" = Option<String>, Query, description = "a phone number, any spelling",
+            pattern = r"^\s*\+?[ ().-]*(?:0[ ().-]*(?:[0-9][ ().-]*){8,13}|8[ ().-]*(?:[0-9][ ().-]*){7,12}|[1-79][ ().-]*(?:[0-9][ ().-]*){9,14})\s*$"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "default 50"),
+        ("cursor" = Option<String>, Query, format = Uuid, description = "`next_cursor` of the previous page")),
+    responses((status = 200, description = "A page of messages", body = Envelope<MessagePage>),
+        BadRequest, Unauthorized, Invalid, Unavailable),
+    security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     _: Caller,
@@ -270,8 +352,10 @@ pub async fn list(
 
 /// Cancel a message that is not yet sent.
 #[utoipa::path(post, path = "/whatsapp/messages/{id}/cancel", tag = "messages",
-    params(("id" = String, Path)),
-    responses((status = 200, body = Message), (status = 404), (status = 409, description = "sending or finished")),
+    params(("id" = String, Path, format = Uuid, description = "the message id")),
+    responses((status = 200, description = "Cancelled", body = Envelope<Message>),
+        (status = 409, description = "The message is being sent or is finished", body = crate::http::envelope::ErrorEnvelope),
+        BadRequest, Unauthorized, NotFound, Unavailable),
     security(("bearer" = [])))]
 pub async fn cancel(
     State(state): State<AppState>,

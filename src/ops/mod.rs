@@ -20,6 +20,60 @@ pub use crate::queue::QUEUES;
 /// The ops job statuses (the `job_states` view).
 pub const STATES: [&str; 5] = ["pending", "running", "done", "failed", "cancelled"];
 
+/// A queue name (the values of [`QUEUES`]), for the OpenAPI document.
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub enum QueueName {
+    #[serde(rename = "whatsapp-send")]
+    WhatsappSend,
+    #[serde(rename = "reminder-fanout")]
+    ReminderFanout,
+}
+
+/// A job status (the values of [`STATES`]): `pending` waiting (scheduled or to be retried),
+/// `failed` with no attempt left. For the OpenAPI document.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum JobStatus {
+    Pending,
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+/// `POST /ops/jobs/requeue` (all optional; the body may be empty), for the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({"queue": "whatsapp-send", "status": "failed"}))]
+#[allow(dead_code)]
+pub struct BulkRequeueRequest {
+    /// Only this queue (default: every queue).
+    queue: Option<QueueName>,
+    /// `failed` (default) or `cancelled`.
+    #[schema(pattern = "^(failed|cancelled)$")]
+    status: Option<String>,
+    /// Only jobs that finished at or after this time.
+    #[schema(format = DateTime)]
+    failed_after: Option<String>,
+    /// Only jobs that finished before this time.
+    #[schema(format = DateTime)]
+    failed_before: Option<String>,
+    /// At most this many, oldest first (default 1000).
+    #[schema(minimum = 1, maximum = 10000)]
+    limit: Option<i64>,
+}
+
+/// `POST /ops/purge`, for the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({"older_than_days": 14}))]
+#[allow(dead_code)]
+pub struct PurgeRequest {
+    /// Delete `done` and `cancelled` jobs that finished more than this many days ago.
+    #[schema(minimum = 0, maximum = 36500)]
+    older_than_days: i64,
+}
+
 #[derive(Debug, Clone, Serialize, Default, utoipa::ToSchema)]
 pub struct Counts {
     pub pending: i64,
@@ -83,7 +137,7 @@ pub async fn queues(pool: &PgPool) -> sqlx::Result<Vec<QueueSummary>> {
 pub struct Job {
     pub id: String,
     pub queue: String,
-    /// `pending`, `running`, `done`, `failed`, `cancelled`
+    #[schema(value_type = JobStatus)]
     pub status: String,
     pub attempts: i32,
     pub max_attempts: i32,
@@ -94,6 +148,7 @@ pub struct Job {
     pub lock_at: Option<DateTime<Utc>>,
     pub done_at: Option<DateTime<Utc>>,
     pub message_id: Option<Uuid>,
+    #[schema(value_type = Option<crate::messages::Status>)]
     pub message_status: Option<String>,
 }
 

@@ -17,7 +17,8 @@ use crate::{
     error::{AppError, AppResult, FieldError},
     http::{
         auth::OpsCaller,
-        envelope::Reply,
+        docs::{BadRequest, Forbidden, Invalid, NotFound, Unauthorized, Unavailable},
+        envelope::{Envelope, ErrorEnvelope, Reply},
         extract::{Fields, JsonObject, OptionalJsonObject, QueryPairs},
     },
     messages::{Message, repo},
@@ -39,7 +40,8 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The operator's page (embedded in the binary; nothing is fetched from the internet).
-#[utoipa::path(get, path = "/ops/ui", tag = "ops", responses((status = 200, content_type = "text/html")))]
+#[utoipa::path(get, path = "/ops/ui", tag = "ops",
+    responses((status = 200, description = "The page (its calls carry the pasted token)", content_type = "text/html", body = String)))]
 pub async fn ui() -> Html<&'static str> {
     Html(include_str!("../../assets/ops.html"))
 }
@@ -61,7 +63,9 @@ fn known_queue(raw: &str) -> AppResult<&'static str> {
 
 /// Per queue: job counts by status, the oldest due pending job's age, whether it is paused.
 #[utoipa::path(get, path = "/ops/queues", tag = "ops",
-    responses((status = 200, body = Vec<QueueSummary>), (status = 401), (status = 403)), security(("bearer" = [])))]
+    responses((status = 200, description = "Every queue", body = Envelope<Vec<QueueSummary>>),
+        Unauthorized, Forbidden, Unavailable),
+    security(("bearer" = [])))]
 pub async fn queues(
     State(state): State<AppState>,
     _: OpsCaller,
@@ -78,7 +82,11 @@ pub struct Paused {
 /// Stops every process from taking jobs of the queue (within a second); nothing is lost and no
 /// attempt is spent. Persisted until resumed.
 #[utoipa::path(post, path = "/ops/queues/{queue}/pause", tag = "ops",
-    responses((status = 200, body = Paused), (status = 404)), security(("bearer" = [])))]
+    params(("queue" = super::QueueName, Path)),
+    responses((status = 200, description = "Paused", body = Envelope<Paused>),
+        (status = 404, description = "No such queue", body = ErrorEnvelope),
+        BadRequest, Unauthorized, Forbidden, Unavailable),
+    security(("bearer" = [])))]
 pub async fn pause(
     State(state): State<AppState>,
     OpsCaller(caller): OpsCaller,
@@ -98,7 +106,11 @@ pub async fn pause(
 
 /// Lets every process take jobs of the queue again (jobs that came due meanwhile run now).
 #[utoipa::path(post, path = "/ops/queues/{queue}/resume", tag = "ops",
-    responses((status = 200, body = Paused), (status = 404)), security(("bearer" = [])))]
+    params(("queue" = super::QueueName, Path)),
+    responses((status = 200, description = "Resumed", body = Envelope<Paused>),
+        (status = 404, description = "No such queue", body = ErrorEnvelope),
+        BadRequest, Unauthorized, Forbidden, Unavailable),
+    security(("bearer" = [])))]
 pub async fn resume(
     State(state): State<AppState>,
     OpsCaller(caller): OpsCaller,
@@ -125,9 +137,13 @@ pub struct JobPage {
 /// Jobs, newest first: filters `queue`, `status` (pending, running, done, failed, cancelled),
 /// `message_id`; `limit` (≤ 500, default 50) and `cursor`.
 #[utoipa::path(get, path = "/ops/jobs", tag = "ops",
-    params(("queue" = Option<String>, Query), ("status" = Option<String>, Query), ("message_id" = Option<String>, Query),
-           ("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query)),
-    responses((status = 200, body = JobPage), (status = 422)), security(("bearer" = [])))]
+    params(("queue" = Option<super::QueueName>, Query), ("status" = Option<super::JobStatus>, Query),
+        ("message_id" = Option<String>, Query, format = Uuid),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "default 50"),
+        ("cursor" = Option<String>, Query, pattern = "^[0-9A-Za-z]{26}$", description = "`next_cursor` of the previous page")),
+    responses((status = 200, description = "A page of jobs", body = Envelope<JobPage>),
+        BadRequest, Unauthorized, Forbidden, Invalid, Unavailable),
+    security(("bearer" = [])))]
 pub async fn jobs(
     State(state): State<AppState>,
     _: OpsCaller,
@@ -194,14 +210,18 @@ pub async fn jobs(
 pub struct JobDetail {
     #[serde(flatten)]
     job: Job,
-    #[schema(value_type = Object)]
+    /// The job's payload as stored (JSON; text when it is not JSON).
+    #[schema(value_type = Value)]
     payload: Value,
     message: Option<Message>,
 }
 
 /// One job: payload, attempts, `run_at`, last error, lock holder, timestamps, and its message.
 #[utoipa::path(get, path = "/ops/jobs/{id}", tag = "ops",
-    responses((status = 200, body = JobDetail), (status = 404)), security(("bearer" = [])))]
+    params(("id" = String, Path, pattern = "^[0-9A-Za-z]{26}$", description = "the job id (a ULID)")),
+    responses((status = 200, description = "The job, its payload and its message", body = Envelope<JobDetail>),
+        BadRequest, Unauthorized, Forbidden, NotFound, Unavailable),
+    security(("bearer" = [])))]
 pub async fn job(
     State(state): State<AppState>,
     _: OpsCaller,
@@ -241,7 +261,11 @@ fn changed(result: Changed, id: &str, done: &str) -> AppResult<Reply<Job>> {
 /// A `failed` or `cancelled` job runs again now with fresh attempts; its message goes back to
 /// `queued`. Any other status → 409.
 #[utoipa::path(post, path = "/ops/jobs/{id}/requeue", tag = "ops",
-    responses((status = 200, body = Job), (status = 404), (status = 409)), security(("bearer" = [])))]
+    params(("id" = String, Path, pattern = "^[0-9A-Za-z]{26}$", description = "the job id (a ULID)")),
+    responses((status = 200, description = "Requeued", body = Envelope<Job>),
+        (status = 409, description = "The job is neither `failed` nor `cancelled`", body = ErrorEnvelope),
+        BadRequest, Unauthorized, Forbidden, NotFound, Unavailable),
+    security(("bearer" = [])))]
 pub async fn requeue(
     State(state): State<AppState>,
     OpsCaller(caller): OpsCaller,
@@ -255,7 +279,11 @@ pub async fn requeue(
 
 /// A `pending` job is cancelled with its message; a running or finished one → 409.
 #[utoipa::path(post, path = "/ops/jobs/{id}/cancel", tag = "ops",
-    responses((status = 200, body = Job), (status = 404), (status = 409)), security(("bearer" = [])))]
+    params(("id" = String, Path, pattern = "^[0-9A-Za-z]{26}$", description = "the job id (a ULID)")),
+    responses((status = 200, description = "Cancelled, with its message", body = Envelope<Job>),
+        (status = 409, description = "The job is not `pending`", body = ErrorEnvelope),
+        BadRequest, Unauthorized, Forbidden, NotFound, Unavailable),
+    security(("bearer" = [])))]
 pub async fn cancel(
     State(state): State<AppState>,
     OpsCaller(caller): OpsCaller,
@@ -287,8 +315,10 @@ fn timestamp(f: &mut Fields<'_>, field: &str) -> Option<DateTime<Utc>> {
 /// Bulk requeue: `{queue?, status: "failed", failed_after?, failed_before?, limit? (≤ 10000,
 /// default 1000)}` → `{requeued: n}` (oldest first; `cancelled` may be requeued the same way).
 #[utoipa::path(post, path = "/ops/jobs/requeue", tag = "ops",
-    request_body(content = Object, example = json!({"queue": "whatsapp-send", "status": "failed"})),
-    responses((status = 200, body = Requeued), (status = 422)), security(("bearer" = [])))]
+    request_body(content = Option<super::BulkRequeueRequest>, description = "optional: an empty body requeues up to 1000 failed jobs"),
+    responses((status = 200, description = "How many jobs were requeued", body = Envelope<Requeued>),
+        BadRequest, Unauthorized, Forbidden, Invalid, Unavailable),
+    security(("bearer" = [])))]
 pub async fn requeue_many(
     State(state): State<AppState>,
     OpsCaller(caller): OpsCaller,
@@ -349,8 +379,10 @@ pub struct Purged {
 /// Deletes `done` and `cancelled` jobs that finished more than `older_than_days` days ago
 /// (messages and reminders are kept) → `{purged: n}`.
 #[utoipa::path(post, path = "/ops/purge", tag = "ops",
-    request_body(content = Object, example = json!({"older_than_days": 14})),
-    responses((status = 200, body = Purged), (status = 422)), security(("bearer" = [])))]
+    request_body = super::PurgeRequest,
+    responses((status = 200, description = "How many jobs were deleted", body = Envelope<Purged>),
+        BadRequest, Unauthorized, Forbidden, Invalid, Unavailable),
+    security(("bearer" = [])))]
 pub async fn purge(
     State(state): State<AppState>,
     OpsCaller(caller): OpsCaller,

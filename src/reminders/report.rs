@@ -15,7 +15,12 @@ use uuid::Uuid;
 
 use crate::{
     error::{AppError, AppResult},
-    http::{auth::Caller, envelope::Reply, extract::QueryPairs},
+    http::{
+        auth::Caller,
+        docs::{BadRequest, Invalid, NotFound, Unauthorized, Unavailable},
+        envelope::{Envelope, Reply},
+        extract::QueryPairs,
+    },
     state::AppState,
 };
 
@@ -75,6 +80,11 @@ pub struct Count {
     pub count: u64,
 }
 
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ReportDeleted {
+    pub message: &'static str,
+}
+
 fn uuid_param(raw: &str, what: &str) -> AppResult<Uuid> {
     Uuid::parse_str(raw).map_err(|_| AppError::NotFound(format!("{what} {raw} not found")))
 }
@@ -96,8 +106,11 @@ const COLUMNS: &str =
 
 /// Every report row, most recently messaged first; `limit` (≤ 1000, default 100), `offset`.
 #[utoipa::path(get, path = "/whatsapp-report/", tag = "whatsapp-report",
-    params(("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)),
-    responses((status = 200, body = Vec<Report>)), security(("bearer" = [])))]
+    params(("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "default 100"),
+        ("offset" = Option<i64>, Query, minimum = 0, maximum = 1000000000, description = "default 0")),
+    responses((status = 200, description = "Report rows", body = Envelope<Vec<Report>>),
+        BadRequest, Unauthorized, Invalid, Unavailable),
+    security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     _: Caller,
@@ -116,8 +129,11 @@ pub async fn list(
 
 /// Report rows with the customer's name and phone and the vehicle's model and number plate.
 #[utoipa::path(get, path = "/whatsapp-report/detail", tag = "whatsapp-report",
-    params(("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)),
-    responses((status = 200, body = Vec<ReportDetail>)), security(("bearer" = [])))]
+    params(("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "default 100"),
+        ("offset" = Option<i64>, Query, minimum = 0, maximum = 1000000000, description = "default 0")),
+    responses((status = 200, description = "Report rows with customer and vehicle", body = Envelope<Vec<ReportDetail>>),
+        BadRequest, Unauthorized, Invalid, Unavailable),
+    security(("bearer" = [])))]
 pub async fn detail(
     State(state): State<AppState>,
     _: Caller,
@@ -142,7 +158,8 @@ pub async fn detail(
 
 /// Totals over all customer + vehicle pairs.
 #[utoipa::path(get, path = "/whatsapp-report/statistics", tag = "whatsapp-report",
-    responses((status = 200, body = Statistics)), security(("bearer" = [])))]
+    responses((status = 200, description = "Totals", body = Envelope<Statistics>), Unauthorized, Unavailable),
+    security(("bearer" = [])))]
 pub async fn statistics(State(state): State<AppState>, _: Caller) -> AppResult<Reply<Statistics>> {
     let rows: Vec<(i32, i64)> = sqlx::query_as(
         "SELECT frequency, count(*) FROM whatsapp_report GROUP BY frequency ORDER BY frequency",
@@ -169,7 +186,11 @@ pub async fn statistics(State(state): State<AppState>, _: Caller) -> AppResult<R
 
 /// The report rows of one customer (one per reminded vehicle).
 #[utoipa::path(get, path = "/whatsapp-report/customer/{id_customer}", tag = "whatsapp-report",
-    responses((status = 200, body = Vec<Report>)), security(("bearer" = [])))]
+    params(("id_customer" = String, Path, format = Uuid, description = "the customer id")),
+    responses((status = 200, description = "The customer's rows (none: an empty list)", body = Envelope<Vec<Report>>),
+        (status = 404, description = "The id is not a UUID", body = crate::http::envelope::ErrorEnvelope),
+        BadRequest, Unauthorized, Unavailable),
+    security(("bearer" = [])))]
 pub async fn by_customer(
     State(state): State<AppState>,
     _: Caller,
@@ -186,8 +207,11 @@ pub async fn by_customer(
 }
 
 /// The report row of one customer + vehicle.
-#[utoipa::path(get, path = "/whatsapp-report/customer/{id_customer}/vehicle/{id_vehicle}",
-    tag = "whatsapp-report", responses((status = 200, body = Report), (status = 404)),
+#[utoipa::path(get, path = "/whatsapp-report/customer/{id_customer}/vehicle/{id_vehicle}", tag = "whatsapp-report",
+    params(("id_customer" = String, Path, format = Uuid, description = "the customer id"),
+        ("id_vehicle" = String, Path, format = Uuid, description = "the vehicle id")),
+    responses((status = 200, description = "The row", body = Envelope<Report>),
+        BadRequest, Unauthorized, NotFound, Unavailable),
     security(("bearer" = [])))]
 pub async fn by_customer_vehicle(
     State(state): State<AppState>,
@@ -213,12 +237,15 @@ pub async fn by_customer_vehicle(
 
 /// Deletes one report row.
 #[utoipa::path(delete, path = "/whatsapp-report/{report_id}", tag = "whatsapp-report",
-    responses((status = 200), (status = 404)), security(("bearer" = [])))]
+    params(("report_id" = String, Path, format = Uuid, description = "the report row id")),
+    responses((status = 200, description = "Deleted", body = Envelope<ReportDeleted>),
+        BadRequest, Unauthorized, NotFound, Unavailable),
+    security(("bearer" = [])))]
 pub async fn remove(
     State(state): State<AppState>,
     _: Caller,
     Path(report_id): Path<String>,
-) -> AppResult<Reply<serde_json::Value>> {
+) -> AppResult<Reply<ReportDeleted>> {
     let id = uuid_param(&report_id, "report")?;
     let done = sqlx::query("DELETE FROM whatsapp_report WHERE id = $1")
         .bind(id)
@@ -228,7 +255,9 @@ pub async fn remove(
         return Err(AppError::NotFound(format!("report {id} not found")));
     }
     Ok(Reply::ok(
-        serde_json::json!({"message": "Report berhasil dihapus"}),
+        ReportDeleted {
+            message: "Report berhasil dihapus",
+        },
         "Report berhasil dihapus",
     ))
 }
@@ -236,8 +265,10 @@ pub async fn remove(
 /// Sets `frequency` back to 0: all rows, or one customer's (`id_customer`), or one customer +
 /// vehicle (`id_customer` and `id_vehicle`). Rows are kept.
 #[utoipa::path(post, path = "/whatsapp-report/reset-frequency", tag = "whatsapp-report",
-    params(("id_customer" = Option<String>, Query), ("id_vehicle" = Option<String>, Query)),
-    responses((status = 200, body = Count), (status = 422)), security(("bearer" = [])))]
+    params(("id_customer" = Option<String>, Query, format = Uuid), ("id_vehicle" = Option<String>, Query, format = Uuid)),
+    responses((status = 200, description = "How many rows were reset", body = Envelope<Count>),
+        BadRequest, Unauthorized, Invalid, Unavailable),
+    security(("bearer" = [])))]
 pub async fn reset_frequency(
     State(state): State<AppState>,
     _: Caller,

@@ -15,7 +15,12 @@ use uuid::Uuid;
 use super::{business_date, fanout, schedule};
 use crate::{
     error::{AppError, AppResult, FieldError},
-    http::{auth::Caller, envelope::Reply, extract::QueryPairs},
+    http::{
+        auth::Caller,
+        docs::{BadRequest, Invalid, Unauthorized, Unavailable},
+        envelope::{Envelope, Reply},
+        extract::QueryPairs,
+    },
     state::AppState,
 };
 
@@ -63,8 +68,10 @@ async fn fan_out(state: &AppState, q: &QueryPairs) -> AppResult<Reply<fanout::Su
 /// Runs today's fan-out now (idempotent per vehicle and date); `wait_seconds` (≤ 120) waits for
 /// the sends and reports `sent` / `failed` per vehicle.
 #[utoipa::path(post, path = "/customers/send-maintenance-reminder", tag = "reminders",
-    params(("wait_seconds" = Option<u64>, Query)),
-    responses((status = 200, body = fanout::Summary), (status = 422)), security(("bearer" = [])))]
+    params(("wait_seconds" = Option<i64>, Query, minimum = 0, maximum = 120, description = "wait up to this many seconds for the sends and report `sent` / `failed`")),
+    responses((status = 200, description = "What the pass queued, found queued or skipped", body = Envelope<fanout::Summary>),
+        BadRequest, Unauthorized, Invalid, Unavailable),
+    security(("bearer" = [])))]
 pub async fn send_now(
     State(state): State<AppState>,
     _: Caller,
@@ -75,8 +82,10 @@ pub async fn send_now(
 
 /// The same as `/customers/send-maintenance-reminder`.
 #[utoipa::path(post, path = "/scheduler/maintenance-reminder/run-now", tag = "reminders",
-    params(("wait_seconds" = Option<u64>, Query)),
-    responses((status = 200, body = fanout::Summary), (status = 422)), security(("bearer" = [])))]
+    params(("wait_seconds" = Option<i64>, Query, minimum = 0, maximum = 120, description = "wait up to this many seconds for the sends and report `sent` / `failed`")),
+    responses((status = 200, description = "What the pass queued, found queued or skipped", body = Envelope<fanout::Summary>),
+        BadRequest, Unauthorized, Invalid, Unavailable),
+    security(("bearer" = [])))]
 pub async fn run_now(
     State(state): State<AppState>,
     _: Caller,
@@ -86,6 +95,7 @@ pub async fn run_now(
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = SchedulerChanged)]
 pub struct Changed {
     message: String,
     #[serde(flatten)]
@@ -95,8 +105,10 @@ pub struct Changed {
 /// Enables the daily fan-out, optionally at a new `hour` (0–23) / `minute` (0–59) in
 /// `APP_TIMEZONE`. Persisted: every process follows within seconds.
 #[utoipa::path(post, path = "/scheduler/maintenance-reminder/start", tag = "reminders",
-    params(("hour" = Option<i32>, Query), ("minute" = Option<i32>, Query)),
-    responses((status = 200, body = Changed), (status = 422)), security(("bearer" = [])))]
+    params(("hour" = Option<i64>, Query, minimum = 0, maximum = 23), ("minute" = Option<i64>, Query, minimum = 0, maximum = 59)),
+    responses((status = 200, description = "Enabled; the new status", body = Envelope<Changed>),
+        BadRequest, Unauthorized, Invalid, Unavailable),
+    security(("bearer" = [])))]
 pub async fn start(
     State(state): State<AppState>,
     _: Caller,
@@ -126,7 +138,9 @@ pub async fn start(
 
 /// Disables the daily fan-out (persisted). `run-now` still works.
 #[utoipa::path(post, path = "/scheduler/maintenance-reminder/stop", tag = "reminders",
-    responses((status = 200, body = Changed)), security(("bearer" = [])))]
+    responses((status = 200, description = "Disabled; the new status", body = Envelope<Changed>),
+        Unauthorized, Unavailable),
+    security(("bearer" = [])))]
 pub async fn stop(State(state): State<AppState>, _: Caller) -> AppResult<Reply<Changed>> {
     schedule::set(&state.pool, &state.config, false, None).await?;
     let message = "Scheduler dihentikan".to_owned();
@@ -142,7 +156,9 @@ pub async fn stop(State(state): State<AppState>, _: Caller) -> AppResult<Reply<C
 
 /// `{running, jobs: [{id, name, next_run_time, trigger}], last_run}`.
 #[utoipa::path(get, path = "/scheduler/maintenance-reminder/status", tag = "reminders",
-    responses((status = 200, body = schedule::Status)), security(("bearer" = [])))]
+    responses((status = 200, description = "The schedule and its last run", body = Envelope<schedule::Status>),
+        Unauthorized, Unavailable),
+    security(("bearer" = [])))]
 pub async fn status(
     State(state): State<AppState>,
     _: Caller,
@@ -162,7 +178,8 @@ pub struct SchedulerHealth {
 /// No auth. `healthy` when the schedule is enabled and its last tick has a fan-out that did not
 /// fail; always `200` (the body says which).
 #[utoipa::path(get, path = "/health/scheduler", tag = "health",
-    responses((status = 200, body = SchedulerHealth)))]
+    responses((status = 200, description = "Healthy or not (the body says which)", body = Envelope<SchedulerHealth>),
+        Unavailable))]
 pub async fn health(State(state): State<AppState>) -> AppResult<Reply<SchedulerHealth>> {
     let s = schedule::load(&state.pool, &state.config).await?;
     let healthy = schedule::healthy(&state.pool, &state.config, &s).await?;
@@ -184,11 +201,12 @@ pub struct ReminderRow {
     customer_id: Uuid,
     reminder_date: NaiveDate,
     next_visit_date: NaiveDate,
-    /// `queued`, `sent`, `failed`, `cancelled`
+    #[schema(value_type = ReminderStatus)]
     status: String,
     reason: Option<String>,
     sent_at: Option<DateTime<Utc>>,
     message_id: Uuid,
+    #[schema(value_type = Option<crate::messages::Status>)]
     message_status: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -200,15 +218,30 @@ pub struct ReminderPage {
     next_cursor: Option<Uuid>,
 }
 
-const REMINDER_STATUSES: [&str; 4] = ["queued", "sent", "failed", "cancelled"];
+pub(crate) const REMINDER_STATUSES: [&str; 4] = ["queued", "sent", "failed", "cancelled"];
+
+/// A reminder's status (the values of [`REMINDER_STATUSES`]), for the OpenAPI document.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum ReminderStatus {
+    Queued,
+    Sent,
+    Failed,
+    Cancelled,
+}
 
 /// The reminder log, newest first: filters `date` (YYYY-MM-DD), `status`, `vehicle_id`;
 /// `limit` (≤ 500) and `cursor`.
 #[utoipa::path(get, path = "/reminders", tag = "reminders",
-    params(("date" = Option<String>, Query), ("status" = Option<String>, Query),
-           ("vehicle_id" = Option<String>, Query), ("limit" = Option<i64>, Query),
-           ("cursor" = Option<String>, Query)),
-    responses((status = 200, body = ReminderPage), (status = 422)), security(("bearer" = [])))]
+    params(("date" = Option<String>, Query, format = Date, description = "the reminder date"),
+        ("status" = Option<ReminderStatus>, Query),
+        ("vehicle_id" = Option<String>, Query, format = Uuid),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "default 50"),
+        ("cursor" = Option<String>, Query, format = Uuid, description = "`next_cursor` of the previous page")),
+    responses((status = 200, description = "A page of the reminder log", body = Envelope<ReminderPage>),
+        BadRequest, Unauthorized, Invalid, Unavailable),
+    security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     _: Caller,

@@ -296,6 +296,7 @@ pub struct LastRun {
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = SchedulerStatus)]
 pub struct Status {
     pub running: bool,
     pub jobs: Vec<JobInfo>,

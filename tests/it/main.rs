@@ -6,6 +6,7 @@ mod helpers;
 mod auth;
 mod customers;
 mod durability;
+mod embedded;
 mod faults;
 mod manual;
 mod ops;
