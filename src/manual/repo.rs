@@ -169,9 +169,7 @@ pub async fn follow(
     if changes.is_empty() {
         return Ok(());
     }
-    let ids: Vec<Uuid> = changes.iter().map(|c| c.message_id).collect();
-    let statuses: Vec<&str> = changes.iter().map(|c| c.status.as_str()).collect();
-    let errors: Vec<Option<&str>> = changes.iter().map(|c| c.error.as_deref()).collect();
+    let (ids, statuses, errors) = crate::messages::change_columns(changes);
     sqlx::query(
         "WITH c AS (
             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[]) AS t(message_id, status, error)

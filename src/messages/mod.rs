@@ -92,6 +92,15 @@ pub struct Change {
     pub error: Option<String>,
 }
 
+/// `changes` as the three arrays a set-wise statement binds: message ids, statuses, errors.
+pub fn change_columns(changes: &[Change]) -> (Vec<Uuid>, Vec<&'static str>, Vec<Option<&str>>) {
+    (
+        changes.iter().map(|c| c.message_id).collect(),
+        changes.iter().map(|c| c.status.as_str()).collect(),
+        changes.iter().map(|c| c.error.as_deref()).collect(),
+    )
+}
+
 /// A stored message as clients see it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Message {
