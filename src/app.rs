@@ -1,4 +1,4 @@
-//! Starting a process in one of its roles (SPEC §1): database, HTTP, workers, shutdown.
+//! Starting a process in one of its roles (README "Commands"): database, HTTP, workers, shutdown.
 
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
@@ -108,7 +108,8 @@ async fn run_on(
     url: &str,
     secret: Secret,
 ) -> anyhow::Result<()> {
-    let pool = db::connect(url, db::pool_size(&config)).await?;
+    let budget = budget(&config, role)?;
+    let pool = db::connect(url, budget.main).await?;
     db::migrate(&pool).await?;
     let listener = TcpListener::bind(config.bind_addr)
         .await
@@ -129,6 +130,25 @@ async fn run_on(
     pool.close().await;
     tracing::info!("stopped");
     result
+}
+
+/// `DB_MAX_CONNECTIONS` when it is not set: enough for the benchmarks, small enough that several
+/// processes fit PostgreSQL's default 100 (README: "Connection budget").
+pub fn default_max_connections(role: ProcessRole) -> u32 {
+    match role {
+        ProcessRole::Serve => 16,
+        ProcessRole::Api | ProcessRole::Worker => 10,
+    }
+}
+
+/// This process' connection budget.
+pub fn budget(config: &Config, role: ProcessRole) -> anyhow::Result<db::Budget> {
+    let total = config
+        .db_max_connections
+        .unwrap_or_else(|| default_max_connections(role));
+    db::Budget::new(total, role != ProcessRole::Api).map_err(|reason| {
+        anyhow::anyhow!("invalid configuration: DB_MAX_CONNECTIONS={total}: {reason}")
+    })
 }
 
 /// A started process: its HTTP server and (unless `api`) its workers.
@@ -210,7 +230,7 @@ pub async fn start(
             concurrency = config.worker_concurrency,
             "send workers starting"
         );
-        let pauses = crate::ops::pause::Pauses::default();
+        let pauses = crate::queue::pause::Pauses::default();
         pauses.refresh(&pool).await?;
         pauses.spawn_refresher(pool.clone(), shutdown.clone());
         tokio::spawn(crate::ops::retention::run(
@@ -218,17 +238,34 @@ pub async fn start(
             config.job_retention_days,
             shutdown.clone(),
         ));
-        let ctx = crate::worker::send_context(pool.clone(), &config, gateway, pauses);
+        let budget = budget(&config, role)?;
+        let workers = crate::queue::Workers {
+            process: crate::queue::rescue::Process::new(),
+            wakeups: crate::queue::wakeup::Wakeups::default(),
+            pool: db::relaxed(&pool, budget.relaxed),
+        };
+        // Registered before any worker fetches, so that no job is held by an unknown process.
+        workers.process.register(&pool).await?;
+        // The beat outlives the workers: it keeps this process alive in others' eyes while
+        // in-flight sends finish, then releases what is left.
+        let workers_stopped = CancellationToken::new();
+        let beat = workers.process.spawn(pool.clone(), workers_stopped.clone());
+        workers
+            .wakeups
+            .spawn_listener(pool.clone(), shutdown.clone());
+        let ctx = crate::worker::send_context(pool.clone(), &workers, &config, gateway, pauses);
         let scheduler = Arc::new(crate::reminders::schedule::SchedulerContext {
             pool: pool.clone(),
             config: config.clone(),
         });
-        Some(tokio::spawn(crate::worker::run(
-            config.clone(),
-            ctx,
-            scheduler,
-            shutdown.clone(),
-        )))
+        let worker_shutdown = shutdown.clone();
+        Some(tokio::spawn(async move {
+            let result =
+                crate::worker::run(config.clone(), ctx, scheduler, workers, worker_shutdown).await;
+            workers_stopped.cancel();
+            let _ = beat.await;
+            result
+        }))
     };
     Ok(Running {
         local_addr: local,

@@ -1,4 +1,4 @@
-//! The command line (SPEC §1).
+//! The command line (README "Commands").
 
 use clap::{Parser, Subcommand};
 

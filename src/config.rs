@@ -1,6 +1,6 @@
 //! Configuration from the environment (and `.env`), parsed once at start-up.
 //!
-//! Every variable of SPEC §2 lives here with its default. A bad value stops start-up with an error
+//! Every variable of README "Configuration" lives here with its default. A bad value stops start-up with an error
 //! that names the variable; secrets are wrapped so that `Debug` never prints them.
 
 use std::{collections::HashMap, fmt, net::SocketAddr, path::PathBuf, time::Duration};
@@ -65,6 +65,8 @@ pub struct Config {
     pub public_send_rate_per_minute: u32,
     pub job_retention_days: u32,
     pub log_format: LogFormat,
+    /// `DB_MAX_CONNECTIONS`; unset = the role's default (`app::default_max_connections`).
+    pub db_max_connections: Option<u32>,
 }
 
 impl Config {
@@ -116,6 +118,10 @@ impl Config {
                 "text" => LogFormat::Text,
                 "json" => LogFormat::Json,
                 _ => return Err(env.invalid("LOG_FORMAT", "expected `text` or `json`")),
+            },
+            db_max_connections: match env.get("DB_MAX_CONNECTIONS") {
+                None => None,
+                Some(_) => Some(env.positive("DB_MAX_CONNECTIONS", 1)? as u32),
             },
         };
         Ok(config)

@@ -1,4 +1,4 @@
-//! One error type for every handler, rendered in the JSON envelope of SPEC §3.
+//! One error type for every handler, rendered in the JSON envelope of README "HTTP API".
 
 use axum::{
     http::{HeaderValue, StatusCode, header},

@@ -1,23 +1,24 @@
 //! Wires jobs to apalis workers: send workers with `WORKER_CONCURRENCY` slots in all and the
-//! reminder scheduler's two workers (see `reminders::schedule`), all
-//! restarted by the monitor after a database outage, stopped gracefully on shutdown (in-flight
-//! sends finish; fetched-but-unstarted jobs go back to the queue).
+//! reminder scheduler's two workers (see `reminders::schedule`), all restarted by the monitor
+//! after a database outage, stopped gracefully on shutdown (in-flight sends finish).
 
 use std::{num::NonZeroU32, sync::Arc, time::Duration};
 
 use apalis::prelude::{Monitor, WorkerBuilder, WorkerBuilderExt};
 use governor::{Quota, RateLimiter};
 use serde_json::Value;
-use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::Config,
     db::batch::Batcher,
     gateway::StarSender,
-    messages::job::{self, SendContext},
-    messages::repo,
-    queue,
+    messages::{
+        decide::RetryPolicy,
+        job::{self, SendContext},
+        repo,
+    },
+    queue::{self, pause::Pauses},
     reminders::schedule::SchedulerContext,
 };
 
@@ -26,11 +27,15 @@ pub fn shutdown_grace(config: &Config) -> Duration {
     config.starsender_timeout + Duration::from_secs(5)
 }
 
+/// A `Retry-After` longer than this is cut to it.
+const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
+
 pub fn send_context(
-    pool: PgPool,
+    pool: sqlx::PgPool,
+    workers: &queue::Workers,
     config: &Config,
     gateway: StarSender,
-    pauses: crate::ops::pause::Pauses,
+    pauses: Pauses,
 ) -> Arc<SendContext> {
     let limiter = NonZeroU32::new(config.send_rate_per_second).map(|rate| {
         let burst = NonZeroU32::new(config.send_burst).unwrap_or(NonZeroU32::MIN);
@@ -38,9 +43,8 @@ pub fn send_context(
             Quota::per_second(rate).allow_burst(burst),
         ))
     });
-    let relaxed_pool = crate::db::relaxed(&pool, config.worker_concurrency as u32 + 8);
     let retry_ambiguous = config.send_retry_ambiguous;
-    let claim_pool = relaxed_pool.clone();
+    let claim_pool = workers.pool.clone();
     let claims = Batcher::spawn(2, 256, move |batch: Arc<Vec<repo::Claim>>| {
         let pool = claim_pool.clone();
         async move { repo::claim_batch(&pool, &batch, retry_ambiguous).await }
@@ -53,14 +57,17 @@ pub fn send_context(
     Arc::new(SendContext {
         claims,
         outcomes,
-        relaxed_pool,
+        relaxed_pool: workers.pool.clone(),
         pool,
         gateway,
         limiter,
-        backoff: config.backoff(),
-        retry_ambiguous: config.send_retry_ambiguous,
-        max_attempts: config.send_max_attempts,
+        policy: RetryPolicy {
+            backoff: config.backoff(),
+            retry_ambiguous: config.send_retry_ambiguous,
+            retry_after_cap: RETRY_AFTER_CAP,
+        },
         pauses,
+        process: workers.process.clone(),
     })
 }
 
@@ -77,26 +84,22 @@ pub async fn run(
     config: Arc<Config>,
     ctx: Arc<SendContext>,
     scheduler: Arc<SchedulerContext>,
+    workers: queue::Workers,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     // An apalis worker fetches, dispatches and acknowledges in one loop, and stops dispatching
     // while it writes acknowledgements: several workers of up to SLOTS_PER_WORKER slots each
     // keep those round trips overlapping. They share the process' limiter through `ctx`.
-    let (workers, slots) = split_slots(config.worker_concurrency);
-    // Enough fetched per round trip to keep every slot busy, few enough that a process does
-    // not sit on jobs another process could run.
-    let batch = (slots * 2).clamp(1, 100);
-    let relaxed_pool = ctx.relaxed_pool.clone();
+    let (count, slots) = split_slots(config.worker_concurrency);
+    let send_workers = workers.clone();
     let monitor = Monitor::new()
-        .register_n(workers, move |_index, _restarts| {
-            WorkerBuilder::new(queue::worker_name(queue::SEND_QUEUE))
-                // apalis' bookkeeping (fetch, acknowledgements, heartbeats) commits without
-                // waiting for the WAL flush: see `db::relaxed` for why that is safe.
-                .backend(queue::storage::<Value>(
-                    &ctx.relaxed_pool,
-                    queue::SEND_QUEUE,
-                    batch,
-                ))
+        .register_n(count, move |index, _restarts| {
+            // A restarted worker gets a new name; what its predecessor had fetched but not
+            // started is released by the process' next beat (`queue::rescue`).
+            WorkerBuilder::new(send_workers.process.worker_name(queue::SEND_QUEUE, index))
+                // No more fetched than there are slots: a process does not sit on jobs
+                // another process could run.
+                .backend(send_workers.storage::<Value>(queue::SEND_QUEUE, slots))
                 .concurrency(slots)
                 .data(ctx.clone())
                 .build(job::handle)
@@ -110,7 +113,7 @@ pub async fn run(
         })
         .shutdown_timeout(shutdown_grace(&config));
     // The reminder scheduler: a cron ticker and the fan-out job runner.
-    let monitor = crate::reminders::schedule::register(monitor, scheduler, &relaxed_pool)?;
+    let monitor = crate::reminders::schedule::register(monitor, scheduler, &workers)?;
     monitor
         .run_with_signal(async move {
             shutdown.cancelled().await;

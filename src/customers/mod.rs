@@ -1,4 +1,4 @@
-//! Customers and vehicles: the data the maintenance reminders are computed from (SPEC §5).
+//! Customers and vehicles: the data the maintenance reminders are computed from (README "Maintenance reminders").
 
 pub mod demo;
 pub mod repo;

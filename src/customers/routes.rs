@@ -1,4 +1,4 @@
-//! `/customers` and `/vehicles` (SPEC §5).
+//! `/customers` and `/vehicles` (README "Maintenance reminders").
 
 use axum::{
     Router,

@@ -28,8 +28,9 @@ pub struct BatchError(String);
 
 impl<I: Send + Sync + 'static, O: Send + 'static> Batcher<I, O> {
     /// `write` gets a batch and returns one answer per item, in order. `writers` batches may be
-    /// in flight at once (while one waits for its commit the next gathers). A failed write is
-    /// retried with backoff for about half a minute before its callers get the error.
+    /// in flight at once (while one waits for its commit the next gathers). A write that fails
+    /// because the database is unreachable is retried until it is back; any other failure a
+    /// few times, then its callers get the error.
     pub fn spawn<F, Fut>(writers: usize, max_batch: usize, write: F) -> Self
     where
         F: Fn(Arc<Vec<I>>) -> Fut + Send + Sync + 'static,
@@ -79,10 +80,21 @@ where
                         replies.len()
                     ));
                 }
-                Err(e) if tries < 8 => {
+                // The database is away (outage, restart, every backend terminated): wait for
+                // it as long as it takes. What waits here already happened — a gateway call —
+                // and giving up would leave it unrecorded, to be sent again.
+                Err(e) if super::is_transient(&e) => {
+                    tracing::warn!(
+                        count = replies.len(),
+                        "batch write waits for the database: {e}"
+                    );
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_millis(500));
+                }
+                Err(e) if tries < 3 => {
                     tracing::warn!(count = replies.len(), "batch write failed, retrying: {e}");
                     tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
+                    wait = (wait * 2).min(Duration::from_secs(2));
                     tries += 1;
                 }
                 Err(e) => break Err(e.to_string()),
@@ -133,13 +145,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_write_is_retried_before_callers_hear_of_it() {
+    async fn another_failure_reaches_the_callers_after_a_few_tries() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let broken = Batcher::spawn(1, 8, move |_: Arc<Vec<u32>>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async move { Err::<Vec<u32>, _>(sqlx::Error::RowNotFound) }
+        });
+        assert!(broken.submit(7).await.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn a_write_waits_for_an_unreachable_database() {
         let calls = Arc::new(AtomicUsize::new(0));
         let counted = calls.clone();
         let flaky = Batcher::spawn(1, 8, move |items: Arc<Vec<u32>>| {
             let n = counted.fetch_add(1, Ordering::SeqCst);
             async move {
-                if n == 0 {
+                if n < 5 {
                     Err(sqlx::Error::PoolTimedOut)
                 } else {
                     Ok(items.to_vec())
@@ -147,6 +171,10 @@ mod tests {
             }
         });
         assert_eq!(flaky.submit(7).await.unwrap(), 7);
-        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            6,
+            "an unreachable database is waited for, beyond the retries of other errors"
+        );
     }
 }

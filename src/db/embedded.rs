@@ -1,4 +1,4 @@
-//! The embedded default (SPEC §1): with `DATABASE_URL` unset, run a private PostgreSQL cluster in
+//! The embedded default (README "Commands"): with `DATABASE_URL` unset, run a private PostgreSQL cluster in
 //! `$DATA_DIR/postgres` from the server binaries installed on the machine. Created on first run,
 //! reused after (also when a previous process died and left it running), and stopped on shutdown
 //! by the last process using it.

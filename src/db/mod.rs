@@ -10,10 +10,70 @@ use sqlx::{PgPool, postgres::PgPoolOptions};
 /// Our own migrations, in `migrations/`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// Connections for one process: one per worker slot, plus room for the API, the listeners and
-/// apalis' own bookkeeping.
-pub fn pool_size(config: &crate::config::Config) -> u32 {
-    (config.worker_concurrency as u32 + 16).max(20)
+/// How one process spends its `DB_MAX_CONNECTIONS` (README: "Connection budget").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// The durable pool: HTTP handlers, outcomes, the scheduler, the samplers.
+    pub main: u32,
+    /// The relaxed pool (`relaxed`): apalis' fetches and heartbeats, the `sending` marks.
+    pub relaxed: u32,
+}
+
+/// Connections a process with workers keeps outside its pools: the job listener
+/// (`queue::wakeup`) and the liveness beat (`queue::rescue`).
+pub const DEDICATED: u32 = 2;
+
+impl Budget {
+    /// Splits `total` connections. A process with workers needs at least 6: its two dedicated
+    /// connections and two in each pool.
+    pub fn new(total: u32, workers: bool) -> Result<Self, String> {
+        if !workers {
+            return if total >= 2 {
+                Ok(Self {
+                    main: total,
+                    relaxed: 0,
+                })
+            } else {
+                Err("must be at least 2".into())
+            };
+        }
+        if total < DEDICATED + 4 {
+            return Err(format!(
+                "must be at least {} for a process with workers",
+                DEDICATED + 4
+            ));
+        }
+        let relaxed = (total - DEDICATED) / 2;
+        Ok(Self {
+            main: total - DEDICATED - relaxed,
+            relaxed,
+        })
+    }
+}
+
+/// True when an error means "the database is not reachable right now" (down, restarting, our
+/// connection terminated, the pool empty) rather than "this statement is wrong": worth waiting
+/// for.
+pub fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception; 57P01-57P05: admin shutdown, crash shutdown, cannot
+            // connect now, database dropped, idle session timeout; 53300: too many connections;
+            // 55000 is what a database with ALLOW_CONNECTIONS false answers a new connection.
+            code.starts_with("08")
+                || code.starts_with("57P")
+                || code == "53300"
+                || code == "55000"
+                || code == "40001"
+                || code == "40P01"
+        }),
+        _ => false,
+    }
 }
 
 /// The `application_name` of this process' connections: which process holds what shows in
@@ -46,6 +106,7 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
 /// rescued as an orphan, and its re-run finds the message already `sent`, `failed` or
 /// `retrying` with its backoff). Halves the fsyncs per send.
 pub fn relaxed(pool: &PgPool, max_connections: u32) -> PgPool {
+    let max_connections = max_connections.max(1);
     let options = (*pool.connect_options())
         .clone()
         .options([("synchronous_commit", "off")]);
@@ -87,4 +148,36 @@ pub async fn is_ready(pool: &PgPool) -> bool {
             .fetch_one(pool)
             .await;
     matches!(applied, Ok(Some(v)) if v >= latest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Budget;
+
+    #[test]
+    fn a_budget_splits_what_is_left_after_the_dedicated_connections() {
+        assert_eq!(
+            Budget::new(10, true),
+            Ok(Budget {
+                main: 4,
+                relaxed: 4
+            })
+        );
+        assert_eq!(
+            Budget::new(16, true),
+            Ok(Budget {
+                main: 7,
+                relaxed: 7
+            })
+        );
+        assert_eq!(
+            Budget::new(10, false),
+            Ok(Budget {
+                main: 10,
+                relaxed: 0
+            })
+        );
+        assert!(Budget::new(5, true).is_err());
+        assert!(Budget::new(1, false).is_err());
+    }
 }

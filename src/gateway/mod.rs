@@ -1,4 +1,4 @@
-//! The StarSender gateway: the request we send and how we read its answer (SPEC §4).
+//! The StarSender gateway: the request we send and how we read its answer (README "Sending").
 
 pub mod sandbox;
 
@@ -19,6 +19,8 @@ pub enum Outcome {
         class: Class,
         error: String,
         response: Option<Value>,
+        /// The gateway's `Retry-After` (429/503), from now.
+        retry_after: Option<Duration>,
     },
     /// A retry cannot help (other 4xx).
     Permanent {
@@ -30,7 +32,7 @@ pub enum Outcome {
     Ambiguous { class: Class, error: String },
 }
 
-/// The gateway response classes of `bengkel_gateway_responses_total` (SPEC §8).
+/// The gateway response classes of `bengkel_gateway_responses_total` (README "Operations").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
     Ok,
@@ -158,6 +160,11 @@ impl StarSender {
             Err(e) => classify_transport_error(&e),
             Ok(response) => {
                 let status = response.status();
+                let retry_after = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
                 match response.bytes().await {
                     Err(e) if e.is_timeout() => Outcome::Ambiguous {
                         class: Class::Timeout,
@@ -167,7 +174,9 @@ impl StarSender {
                         class: Class::InvalidBody,
                         error: format!("gateway answered {status} but the body broke off: {e}"),
                     },
-                    Ok(body) => classify_response(status.as_u16(), &body),
+                    Ok(body) => {
+                        with_retry_after(classify_response(status.as_u16(), &body), retry_after)
+                    }
                 }
             }
         };
@@ -186,6 +195,7 @@ fn classify_transport_error(e: &reqwest::Error) -> Outcome {
             class: Class::Connect,
             error: format!("could not connect to the gateway: {e}"),
             response: None,
+            retry_after: None,
         };
     }
     if e.is_timeout() {
@@ -200,7 +210,40 @@ fn classify_transport_error(e: &reqwest::Error) -> Outcome {
     }
 }
 
-/// The table of SPEC §4, from status and body.
+/// The table of README "Sending", from status and body.
+/// Attaches a `Retry-After` to a retryable outcome.
+fn with_retry_after(outcome: Outcome, after: Option<Duration>) -> Outcome {
+    match outcome {
+        Outcome::Retryable {
+            class,
+            error,
+            response,
+            ..
+        } => Outcome::Retryable {
+            class,
+            error,
+            response,
+            retry_after: after,
+        },
+        other => other,
+    }
+}
+
+/// `Retry-After`: delay-seconds or an HTTP date (RFC 9110 §10.2.3), as a wait from `now` (a
+/// date in the past is no wait). Anything else is ignored.
+pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        (at.with_timezone(&chrono::Utc) - now)
+            .to_std()
+            .unwrap_or_default(),
+    )
+}
+
 pub fn classify_response(status: u16, body: &[u8]) -> Outcome {
     let json: Option<Value> = serde_json::from_slice(body).ok();
     let gateway_message = json
@@ -218,6 +261,7 @@ pub fn classify_response(status: u16, body: &[u8]) -> Outcome {
                 class: Class::SuccessFalse,
                 error: format!("gateway answered success:false: {gateway_message}"),
                 response: Some(v),
+                retry_after: None,
             },
             None => Outcome::Ambiguous {
                 class: Class::InvalidBody,
@@ -232,11 +276,13 @@ pub fn classify_response(status: u16, body: &[u8]) -> Outcome {
             },
             error: format!("gateway answered {status}: {gateway_message}"),
             response: json,
+            retry_after: None,
         },
         500..=599 => Outcome::Retryable {
             class: Class::ServerError,
             error: format!("gateway answered {status}: {gateway_message}"),
             response: json,
+            retry_after: None,
         },
         401 | 403 => Outcome::Permanent {
             class: Class::Unauthorized,
@@ -303,6 +349,24 @@ mod tests {
         }
         assert_eq!(classify_response(401, b"").class(), Class::Unauthorized);
         assert_eq!(classify_response(429, b"").class(), Class::RateLimited);
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-01T08:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(parse_retry_after("3", now), Some(Duration::from_secs(3)));
+        assert_eq!(
+            parse_retry_after("Tue, 01 Dec 2026 08:01:30 GMT", now),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_retry_after("Tue, 01 Dec 2026 07:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
     }
 
     #[test]

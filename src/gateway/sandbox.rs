@@ -1,4 +1,4 @@
-//! The sandbox gateway (SPEC §1): a StarSender-compatible endpoint served by the process itself,
+//! The sandbox gateway (README "Commands"): a StarSender-compatible endpoint served by the process itself,
 //! used when no `STARSENDER_API_KEY` is set, so that the whole path — queue, throttle, HTTP
 //! client, bookkeeping — runs for real. What it receives is kept in `sandbox_messages`, so every
 //! process on the database sees what every other one sent.

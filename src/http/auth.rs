@@ -1,4 +1,4 @@
-//! JWT authentication (SPEC §3): HS256, `exp` and `sub` required, `role` = `client` | `ops`.
+//! JWT authentication (README "HTTP API"): HS256, `exp` and `sub` required, `role` = `client` | `ops`.
 
 use std::{net::IpAddr, num::NonZeroU32, sync::Arc, time::Duration};
 

@@ -1,5 +1,5 @@
-//! The response envelope `{success, data, message, errors?}` (SPEC §3). In the OpenAPI document
-//! a success is `Envelope_<Data>` (one schema per data type) and every error is
+//! The response envelope `{success, data, message, errors?}` (README "HTTP API"). In the OpenAPI
+//! document a success is `Envelope_<Data>` (one schema per data type) and every error is
 //! [`ErrorEnvelope`].
 
 use axum::{

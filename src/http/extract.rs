@@ -1,4 +1,4 @@
-//! Extractors whose rejections speak our envelope: malformed JSON or query → 400 (SPEC §3).
+//! Extractors whose rejections speak our envelope: malformed JSON or query → 400 (README "HTTP API").
 //! Bodies are read as a JSON object and validated field by field by the feature modules, so
 //! that a client gets every invalid field at once as 422 `errors[]`.
 

@@ -1,4 +1,4 @@
-//! Manual WhatsApp customers (SPEC §7): records kept outside the customer table, reminded
+//! Manual WhatsApp customers (README "Manual WhatsApp customers"): records kept outside the customer table, reminded
 //! through the same queue as everything else. [`routes`] is the HTTP surface (seed field names
 //! inside the envelope), [`repo`] its SQL, [`remind`] queues reminders idempotently per record
 //! and date.
@@ -61,7 +61,7 @@ pub fn tanggal(date: NaiveDate) -> String {
     )
 }
 
-/// The default manual reminder text (SPEC §7).
+/// The default manual reminder text (README "Manual WhatsApp customers").
 pub fn reminder_text(
     customer_name: &str,
     nopol: &str,

@@ -158,3 +158,41 @@ pub async fn stats(
     .fetch_one(pool)
     .await
 }
+
+/// Moves the manual reminders of `changes` to their message's status (see
+/// `reminders::log::follow`); a delivery bumps the record's `reminder_sent_count` and
+/// `last_reminder_sent`, once. Changes of other messages do nothing.
+pub async fn follow(
+    conn: &mut PgConnection,
+    changes: &[crate::messages::Change],
+) -> sqlx::Result<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let (ids, statuses, errors) = crate::messages::change_columns(changes);
+    sqlx::query(
+        "WITH c AS (
+            SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[]) AS t(message_id, status, error)
+         ), r AS (
+            UPDATE manual_reminders SET
+                status = c.status,
+                sent_at = CASE WHEN c.status = 'sent' THEN now() END,
+                reason = CASE WHEN c.status = 'failed' THEN c.error END,
+                updated_at = now()
+            FROM c
+            WHERE manual_reminders.message_id = c.message_id
+            RETURNING manual_reminders.manual_id, manual_reminders.status
+         )
+         UPDATE manual_whatsapp SET
+             reminder_sent_count = reminder_sent_count + d.n,
+             last_reminder_sent = now()
+         FROM (SELECT manual_id, count(*) AS n FROM r WHERE status = 'sent' GROUP BY manual_id) d
+         WHERE manual_whatsapp.id = d.manual_id",
+    )
+    .bind(&ids)
+    .bind(&statuses)
+    .bind(&errors)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,4 +1,4 @@
-//! `/manual-whatsapp` (SPEC §7; seed MANUAL_WHATSAPP_DOCUMENTATION.md field names inside our
+//! `/manual-whatsapp` (README "Manual WhatsApp customers"; seed MANUAL_WHATSAPP_DOCUMENTATION.md field names inside our
 //! envelope).
 
 use std::collections::HashSet;

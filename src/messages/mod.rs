@@ -4,6 +4,7 @@
 //! [`job`] is the worker that throttles, calls the gateway and records the outcome,
 //! [`routes`] is the HTTP surface.
 
+pub mod decide;
 pub mod job;
 pub mod phone;
 pub mod repo;
@@ -80,6 +81,26 @@ impl Status {
     }
 }
 
+/// A message that just moved to `status` (sent, failed, cancelled, or queued again by a
+/// requeue), handed to the modules whose rows follow their message (`reminders::log::follow`,
+/// `manual::repo::follow`) in the same transaction.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub message_id: Uuid,
+    pub status: Status,
+    /// Why it failed (the reminder row keeps it as its reason).
+    pub error: Option<String>,
+}
+
+/// `changes` as the three arrays a set-wise statement binds: message ids, statuses, errors.
+pub fn change_columns(changes: &[Change]) -> (Vec<Uuid>, Vec<&'static str>, Vec<Option<&str>>) {
+    (
+        changes.iter().map(|c| c.message_id).collect(),
+        changes.iter().map(|c| c.status.as_str()).collect(),
+        changes.iter().map(|c| c.error.as_deref()).collect(),
+    )
+}
+
 /// A stored message as clients see it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Message {
@@ -119,7 +140,7 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
-/// What a `202` answers with (SPEC §4).
+/// What a `202` answers with (README "Sending").
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Accepted {
     pub id: Uuid,

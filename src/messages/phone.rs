@@ -1,4 +1,4 @@
-//! `PhoneNumber::parse`: the one place where a WhatsApp number is accepted (SPEC §4).
+//! `PhoneNumber::parse`: the one place where a WhatsApp number is accepted (README "Sending").
 //!
 //! Strip spaces, `-`, `.`, `(`, `)`; drop a leading `+`; `0…` becomes `62…`; a bare `8…` becomes
 //! `628…`; the result must be 10..=15 digits starting with a country code (not `0`).

@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{Attempt, Kind, Message, Status, request::NewMessage};
-use crate::queue::{self, NewJob};
+use super::{Attempt, Change, Kind, Message, Status, request::NewMessage};
+use crate::queue::{self, NewJob, Run, Verdict};
 
 /// The columns of [`Message`], as a literal so that queries stay `&'static str`.
 macro_rules! columns {
@@ -47,10 +47,9 @@ pub async fn store(
             VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7, $8, $9, $9, $10, $11)
             ON CONFLICT (idempotency_scope, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
             RETURNING *
-         ), job AS (
-            INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority)
-            SELECT m.job_id, $12, $13, 'Pending', 0, m.max_attempts, m.run_at, 0 FROM m
-         )
+         ), ",
+        crate::enqueue_cte!("m", "$12", "$13"),
+        "
          SELECT ",
         columns!(),
         " FROM m"
@@ -223,7 +222,8 @@ pub enum Cancelled {
     TooLate(Status),
 }
 
-/// Cancels a message that is not yet sent, and its waiting job, in one transaction.
+/// Cancels a message that is not yet sent, and its waiting job, in one transaction; its
+/// reminder row follows.
 pub async fn cancel(pool: &PgPool, id: Uuid) -> sqlx::Result<Cancelled> {
     let mut tx = pool.begin().await?;
     let current: Option<(Status, Option<String>)> =
@@ -238,7 +238,7 @@ pub async fn cancel(pool: &PgPool, id: Uuid) -> sqlx::Result<Cancelled> {
         return Ok(Cancelled::TooLate(status));
     }
     if let Some(job_id) = job_id {
-        // A job that a worker already holds finds the message cancelled and stops itself.
+        // A job that a worker already holds finds the message cancelled and settles so.
         queue::cancel_waiting(&mut tx, &job_id).await?;
     }
     let message: Message = sqlx::query_as(concat!(
@@ -251,14 +251,62 @@ pub async fn cancel(pool: &PgPool, id: Uuid) -> sqlx::Result<Cancelled> {
     .bind(id)
     .fetch_one(&mut *tx)
     .await?;
-    for table in [
-        "UPDATE reminders SET status = 'cancelled', updated_at = now() WHERE message_id = $1",
-        "UPDATE manual_reminders SET status = 'cancelled', updated_at = now() WHERE message_id = $1",
-    ] {
-        sqlx::query(table).bind(id).execute(&mut *tx).await?;
-    }
+    follow(&mut tx, &[change(id, Status::Cancelled, None)]).await?;
     tx.commit().await?;
     Ok(Cancelled::Done(Box::new(message)))
+}
+
+fn change(message_id: Uuid, status: Status, error: Option<String>) -> Change {
+    Change {
+        message_id,
+        status,
+        error,
+    }
+}
+
+/// The rows that follow a message (reminder log, manual reminders) follow `changes`.
+async fn follow(conn: &mut PgConnection, changes: &[Change]) -> sqlx::Result<()> {
+    crate::reminders::log::follow(&mut *conn, changes).await?;
+    crate::manual::repo::follow(conn, changes).await
+}
+
+/// The messages of jobs an operator requeued: `queued` again with fresh attempts, due now; their
+/// reminder rows follow. Same transaction as `queue::requeue`.
+pub async fn requeued(conn: &mut PgConnection, job_ids: &[String]) -> sqlx::Result<u64> {
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE messages SET status = 'queued', attempts = 0, next_attempt_at = NULL, last_error = NULL,
+                failed_at = NULL, cancelled_at = NULL, run_at = now(), updated_at = now()
+         WHERE job_id = ANY($1)
+         RETURNING id",
+    )
+    .bind(job_ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let changes: Vec<Change> = ids
+        .iter()
+        .map(|id| change(*id, Status::Queued, None))
+        .collect();
+    follow(conn, &changes).await?;
+    Ok(ids.len() as u64)
+}
+
+/// The message of a job an operator cancelled (`queue::cancel_waiting` in the same
+/// transaction), with its reminder row.
+pub async fn cancelled_job(conn: &mut PgConnection, job_id: &str) -> sqlx::Result<()> {
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE messages SET status = 'cancelled', cancelled_at = now(), next_attempt_at = NULL,
+                updated_at = now()
+         WHERE job_id = $1 AND status IN ('queued', 'retrying', 'sending')
+         RETURNING id",
+    )
+    .bind(job_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let changes: Vec<Change> = ids
+        .iter()
+        .map(|id| change(*id, Status::Cancelled, None))
+        .collect();
+    follow(conn, &changes).await
 }
 
 /// The worker's view of a message it has claimed.
@@ -266,6 +314,11 @@ pub async fn cancel(pool: &PgPool, id: Uuid) -> sqlx::Result<Cancelled> {
 pub struct Claimed {
     /// The status before the claim: `sending` means a previous attempt was interrupted.
     pub previous: Status,
+    /// The attempt this is: the run's, or — after an interrupted attempt that may have reached
+    /// the gateway — one more than that attempt.
+    pub attempt: i32,
+    /// The job row's limit, fixed when the message was stored (the only source of it).
+    pub max_attempts: i32,
     pub to_phone: String,
     pub body: String,
     pub file_url: Option<String>,
@@ -292,14 +345,19 @@ pub async fn claim_batch(
         "WITH input AS (
             SELECT * FROM unnest($1::uuid[], $2::int[]) AS t(id, attempt)
          ), before AS (
-            SELECT m.id, m.status FROM messages m JOIN input i ON i.id = m.id
+            SELECT m.id, m.status, m.job_id,
+                   CASE WHEN m.status = 'sending' THEN greatest(i.attempt, m.attempts + 1)
+                        ELSE i.attempt END AS attempt
+            FROM messages m JOIN input i ON i.id = m.id
             ORDER BY m.id FOR UPDATE OF m
          )
-         UPDATE messages m SET status = 'sending', attempts = i.attempt, updated_at = now()
-         FROM before b JOIN input i ON i.id = b.id
+         UPDATE messages m SET status = 'sending', attempts = b.attempt, updated_at = now()
+         FROM before b LEFT JOIN apalis.jobs j ON j.id = b.job_id
          WHERE m.id = b.id
            AND (b.status IN ('queued', 'retrying') OR (b.status = 'sending' AND $3))
-         RETURNING m.id, b.status AS previous, m.to_phone, m.body, m.file_url",
+         RETURNING m.id, b.status AS previous, b.attempt,
+                   coalesce(j.max_attempts, m.max_attempts) AS max_attempts,
+                   m.to_phone, m.body, m.file_url",
     )
     .bind(&ids)
     .bind(&attempts)
@@ -325,9 +383,18 @@ pub async fn status(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Status>> {
         .await
 }
 
-/// The recorded result of one attempt, and what it does to its message.
+/// How one run ended: the verdict for its job and, when it called the gateway (or found its
+/// message unsendable), what that does to the message.
 #[derive(Debug, Clone)]
 pub struct Recorded {
+    pub run: Run,
+    pub verdict: Verdict,
+    pub attempted: Option<Attempted>,
+}
+
+/// One attempt of a message and its new status.
+#[derive(Debug, Clone)]
+pub struct Attempted {
     pub message_id: Uuid,
     pub attempt: i32,
     pub started_at: DateTime<Utc>,
@@ -338,16 +405,36 @@ pub struct Recorded {
     pub error: Option<String>,
     /// The message's new status: `sent`, `retrying` or `failed`.
     pub status: Status,
-    /// For `retrying`: when the job runs again (its `run_at` moves with it).
+    /// For `retrying`: when the job runs again.
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub response: Option<serde_json::Value>,
 }
 
-/// Records many attempts and moves their messages (and, for retries, their jobs) in one
-/// statement, with the domain bookkeeping of a finished message in the same transaction: its
-/// reminder row (`sent`/`failed`) and, when sent, the `whatsapp_report` frequency or the manual
-/// record's `reminder_sent_count` / `last_reminder_sent`.
+/// Records many runs in one transaction: each attempt and its message's new status (one
+/// statement), the rows that follow a finished message (reminder log and report, manual record),
+/// and each job's verdict. A message already finished (a re-run) is not moved again, so a
+/// delivery is counted once.
 pub async fn record_batch(pool: &PgPool, batch: &[Recorded]) -> sqlx::Result<Vec<()>> {
+    let attempted: Vec<&Attempted> = batch.iter().filter_map(|r| r.attempted.as_ref()).collect();
+    let mut tx = pool.begin().await?;
+    if !attempted.is_empty() {
+        let changes = record_attempts(&mut tx, &attempted).await?;
+        follow(&mut tx, &changes).await?;
+    }
+    let verdicts: Vec<(Run, Verdict)> = batch
+        .iter()
+        .map(|r| (r.run.clone(), r.verdict.clone()))
+        .collect();
+    queue::settle(&mut tx, &verdicts).await?;
+    tx.commit().await?;
+    Ok(vec![(); batch.len()])
+}
+
+/// Inserts the attempts and moves their messages; returns the messages that finished.
+async fn record_attempts(
+    conn: &mut PgConnection,
+    batch: &[&Attempted],
+) -> sqlx::Result<Vec<Change>> {
     let ids: Vec<Uuid> = batch.iter().map(|r| r.message_id).collect();
     let attempts: Vec<i32> = batch.iter().map(|r| r.attempt).collect();
     let started: Vec<DateTime<Utc>> = batch.iter().map(|r| r.started_at).collect();
@@ -358,7 +445,7 @@ pub async fn record_batch(pool: &PgPool, batch: &[Recorded]) -> sqlx::Result<Vec
     let nexts: Vec<Option<DateTime<Utc>>> = batch.iter().map(|r| r.next_attempt_at).collect();
     let responses: Vec<Option<&serde_json::Value>> =
         batch.iter().map(|r| r.response.as_ref()).collect();
-    sqlx::query(
+    let finished: Vec<(Uuid, Status, Option<String>)> = sqlx::query_as(
         "WITH input AS (
             SELECT * FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::text[],
                                  $6::text[], $7::text[], $8::timestamptz[], $9::jsonb[])
@@ -374,55 +461,13 @@ pub async fn record_batch(pool: &PgPool, batch: &[Recorded]) -> sqlx::Result<Vec
                 updated_at = now()
             FROM input i
             WHERE messages.id = i.message_id AND messages.status IN ('queued', 'sending', 'retrying')
-            RETURNING messages.id, messages.job_id, messages.status, messages.last_error, i.next_at
-         ), job AS (
-            UPDATE apalis.jobs SET run_at = m.next_at FROM m
-            WHERE m.next_at IS NOT NULL AND apalis.jobs.id = m.job_id
-         ), reminder AS (
-            -- A maintenance reminder follows its message to the end. Only messages that moved
-            -- out of queued/sending/retrying in this statement get here, so a re-run of a
-            -- finished job changes nothing and the report counts each delivery once.
-            UPDATE reminders SET
-                status = m.status,
-                sent_at = CASE WHEN m.status = 'sent' THEN now() END,
-                reason = CASE WHEN m.status = 'failed' THEN m.last_error END,
-                updated_at = now()
-            FROM m
-            WHERE reminders.message_id = m.id AND m.status IN ('sent', 'failed')
-            RETURNING reminders.customer_id, reminders.vehicle_id, reminders.status
-         ), report AS (
-            INSERT INTO whatsapp_report (id_customer, id_vehicle, last_message_date, frequency)
-            SELECT r.customer_id, r.vehicle_id, now(), count(*)
-            FROM reminder r
-            -- a vehicle or customer deleted since the fan-out has no report row to keep
-            JOIN vehicles v ON v.id = r.vehicle_id
-            JOIN customers c ON c.id = r.customer_id
-            WHERE r.status = 'sent'
-            GROUP BY r.customer_id, r.vehicle_id
-            ON CONFLICT (id_customer, id_vehicle) DO UPDATE SET
-                frequency = whatsapp_report.frequency + excluded.frequency,
-                last_message_date = excluded.last_message_date,
-                updated_at = now()
-         ), manual AS (
-            -- A manual-customer reminder, the same way; its record counts deliveries.
-            UPDATE manual_reminders SET
-                status = m.status,
-                sent_at = CASE WHEN m.status = 'sent' THEN now() END,
-                reason = CASE WHEN m.status = 'failed' THEN m.last_error END,
-                updated_at = now()
-            FROM m
-            WHERE manual_reminders.message_id = m.id AND m.status IN ('sent', 'failed')
-            RETURNING manual_reminders.manual_id, manual_reminders.status
-         ), manual_count AS (
-            UPDATE manual_whatsapp SET
-                reminder_sent_count = reminder_sent_count + d.n,
-                last_reminder_sent = now()
-            FROM (SELECT manual_id, count(*) AS n FROM manual WHERE status = 'sent' GROUP BY manual_id) d
-            WHERE manual_whatsapp.id = d.manual_id
+            RETURNING messages.id, messages.status, messages.last_error
+         ), a AS (
+            INSERT INTO message_attempts (message_id, attempt, started_at, outcome, class, error)
+            SELECT message_id, attempt, started_at, outcome, class, error FROM input
+            ON CONFLICT DO NOTHING
          )
-         INSERT INTO message_attempts (message_id, attempt, started_at, outcome, class, error)
-         SELECT message_id, attempt, started_at, outcome, class, error FROM input
-         ON CONFLICT DO NOTHING",
+         SELECT id, status, last_error FROM m WHERE status IN ('sent', 'failed')",
     )
     .bind(&ids)
     .bind(&attempts)
@@ -433,7 +478,10 @@ pub async fn record_batch(pool: &PgPool, batch: &[Recorded]) -> sqlx::Result<Vec
     .bind(&statuses)
     .bind(&nexts)
     .bind(&responses)
-    .execute(pool)
+    .fetch_all(conn)
     .await?;
-    Ok(vec![(); batch.len()])
+    Ok(finished
+        .into_iter()
+        .map(|(id, status, error)| change(id, status, error))
+        .collect())
 }

@@ -1,4 +1,4 @@
-//! Validation of a send request into a [`NewMessage`] (SPEC §4). Every invalid field is
+//! Validation of a send request into a [`NewMessage`] (README "Sending"). Every invalid field is
 //! reported at once; nothing here touches the database.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};

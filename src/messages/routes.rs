@@ -1,4 +1,4 @@
-//! `/whatsapp/*`: the send endpoints and the message read/cancel API (SPEC §4).
+//! `/whatsapp/*`: the send endpoints and the message read/cancel API (README "Sending").
 
 use axum::{
     Router,

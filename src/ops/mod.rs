@@ -1,9 +1,9 @@
-//! Operations (SPEC §8): what operators see and change about jobs and queues. Every change to a
+//! Operations (README "Operations"): what operators see and change about jobs and queues. Every change to a
 //! send job changes its message (and reminder) in the same transaction. [`routes`] is the HTTP
-//! surface (role `ops`), [`retention`] the hourly clean-up, [`pause`] the per-process view of
-//! paused queues.
+//! surface (role `ops`), [`retention`] the hourly clean-up. The job rows themselves are changed
+//! by the queue's verbs (`queue::requeue`, `cancel_waiting`, `purge`), the messages by
+//! `messages::repo`.
 
-pub mod pause;
 pub mod retention;
 pub mod routes;
 
@@ -13,10 +13,10 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::{queue::SEND_QUEUE, reminders::schedule::FANOUT_QUEUE};
+use crate::{messages, queue};
 
 /// The queues this service runs.
-pub const QUEUES: [&str; 2] = [SEND_QUEUE, FANOUT_QUEUE];
+pub use crate::queue::QUEUES;
 /// The ops job statuses (the `job_states` view).
 pub const STATES: [&str; 5] = ["pending", "running", "done", "failed", "cancelled"];
 
@@ -213,30 +213,6 @@ pub async fn payload(pool: &PgPool, id: &str) -> sqlx::Result<Option<Value>> {
     }))
 }
 
-/// The message side of a requeue: queued again with fresh attempts, its reminder with it.
-const REQUEUE_MESSAGES: &str = "
-    m AS (
-        UPDATE messages SET status = 'queued', attempts = 0, next_attempt_at = NULL, last_error = NULL,
-               failed_at = NULL, cancelled_at = NULL, run_at = now(), updated_at = now()
-        FROM j WHERE messages.job_id = j.id
-        RETURNING messages.id
-    ), r AS (
-        UPDATE reminders SET status = 'queued', reason = NULL, updated_at = now()
-        FROM m WHERE reminders.message_id = m.id
-    ), mr AS (
-        UPDATE manual_reminders SET status = 'queued', reason = NULL, updated_at = now()
-        FROM m WHERE manual_reminders.message_id = m.id
-    )";
-
-/// The job side of a requeue: due now, fresh attempts, unlocked.
-const REQUEUE_JOBS: &str = "
-    j AS (
-        UPDATE apalis.jobs SET status = 'Pending', attempts = 0, run_at = now(), lock_by = NULL,
-               lock_at = NULL, done_at = NULL, last_result = NULL
-        FROM picked WHERE apalis.jobs.id = picked.id
-        RETURNING apalis.jobs.id
-    )";
-
 pub enum Changed {
     Done(Box<Job>),
     NotFound,
@@ -263,13 +239,8 @@ pub async fn requeue(pool: &PgPool, id: &str) -> sqlx::Result<Changed> {
             "job {id} is {state}; only failed or cancelled jobs can be requeued"
         )));
     }
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "WITH picked AS (SELECT $1::text AS id), {REQUEUE_JOBS}, {REQUEUE_MESSAGES}
-         SELECT count(*) FROM j"
-    )))
-    .bind(id)
-    .execute(&mut *tx)
-    .await?;
+    let jobs = queue::requeue(&mut tx, queue::Requeue::One(id)).await?;
+    messages::repo::requeued(&mut tx, &jobs).await?;
     let job = job(&mut tx, id).await?;
     tx.commit().await?;
     Ok(job.map_or(Changed::NotFound, |j| Changed::Done(Box::new(j))))
@@ -283,26 +254,24 @@ pub struct BulkRequeue {
     pub limit: i64,
 }
 
-/// Requeues up to `limit` jobs of `status` (oldest first) and their messages in one statement.
+/// Requeues up to `limit` jobs of `status` (oldest first) and their messages in one
+/// transaction.
 pub async fn requeue_many(pool: &PgPool, b: &BulkRequeue) -> sqlx::Result<i64> {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "WITH picked AS (
-            SELECT id FROM job_states
-            WHERE state = $1 AND ($2::text IS NULL OR queue = $2)
-              AND ($3::timestamptz IS NULL OR done_at >= $3)
-              AND ($4::timestamptz IS NULL OR done_at < $4)
-            ORDER BY id LIMIT $5
-            FOR UPDATE SKIP LOCKED
-         ), {REQUEUE_JOBS}, {REQUEUE_MESSAGES}
-         SELECT count(*) FROM j"
-    )))
-    .bind(&b.status)
-    .bind(&b.queue)
-    .bind(b.failed_after)
-    .bind(b.failed_before)
-    .bind(b.limit)
-    .fetch_one(pool)
-    .await
+    let mut tx = pool.begin().await?;
+    let jobs = queue::requeue(
+        &mut tx,
+        queue::Requeue::Many {
+            state: &b.status,
+            queue: b.queue.as_deref(),
+            finished_after: b.failed_after,
+            finished_before: b.failed_before,
+            limit: b.limit,
+        },
+    )
+    .await?;
+    messages::repo::requeued(&mut tx, &jobs).await?;
+    tx.commit().await?;
+    Ok(jobs.len() as i64)
 }
 
 /// Cancels a `pending` job and its message (and reminder) in one transaction.
@@ -316,23 +285,8 @@ pub async fn cancel(pool: &PgPool, id: &str) -> sqlx::Result<Changed> {
             "job {id} is {state}; only pending jobs can be cancelled"
         )));
     }
-    crate::queue::cancel_waiting(&mut tx, id).await?;
-    sqlx::query(
-        "WITH m AS (
-            UPDATE messages SET status = 'cancelled', cancelled_at = now(), next_attempt_at = NULL,
-                   updated_at = now()
-            WHERE job_id = $1 AND status IN ('queued', 'retrying', 'sending')
-            RETURNING id
-         ), r AS (
-            UPDATE reminders SET status = 'cancelled', updated_at = now()
-            FROM m WHERE reminders.message_id = m.id
-         )
-         UPDATE manual_reminders SET status = 'cancelled', updated_at = now()
-         FROM m WHERE manual_reminders.message_id = m.id",
-    )
-    .bind(id)
-    .execute(&mut *tx)
-    .await?;
+    queue::cancel_waiting(&mut tx, id).await?;
+    messages::repo::cancelled_job(&mut tx, id).await?;
     let job = job(&mut tx, id).await?;
     tx.commit().await?;
     Ok(job.map_or(Changed::NotFound, |j| Changed::Done(Box::new(j))))
@@ -341,35 +295,7 @@ pub async fn cancel(pool: &PgPool, id: &str) -> sqlx::Result<Changed> {
 /// Deletes `done` and `cancelled` jobs that finished more than `older_than_days` days ago;
 /// messages, reminders and reports are kept.
 pub async fn purge(conn: &mut PgConnection, older_than_days: i32) -> sqlx::Result<u64> {
-    let done = sqlx::query(
-        "DELETE FROM apalis.jobs WHERE id IN (
-            SELECT id FROM job_states
-            WHERE state IN ('done', 'cancelled')
-              AND done_at < now() - make_interval(days => $1::int)
-         )",
-    )
-    .bind(older_than_days)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
-}
-
-pub async fn set_paused(pool: &PgPool, queue: &str, paused: bool, by: &str) -> sqlx::Result<()> {
-    if paused {
-        sqlx::query(
-            "INSERT INTO queue_pauses (queue, paused_by) VALUES ($1, $2) ON CONFLICT (queue) DO NOTHING",
-        )
-        .bind(queue)
-        .bind(by)
-        .execute(pool)
-        .await?;
-    } else {
-        sqlx::query("DELETE FROM queue_pauses WHERE queue = $1")
-            .bind(queue)
-            .execute(pool)
-            .await?;
-    }
-    Ok(())
+    queue::purge(conn, older_than_days).await
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Retention (SPEC §8): finished jobs older than `JOB_RETENTION_DAYS` are deleted hourly by one
+//! Retention (README "Operations"): finished jobs older than `JOB_RETENTION_DAYS` are deleted hourly by one
 //! process at a time. Every `serve`/`worker` process checks every minute; the one that gets a
 //! transaction-scoped advisory lock and finds the last run an hour old does it, and records it.
 //! Messages, reminders and reports are kept.

@@ -1,4 +1,4 @@
-//! `/ops/*` (SPEC §8), role `ops`; and `/ops/ui`, the operator's page (no auth for the page
+//! `/ops/*` (README "Operations"), role `ops`; and `/ops/ui`, the operator's page (no auth for the page
 //! itself; every call it makes carries the token the operator pastes).
 
 use axum::{
@@ -93,7 +93,7 @@ pub async fn pause(
     Path(queue): Path<String>,
 ) -> AppResult<Reply<Paused>> {
     let queue = known_queue(&queue)?;
-    super::set_paused(&state.pool, queue, true, &caller.sub).await?;
+    crate::queue::pause::set_paused(&state.pool, queue, true, &caller.sub).await?;
     tracing::warn!(queue, by = caller.sub, "queue paused");
     Ok(Reply::ok(
         Paused {
@@ -117,7 +117,7 @@ pub async fn resume(
     Path(queue): Path<String>,
 ) -> AppResult<Reply<Paused>> {
     let queue = known_queue(&queue)?;
-    super::set_paused(&state.pool, queue, false, &caller.sub).await?;
+    crate::queue::pause::set_paused(&state.pool, queue, false, &caller.sub).await?;
     tracing::warn!(queue, by = caller.sub, "queue resumed");
     Ok(Reply::ok(
         Paused {

@@ -27,11 +27,15 @@ impl Backoff {
     /// The delay to wait after failed attempt `attempt`: uniformly in `[ceiling/2, ceiling]`,
     /// never zero when the base is not zero.
     pub fn delay(&self, attempt: u32) -> Duration {
+        self.delay_with(attempt, rand::rng().random_range(0.0..=1.0))
+    }
+
+    /// [`Self::delay`] with the jitter given (`0` = half the ceiling, `1` = the ceiling).
+    pub fn delay_with(&self, attempt: u32, jitter: f64) -> Duration {
         let ceiling = self.ceiling(attempt);
         let half = ceiling / 2;
         let spread = ceiling - half;
-        let jitter = rand::rng().random_range(0.0..=1.0);
-        half + spread.mul_f64(jitter)
+        half + spread.mul_f64(jitter.clamp(0.0, 1.0))
     }
 }
 

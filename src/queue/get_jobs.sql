@@ -30,7 +30,7 @@ AS $$
             )
             AND run_at < now()
             AND job_type = v_job_type
-            -- a paused queue gives nothing (SPEC §8: pause/resume)
+            -- a paused queue gives nothing (README "Operations": pause/resume)
             AND NOT EXISTS (SELECT 1 FROM public.queue_pauses p WHERE p.queue = v_job_type)
         ORDER BY priority DESC, run_at ASC
         LIMIT v_job_count

@@ -1,31 +1,58 @@
-//! The apalis queues on PostgreSQL and the SQL we write around them.
+//! The job queue: the only code that writes `apalis.jobs` (and installs `apalis.get_jobs`).
 //!
-//! Jobs live in `apalis.jobs` and are run by apalis workers. We insert them ourselves (inside the
-//! caller's transaction, with full timestamp precision, `now()` for immediate jobs so that
-//! apalis' NOTIFY trigger fires) and keep payloads to a tiny stable JSON so that a payload can
-//! never poison a worker.
+//! apalis runs the workers: it fetches (our `get_jobs.sql`), dispatches and heartbeats. It does
+//! **not** acknowledge: storages are built with `persist_results(false)`, so apalis never writes
+//! a run's result. Every run ends with exactly one [`Verdict`] that our code writes with
+//! [`settle`], in the same transaction as whatever the run changed (the message and what follows
+//! it). A verdict only applies to the run it belongs to ([`Run`]: job, worker, attempts at fetch),
+//! so a run that was handed back — snoozed — can never finish a later run of the same job. See
+//! `docs/architecture.md` ("The queue") and `docs/guarantees.md`.
 
 pub mod backoff;
+pub mod pause;
+pub mod rescue;
 pub mod sampler;
+pub mod wakeup;
 
-use std::{
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::time::Duration;
 
-use apalis_core::backend::ext::poll_strategy::{PollSnapshot, PollStrategy, PollWith};
-use apalis_postgres::{PostgresStorage, Pubsub};
+use apalis_core::backend::ext::poll_strategy::PollWith;
+use apalis_postgres::PostgresStorage;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, PgPool};
+use serde_json::{Value, json};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 /// Ad-hoc and reminder sends: one job per message.
 pub const SEND_QUEUE: &str = "whatsapp-send";
+/// The daily reminder fan-out: one job per tick.
+pub const FANOUT_QUEUE: &str = "reminder-fanout";
+/// Every queue the ops API and the metrics know.
+pub const QUEUES: [&str; 2] = [SEND_QUEUE, FANOUT_QUEUE];
 
 /// How often an idle worker looks for due jobs that no NOTIFY announced (scheduled, retries).
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// apalis' job statuses, as stored in `apalis.jobs.status`. The ops statuses built over them are
+/// the `job_states` view (migrations/20261125000002_job_states.sql).
+pub mod status {
+    /// Waiting: due now or later (also: snoozed).
+    pub const PENDING: &str = "Pending";
+    /// Fetched by a worker (`lock_by`).
+    pub const QUEUED: &str = "Queued";
+    /// Started (apalis' `lock_tasks`, which we do not use; counted as held all the same).
+    pub const RUNNING: &str = "Running";
+    /// Finished.
+    pub const DONE: &str = "Done";
+    /// Waiting for a retry at `run_at` while `attempts < max_attempts`, else failed.
+    pub const FAILED: &str = "Failed";
+    /// Finished without success: failed for good, or cancelled (`last_result` says which).
+    pub const KILLED: &str = "Killed";
+}
+
+/// `last_result` of a cancelled job (the `job_states` view looks for exactly this).
+const CANCELLED_RESULT: &str = r#"{"Err": "cancelled"}"#;
 
 /// The payload of a send job: only the message id; the message lives in `messages`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -48,12 +75,42 @@ impl NewJob {
         // Serializing a struct of one UUID cannot fail.
         let payload = serde_json::to_vec(&SendJob { message_id }).unwrap_or_default();
         Self {
-            id: ulid::Ulid::generate().to_string(),
+            id: new_job_id(),
             payload,
             run_at,
             max_attempts: max_attempts as i32,
         }
     }
+}
+
+/// A job id as apalis needs it (any other string inserts but breaks every later fetch).
+pub fn new_job_id() -> String {
+    ulid::Ulid::generate().to_string()
+}
+
+/// The common table expression that inserts a message's send job in the same statement as the
+/// message (`store` in `messages::repo`: one round trip per accepted request). `$from` is the CTE
+/// with the inserted message rows (`job_id`, `max_attempts`, `run_at`); `$queue` and `$payload`
+/// are the statement's placeholders for the queue name and the payload.
+#[macro_export]
+macro_rules! enqueue_cte {
+    ($from:literal, $queue:literal, $payload:literal) => {
+        concat!(
+            "job AS (INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority) SELECT ",
+            $from,
+            ".job_id, ",
+            $queue,
+            ", ",
+            $payload,
+            ", 'Pending', 0, ",
+            $from,
+            ".max_attempts, ",
+            $from,
+            ".run_at, 0 FROM ",
+            $from,
+            ")"
+        )
+    };
 }
 
 /// Inserts jobs in one statement on the caller's connection (usually its transaction).
@@ -85,101 +142,292 @@ pub async fn enqueue(conn: &mut PgConnection, queue: &str, jobs: Vec<NewJob>) ->
     Ok(done.rows_affected())
 }
 
-/// Cancels a job that is waiting (due later, or waiting for a retry); one a worker holds is
-/// left alone. Returns whether it was cancelled.
+/// One run of a job: which job, which worker fetched it, and the job's `attempts` when it was
+/// fetched. A verdict is applied only while the row is still held by exactly this run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    pub job_id: String,
+    pub worker: String,
+    pub fetched_attempts: i32,
+}
+
+impl Run {
+    /// The attempt number this run is (1-based), as apalis counts it.
+    pub fn attempt(&self) -> i32 {
+        self.fetched_attempts.saturating_add(1)
+    }
+}
+
+/// How a run ends. Built by the job (for sends: `messages::decide`), applied by [`settle`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Finished; `attempts` is the attempt that finished it.
+    Complete { attempts: i32 },
+    /// Back to the queue at `at` for another attempt; `attempts` were spent.
+    RetryAt {
+        at: DateTime<Utc>,
+        attempts: i32,
+        error: String,
+    },
+    /// Finished without success; no further runs.
+    Fail { attempts: i32, reason: String },
+    /// Back to the queue until `until`, **no attempt spent**, no slot held: a paused queue, and
+    /// every hold of the delivery policy.
+    Snooze {
+        until: DateTime<Utc>,
+        reason: String,
+    },
+    /// Its message was cancelled while the job was held.
+    Cancelled { attempts: i32 },
+}
+
+/// Snoozes a run: see [`Verdict::Snooze`].
+pub fn snooze(until: DateTime<Utc>, reason: impl Into<String>) -> Verdict {
+    Verdict::Snooze {
+        until,
+        reason: reason.into(),
+    }
+}
+
+/// Retries a run at `at`: see [`Verdict::RetryAt`].
+pub fn retry_at(at: DateTime<Utc>, attempts: i32, error: impl Into<String>) -> Verdict {
+    Verdict::RetryAt {
+        at,
+        attempts,
+        error: error.into(),
+    }
+}
+
+impl Verdict {
+    /// (status, attempts, run_at, last_result) of the job row; `None` attempts = unchanged.
+    fn row(&self) -> (&'static str, Option<i32>, Option<DateTime<Utc>>, Value) {
+        match self {
+            Verdict::Complete { attempts } => {
+                (status::DONE, Some(*attempts), None, json!({"Ok": null}))
+            }
+            Verdict::RetryAt {
+                at,
+                attempts,
+                error,
+            } => (
+                status::FAILED,
+                Some(*attempts),
+                Some(*at),
+                json!({"Err": error}),
+            ),
+            Verdict::Fail { attempts, reason } => (
+                status::KILLED,
+                Some(*attempts),
+                None,
+                json!({"Err": reason}),
+            ),
+            Verdict::Snooze { until, reason } => (
+                status::PENDING,
+                None,
+                Some(*until),
+                json!({"Snoozed": reason}),
+            ),
+            Verdict::Cancelled { attempts } => (
+                status::KILLED,
+                Some(*attempts),
+                None,
+                serde_json::from_str(CANCELLED_RESULT).unwrap_or(Value::Null),
+            ),
+        }
+    }
+}
+
+/// Applies verdicts to their runs in one statement on the caller's transaction. A run whose row
+/// is no longer held by it (rescued as an orphan and taken by another run) is left alone.
+/// Returns how many rows changed.
+pub async fn settle(conn: &mut PgConnection, verdicts: &[(Run, Verdict)]) -> sqlx::Result<u64> {
+    if verdicts.is_empty() {
+        return Ok(0);
+    }
+    let n = verdicts.len();
+    let (mut ids, mut workers, mut fetched) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut statuses, mut attempts, mut run_ats, mut results) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (run, verdict) in verdicts {
+        let (status, att, run_at, result) = verdict.row();
+        ids.push(run.job_id.as_str());
+        workers.push(run.worker.as_str());
+        fetched.push(run.fetched_attempts);
+        statuses.push(status);
+        attempts.push(att);
+        run_ats.push(run_at);
+        results.push(result);
+    }
+    let done = sqlx::query(
+        "UPDATE apalis.jobs j SET
+            status = i.status,
+            attempts = coalesce(i.attempts, j.attempts),
+            run_at = coalesce(i.run_at, j.run_at),
+            lock_by = NULL,
+            lock_at = NULL,
+            done_at = CASE WHEN i.status = 'Pending' THEN NULL ELSE now() END,
+            last_result = i.result
+         FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::int[], $6::timestamptz[], $7::jsonb[])
+              AS i(id, worker, fetched, status, attempts, run_at, result)
+         WHERE j.id = i.id AND j.lock_by = i.worker AND j.attempts = i.fetched
+           AND j.status IN ('Queued', 'Running')",
+    )
+    .bind(&ids)
+    .bind(&workers)
+    .bind(&fetched)
+    .bind(&statuses)
+    .bind(&attempts)
+    .bind(&run_ats)
+    .bind(&results)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Cancels a job that is waiting (due later, snoozed, or waiting for a retry); one a worker holds
+/// is left alone (its run finds the message cancelled and settles as [`Verdict::Cancelled`]).
+/// Returns whether it was cancelled.
 pub async fn cancel_waiting(conn: &mut PgConnection, job_id: &str) -> sqlx::Result<bool> {
     let done = sqlx::query(
-        "UPDATE apalis.jobs SET status = 'Killed', done_at = now(), lock_by = NULL,
-                last_result = '{\"Err\": \"cancelled\"}'::jsonb
+        "UPDATE apalis.jobs SET status = 'Killed', done_at = now(), lock_by = NULL, lock_at = NULL,
+                last_result = $2::jsonb
          WHERE id = $1 AND (status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts))",
     )
     .bind(job_id)
+    .bind(CANCELLED_RESULT)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
 }
 
-pub type Storage<Args> = PollWith<PostgresStorage<Args>, Wakeup>;
-
-/// When an idle worker looks for jobs: on apalis' NOTIFY for a new due job, and every
-/// [`POLL_INTERVAL`] for jobs that come due later (scheduled sends, retries).
-///
-/// apalis' own `Strategy` combinator stops at the first ready strategy and does not re-arm an
-/// interval that fired, so an idle worker could sleep until its next heartbeat; this one polls
-/// both sources every time, until each has registered its waker, and reconnects a listener
-/// that ended.
-pub struct Wakeup {
-    pool: PgPool,
-    queue: String,
-    listener: Option<Pubsub>,
-    interval: tokio::time::Interval,
+/// Which finished jobs to run again.
+pub enum Requeue<'a> {
+    /// One job, whatever its (finished) state; the caller checked it.
+    One(&'a str),
+    /// Up to `limit` jobs in ops state `state` (`failed`/`cancelled`), oldest first.
+    Many {
+        state: &'a str,
+        queue: Option<&'a str>,
+        finished_after: Option<DateTime<Utc>>,
+        finished_before: Option<DateTime<Utc>>,
+        limit: i64,
+    },
 }
 
-impl Wakeup {
-    pub fn new(pool: &PgPool, queue: &str, period: Duration) -> Self {
-        let mut interval = tokio::time::interval(period);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Self {
-            pool: pool.clone(),
-            queue: queue.to_owned(),
-            listener: Some(Pubsub::new(pool.clone(), queue.to_owned())),
-            interval,
-        }
+/// Makes finished jobs due now with fresh attempts, unlocked. Returns their ids.
+pub async fn requeue(conn: &mut PgConnection, which: Requeue<'_>) -> sqlx::Result<Vec<String>> {
+    let (one, state, queue, after, before, limit) = match which {
+        Requeue::One(id) => (Some(id), None, None, None, None, 1),
+        Requeue::Many {
+            state,
+            queue,
+            finished_after,
+            finished_before,
+            limit,
+        } => (
+            None,
+            Some(state),
+            queue,
+            finished_after,
+            finished_before,
+            limit,
+        ),
+    };
+    sqlx::query_scalar(
+        "WITH picked AS (
+            SELECT id FROM job_states
+            WHERE ($1::text IS NULL OR id = $1)
+              AND ($2::text IS NULL OR state = $2)
+              AND ($3::text IS NULL OR queue = $3)
+              AND ($4::timestamptz IS NULL OR done_at >= $4)
+              AND ($5::timestamptz IS NULL OR done_at < $5)
+            ORDER BY id LIMIT $6
+            FOR UPDATE SKIP LOCKED
+         )
+         UPDATE apalis.jobs SET status = 'Pending', attempts = 0, run_at = now(), lock_by = NULL,
+                lock_at = NULL, done_at = NULL, last_result = NULL
+         FROM picked WHERE apalis.jobs.id = picked.id
+         RETURNING apalis.jobs.id",
+    )
+    .bind(one)
+    .bind(state)
+    .bind(queue)
+    .bind(after)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// Deletes `done` and `cancelled` jobs that finished more than `older_than_days` days ago.
+pub async fn purge(conn: &mut PgConnection, older_than_days: i32) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "DELETE FROM apalis.jobs WHERE id IN (
+            SELECT id FROM job_states
+            WHERE state IN ('done', 'cancelled')
+              AND done_at < now() - make_interval(days => $1::int)
+         )",
+    )
+    .bind(older_than_days)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// The `max_attempts` of a job as stored when it was enqueued: the only source of the limit.
+pub async fn max_attempts(conn: &mut PgConnection, job_id: &str) -> sqlx::Result<Option<i32>> {
+    sqlx::query_scalar("SELECT max_attempts FROM apalis.jobs WHERE id = $1")
+        .bind(job_id)
+        .fetch_optional(conn)
+        .await
+}
+
+pub type Storage<Args> = PollWith<PostgresStorage<Args>, wakeup::Wakeup>;
+
+/// What a process' apalis workers share: who the process is (names, liveness, in-flight runs),
+/// its NOTIFY listener, and the pool apalis' bookkeeping runs on.
+#[derive(Clone)]
+pub struct Workers {
+    pub process: rescue::Process,
+    pub wakeups: wakeup::Wakeups,
+    pub pool: sqlx::PgPool,
+}
+
+impl Workers {
+    pub fn storage<Args>(&self, queue: &str, batch_size: usize) -> Storage<Args> {
+        storage(&self.pool, queue, batch_size, &self.wakeups)
     }
 }
 
-impl PollStrategy for Wakeup {
-    fn poll_drive(&mut self, cx: &mut Context<'_>, _: &PollSnapshot) -> Poll<Option<()>> {
-        let mut ready = false;
-        if let Some(listener) = &mut self.listener {
-            loop {
-                match listener.poll_next_unpin(cx) {
-                    Poll::Ready(Some(_)) => ready = true,
-                    Poll::Ready(None) => {
-                        self.listener = None;
-                        break;
-                    }
-                    Poll::Pending => break,
-                }
-            }
-        }
-        while self.interval.poll_tick(cx).is_ready() {
-            ready = true;
-            if self.listener.is_none() {
-                // Polled (and so connected) on the next wake-up, at the latest one tick away.
-                self.listener = Some(Pubsub::new(self.pool.clone(), self.queue.clone()));
-            }
-        }
-        if ready {
-            Poll::Ready(Some(()))
-        } else {
-            Poll::Pending
-        }
-    }
-}
-
-/// A storage for `queue` that wakes on apalis' NOTIFY for new due jobs and polls every
-/// [`POLL_INTERVAL`] for jobs that come due later (scheduled sends, retries).
-pub fn storage<Args>(pool: &PgPool, queue: &str, batch_size: usize) -> Storage<Args> {
+/// A storage for `queue` that fetches at most `batch_size` jobs at a time (a process should not
+/// sit on jobs another could run), wakes on the process' shared NOTIFY listener and polls every
+/// [`POLL_INTERVAL`] for jobs that come due later (scheduled sends, retries, snoozes).
+pub fn storage<Args>(
+    pool: &sqlx::PgPool,
+    queue: &str,
+    batch_size: usize,
+    wakeups: &wakeup::Wakeups,
+) -> Storage<Args> {
     let config = apalis_postgres::Config::default()
         .queue(queue)
         .batch_size(batch_size.max(1))
-        // A dead process' jobs go back to the queue after 60 s; a live one beats every 10 s,
-        // also while all its slots are busy, so a slow gateway call is never taken twice.
-        .heartbeat_interval(Duration::from_secs(10))
-        .missed_heartbeats(6)
-        // A fetched job is already ours (`Queued`, `lock_by` = this worker): the extra
-        // `Running` update per batch buys nothing.
-        .lock_tasks(false);
+        .heartbeat_interval(Duration::from_secs(5))
+        // apalis' own orphan rescue works per worker name and resets attempts; ours
+        // (`rescue.rs`) works per process, within 15 s, and never takes a live process' jobs.
+        // apalis' is pushed out of the way (a day).
+        .missed_heartbeats(17_280)
+        // A fetched job is already ours (`Queued`, `lock_by` = this worker).
+        .lock_tasks(false)
+        // apalis never acknowledges: every run settles itself (see the module comment).
+        .persist_results(false);
     let storage = PostgresStorage::<Args>::new(pool).with_config(config);
-    PollWith::new(storage, Wakeup::new(pool, queue, POLL_INTERVAL))
-}
-
-/// A worker name unique to this process and incarnation (apalis refuses duplicates).
-pub fn worker_name(queue: &str) -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "host".into());
-    let nonce = Uuid::new_v4().simple().to_string();
-    format!("{queue}@{host}:{}:{}", std::process::id(), &nonce[..8])
+    PollWith::new(storage, wakeups.wakeup(queue, POLL_INTERVAL))
 }

@@ -28,7 +28,7 @@ pub struct Pass {
     pub max_attempts: u32,
 }
 
-/// One vehicle of the response (SPEC §5).
+/// One vehicle of the response (README "Maintenance reminders").
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Detail {
     pub vehicle_id: Uuid,
@@ -47,7 +47,7 @@ pub struct Detail {
     pub message: Option<String>,
 }
 
-/// The result of a pass (SPEC §5). `eligible` counts every vehicle in the date window:
+/// The result of a pass (README "Maintenance reminders"). `eligible` counts every vehicle in the date window:
 /// `reminder_queued + already_queued + skipped`.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Summary {

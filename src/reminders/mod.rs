@@ -1,11 +1,13 @@
-//! Maintenance reminders (SPEC §5): who is due, what they are told, the daily fan-out that
+//! Maintenance reminders (README "Maintenance reminders"): who is due, what they are told, the daily fan-out that
 //! queues one idempotent reminder per vehicle and date, and its schedule.
 //!
 //! Follow the names: [`fanout`] is one pass (set-wise, a page of vehicles per transaction),
 //! [`schedule`] decides when a pass runs (apalis-cron ticks, ticks claimed in the database),
-//! [`report`] is the `whatsapp_report` table, [`routes`] the HTTP surface.
+//! [`log`] keeps each reminder row in step with its message, [`report`] is the
+//! `whatsapp_report` table, [`routes`] the HTTP surface.
 
 pub mod fanout;
+pub mod log;
 pub mod report;
 pub mod routes;
 pub mod schedule;
@@ -24,7 +26,7 @@ pub fn business_date(tz: Tz, now: DateTime<Utc>) -> NaiveDate {
     now.with_timezone(&tz).date_naive()
 }
 
-/// The default reminder text of SPEC §5 (one line, date as `dd-mm-yyyy`).
+/// The default reminder text of README "Maintenance reminders" (one line, date as `dd-mm-yyyy`).
 pub fn reminder_text(nama: &str, no_pol: &str, visit: NaiveDate, service_phone: &str) -> String {
     format!(
         "Bapak {nama} untuk nomor kendaraan {no_pol} sebentar lagi tiba saat pemeliharaan rutin pada tanggal {}, daftarkan segera melalui nomor pelayanan kami {service_phone}",
@@ -54,7 +56,7 @@ fn present(field: &Option<String>) -> Option<&str> {
     field.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 
-/// Eligible vehicles with incomplete data are skipped with the reason (SPEC §5).
+/// Eligible vehicles with incomplete data are skipped with the reason (README "Maintenance reminders").
 pub fn verdict(c: &Candidate, service_phone: &str) -> Verdict {
     let Some(nama) = present(&c.nama) else {
         return Verdict::Skip("customer has no name".into());

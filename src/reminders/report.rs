@@ -1,4 +1,4 @@
-//! `/whatsapp-report` (SPEC §6, field names of the seed's WHATSAPP_REPORT_DOCUMENTATION.md):
+//! `/whatsapp-report` (README "WhatsApp report", field names of the seed's WHATSAPP_REPORT_DOCUMENTATION.md):
 //! how often each customer + vehicle was reminded. Rows are written only by the send worker's
 //! outcome statement (see `messages::repo::record_batch`), once per delivered reminder.
 

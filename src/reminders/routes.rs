@@ -1,5 +1,5 @@
 //! `/customers/send-maintenance-reminder`, `/scheduler/maintenance-reminder/*`,
-//! `/health/scheduler` and `/reminders` (SPEC §5).
+//! `/health/scheduler` and `/reminders` (README "Maintenance reminders").
 
 use std::time::Duration;
 

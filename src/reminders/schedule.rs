@@ -8,7 +8,9 @@
 
 use std::{str::FromStr, sync::Arc, time::Duration};
 
-use apalis::prelude::{AbortError, BoxDynError, Data, WorkerBuilder, WorkerBuilderExt};
+use apalis::prelude::{
+    Attempt, BoxDynError, Data, TaskId, WorkerBuilder, WorkerBuilderExt, WorkerContext,
+};
 use apalis_cron::{CronScheduler, Tick};
 use chrono::{DateTime, DurationRound, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -23,8 +25,7 @@ use crate::{
     queue::{self, NewJob},
 };
 
-/// The queue of fan-out jobs (one per claimed tick).
-pub const FANOUT_QUEUE: &str = "reminder-fanout";
+pub use crate::queue::FANOUT_QUEUE;
 /// How often each process compares the clock with the stored schedule (apalis-cron syntax,
 /// with seconds).
 pub const TICK_EVERY: &str = "*/2 * * * * *";
@@ -365,10 +366,6 @@ pub struct SchedulerContext {
     pub config: Arc<Config>,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct FanoutError(String);
-
 /// apalis-cron handler: claim today's tick when it is due.
 async fn on_tick(_tick: Tick, ctx: Data<Arc<SchedulerContext>>) -> Result<(), BoxDynError> {
     let s = load(&ctx.pool, &ctx.config).await?;
@@ -381,24 +378,62 @@ async fn on_tick(_tick: Tick, ctx: Data<Arc<SchedulerContext>>) -> Result<(), Bo
 }
 
 /// The fan-out job: runs the pass of its `fanout_runs` row (again, after a crash: every pass is
-/// idempotent). A failure retries after [`RETRY_AFTER_SECS`].
-async fn run_job(payload: Value, ctx: Data<Arc<SchedulerContext>>) -> Result<(), BoxDynError> {
-    let abort = |reason: String| -> BoxDynError { Box::new(AbortError::new(FanoutError(reason))) };
+/// idempotent). A failure retries after [`RETRY_AFTER_SECS`]; the run settles its job itself.
+async fn run_job(
+    payload: Value,
+    task_id: TaskId,
+    attempt: Attempt,
+    worker: WorkerContext,
+    ctx: Data<Arc<SchedulerContext>>,
+) -> Result<(), BoxDynError> {
+    let run = queue::Run {
+        job_id: task_id.to_string(),
+        worker: worker.name().to_owned(),
+        fetched_attempts: i32::try_from(attempt.current())
+            .unwrap_or(i32::MAX)
+            .saturating_sub(1),
+    };
+    let attempts = run.attempt();
+    let verdict = match fanout_job(&ctx, &payload).await {
+        Ok(()) => queue::Verdict::Complete { attempts },
+        Err(FanoutFailure::Abort(reason)) => queue::Verdict::Fail { attempts, reason },
+        Err(FanoutFailure::Retry(error)) if attempts < FANOUT_MAX_ATTEMPTS => queue::retry_at(
+            Utc::now() + chrono::Duration::seconds(RETRY_AFTER_SECS),
+            attempts,
+            error,
+        ),
+        Err(FanoutFailure::Retry(reason)) => queue::Verdict::Fail { attempts, reason },
+    };
+    let mut conn = ctx.pool.acquire().await?;
+    queue::settle(&mut conn, &[(run, verdict)]).await?;
+    Ok(())
+}
+
+enum FanoutFailure {
+    Abort(String),
+    Retry(String),
+}
+
+async fn fanout_job(ctx: &SchedulerContext, payload: &Value) -> Result<(), FanoutFailure> {
     let Some(run_id) = payload
         .get("run_id")
         .and_then(Value::as_str)
         .and_then(|s| Uuid::parse_str(s).ok())
     else {
-        return Err(abort(format!("unreadable fan-out job payload: {payload}")));
+        return Err(FanoutFailure::Abort(format!(
+            "unreadable fan-out job payload: {payload}"
+        )));
     };
-    let run: Option<(String, NaiveDate, String, Option<String>)> = sqlx::query_as(
-        "SELECT trigger, business_date, status, job_id FROM fanout_runs WHERE id = $1",
-    )
-    .bind(run_id)
-    .fetch_optional(&ctx.pool)
-    .await?;
-    let Some((trigger, date, status, job_id)) = run else {
-        return Err(abort(format!("fan-out run {run_id} does not exist")));
+    let run: Option<(String, NaiveDate, String)> =
+        sqlx::query_as("SELECT trigger, business_date, status FROM fanout_runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_optional(&ctx.pool)
+            .await
+            .map_err(|e| FanoutFailure::Retry(e.to_string()))?;
+    let Some((trigger, date, status)) = run else {
+        return Err(FanoutFailure::Abort(format!(
+            "fan-out run {run_id} does not exist"
+        )));
     };
     if status == "done" {
         return Ok(());
@@ -408,41 +443,33 @@ async fn run_job(payload: Value, ctx: Data<Arc<SchedulerContext>>) -> Result<(),
     } else {
         "catch_up"
     };
-    match execute(&ctx.pool, &ctx.config, run_id, trigger, date).await {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            sqlx::query(
-                "UPDATE apalis.jobs SET run_at = now() + make_interval(secs => $2) WHERE id = $1",
-            )
-            .bind(job_id)
-            .bind(RETRY_AFTER_SECS as f64)
-            .execute(&ctx.pool)
-            .await?;
-            Err(Box::new(FanoutError(format!("{e:#}"))))
-        }
-    }
+    execute(&ctx.pool, &ctx.config, run_id, trigger, date)
+        .await
+        .map(|_| ())
+        .map_err(|e| FanoutFailure::Retry(format!("{e:#}")))
 }
 
 /// Adds the scheduler's two workers (the cron ticker and the fan-out job runner) to `monitor`.
 pub fn register(
     monitor: apalis::prelude::Monitor,
     ctx: Arc<SchedulerContext>,
-    relaxed_pool: &PgPool,
+    workers: &queue::Workers,
 ) -> anyhow::Result<apalis::prelude::Monitor> {
     let every = cron::Schedule::from_str(TICK_EVERY)
         .map_err(|e| anyhow::anyhow!("bad scheduler tick {TICK_EVERY}: {e}"))?;
     let tick_ctx = ctx.clone();
-    let pool = relaxed_pool.clone();
+    let cron_workers = workers.clone();
+    let workers = workers.clone();
     Ok(monitor
         .register(move |_restarts| {
-            WorkerBuilder::new(queue::worker_name("reminder-cron"))
+            WorkerBuilder::new(cron_workers.process.worker_name("reminder-cron", 0))
                 .backend(CronScheduler::new(every.clone()))
                 .data(tick_ctx.clone())
                 .build(on_tick)
         })
         .register(move |_restarts| {
-            WorkerBuilder::new(queue::worker_name(FANOUT_QUEUE))
-                .backend(queue::storage::<Value>(&pool, FANOUT_QUEUE, 1))
+            WorkerBuilder::new(workers.process.worker_name(FANOUT_QUEUE, 0))
+                .backend(workers.storage::<Value>(FANOUT_QUEUE, 1))
                 .concurrency(1)
                 .data(ctx.clone())
                 .build(run_job)

@@ -371,17 +371,33 @@ pub struct RealProcess(std::process::Child);
 
 impl RealProcess {
     pub fn start(app: &TestApp, command: &str) -> Self {
+        Self::start_with(app, command, &[])
+    }
+
+    /// [`Self::start`] with some of the app's variables changed.
+    pub fn start_with(app: &TestApp, command: &str, env: &[(&str, &str)]) -> Self {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_bengkel-whatsapp"))
             .arg(command)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(&app.env)
+            .envs(env.iter().copied())
             .env("BIND_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("spawn the binary");
         Self(child)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// SIGKILL, and wait for it to be gone.
+    pub fn kill_9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -418,6 +434,11 @@ pub fn token(sub: &str, role: Role, ttl: Duration) -> String {
     JwtKeys::new(JWT_SECRET.as_bytes())
         .issue(sub, role, ttl)
         .expect("token")
+}
+
+/// A token with the ops role.
+pub fn ops_token() -> String {
+    token("operator", Role::Ops, Duration::from_secs(3600))
 }
 
 pub fn id_of(body: &Value) -> String {

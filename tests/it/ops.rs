@@ -5,15 +5,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bengkel_whatsapp::{app::ProcessRole, http::auth::Role};
+use bengkel_whatsapp::app::ProcessRole;
 use serde_json::{Value, json};
 use wiremock::{Mock, ResponseTemplate, matchers};
 
-use crate::helpers::{Options, TestApp, TestDb, gateway_error, id_of, token};
-
-fn ops_token() -> String {
-    token("operator", Role::Ops, Duration::from_secs(3600))
-}
+use crate::helpers::{Options, TestApp, TestDb, gateway_error, id_of, ops_token};
 
 async fn ops(
     app: &TestApp,

@@ -1,6 +1,7 @@
 //! Which queues are paused, as this process sees it: refreshed from `queue_pauses` every
 //! [`REFRESH`]. New fetches of a paused queue stop at once (`apalis.get_jobs` checks the table);
-//! this view is for send jobs fetched just before a pause, which hand themselves back.
+//! this view is for send jobs fetched just before a pause, which snooze themselves (no attempt
+//! spent, no slot held).
 
 use std::{
     collections::HashSet,
@@ -50,17 +51,22 @@ impl Pauses {
     }
 }
 
-/// Hands a fetched send job back to its paused queue: `Pending`, unlocked, attempts untouched.
-/// apalis' acknowledgement that follows only updates rows this worker still holds, so it
-/// changes nothing: the pause costs no attempt and holds no slot.
-pub async fn hand_back(pool: &PgPool, message_id: uuid::Uuid) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE apalis.jobs j SET status = 'Pending', lock_by = NULL, lock_at = NULL
-         FROM messages m
-         WHERE m.id = $1 AND j.id = m.job_id AND j.status IN ('Queued', 'Running')",
-    )
-    .bind(message_id)
-    .execute(pool)
-    .await?;
+/// Pauses (`by` = who) or resumes a queue; persisted, followed by every process within
+/// [`REFRESH`] (and at once by `apalis.get_jobs`).
+pub async fn set_paused(pool: &PgPool, queue: &str, paused: bool, by: &str) -> sqlx::Result<()> {
+    if paused {
+        sqlx::query(
+            "INSERT INTO queue_pauses (queue, paused_by) VALUES ($1, $2) ON CONFLICT (queue) DO NOTHING",
+        )
+        .bind(queue)
+        .bind(by)
+        .execute(pool)
+        .await?;
+    } else {
+        sqlx::query("DELETE FROM queue_pauses WHERE queue = $1")
+            .bind(queue)
+            .execute(pool)
+            .await?;
+    }
     Ok(())
 }

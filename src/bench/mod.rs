@@ -1,0 +1,239 @@
+//! `bengkel-whatsapp bench`: the send pipeline measured against a real PostgreSQL and a local
+//! zero-latency fake gateway, in a scratch database that is dropped afterwards.
+//!
+//! 1. HTTP enqueue rate: an `api` process, N concurrent clients posting `/whatsapp/send`.
+//! 2. Drain rate: M queued sends inserted set-wise, then workers with the throttle off.
+//! 3. Idle enqueue-to-gateway latency: a `serve` process, one send at a time.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use axum::{Json, Router, routing::post};
+use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection, PgPool};
+
+mod fanout;
+mod gateway;
+mod sends;
+
+use self::{fanout::fanout, gateway::FakeGateway, sends::*};
+use crate::{
+    app::{self, Database, ProcessRole},
+    config::{Config, Secret},
+    http::auth::{JwtKeys, Role},
+    messages::{Kind, phone::PhoneNumber, repo, request::NewMessage},
+};
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Requests for the enqueue benchmark.
+    #[arg(long, default_value_t = 20_000)]
+    pub requests: usize,
+    /// Concurrent HTTP clients for the enqueue benchmark.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Queued sends for the drain benchmark.
+    #[arg(long, default_value_t = 50_000)]
+    pub drain: usize,
+    /// Worker slots for the drain benchmark (`WORKER_CONCURRENCY`).
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Sends measured for the idle latency benchmark.
+    #[arg(long, default_value_t = 200)]
+    pub latency_samples: usize,
+    /// `SEND_RATE_PER_SECOND` for the throttle accuracy benchmark.
+    #[arg(long, default_value_t = 20)]
+    pub throttle_rate: u32,
+    /// Sends for the throttle accuracy benchmark.
+    #[arg(long, default_value_t = 200)]
+    pub throttle_sends: usize,
+    /// Vehicle counts for the fan-out benchmark (each loaded with `demo-data`'s spread, about
+    /// 5 % due in the reminder window).
+    #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
+    pub vehicles: Vec<i64>,
+    /// Which parts to run: any of enqueue, drain, latency, throttle, fanout.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "enqueue,drain,latency,throttle,fanout"
+    )]
+    pub only: Vec<String>,
+}
+
+const SECRET: &str = "bench-secret";
+
+pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
+    let database = Database::open(&config).await?;
+    let result = bench(&config, &database.url, &args).await;
+    database.close();
+    result
+}
+
+/// A scratch database on the same server, dropped when the benchmark ends.
+struct Scratch {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl Scratch {
+    async fn create(admin_url: &str) -> anyhow::Result<Self> {
+        let name = format!("bengkel_bench_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = PgConnection::connect(admin_url).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await?;
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(b, _)| b)
+            .context("DATABASE_URL must end in /<database>")?;
+        let (base, query) = match admin_url.split_once('?') {
+            Some((_, q)) => (base.to_owned(), format!("?{q}")),
+            None => (base.to_owned(), String::new()),
+        };
+        Ok(Self {
+            admin_url: admin_url.to_owned(),
+            url: format!("{base}/{name}{query}"),
+            name,
+        })
+    }
+
+    async fn drop_now(self) -> anyhow::Result<()> {
+        let mut conn = PgConnection::connect(&self.admin_url).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&mut conn)
+        .await?;
+        Ok(())
+    }
+}
+
+async fn bench(config: &Config, admin_url: &str, args: &BenchArgs) -> anyhow::Result<()> {
+    println!(
+        "bengkel-whatsapp bench — {} cores, PostgreSQL at {}",
+        num_cpus(),
+        redact(admin_url)
+    );
+    let gateway = FakeGateway::start().await?;
+    for part in &args.only {
+        if part == "fanout" {
+            for &n in &args.vehicles {
+                fanout(config, admin_url, &gateway, n).await?;
+            }
+            continue;
+        }
+        let scratch = Scratch::create(admin_url).await?;
+        // Sized as a process of the benchmark's shape would size it.
+        let shape = bench_config(
+            config,
+            &gateway,
+            &[("WORKER_CONCURRENCY", args.concurrency.to_string())],
+        )?;
+        let budget = app::budget(&shape, ProcessRole::Serve)?;
+        let pool = crate::db::connect(&scratch.url, budget.main).await?;
+        crate::db::migrate(&pool).await?;
+        let result = match part.as_str() {
+            "enqueue" => enqueue_rate(config, &pool, &gateway, args).await,
+            "drain" => drain_rate(config, &pool, &gateway, args).await,
+            "latency" => idle_latency(config, &pool, &gateway, args).await,
+            "throttle" => throttle_accuracy(config, &pool, &gateway, args).await,
+            other => Err(anyhow::anyhow!(
+                "unknown benchmark `{other}` (enqueue, drain, latency, throttle, fanout)"
+            )),
+        };
+        pool.close().await;
+        scratch.drop_now().await?;
+        result?;
+    }
+    Ok(())
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+fn bench_config(
+    base: &Config,
+    gateway: &FakeGateway,
+    env: &[(&str, String)],
+) -> anyhow::Result<Arc<Config>> {
+    let mut vars: HashMap<String, String> = [
+        ("JWT_SECRET", SECRET.to_owned()),
+        ("STARSENDER_API_KEY", "bench".to_owned()),
+        ("STARSENDER_API_URL", gateway.url.clone()),
+        ("SEND_RATE_PER_SECOND", "0".to_owned()),
+        (
+            "LOG_FORMAT",
+            if base.log_format == crate::config::LogFormat::Json {
+                "json"
+            } else {
+                "text"
+            }
+            .to_owned(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    for (k, v) in env {
+        vars.insert((*k).to_owned(), v.clone());
+    }
+    Ok(Arc::new(Config::from_map(&vars)?))
+}
+
+async fn start(
+    config: Arc<Config>,
+    role: ProcessRole,
+    pool: &PgPool,
+) -> anyhow::Result<(app::Running, String)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let running = app::start(config, role, pool.clone(), listener, &Secret::new(SECRET)).await?;
+    let base = format!("http://{}", running.local_addr);
+    Ok((running, base))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn bench_token() -> anyhow::Result<String> {
+    JwtKeys::new(SECRET.as_bytes()).issue("bench", Role::Client, Duration::from_secs(3600))
+}
+
+/// Queues `n` sends set-wise, in transactions of 5,000, bodies `"{prefix} {i}"`.
+async fn queue_sends(pool: &PgPool, n: usize, prefix: &str) -> anyhow::Result<()> {
+    let to = PhoneNumber::parse("0812 3456 789")?;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(5_000) {
+        let batch: Vec<NewMessage> = chunk
+            .iter()
+            .map(|i| NewMessage::internal(Kind::Adhoc, to.clone(), format!("{prefix} {i}"), None))
+            .collect();
+        let mut tx = pool.begin().await?;
+        repo::store_batch(&mut tx, &batch, "bench", 8).await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}

@@ -1,0 +1,228 @@
+//! The send pipeline: enqueue rate, drain rate, idle latency, throttle accuracy.
+
+use super::*;
+
+pub(super) async fn enqueue_rate(
+    base: &Config,
+    pool: &PgPool,
+    gateway: &FakeGateway,
+    args: &BenchArgs,
+) -> anyhow::Result<()> {
+    let config = bench_config(base, gateway, &[])?;
+    let (running, url) = start(config, ProcessRole::Api, pool).await?;
+    let token = bench_token()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.clients)
+        .build()?;
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Warm the connection pools before measuring.
+    for _ in 0..args.clients.min(50) {
+        client.get(format!("{url}/health")).send().await?;
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.clients {
+        let (client, url, token, next) = (client.clone(), url.clone(), token.clone(), next.clone());
+        let total = args.requests;
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0usize;
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
+                let t = Instant::now();
+                let res = client
+                    .post(format!("{url}/whatsapp/send"))
+                    .bearer_auth(&token)
+                    .json(&json!({"to": "0812 3456 789", "body": "Kendaraan Anda sudah selesai diservis", "delay": 86_400}))
+                    .send()
+                    .await;
+                match res {
+                    Ok(r) if r.status() == 202 => latencies.push(t.elapsed()),
+                    _ => errors += 1,
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(args.requests);
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await?;
+        latencies.extend(l);
+        errors += e;
+    }
+    let elapsed = started.elapsed();
+    running.stop().await?;
+    latencies.sort();
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs")
+        .fetch_one(pool)
+        .await?;
+    println!(
+        "\nenqueue  {} POST /whatsapp/send, {} clients: {:.0} req/s; latency p50 {}, p99 {}, max {}; {} errors; {} jobs stored",
+        latencies.len(),
+        args.clients,
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        ms(percentile(&latencies, 50.0)),
+        ms(percentile(&latencies, 99.0)),
+        ms(latencies.last().copied().unwrap_or_default()),
+        errors,
+        stored,
+    );
+    Ok(())
+}
+
+pub(super) async fn drain_rate(
+    base: &Config,
+    pool: &PgPool,
+    gateway: &FakeGateway,
+    args: &BenchArgs,
+) -> anyhow::Result<()> {
+    let fill = Instant::now();
+    queue_sends(pool, args.drain, "drain").await?;
+    println!(
+        "\ndrain    {} sends queued set-wise in {:.2} s",
+        args.drain,
+        fill.elapsed().as_secs_f64()
+    );
+    sqlx::query("VACUUM ANALYZE apalis.jobs")
+        .execute(pool)
+        .await?;
+    sqlx::query("VACUUM ANALYZE messages").execute(pool).await?;
+    gateway.reset();
+
+    let config = bench_config(
+        base,
+        gateway,
+        &[("WORKER_CONCURRENCY", args.concurrency.to_string())],
+    )?;
+    let started = Instant::now();
+    let (running, _) = start(config, ProcessRole::Worker, pool).await?;
+    let total = args.drain as i64;
+    // Watch the fake gateway (not the database, so as not to load it), then check the table.
+    while (gateway.calls() as i64) < total {
+        if started.elapsed() > Duration::from_secs(600) {
+            anyhow::bail!(
+                "drain did not finish in 10 minutes ({}/{total} calls)",
+                gateway.calls()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    loop {
+        let sent: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE status = 'sent'")
+            .fetch_one(pool)
+            .await?;
+        if sent >= total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed();
+    running.stop().await?;
+    println!(
+        "drain    {} sends, throttle off, {} slots: {:.2} s → {:.0} sends/s; gateway calls {} (duplicates: {})",
+        total,
+        args.concurrency,
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64(),
+        gateway.calls(),
+        gateway.calls() as i64 - total,
+    );
+    Ok(())
+}
+
+pub(super) async fn idle_latency(
+    base: &Config,
+    pool: &PgPool,
+    gateway: &FakeGateway,
+    args: &BenchArgs,
+) -> anyhow::Result<()> {
+    let config = bench_config(base, gateway, &[])?;
+    let (running, url) = start(config, ProcessRole::Serve, pool).await?;
+    let token = bench_token()?;
+    let client = reqwest::Client::new();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut latencies = Vec::new();
+    for i in 0..args.latency_samples {
+        let body = format!("latency {i}");
+        let t = Instant::now();
+        let res = client
+            .post(format!("{url}/whatsapp/send"))
+            .bearer_auth(&token)
+            .json(&json!({"to": "0812 3456 789", "body": body}))
+            .send()
+            .await?;
+        anyhow::ensure!(res.status() == 202, "enqueue failed: {}", res.status());
+        let arrived = loop {
+            if let Some(at) = gateway.arrival(&body) {
+                break at;
+            }
+            anyhow::ensure!(
+                t.elapsed() < Duration::from_secs(10),
+                "message {i} never reached the gateway"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        latencies.push(arrived.duration_since(t));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    running.stop().await?;
+    latencies.sort();
+    println!(
+        "\nlatency  {} sends one at a time on an idle `serve`: enqueue→gateway p50 {}, p99 {}, max {}",
+        latencies.len(),
+        ms(percentile(&latencies, 50.0)),
+        ms(percentile(&latencies, 99.0)),
+        ms(latencies.last().copied().unwrap_or_default()),
+    );
+    Ok(())
+}
+
+pub(super) async fn throttle_accuracy(
+    base: &Config,
+    pool: &PgPool,
+    gateway: &FakeGateway,
+    args: &BenchArgs,
+) -> anyhow::Result<()> {
+    queue_sends(pool, args.throttle_sends, "throttle").await?;
+    let config = bench_config(
+        base,
+        gateway,
+        &[
+            ("SEND_RATE_PER_SECOND", args.throttle_rate.to_string()),
+            ("SEND_BURST", "1".to_owned()),
+            ("WORKER_CONCURRENCY", "16".to_owned()),
+        ],
+    )?;
+    let (running, _) = start(config, ProcessRole::Worker, pool).await?;
+    let deadline = Instant::now()
+        + Duration::from_secs(args.throttle_sends as u64 / args.throttle_rate.max(1) as u64 + 60);
+    let mut arrivals = loop {
+        let arrivals = gateway.arrivals_with_prefix("throttle");
+        if arrivals.len() >= args.throttle_sends {
+            break arrivals;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "throttle run did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    running.stop().await?;
+    arrivals.sort();
+    let n = arrivals.len();
+    let span = arrivals[n - 1].duration_since(arrivals[0]);
+    let achieved = (n - 1) as f64 / span.as_secs_f64();
+    // The most calls seen in any one-second window at the gateway.
+    let mut most = 0;
+    let mut start = 0;
+    for end in 0..n {
+        while arrivals[end].duration_since(arrivals[start]) >= Duration::from_secs(1) {
+            start += 1;
+        }
+        most = most.max(end - start + 1);
+    }
+    println!(
+        "\nthrottle {n} sends at SEND_RATE_PER_SECOND={} (burst 1, 16 slots): achieved {achieved:.2}/s ({:+.2}%), \
+         most calls in any 1 s window {most}",
+        args.throttle_rate,
+        (achieved / args.throttle_rate as f64 - 1.0) * 100.0,
+    );
+    Ok(())
+}

@@ -1,0 +1,269 @@
+//! What a gateway outcome does to a message: one pure function, [`decide`], applied by the send
+//! job (`job.rs`) and the queue (`queue::settle`). The table is README "Message lifecycle"; the waits are the
+//! backoff's, lengthened after a 429 or a timeout (the gateway is struggling: coming back at once
+//! makes it worse) and never shorter than the gateway's `Retry-After` (capped).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::{
+    gateway::{Class, Outcome},
+    queue::backoff::Backoff,
+};
+
+/// How retries are spaced.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub backoff: Backoff,
+    /// `SEND_RETRY_AMBIGUOUS`: retry when the gateway may have sent.
+    pub retry_ambiguous: bool,
+    /// A `Retry-After` longer than this is cut to it.
+    pub retry_after_cap: Duration,
+}
+
+impl RetryPolicy {
+    /// The shortest wait after a 429 or a timeout: three backoff bases, within the backoff cap.
+    fn throttled_min_wait(&self) -> Duration {
+        (self.backoff.ceiling(1) * 3).min(self.backoff.ceiling(u32::MAX))
+    }
+}
+
+/// What happens to the message and its job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Sent,
+    /// Another attempt at `at`. `ambiguous`: the gateway may have sent this one.
+    RetryAt {
+        at: DateTime<Utc>,
+        error: String,
+        ambiguous: bool,
+    },
+    /// No further attempt.
+    Fail {
+        reason: String,
+    },
+    /// Held back without spending an attempt (a paused queue; the delivery policy's holds).
+    Snooze {
+        until: DateTime<Utc>,
+        reason: String,
+    },
+}
+
+impl Decision {
+    /// The `bengkel_sends_total` outcome.
+    pub fn metric(&self) -> &'static str {
+        match self {
+            Decision::Sent => "sent",
+            Decision::RetryAt {
+                ambiguous: false, ..
+            } => "retry",
+            Decision::RetryAt {
+                ambiguous: true, ..
+            } => "ambiguous",
+            Decision::Fail { .. } => "failed",
+            Decision::Snooze { .. } => "snoozed",
+        }
+    }
+}
+
+/// Decides after attempt `attempt` of `max_attempts`. `jitter` in `[0, 1]` places the wait in the
+/// upper half of the backoff ceiling (passed in, so that this stays pure).
+pub fn decide(
+    outcome: &Outcome,
+    attempt: i32,
+    max_attempts: i32,
+    policy: &RetryPolicy,
+    now: DateTime<Utc>,
+    jitter: f64,
+) -> Decision {
+    let exhausted = attempt >= max_attempts;
+    let wait = |class: Class, retry_after: Option<Duration>| {
+        let mut wait = policy.backoff.delay_with(attempt.max(1) as u32, jitter);
+        if matches!(class, Class::RateLimited | Class::Timeout) {
+            wait = wait.max(policy.throttled_min_wait());
+        }
+        if let Some(after) = retry_after {
+            wait = wait.max(after.min(policy.retry_after_cap));
+        }
+        now + chrono::Duration::from_std(wait).unwrap_or_default()
+    };
+    match outcome {
+        Outcome::Sent { .. } => Decision::Sent,
+        Outcome::Retryable {
+            class,
+            error,
+            retry_after,
+            ..
+        } if !exhausted => Decision::RetryAt {
+            at: wait(*class, *retry_after),
+            error: error.clone(),
+            ambiguous: false,
+        },
+        Outcome::Ambiguous { class, error } if policy.retry_ambiguous && !exhausted => {
+            Decision::RetryAt {
+                at: wait(*class, None),
+                error: error.clone(),
+                ambiguous: true,
+            }
+        }
+        Outcome::Retryable { error, .. } | Outcome::Permanent { error, .. } => Decision::Fail {
+            reason: error.clone(),
+        },
+        Outcome::Ambiguous { error, .. } => Decision::Fail {
+            reason: if policy.retry_ambiguous {
+                error.clone()
+            } else {
+                "may have been delivered".into()
+            },
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            backoff: Backoff::new(Duration::from_secs(10), Duration::from_secs(3600)),
+            retry_ambiguous: true,
+            retry_after_cap: Duration::from_secs(3600),
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-12-01T08:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn retryable(class: Class, retry_after: Option<Duration>) -> Outcome {
+        Outcome::Retryable {
+            class,
+            error: "boom".into(),
+            response: None,
+            retry_after,
+        }
+    }
+
+    fn wait_of(d: &Decision) -> i64 {
+        match d {
+            Decision::RetryAt { at, .. } => (*at - now()).num_seconds(),
+            other => panic!("not a retry: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn success_is_sent_whatever_the_attempt() {
+        let sent = Outcome::Sent {
+            response: serde_json::json!({"success": true}),
+        };
+        assert_eq!(decide(&sent, 8, 8, &policy(), now(), 1.0), Decision::Sent);
+    }
+
+    #[test]
+    fn a_server_error_retries_with_the_backoff_until_attempts_run_out() {
+        let e = retryable(Class::ServerError, None);
+        // attempt 3: ceiling 40 s, jitter 1 → 40 s; jitter 0 → 20 s
+        assert_eq!(wait_of(&decide(&e, 3, 8, &policy(), now(), 1.0)), 40);
+        assert_eq!(wait_of(&decide(&e, 3, 8, &policy(), now(), 0.0)), 20);
+        assert_eq!(
+            decide(&e, 8, 8, &policy(), now(), 1.0),
+            Decision::Fail {
+                reason: "boom".into()
+            }
+        );
+    }
+
+    #[test]
+    fn success_false_and_connect_errors_retry_like_server_errors() {
+        for class in [Class::SuccessFalse, Class::Connect] {
+            let d = decide(&retryable(class, None), 1, 8, &policy(), now(), 1.0);
+            assert_eq!(wait_of(&d), 10, "{class:?}");
+            assert_eq!(d.metric(), "retry");
+        }
+    }
+
+    #[test]
+    fn a_429_waits_at_least_three_bases_and_honours_retry_after() {
+        let d = decide(
+            &retryable(Class::RateLimited, None),
+            1,
+            8,
+            &policy(),
+            now(),
+            0.0,
+        );
+        assert_eq!(wait_of(&d), 30, "longer minimum wait after 429");
+        let d = decide(
+            &retryable(Class::RateLimited, Some(Duration::from_secs(120))),
+            1,
+            8,
+            &policy(),
+            now(),
+            1.0,
+        );
+        assert_eq!(wait_of(&d), 120, "never before Retry-After");
+        let d = decide(
+            &retryable(Class::ServerError, Some(Duration::from_secs(86_400))),
+            1,
+            8,
+            &policy(),
+            now(),
+            1.0,
+        );
+        assert_eq!(wait_of(&d), 3600, "Retry-After is capped");
+    }
+
+    #[test]
+    fn a_timeout_is_ambiguous_and_waits_longer() {
+        let timeout = Outcome::Ambiguous {
+            class: Class::Timeout,
+            error: "no answer".into(),
+        };
+        let d = decide(&timeout, 1, 8, &policy(), now(), 0.0);
+        assert_eq!(d.metric(), "ambiguous");
+        assert_eq!(wait_of(&d), 30);
+        let strict = RetryPolicy {
+            retry_ambiguous: false,
+            ..policy()
+        };
+        assert_eq!(
+            decide(&timeout, 1, 8, &strict, now(), 0.0),
+            Decision::Fail {
+                reason: "may have been delivered".into()
+            }
+        );
+    }
+
+    #[test]
+    fn other_4xx_fail_at_once() {
+        for class in [Class::ClientError, Class::Unauthorized] {
+            let permanent = Outcome::Permanent {
+                class,
+                error: "rejected".into(),
+                response: None,
+            };
+            assert_eq!(
+                decide(&permanent, 1, 8, &policy(), now(), 1.0),
+                Decision::Fail {
+                    reason: "rejected".into()
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn the_job_rows_limit_decides_not_a_default() {
+        let e = retryable(Class::ServerError, None);
+        assert!(matches!(
+            decide(&e, 2, 2, &policy(), now(), 1.0),
+            Decision::Fail { .. }
+        ));
+        assert!(matches!(
+            decide(&e, 2, 4, &policy(), now(), 1.0),
+            Decision::RetryAt { .. }
+        ));
+    }
+}

@@ -1,0 +1,275 @@
+//! Real faults while real worker processes drain: the database goes away mid-drain, a worker is
+//! killed with SIGKILL. Counted at the gateway, per message.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use bengkel_whatsapp::app::ProcessRole;
+use serde_json::{Value, json};
+use sqlx::Connection;
+use wiremock::{Mock, Request, Respond, ResponseTemplate, matchers};
+
+use crate::{
+    helpers::{Options, RealProcess, TestApp, id_of},
+    queue::finished_jobs_of_unfinished_messages,
+};
+
+/// A gateway that answers `success: true` after `delay` and remembers when each body arrived.
+#[derive(Clone)]
+struct Recorder {
+    calls: Arc<Mutex<Vec<(Instant, String)>>>,
+    delay: Duration,
+}
+
+impl Respond for Recorder {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let body = serde_json::from_slice::<Value>(&request.body)
+            .ok()
+            .and_then(|v| v["body"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        self.calls.lock().unwrap().push((Instant::now(), body));
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"success": true, "message": "Message sent"}))
+            .set_delay(self.delay)
+    }
+}
+
+impl Recorder {
+    async fn mount(app: &TestApp, delay: Duration) -> Self {
+        let recorder = Self {
+            calls: Arc::default(),
+            delay,
+        };
+        Mock::given(matchers::method("POST"))
+            .and(matchers::path("/api/send"))
+            .respond_with(recorder.clone())
+            .mount(&app.gateway.server)
+            .await;
+        recorder
+    }
+
+    fn count(&self) -> usize {
+        self.calls.lock().unwrap().len()
+    }
+
+    fn per_body(&self) -> HashMap<String, usize> {
+        let mut per = HashMap::new();
+        for (_, body) in self.calls.lock().unwrap().iter() {
+            *per.entry(body.clone()).or_default() += 1;
+        }
+        per
+    }
+
+    fn first_call_after(&self, t: Instant) -> Option<Instant> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(at, _)| *at)
+            .filter(|at| *at > t)
+            .min()
+    }
+}
+
+async fn enqueue(app: &TestApp, n: usize, tag: &str) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let (status, body) = app
+            .send(json!({"to": "0812 3456 789", "body": format!("{tag} {i}")}))
+            .await;
+        assert_eq!(status, 202, "{body}");
+        ids.push(id_of(&body));
+    }
+    ids
+}
+
+async fn wait_all_sent(app: &TestApp, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let unsent: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM messages WHERE status <> 'sent'")
+                .fetch_one(&app.db.pool)
+                .await
+                .unwrap_or(-1);
+        if unsent == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{unsent} message(s) not sent within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// The test database is unreachable for `outage`: new connections refused, every existing one
+/// terminated (again and again, as a stopped server would), then allowed back.
+async fn database_outage(name: &str, outage: Duration) {
+    let mut admin = sqlx::PgConnection::connect(&admin_url()).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE {name} ALLOW_CONNECTIONS false"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let until = Instant::now() + outage;
+    while Instant::now() < until {
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+            .bind(name)
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE {name} ALLOW_CONNECTIONS true"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_database_outage_mid_drain_loses_nothing_sends_nothing_twice_and_resumes_at_once() {
+    let app = TestApp::spawn_with(Options {
+        role: ProcessRole::Api,
+        gateway_ok: false,
+        ..Options::default()
+    })
+    .await;
+    let gateway = Recorder::mount(&app, Duration::from_millis(150)).await;
+    let ids = enqueue(&app, 240, "outage").await;
+    let _w1 = RealProcess::start(&app, "worker");
+    let _w2 = RealProcess::start(&app, "worker");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gateway.count() < 40 {
+        assert!(
+            Instant::now() < deadline,
+            "the workers did not start sending"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Longer than any retry budget a writer could have, as a stopped server would be.
+    database_outage(&app.db.name, Duration::from_secs(20)).await;
+    let back = Instant::now();
+
+    wait_all_sent(&app, Duration::from_secs(60)).await;
+    let resumed = gateway
+        .first_call_after(back)
+        .expect("calls after the database came back");
+    let twice: Vec<(String, usize)> = gateway
+        .per_body()
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .collect();
+    assert_eq!(twice, vec![], "no message reaches the gateway twice");
+    assert_eq!(gateway.count(), ids.len(), "every message once");
+    assert!(
+        resumed - back < Duration::from_millis(1500),
+        "sending resumed {:?} after the database came back",
+        resumed - back
+    );
+    assert_eq!(finished_jobs_of_unfinished_messages(&app).await, vec![]);
+    eprintln!(
+        "sending resumed {:?} after the database came back",
+        resumed - back
+    );
+}
+
+#[tokio::test]
+async fn a_killed_workers_jobs_are_picked_up_within_fifteen_seconds() {
+    let app = TestApp::spawn_with(Options {
+        role: ProcessRole::Api,
+        gateway_ok: false,
+        ..Options::default()
+    })
+    .await;
+    // Slow calls, so that the worker to be killed is holding jobs when it dies.
+    let gateway = Recorder::mount(&app, Duration::from_millis(1500)).await;
+    // The survivor has been alive (and beating) from the start.
+    let _survivor = app.another_process(ProcessRole::Worker).await;
+    let mut victim = RealProcess::start(&app, "worker");
+    let ids = enqueue(&app, 30, "kill").await;
+
+    // Wait until the victim holds jobs, then kill it.
+    let held_by_victim = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT j.id FROM apalis.jobs j JOIN queue_processes p
+               ON p.id = split_part(split_part(j.lock_by, '@', 2), '.', 1)
+             WHERE j.status IN ('Queued', 'Running') AND p.pid = $1",
+        )
+        .bind(victim.pid() as i32)
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let held = loop {
+        let held = held_by_victim().await;
+        if !held.is_empty() {
+            break held;
+        }
+        assert!(Instant::now() < deadline, "the victim never held a job");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    victim.kill_9();
+    let killed = Instant::now();
+
+    // Each job the victim held is back in the queue (or already taken again) within 15 s.
+    let victim_id: String = sqlx::query_scalar("SELECT id FROM queue_processes WHERE pid = $1")
+        .bind(victim.pid() as i32)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    let deadline = killed + Duration::from_secs(15);
+    loop {
+        let still: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM apalis.jobs j
+             WHERE j.id = ANY($1) AND j.status IN ('Queued', 'Running')
+               AND split_part(split_part(j.lock_by, '@', 2), '.', 1) = $2",
+        )
+        .bind(&held)
+        .bind(&victim_id)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+        if still == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{still} job(s) of the killed worker still held 15 s after the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let picked_up = killed.elapsed();
+
+    wait_all_sent(&app, Duration::from_secs(60)).await;
+    let per_body = gateway.per_body();
+    assert_eq!(
+        per_body.len(),
+        ids.len(),
+        "every message reached the gateway"
+    );
+    // Only a send that was at the gateway when its worker died may go out again (ambiguous).
+    let twice = per_body.values().filter(|n| **n > 1).count();
+    assert!(
+        twice <= held.len() && per_body.values().all(|n| *n <= 2),
+        "{twice} sent twice, {} held by the killed worker",
+        held.len()
+    );
+    assert_eq!(finished_jobs_of_unfinished_messages(&app).await, vec![]);
+    eprintln!(
+        "orphans picked up {picked_up:?} after the kill ({} held)",
+        held.len()
+    );
+}
