@@ -15,7 +15,7 @@ use crate::{
     error::{AppError, AppResult, FieldError},
     http::{
         auth::Caller,
-        docs::{BadRequest, Invalid, NotFound, Unauthorized, Unavailable},
+        docs::{BadPathParameter, BadRequest, Invalid, NotFound, Unauthorized, Unavailable},
         envelope::{Envelope, Reply},
         extract::{JsonObject, QueryPairs},
     },
@@ -103,7 +103,7 @@ pub async fn list(
 #[utoipa::path(get, path = "/customers/{id}", operation_id = "get_customer", tag = "customers",
     params(("id" = String, Path, format = Uuid, description = "the customer id")),
     responses((status = 200, description = "The customer", body = Envelope<Customer>),
-        BadRequest, Unauthorized, NotFound, Unavailable),
+        BadRequest, BadPathParameter, Unauthorized, NotFound, Unavailable),
     security(("bearer" = [])))]
 pub async fn detail(
     State(state): State<AppState>,
@@ -145,7 +145,7 @@ pub struct Deleted {
 #[utoipa::path(delete, path = "/customers/{id}", operation_id = "delete_customer", tag = "customers",
     params(("id" = String, Path, format = Uuid, description = "the customer id")),
     responses((status = 200, description = "Deleted", body = Envelope<Deleted>),
-        BadRequest, Unauthorized, NotFound, Unavailable),
+        BadRequest, BadPathParameter, Unauthorized, NotFound, Unavailable),
     security(("bearer" = [])))]
 pub async fn remove(
     State(state): State<AppState>,
@@ -205,7 +205,7 @@ pub async fn update_vehicle(
 #[utoipa::path(delete, path = "/vehicles/{id}", operation_id = "delete_vehicle", tag = "customers",
     params(("id" = String, Path, format = Uuid, description = "the vehicle id")),
     responses((status = 200, description = "Deleted", body = Envelope<Deleted>),
-        BadRequest, Unauthorized, NotFound, Unavailable),
+        BadRequest, BadPathParameter, Unauthorized, NotFound, Unavailable),
     security(("bearer" = [])))]
 pub async fn remove_vehicle(
     State(state): State<AppState>,

@@ -183,6 +183,9 @@ error_responses! {
     NotFound = 404, "Nothing has this id";
     /// A field that is missing, of the wrong type or out of range: every one in `errors`.
     Invalid = 422, "Invalid field(s): each is listed in `errors` with what is wrong";
+    /// Routes with a path parameter and no other input: a parameter refused as text (a NUL
+    /// character; see the input hardening of the extractors).
+    BadPathParameter = 422, "A path parameter that is refused (it contains a NUL character)";
     /// The unauthenticated query-string sends (`PUBLIC_SEND_ENDPOINTS=true`).
     RateLimited = 429, "Too many unauthenticated sends from this address (`PUBLIC_SEND_RATE_PER_MINUTE`)",
         "Retry-After": "seconds until the next send is accepted";
@@ -288,6 +291,11 @@ mod tests {
             );
             need(path.contains('{'), "404", "looks up a path parameter");
             need(path.contains('{'), "400", "decodes a path parameter");
+            need(
+                path.contains('{'),
+                "422",
+                "refuses a path parameter with a NUL",
+            );
             let body = op.get("requestBody").is_some();
             need(body, "400", "reads a JSON body");
             need(body, "422", "validates a JSON body");

@@ -19,7 +19,7 @@ use crate::{
     error::{AppError, AppResult, FieldError},
     http::{
         auth::Caller,
-        docs::{BadRequest, Invalid, NotFound, Unauthorized, Unavailable},
+        docs::{BadPathParameter, BadRequest, Invalid, NotFound, Unauthorized, Unavailable},
         envelope::{Envelope, ErrorEnvelope, Reply},
         extract::{Fields, JsonBody, JsonObject, OptionalJsonObject, QueryPairs},
     },
@@ -145,7 +145,7 @@ pub async fn list(
 #[utoipa::path(get, path = "/manual-whatsapp/{record_id}", operation_id = "get_manual_record", tag = "manual-whatsapp",
     params(("record_id" = String, Path, format = Uuid, description = "the record id")),
     responses((status = 200, description = "The record", body = Envelope<Record>),
-        BadRequest, Unauthorized, NotFound, Unavailable),
+        BadRequest, BadPathParameter, Unauthorized, NotFound, Unavailable),
     security(("bearer" = [])))]
 pub async fn detail(
     State(state): State<AppState>,
@@ -160,7 +160,7 @@ pub async fn detail(
 #[utoipa::path(get, path = "/manual-whatsapp/by-nopol/{nopol}", operation_id = "get_manual_record_by_nopol", tag = "manual-whatsapp",
     params(("nopol" = String, Path, description = "the number plate (case-insensitive)")),
     responses((status = 200, description = "The record", body = Envelope<Record>),
-        BadRequest, Unauthorized, NotFound, Unavailable),
+        BadRequest, BadPathParameter, Unauthorized, NotFound, Unavailable),
     security(("bearer" = [])))]
 pub async fn by_nopol(
     State(state): State<AppState>,
@@ -202,7 +202,7 @@ pub async fn update(
 #[utoipa::path(patch, path = "/manual-whatsapp/{record_id}/toggle-active", operation_id = "toggle_manual_record", tag = "manual-whatsapp",
     params(("record_id" = String, Path, format = Uuid, description = "the record id")),
     responses((status = 200, description = "The changed record", body = Envelope<Record>),
-        BadRequest, Unauthorized, NotFound, Unavailable),
+        BadRequest, BadPathParameter, Unauthorized, NotFound, Unavailable),
     security(("bearer" = [])))]
 pub async fn toggle_active(
     State(state): State<AppState>,
@@ -221,7 +221,7 @@ pub async fn toggle_active(
 #[utoipa::path(delete, path = "/manual-whatsapp/{record_id}", operation_id = "delete_manual_record", tag = "manual-whatsapp",
     params(("record_id" = String, Path, format = Uuid, description = "the record id")),
     responses((status = 200, description = "Deleted", body = Envelope<RecordDeleted>),
-        BadRequest, Unauthorized, NotFound, Unavailable),
+        BadRequest, BadPathParameter, Unauthorized, NotFound, Unavailable),
     security(("bearer" = [])))]
 pub async fn remove(
     State(state): State<AppState>,

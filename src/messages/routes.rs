@@ -19,7 +19,9 @@ use crate::{
     error::{AppError, AppResult},
     http::{
         auth::{Caller, SendCaller},
-        docs::{BadRequest, Invalid, NotFound, RateLimited, Unauthorized, Unavailable},
+        docs::{
+            BadPathParameter, BadRequest, Invalid, NotFound, RateLimited, Unauthorized, Unavailable,
+        },
         envelope::{Envelope, Reply},
         extract::{JsonObject, QueryPairs},
     },
@@ -257,7 +259,7 @@ pub struct History {
             ("get_job" = (operation_id = "get_job", parameters(("id" = "$response.body#/data/job_id")))),
             ("requeue_job" = (operation_id = "requeue_job", parameters(("id" = "$response.body#/data/job_id")))),
             ("cancel_job" = (operation_id = "cancel_job", parameters(("id" = "$response.body#/data/job_id")))))),
-        BadRequest, Unauthorized, NotFound, Unavailable),
+        BadRequest, BadPathParameter, Unauthorized, NotFound, Unavailable),
     security(("bearer" = [])))]
 pub async fn detail(
     State(state): State<AppState>,
@@ -362,7 +364,7 @@ pub async fn list(
     params(("id" = String, Path, format = Uuid, description = "the message id")),
     responses((status = 200, description = "Cancelled", body = Envelope<Message>),
         (status = 409, description = "The message is being sent or is finished", body = crate::http::envelope::ErrorEnvelope),
-        BadRequest, Unauthorized, NotFound, Unavailable),
+        BadRequest, BadPathParameter, Unauthorized, NotFound, Unavailable),
     security(("bearer" = [])))]
 pub async fn cancel(
     State(state): State<AppState>,

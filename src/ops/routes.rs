@@ -17,7 +17,9 @@ use crate::{
     error::{AppError, AppResult, FieldError},
     http::{
         auth::OpsCaller,
-        docs::{BadRequest, Forbidden, Invalid, NotFound, Unauthorized, Unavailable},
+        docs::{
+            BadPathParameter, BadRequest, Forbidden, Invalid, NotFound, Unauthorized, Unavailable,
+        },
         envelope::{Envelope, ErrorEnvelope, Reply},
         extract::{Fields, JsonObject, OptionalJsonObject, QueryPairs},
     },
@@ -85,7 +87,7 @@ pub struct Paused {
     params(("queue" = super::QueueName, Path)),
     responses((status = 200, description = "Paused", body = Envelope<Paused>),
         (status = 404, description = "No such queue", body = ErrorEnvelope),
-        BadRequest, Unauthorized, Forbidden, Unavailable),
+        BadRequest, BadPathParameter, Unauthorized, Forbidden, Unavailable),
     security(("bearer" = [])))]
 pub async fn pause(
     State(state): State<AppState>,
@@ -109,7 +111,7 @@ pub async fn pause(
     params(("queue" = super::QueueName, Path)),
     responses((status = 200, description = "Resumed", body = Envelope<Paused>),
         (status = 404, description = "No such queue", body = ErrorEnvelope),
-        BadRequest, Unauthorized, Forbidden, Unavailable),
+        BadRequest, BadPathParameter, Unauthorized, Forbidden, Unavailable),
     security(("bearer" = [])))]
 pub async fn resume(
     State(state): State<AppState>,
@@ -224,7 +226,7 @@ pub struct JobDetail {
 #[utoipa::path(get, path = "/ops/jobs/{id}", operation_id = "get_job", tag = "ops",
     params(("id" = String, Path, pattern = "^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$", description = "the job id (a ULID)")),
     responses((status = 200, description = "The job, its payload and its message", body = Envelope<JobDetail>),
-        BadRequest, Unauthorized, Forbidden, NotFound, Unavailable),
+        BadRequest, BadPathParameter, Unauthorized, Forbidden, NotFound, Unavailable),
     security(("bearer" = [])))]
 pub async fn job(
     State(state): State<AppState>,
@@ -268,7 +270,7 @@ fn changed(result: Changed, id: &str, done: &str) -> AppResult<Reply<Job>> {
     params(("id" = String, Path, pattern = "^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$", description = "the job id (a ULID)")),
     responses((status = 200, description = "Requeued", body = Envelope<Job>),
         (status = 409, description = "The job is neither `failed` nor `cancelled`", body = ErrorEnvelope),
-        BadRequest, Unauthorized, Forbidden, NotFound, Unavailable),
+        BadRequest, BadPathParameter, Unauthorized, Forbidden, NotFound, Unavailable),
     security(("bearer" = [])))]
 pub async fn requeue(
     State(state): State<AppState>,
@@ -286,7 +288,7 @@ pub async fn requeue(
     params(("id" = String, Path, pattern = "^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$", description = "the job id (a ULID)")),
     responses((status = 200, description = "Cancelled, with its message", body = Envelope<Job>),
         (status = 409, description = "The job is not `pending`", body = ErrorEnvelope),
-        BadRequest, Unauthorized, Forbidden, NotFound, Unavailable),
+        BadRequest, BadPathParameter, Unauthorized, Forbidden, NotFound, Unavailable),
     security(("bearer" = [])))]
 pub async fn cancel(
     State(state): State<AppState>,

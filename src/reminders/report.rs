@@ -17,7 +17,7 @@ use crate::{
     error::{AppError, AppResult},
     http::{
         auth::Caller,
-        docs::{BadRequest, Invalid, NotFound, Unauthorized, Unavailable},
+        docs::{BadPathParameter, BadRequest, Invalid, NotFound, Unauthorized, Unavailable},
         envelope::{Envelope, Reply},
         extract::QueryPairs,
     },
@@ -189,7 +189,7 @@ pub async fn statistics(State(state): State<AppState>, _: Caller) -> AppResult<R
     params(("id_customer" = String, Path, format = Uuid, description = "the customer id")),
     responses((status = 200, description = "The customer's rows (none: an empty list)", body = Envelope<Vec<Report>>),
         (status = 404, description = "The id is not a UUID", body = crate::http::envelope::ErrorEnvelope),
-        BadRequest, Unauthorized, Unavailable),
+        BadRequest, BadPathParameter, Unauthorized, Unavailable),
     security(("bearer" = [])))]
 pub async fn by_customer(
     State(state): State<AppState>,
@@ -211,7 +211,7 @@ pub async fn by_customer(
     params(("id_customer" = String, Path, format = Uuid, description = "the customer id"),
         ("id_vehicle" = String, Path, format = Uuid, description = "the vehicle id")),
     responses((status = 200, description = "The row", body = Envelope<Report>),
-        BadRequest, Unauthorized, NotFound, Unavailable),
+        BadRequest, BadPathParameter, Unauthorized, NotFound, Unavailable),
     security(("bearer" = [])))]
 pub async fn by_customer_vehicle(
     State(state): State<AppState>,
@@ -239,7 +239,7 @@ pub async fn by_customer_vehicle(
 #[utoipa::path(delete, path = "/whatsapp-report/{report_id}", operation_id = "delete_report", tag = "whatsapp-report",
     params(("report_id" = String, Path, format = Uuid, description = "the report row id")),
     responses((status = 200, description = "Deleted", body = Envelope<ReportDeleted>),
-        BadRequest, Unauthorized, NotFound, Unavailable),
+        BadRequest, BadPathParameter, Unauthorized, NotFound, Unavailable),
     security(("bearer" = [])))]
 pub async fn remove(
     State(state): State<AppState>,
