@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use axum::{
     Router,
-    extract::{Path, State},
+    extract::State,
     http::StatusCode,
     routing::{get, patch, post},
 };
@@ -20,7 +20,7 @@ use crate::{
     http::{
         auth::Caller,
         envelope::Reply,
-        extract::{Fields, JsonBody, JsonObject, OptionalJsonObject, QueryPairs},
+        extract::{BulkJson, Fields, JsonObject, OptionalJsonObject, Path, QueryPairs},
     },
     messages::{
         Accepted, Kind,
@@ -241,7 +241,7 @@ const MAX_IMPORT: usize = 10_000;
 pub async fn bulk_import(
     State(state): State<AppState>,
     _: Caller,
-    JsonBody(body): JsonBody,
+    BulkJson(body): BulkJson,
 ) -> AppResult<Reply<ImportResult>> {
     let items = match &body {
         Value::Array(items) => items,

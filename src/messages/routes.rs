@@ -2,7 +2,7 @@
 
 use axum::{
     Router,
-    extract::{Path, State},
+    extract::State,
     http::HeaderMap,
     routing::{get, post},
 };
@@ -20,7 +20,7 @@ use crate::{
     http::{
         auth::{Caller, SendCaller},
         envelope::Reply,
-        extract::{JsonObject, QueryPairs},
+        extract::{JsonObject, Path, QueryPairs},
     },
     state::AppState,
 };

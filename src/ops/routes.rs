@@ -3,7 +3,7 @@
 
 use axum::{
     Router,
-    extract::{Path, State},
+    extract::State,
     response::Html,
     routing::{get, post},
 };
@@ -18,7 +18,7 @@ use crate::{
     http::{
         auth::OpsCaller,
         envelope::Reply,
-        extract::{Fields, JsonObject, OptionalJsonObject, QueryPairs},
+        extract::{Fields, JsonObject, OptionalJsonObject, Path, QueryPairs},
     },
     messages::{Message, repo},
     state::AppState,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use axum::{
     Router,
-    extract::{Path, State},
+    extract::State,
     routing::{delete, get, post},
 };
 use chrono::{DateTime, Utc};
@@ -15,7 +15,11 @@ use uuid::Uuid;
 
 use crate::{
     error::{AppError, AppResult},
-    http::{auth::Caller, envelope::Reply, extract::QueryPairs},
+    http::{
+        auth::Caller,
+        envelope::Reply,
+        extract::{Path, QueryPairs},
+    },
     state::AppState,
 };
 

@@ -6,6 +6,7 @@ mod helpers;
 mod auth;
 mod customers;
 mod durability;
+mod hostile;
 mod manual;
 mod ops;
 mod reminders;
