@@ -3,6 +3,7 @@
 //! should not create.
 
 mod envelope;
+mod metrics;
 mod nul;
 
 use std::time::Duration;
