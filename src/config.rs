@@ -67,6 +67,9 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
+/// The shortest `JWT_SECRET` accepted in live mode (HS256: a key as long as the hash).
+pub const MIN_LIVE_JWT_SECRET_BYTES: usize = 32;
+
 impl Config {
     /// Reads the process environment, after loading `.env` if there is one.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -118,6 +121,18 @@ impl Config {
                 _ => return Err(env.invalid("LOG_FORMAT", "expected `text` or `json`")),
             },
         };
+        if let (Some(_), Some(secret)) = (&config.starsender_api_key, &config.jwt_secret)
+            && secret.expose().len() < MIN_LIVE_JWT_SECRET_BYTES
+        {
+            return Err(ConfigError {
+                var: "JWT_SECRET",
+                // The value is a secret: only its length is shown.
+                value: format!("<{} bytes, hidden>", secret.expose().len()),
+                reason: format!(
+                    "must be at least {MIN_LIVE_JWT_SECRET_BYTES} bytes in live mode (STARSENDER_API_KEY is set)"
+                ),
+            });
+        }
         Ok(config)
     }
 
@@ -244,15 +259,28 @@ mod tests {
     }
 
     #[test]
+    fn live_mode_refuses_a_short_jwt_secret_without_showing_it() {
+        let short = "x".repeat(MIN_LIVE_JWT_SECRET_BYTES - 1);
+        let err = parse(&[("STARSENDER_API_KEY", "k"), ("JWT_SECRET", &short)]).unwrap_err();
+        assert_eq!(err.var, "JWT_SECRET");
+        assert!(!err.to_string().contains(&short), "{err}");
+        let long = "x".repeat(MIN_LIVE_JWT_SECRET_BYTES);
+        assert!(parse(&[("STARSENDER_API_KEY", "k"), ("JWT_SECRET", &long)]).is_ok());
+        // Sandbox mode is for trying things out: any secret will do.
+        assert!(parse(&[("JWT_SECRET", "s")]).is_ok());
+    }
+
+    #[test]
     fn secrets_do_not_print() {
+        let secret = "hush-hush-hush-hush-hush-hush-hush";
         let c = parse(&[
             ("STARSENDER_API_KEY", "sk-live-123"),
-            ("JWT_SECRET", "hush"),
+            ("JWT_SECRET", secret),
         ])
         .unwrap();
         let shown = format!("{c:?}");
         assert!(
-            !shown.contains("sk-live-123") && !shown.contains("hush"),
+            !shown.contains("sk-live-123") && !shown.contains(secret),
             "{shown}"
         );
     }

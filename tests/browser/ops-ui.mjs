@@ -27,7 +27,7 @@ const BIN = path.resolve(ROOT, process.env.BENGKEL_BIN || 'target/debug/bengkel-
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SCREENSHOT = path.resolve(ROOT, process.env.SCREENSHOT || 'target/ops-ui.png');
 const ADMIN_URL = process.env.TEST_DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/postgres';
-const JWT_SECRET = 'browser-test-secret';
+const JWT_SECRET = 'browser-test-secret-browser-test-secret';
 const QUEUE = 'whatsapp-send';
 
 const started = Date.now();

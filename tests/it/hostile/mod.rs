@@ -2,6 +2,7 @@
 //! response outside the envelope, never a connection held forever, never a series or a row it
 //! should not create.
 
+mod auth;
 mod envelope;
 mod metrics;
 mod nul;
