@@ -6,6 +6,7 @@ mod auth;
 mod envelope;
 mod metrics;
 mod nul;
+mod sandbox;
 
 use std::time::Duration;
 
