@@ -190,14 +190,12 @@ pub async fn start(
     };
     let app = http::router(state.clone(), surface);
     let http_shutdown = shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-        .await
-    });
+    let server = tokio::spawn(http::server::serve(
+        listener,
+        app,
+        config.http,
+        http_shutdown,
+    ));
     tracing::info!(%local, ?role, "listening");
     tokio::spawn(crate::queue::sampler::run(pool.clone(), shutdown.clone()));
 

@@ -65,6 +65,21 @@ pub struct Config {
     pub public_send_rate_per_minute: u32,
     pub job_retention_days: u32,
     pub log_format: LogFormat,
+    pub http: HttpLimits,
+}
+
+/// How long a client may take and how many connections it may hold (see `http::server`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// A request's headers must arrive within this, counted from their first byte (or from the
+    /// connection's accept).
+    pub header_timeout: Duration,
+    /// A request's body must arrive within this, counted from the end of its headers.
+    pub body_timeout: Duration,
+    /// A connection with no request in flight is closed after this.
+    pub idle_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 /// The shortest `JWT_SECRET` accepted in live mode (HS256: a key as long as the hash).
@@ -119,6 +134,12 @@ impl Config {
                 "text" => LogFormat::Text,
                 "json" => LogFormat::Json,
                 _ => return Err(env.invalid("LOG_FORMAT", "expected `text` or `json`")),
+            },
+            http: HttpLimits {
+                header_timeout: Duration::from_secs(env.positive("HTTP_HEADER_TIMEOUT_SECS", 10)?),
+                body_timeout: Duration::from_secs(env.positive("HTTP_BODY_TIMEOUT_SECS", 30)?),
+                idle_timeout: Duration::from_secs(env.positive("HTTP_IDLE_TIMEOUT_SECS", 75)?),
+                max_connections: env.positive("HTTP_MAX_CONNECTIONS", 1024)? as usize,
             },
         };
         if let (Some(_), Some(secret)) = (&config.starsender_api_key, &config.jwt_secret)
@@ -256,6 +277,52 @@ mod tests {
         assert_eq!(err.var, "STARSENDER_API_URL");
         let err = parse(&[("PUBLIC_SEND_ENDPOINTS", "maybe")]).unwrap_err();
         assert_eq!(err.var, "PUBLIC_SEND_ENDPOINTS");
+        for var in [
+            "HTTP_HEADER_TIMEOUT_SECS",
+            "HTTP_BODY_TIMEOUT_SECS",
+            "HTTP_IDLE_TIMEOUT_SECS",
+            "HTTP_MAX_CONNECTIONS",
+        ] {
+            for bad in ["0", "-1", "soon"] {
+                let err = parse(&[(var, bad)]).unwrap_err();
+                assert_eq!(err.var, var, "{var}={bad}");
+            }
+        }
+    }
+
+    #[test]
+    fn http_limits_have_defaults_and_can_be_set() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(
+            c.http,
+            HttpLimits {
+                header_timeout: Duration::from_secs(10),
+                body_timeout: Duration::from_secs(30),
+                idle_timeout: Duration::from_secs(75),
+                max_connections: 1024,
+            }
+        );
+        let c = parse(&[
+            ("HTTP_HEADER_TIMEOUT_SECS", "1"),
+            ("HTTP_BODY_TIMEOUT_SECS", "2"),
+            ("HTTP_IDLE_TIMEOUT_SECS", "3"),
+            ("HTTP_MAX_CONNECTIONS", "4"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                c.http.header_timeout,
+                c.http.body_timeout,
+                c.http.idle_timeout,
+                c.http.max_connections
+            ),
+            (
+                Duration::from_secs(1),
+                Duration::from_secs(2),
+                Duration::from_secs(3),
+                4
+            )
+        );
     }
 
     #[test]

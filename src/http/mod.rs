@@ -4,6 +4,7 @@ pub mod auth;
 pub mod docs;
 pub mod envelope;
 pub mod extract;
+pub mod server;
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,7 @@ use serde_json::json;
 use tower_http::{
     catch_panic::CatchPanicLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
+    timeout::RequestBodyDeadlineLayer,
     trace::TraceLayer,
 };
 
@@ -36,6 +38,7 @@ pub enum Surface {
 }
 
 pub fn router(state: AppState, surface: Surface) -> Router {
+    let body_timeout = state.config.http.body_timeout;
     let mut app = Router::new()
         .route("/health", get(health))
         .route("/health/ready", get(ready))
@@ -71,6 +74,8 @@ pub fn router(state: AppState, surface: Surface) -> Router {
             tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id)
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        // The body reader turns a missed deadline into 408 (`extract`).
+        .layer(RequestBodyDeadlineLayer::new(body_timeout))
         .with_state(state)
 }
 

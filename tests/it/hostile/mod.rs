@@ -7,8 +7,9 @@ mod envelope;
 mod metrics;
 mod nul;
 mod sandbox;
+mod slow_clients;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::{
@@ -99,4 +100,24 @@ pub async fn read_response(stream: &mut TcpStream, within: Duration) -> Option<R
         })
     };
     tokio::time::timeout(within, read).await.ok().flatten()
+}
+
+/// Waits until the server closes the connection (a read gives end of stream or an error) and
+/// returns how long that took from `since`; panics if it is still open after `within`.
+pub async fn closed_after(stream: &mut TcpStream, since: Instant, within: Duration) -> Duration {
+    let mut chunk = [0u8; 1024];
+    let deadline = since + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut chunk)).await {
+            Err(_) => panic!("the connection is still open after {within:?}"),
+            Ok(Ok(0)) | Ok(Err(_)) => return since.elapsed(),
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// A request for a raw connection.
+pub fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").into_bytes()
 }
