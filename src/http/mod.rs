@@ -4,6 +4,7 @@ pub mod auth;
 pub mod docs;
 pub mod envelope;
 pub mod extract;
+pub mod headers;
 pub mod server;
 
 use std::time::{Duration, Instant};
@@ -61,6 +62,7 @@ pub fn router(state: AppState, surface: Surface) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(middleware::map_response(envelope::envelope_errors))
+        .layer(middleware::map_response(headers::security_headers))
         .layer(middleware::from_fn(record_metrics))
         .layer(CatchPanicLayer::custom(|_| AppError::Internal(anyhow::anyhow!("handler panicked")).into_response()))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))

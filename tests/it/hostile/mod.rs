@@ -6,6 +6,7 @@ mod auth;
 mod envelope;
 mod metrics;
 mod nul;
+mod pages;
 mod sandbox;
 mod slow_clients;
 
