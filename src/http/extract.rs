@@ -85,6 +85,26 @@ fn nul_errors(paths: Vec<String>) -> Vec<FieldError> {
         .collect()
 }
 
+/// A date as the API writes it, `YYYY-MM-DD` with a year from 0001 to 9999. chrono alone also
+/// takes signed and longer years (`-5000-01-01`), which PostgreSQL refuses ("date out of range"):
+/// every date a client sends is read here.
+pub fn parse_date(raw: &str) -> Option<chrono::NaiveDate> {
+    let b = raw.as_bytes();
+    let shaped = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    if !shaped || raw.starts_with("0000") {
+        return None;
+    }
+    chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d").ok()
+}
+
+/// The message of a field that is not such a date.
+pub const DATE_MESSAGE: &str = "must be a date YYYY-MM-DD";
+
 /// Whether `err` or one of its sources is an `E`.
 fn caused_by<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut current = Some(err);
@@ -416,6 +436,33 @@ impl<'a> Fields<'a> {
                 self.error(field, "must be an integer");
                 None
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod date_tests {
+    use super::parse_date;
+
+    #[test]
+    fn only_four_digit_years_from_0001_are_dates() {
+        assert_eq!(
+            parse_date("2026-12-01"),
+            chrono::NaiveDate::from_ymd_opt(2026, 12, 1)
+        );
+        assert!(parse_date("0001-01-01").is_some());
+        assert!(parse_date("9999-12-31").is_some());
+        for bad in [
+            "-5000-01-01",
+            "+2026-12-01",
+            "12026-12-01",
+            "0000-01-01",
+            "2026-02-30",
+            "2026-2-1",
+            "2026-12-01 ",
+            "01-12-2026",
+        ] {
+            assert_eq!(parse_date(bad), None, "{bad}");
         }
     }
 }

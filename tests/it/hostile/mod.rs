@@ -3,6 +3,7 @@
 //! should not create.
 
 mod auth;
+mod dates;
 mod envelope;
 mod metrics;
 mod nul;
