@@ -2,7 +2,7 @@
 
 use axum::{
     Router,
-    extract::{Path, State},
+    extract::State,
     http::StatusCode,
     routing::{get, post, put},
 };
@@ -17,7 +17,7 @@ use crate::{
         auth::Caller,
         docs::{BadRequest, Invalid, NotFound, Unauthorized, Unavailable},
         envelope::{Envelope, Reply},
-        extract::{JsonObject, QueryPairs},
+        extract::{BulkJson, JsonObject, Path, QueryPairs},
     },
     state::AppState,
 };
@@ -240,8 +240,8 @@ pub struct ImportResult {
 
 pub const MAX_IMPORT: usize = 10_000;
 
-/// `{"customers": [...]}`: valid items are imported (in one transaction), each invalid one is
-/// reported with its index and errors.
+/// `{"customers": [...]}`: valid items are imported (in one transaction), each invalid one (a NUL
+/// character included) is reported with its index and errors.
 #[utoipa::path(post, path = "/customers/bulk-import", tag = "customers",
     request_body = request::CustomerImport,
     responses((status = 200, description = "What was imported and what was not (per item)", body = Envelope<ImportResult>),
@@ -250,8 +250,13 @@ pub const MAX_IMPORT: usize = 10_000;
 pub async fn bulk_import(
     State(state): State<AppState>,
     _: Caller,
-    JsonObject(body): JsonObject,
+    BulkJson(body): BulkJson,
 ) -> AppResult<Reply<ImportResult>> {
+    let Value::Object(body) = body else {
+        return Err(AppError::BadRequest(
+            "the request body must be a JSON object".into(),
+        ));
+    };
     let Some(Value::Array(items)) = body.get("customers") else {
         return Err(AppError::validation(
             "customers",

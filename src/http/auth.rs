@@ -51,6 +51,7 @@ impl JwtKeys {
     pub fn new(secret: &[u8]) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_nbf = true;
         validation.leeway = 0;
         Self {
             encoding: EncodingKey::from_secret(secret),
@@ -74,22 +75,32 @@ impl JwtKeys {
         )?)
     }
 
+    /// The claims of a valid token. A refusal says which rule failed in fixed words, never the
+    /// parser's (that would echo what the client sent and how we read it).
     pub fn verify(&self, token: &str) -> Result<Claims, AppError> {
         use jsonwebtoken::errors::ErrorKind;
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| {
-                AppError::Unauthorized(match e.kind() {
-                    ErrorKind::ExpiredSignature => "token expired".to_owned(),
-                    ErrorKind::InvalidAlgorithm => {
-                        "token algorithm not accepted (HS256 only)".to_owned()
+                AppError::Unauthorized(
+                    match e.kind() {
+                        ErrorKind::ExpiredSignature => "token expired",
+                        ErrorKind::ImmatureSignature => "token not valid yet (nbf)",
+                        ErrorKind::InvalidAlgorithm => "token algorithm not accepted (HS256 only)",
+                        ErrorKind::InvalidSignature => "token signature is invalid",
+                        ErrorKind::MissingRequiredClaim(c) if c == "exp" => {
+                            "token lacks the `exp` claim"
+                        }
+                        ErrorKind::MissingRequiredClaim(c) if c == "sub" => {
+                            "token lacks the `sub` claim"
+                        }
+                        _ => "invalid token",
                     }
-                    ErrorKind::InvalidSignature => "token signature is invalid".to_owned(),
-                    ErrorKind::MissingRequiredClaim(c) => format!("token lacks the `{c}` claim"),
-                    _ => format!("invalid token: {e}"),
-                })
+                    .to_owned(),
+                )
             })?;
-        if data.claims.sub.trim().is_empty() {
-            return Err(AppError::Unauthorized("token `sub` is empty".into()));
+        // `sub` is stored (created_by, idempotency scope): PostgreSQL text takes no NUL.
+        if data.claims.sub.trim().is_empty() || data.claims.sub.contains('\0') {
+            return Err(AppError::Unauthorized("invalid token".into()));
         }
         Ok(data.claims)
     }

@@ -4,13 +4,15 @@ pub mod auth;
 pub mod docs;
 pub mod envelope;
 pub mod extract;
+pub mod headers;
+pub mod server;
 
 use std::time::{Duration, Instant};
 
 use axum::{
     Router,
-    extract::{MatchedPath, Request, State},
-    http::{HeaderName, StatusCode},
+    extract::{DefaultBodyLimit, MatchedPath, Request, State},
+    http::{HeaderName, Method, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
@@ -19,6 +21,7 @@ use serde_json::json;
 use tower_http::{
     catch_panic::CatchPanicLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
+    timeout::RequestBodyDeadlineLayer,
     trace::TraceLayer,
 };
 
@@ -36,6 +39,7 @@ pub enum Surface {
 }
 
 pub fn router(state: AppState, surface: Surface) -> Router {
+    let body_timeout = state.config.http.body_timeout;
     let mut app = Router::new()
         .route("/health", get(health))
         .route("/health/ready", get(ready))
@@ -56,6 +60,9 @@ pub fn router(state: AppState, surface: Surface) -> Router {
     }
     app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(middleware::map_response(envelope::envelope_errors))
+        .layer(middleware::map_response(headers::security_headers))
         .layer(middleware::from_fn(record_metrics))
         .layer(CatchPanicLayer::custom(|_| AppError::Internal(anyhow::anyhow!("handler panicked")).into_response()))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
@@ -69,6 +76,8 @@ pub fn router(state: AppState, surface: Surface) -> Router {
             tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id)
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        // The body reader turns a missed deadline into 408 (`extract`).
+        .layer(RequestBodyDeadlineLayer::new(body_timeout))
         .with_state(state)
 }
 
@@ -82,18 +91,35 @@ async fn method_not_allowed() -> Response {
     (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
 }
 
-/// `bengkel_http_requests_total` / `_duration_seconds`, labelled by the route template.
+/// The `method` label: the methods we serve by name, anything a client invents as `other`, so
+/// that no request can add a series.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// `bengkel_http_requests_total` / `_duration_seconds`, labelled by the route template (one
+/// `unmatched` for everything else), a [`method_label`] and the status: every label set is
+/// bounded by what the code serves, whatever clients send.
 async fn record_metrics(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let started = Instant::now();
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();
-    metrics::counter!("bengkel_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+    metrics::counter!("bengkel_http_requests_total", "method" => method, "route" => route.clone(), "status" => status)
         .increment(1);
     metrics::histogram!("bengkel_http_request_duration_seconds", "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());

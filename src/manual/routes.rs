@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use axum::{
     Router,
-    extract::{Path, State},
+    extract::State,
     http::StatusCode,
     routing::{get, patch, post},
 };
@@ -21,7 +21,7 @@ use crate::{
         auth::Caller,
         docs::{BadRequest, Invalid, NotFound, Unauthorized, Unavailable},
         envelope::{Envelope, ErrorEnvelope, Reply},
-        extract::{Fields, JsonBody, JsonObject, OptionalJsonObject, QueryPairs},
+        extract::{BulkJson, Fields, JsonObject, OptionalJsonObject, Path, QueryPairs},
     },
     messages::{
         Accepted, Kind,
@@ -276,7 +276,7 @@ const MAX_IMPORT: usize = 10_000;
 pub async fn bulk_import(
     State(state): State<AppState>,
     _: Caller,
-    JsonBody(body): JsonBody,
+    BulkJson(body): BulkJson,
 ) -> AppResult<Reply<ImportResult>> {
     let items = match &body {
         Value::Array(items) => items,

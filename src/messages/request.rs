@@ -11,6 +11,9 @@ use crate::{
 };
 
 pub const MAX_BODY_CHARS: usize = 4096;
+/// The gateway fetches the file from this URL; longer ones are refused (and are no URL anyone
+/// means to send).
+pub const MAX_FILE_URL_CHARS: usize = 2048;
 pub const MAX_DELAY_SECS: i64 = 2_592_000;
 pub const SCHEDULE_PAST_TOLERANCE_SECS: i64 = 60;
 pub const SCHEDULE_MAX_AHEAD_DAYS: i64 = 366;
@@ -89,6 +92,12 @@ fn check_body(raw: &str) -> Result<String, String> {
 }
 
 pub fn check_file_url(raw: &str) -> Result<String, String> {
+    let chars = raw.trim().chars().count();
+    if chars > MAX_FILE_URL_CHARS {
+        return Err(format!(
+            "must be at most {MAX_FILE_URL_CHARS} characters (got {chars})"
+        ));
+    }
     let url = reqwest::Url::parse(raw.trim())
         .map_err(|_| "must be an absolute http(s) URL".to_owned())?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {

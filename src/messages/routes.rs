@@ -2,7 +2,7 @@
 
 use axum::{
     Router,
-    extract::{Path, State},
+    extract::State,
     http::HeaderMap,
     routing::{get, post},
 };
@@ -21,7 +21,7 @@ use crate::{
         auth::{Caller, SendCaller},
         docs::{BadRequest, Invalid, NotFound, RateLimited, Unauthorized, Unavailable},
         envelope::{Envelope, Reply},
-        extract::{JsonObject, QueryPairs},
+        extract::{JsonObject, Path, QueryPairs},
     },
     state::AppState,
 };

@@ -3,7 +3,7 @@
 
 use axum::{
     Router,
-    extract::{Path, State},
+    extract::State,
     response::Html,
     routing::{get, post},
 };
@@ -19,7 +19,7 @@ use crate::{
         auth::OpsCaller,
         docs::{BadRequest, Forbidden, Invalid, NotFound, Unauthorized, Unavailable},
         envelope::{Envelope, ErrorEnvelope, Reply},
-        extract::{Fields, JsonObject, OptionalJsonObject, QueryPairs},
+        extract::{Fields, JsonObject, OptionalJsonObject, Path, QueryPairs},
     },
     messages::{Message, repo},
     state::AppState,

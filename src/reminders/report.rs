@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use axum::{
     Router,
-    extract::{Path, State},
+    extract::State,
     routing::{delete, get, post},
 };
 use chrono::{DateTime, Utc};
@@ -19,7 +19,7 @@ use crate::{
         auth::Caller,
         docs::{BadRequest, Invalid, NotFound, Unauthorized, Unavailable},
         envelope::{Envelope, Reply},
-        extract::QueryPairs,
+        extract::{Path, QueryPairs},
     },
     state::AppState,
 };
