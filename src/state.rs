@@ -7,7 +7,7 @@ use sqlx::PgPool;
 
 use crate::{
     config::{Config, Secret},
-    http::auth::{JwtKeys, PublicLimiter},
+    http::auth::{JwtKeys, PublicLimiter, PublicSends},
 };
 
 #[derive(Clone)]
@@ -30,6 +30,21 @@ impl AppState {
             jwt: Arc::new(JwtKeys::new(jwt_secret)),
             metrics: crate::telemetry::metrics_handle(),
             sandbox_key,
+        }
+    }
+}
+
+impl axum::extract::FromRef<AppState> for Arc<JwtKeys> {
+    fn from_ref(state: &AppState) -> Self {
+        state.jwt.clone()
+    }
+}
+
+impl axum::extract::FromRef<AppState> for PublicSends {
+    fn from_ref(state: &AppState) -> Self {
+        PublicSends {
+            enabled: state.config.public_send_endpoints,
+            limiter: state.public_limiter.clone(),
         }
     }
 }

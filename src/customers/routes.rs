@@ -15,9 +15,9 @@ use crate::{
     error::{AppError, AppResult, FieldError},
     http::{
         auth::Caller,
-        docs::{BadRequest, Invalid, NotFound, Unauthorized, Unavailable},
         envelope::{Envelope, Reply},
         extract::{BulkJson, JsonObject, Path, QueryPairs},
+        responses::{BadRequest, Invalid, NotFound, Unauthorized, Unavailable},
     },
     state::AppState,
 };

@@ -23,9 +23,9 @@ use crate::{
     error::AppResult,
     http::{
         auth::Caller,
-        docs::{BadRequest, Invalid, Unauthorized, Unavailable},
         envelope::{Envelope, Reply},
         extract::{JsonObject, QueryPairs},
+        responses::{BadRequest, Invalid, Unauthorized, Unavailable},
     },
     state::AppState,
 };

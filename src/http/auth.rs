@@ -3,14 +3,14 @@
 use std::{net::IpAddr, num::NonZeroU32, sync::Arc, time::Duration};
 
 use axum::{
-    extract::{ConnectInfo, FromRequestParts},
+    extract::{ConnectInfo, FromRef, FromRequestParts},
     http::{header, request::Parts},
 };
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::{error::AppError, state::AppState};
+use crate::error::AppError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -132,16 +132,26 @@ fn bearer(parts: &Parts) -> Result<Option<&str>, AppError> {
     }
 }
 
-impl FromRequestParts<AppState> for Caller {
+/// What the public send endpoints need from the application state.
+#[derive(Clone)]
+pub struct PublicSends {
+    /// `PUBLIC_SEND_ENDPOINTS`.
+    pub enabled: bool,
+    pub limiter: PublicLimiter,
+}
+
+// The extractors ask the state only for what they need (`FromRef`), so that this module does
+// not depend on the application state (which holds its keys).
+impl<S: Send + Sync> FromRequestParts<S> for Caller
+where
+    Arc<JwtKeys>: FromRef<S>,
+{
     type Rejection = AppError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let token =
             bearer(parts)?.ok_or_else(|| AppError::Unauthorized("missing bearer token".into()))?;
-        let claims = state.jwt.verify(token)?;
+        let claims = Arc::<JwtKeys>::from_ref(state).verify(token)?;
         Ok(Caller {
             sub: claims.sub,
             role: claims.role,
@@ -152,13 +162,13 @@ impl FromRequestParts<AppState> for Caller {
 /// A caller with role `ops` (`client` → 403).
 pub struct OpsCaller(pub Caller);
 
-impl FromRequestParts<AppState> for OpsCaller {
+impl<S: Send + Sync> FromRequestParts<S> for OpsCaller
+where
+    Arc<JwtKeys>: FromRef<S>,
+{
     type Rejection = AppError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let caller = Caller::from_request_parts(parts, state).await?;
         if caller.role != Role::Ops {
             return Err(AppError::Forbidden("this endpoint needs role `ops`".into()));
@@ -185,14 +195,16 @@ impl SendCaller {
     }
 }
 
-impl FromRequestParts<AppState> for SendCaller {
+impl<S: Send + Sync> FromRequestParts<S> for SendCaller
+where
+    Arc<JwtKeys>: FromRef<S>,
+    PublicSends: FromRef<S>,
+{
     type Rejection = AppError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        if bearer(parts)?.is_some() || !state.config.public_send_endpoints {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let public = PublicSends::from_ref(state);
+        if bearer(parts)?.is_some() || !public.enabled {
             return Caller::from_request_parts(parts, state)
                 .await
                 .map(SendCaller::Token);
@@ -202,7 +214,7 @@ impl FromRequestParts<AppState> for SendCaller {
             .get::<ConnectInfo<std::net::SocketAddr>>()
             .map(|c| c.0.ip())
             .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-        state.public_limiter.check(ip)?;
+        public.limiter.check(ip)?;
         Ok(SendCaller::Public(ip))
     }
 }

@@ -9,8 +9,6 @@ use axum::{
 };
 use serde::Serialize;
 
-use crate::error::FieldError;
-
 /// A successful answer: `success` is `true`, `data` what was asked for, `message` for people.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Envelope<T> {
@@ -23,7 +21,23 @@ pub struct Envelope<T> {
     pub errors: Option<Vec<FieldError>>,
 }
 
-/// The body of every error (what [`crate::error::AppError`] renders): `success` is `false`,
+/// One invalid field of a `422`: `{"field", "message"}`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The body of every error (what the application's error type renders): `success` is `false`,
 /// `data` an empty object, `message` says what went wrong; a `422` lists every invalid field
 /// in `errors`. Documentation only.
 #[derive(utoipa::ToSchema)]

@@ -5,13 +5,15 @@ pub mod docs;
 pub mod envelope;
 pub mod extract;
 pub mod headers;
+pub mod health;
+pub mod responses;
 pub mod server;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, MatchedPath, Request, State},
+    extract::{DefaultBodyLimit, MatchedPath, Request},
     http::{HeaderName, Method, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -25,7 +27,7 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-use crate::{error::AppError, http::envelope::Reply, state::AppState};
+use crate::{error::AppError, state::AppState};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -41,10 +43,10 @@ pub enum Surface {
 pub fn router(state: AppState, surface: Surface) -> Router {
     let body_timeout = state.config.http.body_timeout;
     let mut app = Router::new()
-        .route("/health", get(health))
-        .route("/health/ready", get(ready))
+        .route("/health", get(health::health))
+        .route("/health/ready", get(health::ready))
         .merge(crate::reminders::routes::health_router())
-        .route("/metrics", get(metrics_text));
+        .route("/metrics", get(health::metrics_text));
     if state.config.sandbox() {
         app = app.merge(crate::gateway::sandbox::router());
     }
@@ -124,43 +126,4 @@ async fn record_metrics(req: Request, next: Next) -> Response {
     metrics::histogram!("bengkel_http_request_duration_seconds", "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
-}
-
-/// Liveness: 200 while the process runs.
-#[utoipa::path(get, path = "/health", tag = "health",
-    responses((status = 200, description = "Alive", body = envelope::Envelope<docs::Alive>)))]
-pub async fn health() -> Reply<serde_json::Value> {
-    Reply::ok(json!({"status": "ok"}), "alive")
-}
-
-/// Readiness: 200 when the database answers and is migrated, else 503.
-#[utoipa::path(get, path = "/health/ready", tag = "health",
-    responses((status = 200, description = "Ready", body = envelope::Envelope<docs::Ready>),
-        (status = 503, description = "The database is unreachable or not migrated", body = envelope::ErrorEnvelope)))]
-pub async fn ready(State(state): State<AppState>) -> Result<Reply<serde_json::Value>, AppError> {
-    let check =
-        tokio::time::timeout(Duration::from_secs(3), crate::db::is_ready(&state.pool)).await;
-    if matches!(check, Ok(true)) {
-        Ok(Reply::ok(
-            json!({"status": "ready", "database": "ok"}),
-            "ready",
-        ))
-    } else {
-        Err(AppError::Unavailable(
-            "database unreachable or not migrated".into(),
-        ))
-    }
-}
-
-/// Prometheus text exposition.
-#[utoipa::path(get, path = "/metrics", tag = "health",
-    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String)))]
-pub async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        state.metrics.render(),
-    )
 }

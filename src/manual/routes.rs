@@ -19,9 +19,9 @@ use crate::{
     error::{AppError, AppResult, FieldError},
     http::{
         auth::Caller,
-        docs::{BadRequest, Invalid, NotFound, Unauthorized, Unavailable},
         envelope::{Envelope, ErrorEnvelope, Reply},
         extract::{BulkJson, Fields, JsonObject, OptionalJsonObject, Path, QueryPairs},
+        responses::{BadRequest, Invalid, NotFound, Unauthorized, Unavailable},
     },
     messages::{
         Accepted, Kind,

@@ -19,9 +19,9 @@ use crate::{
     error::{AppError, AppResult},
     http::{
         auth::{Caller, SendCaller},
-        docs::{BadRequest, Invalid, NotFound, RateLimited, Unauthorized, Unavailable},
         envelope::{Envelope, Reply},
         extract::{JsonObject, Path, QueryPairs},
+        responses::{BadRequest, Invalid, NotFound, RateLimited, Unauthorized, Unavailable},
     },
     state::AppState,
 };
@@ -63,7 +63,7 @@ impl utoipa::IntoResponses for KeyReused {
         String,
         utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
     > {
-        crate::http::docs::error_response(
+        crate::http::responses::error_response(
             409,
             "The `Idempotency-Key` was already used for a different request",
             &[],

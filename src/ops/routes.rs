@@ -17,9 +17,9 @@ use crate::{
     error::{AppError, AppResult, FieldError},
     http::{
         auth::OpsCaller,
-        docs::{BadRequest, Forbidden, Invalid, NotFound, Unauthorized, Unavailable},
         envelope::{Envelope, ErrorEnvelope, Reply},
         extract::{Fields, JsonObject, OptionalJsonObject, Path, QueryPairs},
+        responses::{BadRequest, Forbidden, Invalid, NotFound, Unauthorized, Unavailable},
     },
     messages::{Message, repo},
     state::AppState,

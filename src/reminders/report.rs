@@ -17,9 +17,9 @@ use crate::{
     error::{AppError, AppResult},
     http::{
         auth::Caller,
-        docs::{BadRequest, Invalid, NotFound, Unauthorized, Unavailable},
         envelope::{Envelope, Reply},
         extract::{Path, QueryPairs},
+        responses::{BadRequest, Invalid, NotFound, Unauthorized, Unavailable},
     },
     state::AppState,
 };

@@ -17,9 +17,9 @@ use crate::{
     error::{AppError, AppResult, FieldError},
     http::{
         auth::Caller,
-        docs::{BadRequest, Invalid, Unauthorized, Unavailable},
         envelope::{Envelope, Reply},
         extract::{DATE_MESSAGE, QueryPairs, parse_date},
+        responses::{BadRequest, Invalid, Unauthorized, Unavailable},
     },
     state::AppState,
 };
