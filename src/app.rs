@@ -188,11 +188,16 @@ pub async fn start(
 ) -> anyhow::Result<Running> {
     let local = listener.local_addr()?;
     crate::reminders::schedule::ensure(&pool, &config).await?;
-    let state = AppState::new(pool.clone(), config.clone(), secret.expose().as_bytes());
+    let state = AppState::new(
+        pool.clone(),
+        config.clone(),
+        secret.expose().as_bytes(),
+        sandbox::new_key(),
+    );
     if config.sandbox() {
         tracing::warn!(
             "SANDBOX MODE: STARSENDER_API_KEY is not set, messages go to the built-in sandbox gateway at \
-             http://{}{} and are NOT delivered to WhatsApp. See GET /sandbox/starsender/messages.",
+             http://{}{} and are NOT delivered to WhatsApp. See GET /sandbox/starsender/messages (with a token).",
             loopback(local),
             sandbox::SEND_PATH
         );
@@ -205,14 +210,12 @@ pub async fn start(
     };
     let app = http::router(state.clone(), surface);
     let http_shutdown = shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-        .await
-    });
+    let server = tokio::spawn(http::server::serve(
+        listener,
+        app,
+        config.http,
+        http_shutdown,
+    ));
     tracing::info!(%local, ?role, "listening");
     tokio::spawn(crate::queue::sampler::run(pool.clone(), shutdown.clone()));
 
@@ -220,11 +223,8 @@ pub async fn start(
         None
     } else {
         let sandbox_url = format!("http://{}{}", loopback(local), sandbox::SEND_PATH);
-        let gateway = StarSender::from_config(
-            &config,
-            Some(sandbox_url),
-            Secret::new(sandbox::SANDBOX_KEY),
-        )?;
+        let gateway =
+            StarSender::from_config(&config, Some(sandbox_url), state.sandbox_key.clone())?;
         tracing::info!(
             gateway = gateway.url(),
             concurrency = config.worker_concurrency,

@@ -67,7 +67,25 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `DB_MAX_CONNECTIONS`; unset = the role's default (`app::default_max_connections`).
     pub db_max_connections: Option<u32>,
+    pub http: HttpLimits,
 }
+
+/// How long a client may take and how many connections it may hold (see `http::server`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// A request's headers must arrive within this, counted from their first byte (or from the
+    /// connection's accept).
+    pub header_timeout: Duration,
+    /// A request's body must arrive within this, counted from the end of its headers.
+    pub body_timeout: Duration,
+    /// A connection with no request in flight is closed after this.
+    pub idle_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+/// The shortest `JWT_SECRET` accepted in live mode (HS256: a key as long as the hash).
+pub const MIN_LIVE_JWT_SECRET_BYTES: usize = 32;
 
 impl Config {
     /// Reads the process environment, after loading `.env` if there is one.
@@ -123,7 +141,25 @@ impl Config {
                 None => None,
                 Some(_) => Some(env.positive("DB_MAX_CONNECTIONS", 1)? as u32),
             },
+            http: HttpLimits {
+                header_timeout: Duration::from_secs(env.positive("HTTP_HEADER_TIMEOUT_SECS", 10)?),
+                body_timeout: Duration::from_secs(env.positive("HTTP_BODY_TIMEOUT_SECS", 30)?),
+                idle_timeout: Duration::from_secs(env.positive("HTTP_IDLE_TIMEOUT_SECS", 75)?),
+                max_connections: env.positive("HTTP_MAX_CONNECTIONS", 1024)? as usize,
+            },
         };
+        if let (Some(_), Some(secret)) = (&config.starsender_api_key, &config.jwt_secret)
+            && secret.expose().len() < MIN_LIVE_JWT_SECRET_BYTES
+        {
+            return Err(ConfigError {
+                var: "JWT_SECRET",
+                // The value is a secret: only its length is shown.
+                value: format!("<{} bytes, hidden>", secret.expose().len()),
+                reason: format!(
+                    "must be at least {MIN_LIVE_JWT_SECRET_BYTES} bytes in live mode (STARSENDER_API_KEY is set)"
+                ),
+            });
+        }
         Ok(config)
     }
 
@@ -247,18 +283,77 @@ mod tests {
         assert_eq!(err.var, "STARSENDER_API_URL");
         let err = parse(&[("PUBLIC_SEND_ENDPOINTS", "maybe")]).unwrap_err();
         assert_eq!(err.var, "PUBLIC_SEND_ENDPOINTS");
+        for var in [
+            "HTTP_HEADER_TIMEOUT_SECS",
+            "HTTP_BODY_TIMEOUT_SECS",
+            "HTTP_IDLE_TIMEOUT_SECS",
+            "HTTP_MAX_CONNECTIONS",
+        ] {
+            for bad in ["0", "-1", "soon"] {
+                let err = parse(&[(var, bad)]).unwrap_err();
+                assert_eq!(err.var, var, "{var}={bad}");
+            }
+        }
+    }
+
+    #[test]
+    fn http_limits_have_defaults_and_can_be_set() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(
+            c.http,
+            HttpLimits {
+                header_timeout: Duration::from_secs(10),
+                body_timeout: Duration::from_secs(30),
+                idle_timeout: Duration::from_secs(75),
+                max_connections: 1024,
+            }
+        );
+        let c = parse(&[
+            ("HTTP_HEADER_TIMEOUT_SECS", "1"),
+            ("HTTP_BODY_TIMEOUT_SECS", "2"),
+            ("HTTP_IDLE_TIMEOUT_SECS", "3"),
+            ("HTTP_MAX_CONNECTIONS", "4"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                c.http.header_timeout,
+                c.http.body_timeout,
+                c.http.idle_timeout,
+                c.http.max_connections
+            ),
+            (
+                Duration::from_secs(1),
+                Duration::from_secs(2),
+                Duration::from_secs(3),
+                4
+            )
+        );
+    }
+
+    #[test]
+    fn live_mode_refuses_a_short_jwt_secret_without_showing_it() {
+        let short = "x".repeat(MIN_LIVE_JWT_SECRET_BYTES - 1);
+        let err = parse(&[("STARSENDER_API_KEY", "k"), ("JWT_SECRET", &short)]).unwrap_err();
+        assert_eq!(err.var, "JWT_SECRET");
+        assert!(!err.to_string().contains(&short), "{err}");
+        let long = "x".repeat(MIN_LIVE_JWT_SECRET_BYTES);
+        assert!(parse(&[("STARSENDER_API_KEY", "k"), ("JWT_SECRET", &long)]).is_ok());
+        // Sandbox mode is for trying things out: any secret will do.
+        assert!(parse(&[("JWT_SECRET", "s")]).is_ok());
     }
 
     #[test]
     fn secrets_do_not_print() {
+        let secret = "hush-hush-hush-hush-hush-hush-hush";
         let c = parse(&[
             ("STARSENDER_API_KEY", "sk-live-123"),
-            ("JWT_SECRET", "hush"),
+            ("JWT_SECRET", secret),
         ])
         .unwrap();
         let shown = format!("{c:?}");
         assert!(
-            !shown.contains("sk-live-123") && !shown.contains("hush"),
+            !shown.contains("sk-live-123") && !shown.contains(secret),
             "{shown}"
         );
     }

@@ -6,8 +6,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 
 use crate::{
-    config::Config,
-    http::auth::{JwtKeys, PublicLimiter},
+    config::{Config, Secret},
+    http::auth::{JwtKeys, PublicLimiter, PublicSends},
 };
 
 #[derive(Clone)]
@@ -17,16 +17,34 @@ pub struct AppState {
     pub jwt: Arc<JwtKeys>,
     pub public_limiter: PublicLimiter,
     pub metrics: PrometheusHandle,
+    /// The key this process's sandbox gateway accepts, random per process (sandbox mode only).
+    pub sandbox_key: Secret,
 }
 
 impl AppState {
-    pub fn new(pool: PgPool, config: Arc<Config>, jwt_secret: &[u8]) -> Self {
+    pub fn new(pool: PgPool, config: Arc<Config>, jwt_secret: &[u8], sandbox_key: Secret) -> Self {
         Self {
             pool,
             public_limiter: PublicLimiter::new(config.public_send_rate_per_minute),
             config,
             jwt: Arc::new(JwtKeys::new(jwt_secret)),
             metrics: crate::telemetry::metrics_handle(),
+            sandbox_key,
+        }
+    }
+}
+
+impl axum::extract::FromRef<AppState> for Arc<JwtKeys> {
+    fn from_ref(state: &AppState) -> Self {
+        state.jwt.clone()
+    }
+}
+
+impl axum::extract::FromRef<AppState> for PublicSends {
+    fn from_ref(state: &AppState) -> Self {
+        PublicSends {
+            enabled: state.config.public_send_endpoints,
+            limiter: state.public_limiter.clone(),
         }
     }
 }

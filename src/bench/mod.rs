@@ -64,7 +64,7 @@ pub struct BenchArgs {
     pub only: Vec<String>,
 }
 
-const SECRET: &str = "bench-secret";
+const SECRET: &str = "bench-secret-bench-secret-bench-secret";
 
 pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
     let database = Database::open(&config).await?;

@@ -4,7 +4,10 @@
 use chrono::NaiveDate;
 use serde_json::{Map, Value};
 
-use crate::{error::FieldError, http::extract::Fields};
+use crate::{
+    error::FieldError,
+    http::extract::{DATE_MESSAGE, Fields, parse_date},
+};
 
 const MAX_TEXT: usize = 500;
 
@@ -148,12 +151,12 @@ fn vehicle_fields(f: &mut Fields<'_>, map: &Map<String, Value>, prefix: &str) ->
     let next_visit_date = match text(f, map, "next_visit_date", prefix) {
         Patch::Keep => Patch::Keep,
         Patch::Set(None) => Patch::Set(None),
-        Patch::Set(Some(raw)) => match NaiveDate::parse_from_str(&raw, "%Y-%m-%d") {
-            Ok(d) => Patch::Set(Some(d)),
-            Err(_) => {
+        Patch::Set(Some(raw)) => match parse_date(&raw) {
+            Some(d) => Patch::Set(Some(d)),
+            None => {
                 f.errors.push(FieldError::new(
                     format!("{prefix}next_visit_date"),
-                    "must be a date YYYY-MM-DD",
+                    DATE_MESSAGE,
                 ));
                 Patch::Keep
             }

@@ -2,7 +2,7 @@
 
 use axum::{
     Router,
-    extract::{Path, State},
+    extract::State,
     http::StatusCode,
     routing::{get, post, put},
 };
@@ -15,9 +15,12 @@ use crate::{
     error::{AppError, AppResult, FieldError},
     http::{
         auth::Caller,
-        docs::{BadPathParameter, BadRequest, Invalid, NotFound, Unauthorized, Unavailable},
         envelope::{Envelope, Reply},
-        extract::{JsonObject, QueryPairs},
+        extract::{BulkJson, JsonObject, Path, QueryPairs},
+        responses::{
+            BadPathParameter, BadRequest, BodyTimeout, Invalid, NotFound, TooLarge, Unauthorized,
+            Unavailable,
+        },
     },
     state::AppState,
 };
@@ -46,7 +49,7 @@ async fn one(state: &AppState, id: Uuid) -> AppResult<Customer> {
 #[utoipa::path(post, path = "/customers", operation_id = "create_customer", tag = "customers",
     request_body = request::NewCustomer,
     responses((status = 201, description = "Created, with its vehicles", body = Envelope<Customer>),
-        BadRequest, Unauthorized, Invalid, Unavailable),
+        BadRequest, BodyTimeout, TooLarge, Unauthorized, Invalid, Unavailable),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -119,7 +122,7 @@ pub async fn detail(
     params(("id" = String, Path, format = Uuid, description = "the customer id")),
     request_body = request::CustomerChanges,
     responses((status = 200, description = "The changed customer", body = Envelope<Customer>),
-        BadRequest, Unauthorized, NotFound, Invalid, Unavailable),
+        BadRequest, BodyTimeout, TooLarge, Unauthorized, NotFound, Invalid, Unavailable),
     security(("bearer" = [])))]
 pub async fn update(
     State(state): State<AppState>,
@@ -164,7 +167,7 @@ pub async fn remove(
     params(("id" = String, Path, format = Uuid, description = "the customer id")),
     request_body = request::VehicleFields,
     responses((status = 201, description = "Added", body = Envelope<Vehicle>),
-        BadRequest, Unauthorized, NotFound, Invalid, Unavailable),
+        BadRequest, BodyTimeout, TooLarge, Unauthorized, NotFound, Invalid, Unavailable),
     security(("bearer" = [])))]
 pub async fn add_vehicle(
     State(state): State<AppState>,
@@ -185,7 +188,7 @@ pub async fn add_vehicle(
     params(("id" = String, Path, format = Uuid, description = "the vehicle id")),
     request_body = request::VehicleFields,
     responses((status = 200, description = "The changed vehicle", body = Envelope<Vehicle>),
-        BadRequest, Unauthorized, NotFound, Invalid, Unavailable),
+        BadRequest, BodyTimeout, TooLarge, Unauthorized, NotFound, Invalid, Unavailable),
     security(("bearer" = [])))]
 pub async fn update_vehicle(
     State(state): State<AppState>,
@@ -240,18 +243,23 @@ pub struct ImportResult {
 
 pub const MAX_IMPORT: usize = 10_000;
 
-/// `{"customers": [...]}`: valid items are imported (in one transaction), each invalid one is
-/// reported with its index and errors.
+/// `{"customers": [...]}`: valid items are imported (in one transaction), each invalid one (a NUL
+/// character included) is reported with its index and errors.
 #[utoipa::path(post, path = "/customers/bulk-import", operation_id = "import_customers", tag = "customers",
     request_body = request::CustomerImport,
     responses((status = 200, description = "What was imported and what was not (per item)", body = Envelope<ImportResult>),
-        BadRequest, Unauthorized, Invalid, Unavailable),
+        BadRequest, BodyTimeout, TooLarge, Unauthorized, Invalid, Unavailable),
     security(("bearer" = [])))]
 pub async fn bulk_import(
     State(state): State<AppState>,
     _: Caller,
-    JsonObject(body): JsonObject,
+    BulkJson(body): BulkJson,
 ) -> AppResult<Reply<ImportResult>> {
+    let Value::Object(body) = body else {
+        return Err(AppError::BadRequest(
+            "the request body must be a JSON object".into(),
+        ));
+    };
     let Some(Value::Array(items)) = body.get("customers") else {
         return Err(AppError::validation(
             "customers",

@@ -2,12 +2,16 @@
 //! used when no `STARSENDER_API_KEY` is set, so that the whole path — queue, throttle, HTTP
 //! client, bookkeeping — runs for real. What it receives is kept in `sandbox_messages`, so every
 //! process on the database sees what every other one sent.
+//!
+//! The process listens on `0.0.0.0` by default, so neither end is open: the send endpoint takes
+//! only the key this process generated at start-up and gave its own gateway client (each process
+//! sends to its own sandbox), and the listing — every body and phone number — needs a token.
 
 use axum::{
     Json, Router,
-    extract::State,
-    http::{HeaderMap, StatusCode, header},
-    response::IntoResponse,
+    extract::{FromRequest, Request, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
 use chrono::{DateTime, Utc};
@@ -15,18 +19,37 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::{
+    config::Secret,
     error::AppResult,
     http::{
-        docs::{BadRequest, Invalid, Unavailable},
+        auth::Caller,
         envelope::{Envelope, Reply},
-        extract::QueryPairs,
+        extract::{JsonObject, QueryPairs},
+        responses::{BadRequest, Invalid, Unauthorized, Unavailable},
     },
     state::AppState,
 };
 
 pub const SEND_PATH: &str = "/sandbox/starsender/send";
-/// The sandbox accepts this key (any non-empty key, really; this is the one we send).
-pub const SANDBOX_KEY: &str = "sandbox";
+
+/// A fresh random key for this process's sandbox (256 bits).
+pub fn new_key() -> Secret {
+    Secret::new(format!(
+        "sandbox-{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    ))
+}
+
+/// Compares in time that does not depend on where the inputs differ.
+fn same_key(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+}
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -34,27 +57,29 @@ pub fn router() -> Router<AppState> {
         .route("/sandbox/starsender/messages", get(list))
 }
 
-/// Answers like StarSender: `{"success": true, "data": {...}, "message": "..."}`.
-async fn receive(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> impl IntoResponse {
+/// Answers like StarSender: `{"success": true, "data": {...}, "message": "..."}`. Only this
+/// process's key is accepted; the body is read after the key is checked.
+async fn receive(State(state): State<AppState>, req: Request) -> Response {
     let fail = |status: StatusCode, message: &str| {
-        (status, Json(json!({"success": false, "message": message})))
+        (
+            status,
+            Json(json!({"success": false, "data": {}, "message": message})),
+        )
+            .into_response()
     };
-    let authorized = headers
+    let authorized = req
+        .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| !v.trim().is_empty());
+        .is_some_and(|v| same_key(v.as_bytes(), state.sandbox_key.expose().as_bytes()));
     if !authorized {
         return fail(
             StatusCode::UNAUTHORIZED,
-            "Unauthorized: missing device API key",
+            "Unauthorized: missing or wrong device API key",
         );
     }
-    let Ok(Value::Object(req)) = serde_json::from_slice::<Value>(&body) else {
-        return fail(StatusCode::BAD_REQUEST, "body must be a JSON object");
+    let req = match JsonObject::from_request(req, &state).await {
+        Ok(JsonObject(req)) => req,
+        Err(e) => return e.into_response(),
     };
     let text = |k: &str| req.get(k).and_then(Value::as_str).map(str::to_owned);
     let (Some(message_type), Some(to), Some(body)) =
@@ -89,7 +114,8 @@ async fn receive(
             Json(
                 json!({"success": true, "data": {"messageId": format!("sandbox-{id}")}, "message": "Message sent (sandbox)"}),
             ),
-        ),
+        )
+            .into_response(),
         Err(e) => {
             tracing::warn!("sandbox could not store a message: {e}");
             fail(
@@ -112,14 +138,17 @@ pub struct SandboxMessage {
     file: Option<String>,
 }
 
-/// What the sandbox received, newest first; `?to=` filters by number, `?limit=` (≤ 500).
+/// What the sandbox received, newest first; `?to=` filters by number, `?limit=` (≤ 500). Any
+/// token (the bodies and numbers are the workshop's customers').
 #[utoipa::path(get, path = "/sandbox/starsender/messages", operation_id = "list_sandbox_messages", tag = "sandbox",
     params(("to" = Option<String>, Query, description = "only this (normalized) number, e.g. `628123456789`"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "default 100")),
     responses((status = 200, description = "Messages the sandbox gateway received", body = Envelope<Vec<SandboxMessage>>),
-        BadRequest, Invalid, Unavailable))]
+        BadRequest, Unauthorized, Invalid, Unavailable),
+    security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
+    _: Caller,
     q: QueryPairs,
 ) -> AppResult<Reply<Vec<SandboxMessage>>> {
     let limit = match q.get("limit") {
@@ -145,4 +174,18 @@ pub async fn list(
         rows,
         format!("{n} message(s) received by the sandbox gateway"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_same_key_matches_and_keys_differ_per_process() {
+        let key = new_key();
+        assert!(same_key(key.expose().as_bytes(), key.expose().as_bytes()));
+        assert!(!same_key(b"sandbox", key.expose().as_bytes()));
+        assert!(!same_key(b"", key.expose().as_bytes()));
+        assert_ne!(new_key(), key);
+    }
 }

@@ -3,14 +3,14 @@
 use std::{net::IpAddr, num::NonZeroU32, sync::Arc, time::Duration};
 
 use axum::{
-    extract::{ConnectInfo, FromRequestParts},
+    extract::{ConnectInfo, FromRef, FromRequestParts},
     http::{header, request::Parts},
 };
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::{error::AppError, state::AppState};
+use crate::error::AppError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -51,6 +51,7 @@ impl JwtKeys {
     pub fn new(secret: &[u8]) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_nbf = true;
         validation.leeway = 0;
         Self {
             encoding: EncodingKey::from_secret(secret),
@@ -74,22 +75,32 @@ impl JwtKeys {
         )?)
     }
 
+    /// The claims of a valid token. A refusal says which rule failed in fixed words, never the
+    /// parser's (that would echo what the client sent and how we read it).
     pub fn verify(&self, token: &str) -> Result<Claims, AppError> {
         use jsonwebtoken::errors::ErrorKind;
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| {
-                AppError::Unauthorized(match e.kind() {
-                    ErrorKind::ExpiredSignature => "token expired".to_owned(),
-                    ErrorKind::InvalidAlgorithm => {
-                        "token algorithm not accepted (HS256 only)".to_owned()
+                AppError::Unauthorized(
+                    match e.kind() {
+                        ErrorKind::ExpiredSignature => "token expired",
+                        ErrorKind::ImmatureSignature => "token not valid yet (nbf)",
+                        ErrorKind::InvalidAlgorithm => "token algorithm not accepted (HS256 only)",
+                        ErrorKind::InvalidSignature => "token signature is invalid",
+                        ErrorKind::MissingRequiredClaim(c) if c == "exp" => {
+                            "token lacks the `exp` claim"
+                        }
+                        ErrorKind::MissingRequiredClaim(c) if c == "sub" => {
+                            "token lacks the `sub` claim"
+                        }
+                        _ => "invalid token",
                     }
-                    ErrorKind::InvalidSignature => "token signature is invalid".to_owned(),
-                    ErrorKind::MissingRequiredClaim(c) => format!("token lacks the `{c}` claim"),
-                    _ => format!("invalid token: {e}"),
-                })
+                    .to_owned(),
+                )
             })?;
-        if data.claims.sub.trim().is_empty() {
-            return Err(AppError::Unauthorized("token `sub` is empty".into()));
+        // `sub` is stored (created_by, idempotency scope): PostgreSQL text takes no NUL.
+        if data.claims.sub.trim().is_empty() || data.claims.sub.contains('\0') {
+            return Err(AppError::Unauthorized("invalid token".into()));
         }
         Ok(data.claims)
     }
@@ -121,16 +132,26 @@ fn bearer(parts: &Parts) -> Result<Option<&str>, AppError> {
     }
 }
 
-impl FromRequestParts<AppState> for Caller {
+/// What the public send endpoints need from the application state.
+#[derive(Clone)]
+pub struct PublicSends {
+    /// `PUBLIC_SEND_ENDPOINTS`.
+    pub enabled: bool,
+    pub limiter: PublicLimiter,
+}
+
+// The extractors ask the state only for what they need (`FromRef`), so that this module does
+// not depend on the application state (which holds its keys).
+impl<S: Send + Sync> FromRequestParts<S> for Caller
+where
+    Arc<JwtKeys>: FromRef<S>,
+{
     type Rejection = AppError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let token =
             bearer(parts)?.ok_or_else(|| AppError::Unauthorized("missing bearer token".into()))?;
-        let claims = state.jwt.verify(token)?;
+        let claims = Arc::<JwtKeys>::from_ref(state).verify(token)?;
         Ok(Caller {
             sub: claims.sub,
             role: claims.role,
@@ -141,13 +162,13 @@ impl FromRequestParts<AppState> for Caller {
 /// A caller with role `ops` (`client` → 403).
 pub struct OpsCaller(pub Caller);
 
-impl FromRequestParts<AppState> for OpsCaller {
+impl<S: Send + Sync> FromRequestParts<S> for OpsCaller
+where
+    Arc<JwtKeys>: FromRef<S>,
+{
     type Rejection = AppError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let caller = Caller::from_request_parts(parts, state).await?;
         if caller.role != Role::Ops {
             return Err(AppError::Forbidden("this endpoint needs role `ops`".into()));
@@ -174,14 +195,16 @@ impl SendCaller {
     }
 }
 
-impl FromRequestParts<AppState> for SendCaller {
+impl<S: Send + Sync> FromRequestParts<S> for SendCaller
+where
+    Arc<JwtKeys>: FromRef<S>,
+    PublicSends: FromRef<S>,
+{
     type Rejection = AppError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        if bearer(parts)?.is_some() || !state.config.public_send_endpoints {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let public = PublicSends::from_ref(state);
+        if bearer(parts)?.is_some() || !public.enabled {
             return Caller::from_request_parts(parts, state)
                 .await
                 .map(SendCaller::Token);
@@ -191,7 +214,7 @@ impl FromRequestParts<AppState> for SendCaller {
             .get::<ConnectInfo<std::net::SocketAddr>>()
             .map(|c| c.0.ip())
             .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-        state.public_limiter.check(ip)?;
+        public.limiter.check(ip)?;
         Ok(SendCaller::Public(ip))
     }
 }

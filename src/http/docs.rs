@@ -7,16 +7,12 @@
 //! that they read the same everywhere; `scripts/contract-test` checks the document against the
 //! running service.
 
-use std::collections::BTreeMap;
-
 use axum::{Json, Router, response::Html, routing::get};
 use utoipa::{
-    IntoResponses, Modify, OpenApi,
+    Modify, OpenApi,
     openapi::{
-        ContentBuilder, Ref, RefOr, Required, ResponseBuilder,
-        header::HeaderBuilder,
-        response::Response,
-        schema::{ObjectBuilder, Schema, SchemaType, Type},
+        RefOr, Required,
+        schema::{Schema, SchemaType, Type},
         security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
     },
 };
@@ -29,9 +25,9 @@ use crate::state::AppState;
 #[openapi(
     info(title = "bengkel-whatsapp", description = "Durable WhatsApp messaging for vehicle workshops: every send is a persisted job."),
     paths(
-        crate::http::health,
-        crate::http::ready,
-        crate::http::metrics_text,
+        crate::http::health::health,
+        crate::http::health::ready,
+        crate::http::health::metrics_text,
         crate::messages::routes::send,
         crate::messages::routes::send_simple,
         crate::messages::routes::send_with_file,
@@ -112,85 +108,6 @@ impl Modify for BearerAuth {
             ),
         );
     }
-}
-
-/// `data` of `GET /health` (`{"status": "ok"}`).
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub struct Alive {
-    #[schema(example = "ok")]
-    status: String,
-}
-
-/// `data` of `GET /health/ready` (`{"status": "ready", "database": "ok"}`).
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub struct Ready {
-    #[schema(example = "ready")]
-    status: String,
-    #[schema(example = "ok")]
-    database: String,
-}
-
-/// An error response: `status`, its description, the [`ErrorEnvelope`] body, and headers.
-pub fn error_response(
-    status: u16,
-    description: &str,
-    headers: &[(&str, &str)],
-) -> BTreeMap<String, RefOr<Response>> {
-    let mut response = ResponseBuilder::new().description(description).content(
-        "application/json",
-        ContentBuilder::new()
-            .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
-            .build(),
-    );
-    for (name, about) in headers {
-        response = response.header(
-            *name,
-            HeaderBuilder::new()
-                .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
-                .description(Some(*about))
-                .build(),
-        );
-    }
-    BTreeMap::from([(status.to_string(), response.build().into())])
-}
-
-/// The error responses handlers share; listed in `responses(...)` of each annotation.
-macro_rules! error_responses {
-    ($($(#[$doc:meta])* $name:ident = $status:literal, $description:literal $(, $header:literal: $about:literal)*;)*) => {$(
-        $(#[$doc])*
-        pub struct $name;
-
-        impl IntoResponses for $name {
-            fn responses() -> BTreeMap<String, RefOr<Response>> {
-                error_response($status, $description, &[$(($header, $about)),*])
-            }
-        }
-    )*};
-}
-
-error_responses! {
-    /// Malformed input the handler reads: JSON that does not parse or is not an object, a
-    /// query string or path that is not valid UTF-8.
-    BadRequest = 400, "Malformed request: a body that is not the JSON expected (or not JSON at all), or a query string or path that cannot be decoded";
-    /// Any route behind `Caller` / `OpsCaller`.
-    Unauthorized = 401, "No bearer token, or one that is invalid or expired",
-        "WWW-Authenticate": "`Bearer`";
-    /// Routes behind `OpsCaller`.
-    Forbidden = 403, "The token's role is not `ops`";
-    /// An id (or name) in the path that names nothing; ids that are not ids name nothing too.
-    NotFound = 404, "Nothing has this id";
-    /// A field that is missing, of the wrong type or out of range: every one in `errors`.
-    Invalid = 422, "Invalid field(s): each is listed in `errors` with what is wrong";
-    /// Routes with a path parameter and no other input: a parameter refused as text (a NUL
-    /// character; see the input hardening of the extractors).
-    BadPathParameter = 422, "A path parameter that is refused (it contains a NUL character)";
-    /// The unauthenticated query-string sends (`PUBLIC_SEND_ENDPOINTS=true`).
-    RateLimited = 429, "Too many unauthenticated sends from this address (`PUBLIC_SEND_RATE_PER_MINUTE`)",
-        "Retry-After": "seconds until the next send is accepted";
-    /// Any route that reads or writes the database.
-    Unavailable = 503, "The database is unavailable; try again shortly";
 }
 
 /// `request_body(content = Option<T>)` is how an annotation says "the body may be empty"
@@ -299,6 +216,8 @@ mod tests {
             let body = op.get("requestBody").is_some();
             need(body, "400", "reads a JSON body");
             need(body, "422", "validates a JSON body");
+            need(body, "413", "limits a JSON body");
+            need(body, "408", "times a JSON body out");
             let query = op["parameters"]
                 .as_array()
                 .is_some_and(|ps| ps.iter().any(|p| p["in"] == "query"));
@@ -415,6 +334,14 @@ mod tests {
         let send = "SendRequest";
         assert_eq!(prop(send, "body", "maxLength"), request::MAX_BODY_CHARS);
         assert_eq!(prop(send, "delay", "maximum"), request::MAX_DELAY_SECS);
+        assert_eq!(prop(send, "file", "maxLength"), request::MAX_FILE_URL_CHARS);
+        let file_url = &doc["paths"]["/whatsapp/send-with-file"]["post"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "file_url")
+            .unwrap()["schema"];
+        assert_eq!(file_url["maxLength"], request::MAX_FILE_URL_CHARS);
         assert_eq!(
             prop("NewRecord", "customer_name", "maxLength"),
             manual::MAX_NAME

@@ -1,27 +1,168 @@
-//! Extractors whose rejections speak our envelope: malformed JSON or query → 400 (README "HTTP API").
-//! Bodies are read as a JSON object and validated field by field by the feature modules, so
+//! Extractors whose rejections speak our envelope (README "HTTP API"): malformed JSON, query or path → 400,
+//! a body over [`MAX_BODY_BYTES`] → 413, a body not received within `HTTP_BODY_TIMEOUT_SECS` →
+//! 408. Bodies are read as a JSON object and validated field by field by the feature modules, so
 //! that a client gets every invalid field at once as 422 `errors[]`.
+//!
+//! **NUL characters.** PostgreSQL refuses `\u0000` in text, so a NUL that reached a query would be
+//! a 500. It is refused where input is parsed, once per kind of input: [`nul_paths`] walks a JSON
+//! value; the body readers refuse a body that has any (422 naming each field), [`QueryPairs`] a
+//! query value (422 naming the parameter), [`Path`] a path parameter (422 naming it). A bulk
+//! import reads its body with [`BulkJson`], which leaves the check to the validation of each item:
+//! [`Fields::new`], where every item validator starts, reports the item's NUL fields as its
+//! errors, so that one bad item fails alone and the valid ones are kept.
 
 use axum::{
     body::Bytes,
-    extract::{FromRequest, FromRequestParts, Request},
-    http::request::Parts,
+    extract::{
+        FromRequest, FromRequestParts, RawPathParams, Request,
+        rejection::{BytesRejection, RawPathParamsRejection},
+    },
+    http::{header, request::Parts},
 };
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::error::AppError;
+use crate::error::{AppError, FieldError};
 
-/// The body as JSON; `None` when it is empty (only whitespace).
+/// The largest request body read (the router's `DefaultBodyLimit` is set to the same value).
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// The message of a field that contains a NUL character.
+pub const NUL_MESSAGE: &str = "must not contain NUL characters (\\u0000)";
+
+/// The paths (`nama`, `vehicles[0].no_pol`, `[3].nopol`) of the strings and object keys in `value`
+/// that contain a NUL character; a string at the root is `body`.
+pub fn nul_paths(value: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    walk(value, &mut String::new(), &mut out);
+    out
+}
+
+fn walk(value: &Value, path: &mut String, out: &mut Vec<String>) {
+    match value {
+        Value::String(s) if s.contains('\0') => out.push(if path.is_empty() {
+            "body".to_owned()
+        } else {
+            path.clone()
+        }),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                walk(item, path, out);
+                path.truncate(len);
+            }
+        }
+        Value::Object(map) => walk_map(map, path, out),
+        _ => {}
+    }
+}
+
+fn walk_map(map: &Map<String, Value>, path: &mut String, out: &mut Vec<String>) {
+    for (key, item) in map {
+        let len = path.len();
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(&shown(key));
+        if key.contains('\0') {
+            out.push(path.clone());
+        }
+        walk(item, path, out);
+        path.truncate(len);
+    }
+}
+
+/// A name as it can be shown in an error (a NUL as `\u0000`).
+fn shown(name: &str) -> String {
+    name.replace('\0', "\\u0000")
+}
+
+fn nul_errors(paths: Vec<String>) -> Vec<FieldError> {
+    paths
+        .into_iter()
+        .map(|p| FieldError::new(p, NUL_MESSAGE))
+        .collect()
+}
+
+/// A date as the API writes it, `YYYY-MM-DD` with a year from 0001 to 9999. chrono alone also
+/// takes signed and longer years (`-5000-01-01`), which PostgreSQL refuses ("date out of range"):
+/// every date a client sends is read here.
+pub fn parse_date(raw: &str) -> Option<chrono::NaiveDate> {
+    let b = raw.as_bytes();
+    let shaped = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    if !shaped || raw.starts_with("0000") {
+        return None;
+    }
+    chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d").ok()
+}
+
+/// The message of a field that is not such a date.
+pub const DATE_MESSAGE: &str = "must be a date YYYY-MM-DD";
+
+/// Whether `err` or one of its sources is an `E`.
+fn caused_by<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if e.is::<E>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+fn body_error(e: BytesRejection) -> AppError {
+    if caused_by::<tower_http::timeout::TimeoutError>(&e) {
+        return AppError::RequestTimeout("the request body was not received in time".into());
+    }
+    match e {
+        BytesRejection::FailedToBufferBody(
+            axum::extract::rejection::FailedToBufferBody::LengthLimitError(_),
+        ) => too_large(),
+        other => AppError::BadRequest(format!("cannot read the request body: {other}")),
+    }
+}
+
+fn too_large() -> AppError {
+    AppError::PayloadTooLarge(format!(
+        "the request body is larger than {MAX_BODY_BYTES} bytes"
+    ))
+}
+
+/// The body as JSON; `None` when it is empty (only whitespace). NUL characters are not checked.
 async fn json_or_empty<S: Send + Sync>(req: Request, state: &S) -> Result<Option<Value>, AppError> {
-    let bytes = Bytes::from_request(req, state)
-        .await
-        .map_err(|e| AppError::BadRequest(format!("cannot read the request body: {e}")))?;
+    // A declared length over the limit is refused before anything is read.
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    let bytes = Bytes::from_request(req, state).await.map_err(body_error)?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
     serde_json::from_slice::<Value>(&bytes)
         .map(Some)
         .map_err(|e| AppError::BadRequest(format!("malformed JSON: {e}")))
+}
+
+/// Refuses a value with NUL characters: 422 naming every such field.
+fn without_nul(value: Value) -> Result<Value, AppError> {
+    let paths = nul_paths(&value);
+    if paths.is_empty() {
+        Ok(value)
+    } else {
+        Err(AppError::Validation(nul_errors(paths)))
+    }
 }
 
 fn object(value: Value) -> Result<Map<String, Value>, AppError> {
@@ -33,21 +174,34 @@ fn object(value: Value) -> Result<Map<String, Value>, AppError> {
     }
 }
 
-/// A request body that must be JSON (any value).
+fn required(value: Option<Value>) -> Result<Value, AppError> {
+    value.ok_or_else(|| AppError::BadRequest("the request body is empty; expected JSON".into()))
+}
+
+/// A request body that must be JSON (any value) without NUL characters.
 pub struct JsonBody(pub Value);
 
 impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        json_or_empty(req, state)
-            .await?
-            .map(Self)
-            .ok_or_else(|| AppError::BadRequest("the request body is empty; expected JSON".into()))
+        without_nul(required(json_or_empty(req, state).await?)?).map(Self)
     }
 }
 
-/// A request body that must be a JSON object.
+/// A bulk-import body: JSON (any value) whose NUL characters are left to the validation of each
+/// item ([`Fields::new`]), so that one bad item does not fail the others.
+pub struct BulkJson(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for BulkJson {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        required(json_or_empty(req, state).await?).map(Self)
+    }
+}
+
+/// A request body that must be a JSON object without NUL characters.
 pub struct JsonObject(pub Map<String, Value>);
 
 impl<S: Send + Sync> FromRequest<S> for JsonObject {
@@ -58,7 +212,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
     }
 }
 
-/// A body that may be empty (= `{}`) or a JSON object.
+/// A body that may be empty (= `{}`) or a JSON object without NUL characters.
 pub struct OptionalJsonObject(pub Map<String, Value>);
 
 impl<S: Send + Sync> FromRequest<S> for OptionalJsonObject {
@@ -67,12 +221,49 @@ impl<S: Send + Sync> FromRequest<S> for OptionalJsonObject {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match json_or_empty(req, state).await? {
             None => Ok(Self(Map::new())),
-            Some(value) => object(value).map(Self),
+            Some(value) => object(without_nul(value)?).map(Self),
         }
     }
 }
 
-/// The query string as ordered pairs; a string that is not valid `x-www-form-urlencoded` → 400.
+/// Path parameters, percent-decoded: not valid UTF-8 → 400, a NUL character → 422 naming the
+/// parameter, then deserialized like axum's `Path` (a mismatch → 400); every rejection in the
+/// envelope.
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let raw = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|e| match e {
+                RawPathParamsRejection::InvalidUtf8InPathParam(_) => {
+                    AppError::BadRequest("malformed path: not valid UTF-8".into())
+                }
+                other => AppError::Internal(anyhow::anyhow!("path parameters: {other}")),
+            })?;
+        let errors: Vec<FieldError> = raw
+            .iter()
+            .filter(|(_, value)| value.contains('\0'))
+            .map(|(name, _)| FieldError::new(name, NUL_MESSAGE))
+            .collect();
+        if !errors.is_empty() {
+            return Err(AppError::Validation(errors));
+        }
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Self(p.0))
+            .map_err(|e| AppError::BadRequest(format!("malformed path: {}", e.body_text())))
+    }
+}
+
+/// The query string as ordered pairs; a string that is not valid `x-www-form-urlencoded` → 400,
+/// a NUL character in a name or value → 422 naming the parameter.
 pub struct QueryPairs(pub Vec<(String, String)>);
 
 impl QueryPairs {
@@ -81,13 +272,13 @@ impl QueryPairs {
         &self,
         name: &str,
         range: std::ops::RangeInclusive<i64>,
-        errors: &mut Vec<crate::error::FieldError>,
+        errors: &mut Vec<FieldError>,
     ) -> Option<i64> {
         match self.get(name).map(str::parse::<i64>) {
             None => None,
             Some(Ok(n)) if range.contains(&n) => Some(n),
             Some(_) => {
-                errors.push(crate::error::FieldError::new(
+                errors.push(FieldError::new(
                     name,
                     format!(
                         "must be an integer between {} and {}",
@@ -106,31 +297,26 @@ impl QueryPairs {
         name: &str,
         default: i64,
         range: std::ops::RangeInclusive<i64>,
-        errors: &mut Vec<crate::error::FieldError>,
+        errors: &mut Vec<FieldError>,
     ) -> i64 {
         self.int_opt(name, range, errors).unwrap_or(default)
     }
 
     /// `true`/`1` or `false`/`0`; a problem is added to `errors`.
-    pub fn flag(
-        &self,
-        name: &str,
-        default: bool,
-        errors: &mut Vec<crate::error::FieldError>,
-    ) -> bool {
+    pub fn flag(&self, name: &str, default: bool, errors: &mut Vec<FieldError>) -> bool {
         match self.get(name) {
             None => default,
             Some("true" | "1") => true,
             Some("false" | "0") => false,
             Some(_) => {
-                errors.push(crate::error::FieldError::new(name, "must be true or false"));
+                errors.push(FieldError::new(name, "must be true or false"));
                 default
             }
         }
     }
 
     /// `limit` of a list: 1..=500, default 50; a problem is added to `errors`.
-    pub fn limit(&self, errors: &mut Vec<crate::error::FieldError>) -> i64 {
+    pub fn limit(&self, errors: &mut Vec<FieldError>) -> i64 {
         self.int("limit", 50, 1..=500, errors)
     }
 
@@ -143,8 +329,7 @@ impl QueryPairs {
 
     /// `limit` (1..=500, default 50) and `cursor` (an id from a previous page) of a newest-first
     /// list; problems are added to `errors`.
-    pub fn page(&self, errors: &mut Vec<crate::error::FieldError>) -> (i64, Option<uuid::Uuid>) {
-        use crate::error::FieldError;
+    pub fn page(&self, errors: &mut Vec<FieldError>) -> (i64, Option<uuid::Uuid>) {
         let limit = self.limit(errors);
         let cursor = match self.get("cursor").map(uuid::Uuid::parse_str) {
             None => None,
@@ -178,6 +363,14 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
             let (k, v) = part.split_once('=').unwrap_or((part, ""));
             pairs.push((decode(k)?, decode(v)?));
         }
+        let errors: Vec<FieldError> = pairs
+            .iter()
+            .filter(|(k, v)| k.contains('\0') || v.contains('\0'))
+            .map(|(k, _)| FieldError::new(shown(k), NUL_MESSAGE))
+            .collect();
+        if !errors.is_empty() {
+            return Err(AppError::Validation(errors));
+        }
         Ok(Self(pairs))
     }
 }
@@ -185,20 +378,23 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
 /// Field readers that collect errors instead of stopping at the first one.
 pub struct Fields<'a> {
     map: &'a Map<String, Value>,
-    pub errors: Vec<crate::error::FieldError>,
+    pub errors: Vec<FieldError>,
 }
 
 impl<'a> Fields<'a> {
+    /// Starts the validation of one object (a body or an item of a bulk import): a string or key
+    /// anywhere in it that contains a NUL character is already an error.
     pub fn new(map: &'a Map<String, Value>) -> Self {
+        let mut paths = Vec::new();
+        walk_map(map, &mut String::new(), &mut paths);
         Self {
             map,
-            errors: Vec::new(),
+            errors: nul_errors(paths),
         }
     }
 
     fn error(&mut self, field: &str, message: impl Into<String>) {
-        self.errors
-            .push(crate::error::FieldError::new(field, message));
+        self.errors.push(FieldError::new(field, message));
     }
 
     pub fn required_str(&mut self, field: &str) -> Option<&'a str> {
@@ -269,6 +465,33 @@ mod field_tests {
         assert_eq!(f.optional_i64("missing"), None);
         let fields: Vec<&str> = f.errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["c", "d", "e"]);
+    }
+}
+
+#[cfg(test)]
+mod date_tests {
+    use super::parse_date;
+
+    #[test]
+    fn only_four_digit_years_from_0001_are_dates() {
+        assert_eq!(
+            parse_date("2026-12-01"),
+            chrono::NaiveDate::from_ymd_opt(2026, 12, 1)
+        );
+        assert!(parse_date("0001-01-01").is_some());
+        assert!(parse_date("9999-12-31").is_some());
+        for bad in [
+            "-5000-01-01",
+            "+2026-12-01",
+            "12026-12-01",
+            "0000-01-01",
+            "2026-02-30",
+            "2026-2-1",
+            "2026-12-01 ",
+            "01-12-2026",
+        ] {
+            assert_eq!(parse_date(bad), None, "{bad}");
+        }
     }
 }
 

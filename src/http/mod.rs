@@ -4,13 +4,17 @@ pub mod auth;
 pub mod docs;
 pub mod envelope;
 pub mod extract;
+pub mod headers;
+pub mod health;
+pub mod responses;
+pub mod server;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::{
     Router,
-    extract::{MatchedPath, Request, State},
-    http::{HeaderName, StatusCode},
+    extract::{DefaultBodyLimit, MatchedPath, Request},
+    http::{HeaderName, Method, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
@@ -19,10 +23,11 @@ use serde_json::json;
 use tower_http::{
     catch_panic::CatchPanicLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
+    timeout::RequestBodyDeadlineLayer,
     trace::TraceLayer,
 };
 
-use crate::{error::AppError, http::envelope::Reply, state::AppState};
+use crate::{error::AppError, state::AppState};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -36,11 +41,12 @@ pub enum Surface {
 }
 
 pub fn router(state: AppState, surface: Surface) -> Router {
+    let body_timeout = state.config.http.body_timeout;
     let mut app = Router::new()
-        .route("/health", get(health))
-        .route("/health/ready", get(ready))
+        .route("/health", get(health::health))
+        .route("/health/ready", get(health::ready))
         .merge(crate::reminders::routes::health_router())
-        .route("/metrics", get(metrics_text));
+        .route("/metrics", get(health::metrics_text));
     if state.config.sandbox() {
         app = app.merge(crate::gateway::sandbox::router());
     }
@@ -56,6 +62,9 @@ pub fn router(state: AppState, surface: Surface) -> Router {
     }
     app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(middleware::map_response(envelope::envelope_errors))
+        .layer(middleware::map_response(headers::security_headers))
         .layer(middleware::from_fn(record_metrics))
         .layer(CatchPanicLayer::custom(|_| AppError::Internal(anyhow::anyhow!("handler panicked")).into_response()))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
@@ -69,6 +78,8 @@ pub fn router(state: AppState, surface: Surface) -> Router {
             tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id)
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        // The body reader turns a missed deadline into 408 (`extract`).
+        .layer(RequestBodyDeadlineLayer::new(body_timeout))
         .with_state(state)
 }
 
@@ -82,59 +93,37 @@ async fn method_not_allowed() -> Response {
     (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
 }
 
-/// `bengkel_http_requests_total` / `_duration_seconds`, labelled by the route template.
+/// The `method` label: the methods we serve by name, anything a client invents as `other`, so
+/// that no request can add a series.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// `bengkel_http_requests_total` / `_duration_seconds`, labelled by the route template (one
+/// `unmatched` for everything else), a [`method_label`] and the status: every label set is
+/// bounded by what the code serves, whatever clients send.
 async fn record_metrics(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let started = Instant::now();
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();
-    metrics::counter!("bengkel_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+    metrics::counter!("bengkel_http_requests_total", "method" => method, "route" => route.clone(), "status" => status)
         .increment(1);
     metrics::histogram!("bengkel_http_request_duration_seconds", "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
-}
-
-/// Liveness: 200 while the process runs.
-#[utoipa::path(get, path = "/health", operation_id = "health", tag = "health",
-    responses((status = 200, description = "Alive", body = envelope::Envelope<docs::Alive>)))]
-pub async fn health() -> Reply<serde_json::Value> {
-    Reply::ok(json!({"status": "ok"}), "alive")
-}
-
-/// Readiness: 200 when the database answers and is migrated, else 503.
-#[utoipa::path(get, path = "/health/ready", operation_id = "ready", tag = "health",
-    responses((status = 200, description = "Ready", body = envelope::Envelope<docs::Ready>),
-        (status = 503, description = "The database is unreachable or not migrated", body = envelope::ErrorEnvelope)))]
-pub async fn ready(State(state): State<AppState>) -> Result<Reply<serde_json::Value>, AppError> {
-    let check =
-        tokio::time::timeout(Duration::from_secs(3), crate::db::is_ready(&state.pool)).await;
-    if matches!(check, Ok(true)) {
-        Ok(Reply::ok(
-            json!({"status": "ready", "database": "ok"}),
-            "ready",
-        ))
-    } else {
-        Err(AppError::Unavailable(
-            "database unreachable or not migrated".into(),
-        ))
-    }
-}
-
-/// Prometheus text exposition.
-#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "health",
-    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String)))]
-pub async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        state.metrics.render(),
-    )
 }

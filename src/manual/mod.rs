@@ -12,7 +12,11 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::{error::FieldError, http::extract::Fields, messages::phone::PhoneNumber};
+use crate::{
+    error::FieldError,
+    http::extract::{DATE_MESSAGE, Fields, parse_date},
+    messages::phone::PhoneNumber,
+};
 
 /// A `manual_whatsapp` row, as the seed names its fields.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -236,11 +240,10 @@ fn date(f: &mut Fields<'_>, map: &Map<String, Value>, field: &str) -> Option<Opt
     }
     match f.optional_str(field) {
         None => Some(None),
-        Some(raw) => match NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d") {
-            Ok(d) => Some(Some(d)),
-            Err(_) => {
-                f.errors
-                    .push(FieldError::new(field, "must be a date YYYY-MM-DD"));
+        Some(raw) => match parse_date(raw.trim()) {
+            Some(d) => Some(Some(d)),
+            None => {
+                f.errors.push(FieldError::new(field, DATE_MESSAGE));
                 None
             }
         },

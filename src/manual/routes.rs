@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use axum::{
     Router,
-    extract::{Path, State},
+    extract::State,
     http::StatusCode,
     routing::{get, patch, post},
 };
@@ -19,9 +19,12 @@ use crate::{
     error::{AppError, AppResult, FieldError},
     http::{
         auth::Caller,
-        docs::{BadPathParameter, BadRequest, Invalid, NotFound, Unauthorized, Unavailable},
         envelope::{Envelope, ErrorEnvelope, Reply},
-        extract::{Fields, JsonBody, JsonObject, OptionalJsonObject, QueryPairs},
+        extract::{BulkJson, Fields, JsonObject, OptionalJsonObject, Path, QueryPairs},
+        responses::{
+            BadPathParameter, BadRequest, BodyTimeout, Invalid, NotFound, TooLarge, Unauthorized,
+            Unavailable,
+        },
     },
     messages::{
         Accepted, Kind,
@@ -83,7 +86,7 @@ async fn find(state: &AppState, id: Uuid) -> AppResult<Record> {
     request_body = super::NewRecord,
     responses((status = 201, description = "Created", body = Envelope<Record>),
         (status = 409, description = "A record with this `nopol` exists", body = ErrorEnvelope),
-        BadRequest, Unauthorized, Invalid, Unavailable),
+        BadRequest, BodyTimeout, TooLarge, Unauthorized, Invalid, Unavailable),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -179,7 +182,7 @@ pub async fn by_nopol(
     request_body = super::RecordChanges,
     responses((status = 200, description = "The changed record", body = Envelope<Record>),
         (status = 409, description = "Another record has this `nopol`", body = ErrorEnvelope),
-        BadRequest, Unauthorized, NotFound, Invalid, Unavailable),
+        BadRequest, BodyTimeout, TooLarge, Unauthorized, NotFound, Invalid, Unavailable),
     security(("bearer" = [])))]
 pub async fn update(
     State(state): State<AppState>,
@@ -271,12 +274,12 @@ const MAX_IMPORT: usize = 10_000;
 #[utoipa::path(post, path = "/manual-whatsapp/bulk-import", operation_id = "import_manual_records", tag = "manual-whatsapp",
     request_body = super::RecordImport,
     responses((status = 200, description = "What was imported and what was not (per item)", body = Envelope<ImportResult>),
-        BadRequest, Unauthorized, Invalid, Unavailable),
+        BadRequest, BodyTimeout, TooLarge, Unauthorized, Invalid, Unavailable),
     security(("bearer" = [])))]
 pub async fn bulk_import(
     State(state): State<AppState>,
     _: Caller,
-    JsonBody(body): JsonBody,
+    BulkJson(body): BulkJson,
 ) -> AppResult<Reply<ImportResult>> {
     let items = match &body {
         Value::Array(items) => items,
@@ -377,7 +380,7 @@ pub async fn bulk_import(
     request_body(content = Option<super::SendReminders>, description = "optional: an empty body takes the defaults"),
     params(("wait_seconds" = Option<i64>, Query, minimum = 0, maximum = 120, description = "as `wait_seconds` of the body")),
     responses((status = 200, description = "What the pass queued, found queued or skipped", body = Envelope<remind::Summary>),
-        BadRequest, Unauthorized, Invalid, Unavailable),
+        BadRequest, BodyTimeout, TooLarge, Unauthorized, Invalid, Unavailable),
     security(("bearer" = [])))]
 pub async fn send_reminders(
     State(state): State<AppState>,
@@ -540,7 +543,7 @@ pub struct CustomAccepted {
 #[utoipa::path(post, path = "/manual-whatsapp/send-custom-message", operation_id = "send_custom_message", tag = "manual-whatsapp",
     request_body = super::CustomMessage,
     responses((status = 202, description = "Queued", body = Envelope<CustomAccepted>),
-        BadRequest, Unauthorized, Invalid, Unavailable),
+        BadRequest, BodyTimeout, TooLarge, Unauthorized, Invalid, Unavailable),
     security(("bearer" = [])))]
 pub async fn send_custom_message(
     State(state): State<AppState>,

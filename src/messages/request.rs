@@ -11,6 +11,9 @@ use crate::{
 };
 
 pub const MAX_BODY_CHARS: usize = 4096;
+/// The gateway fetches the file from this URL; longer ones are refused (and are no URL anyone
+/// means to send).
+pub const MAX_FILE_URL_CHARS: usize = 2048;
 pub const MAX_DELAY_SECS: i64 = 2_592_000;
 pub const SCHEDULE_PAST_TOLERANCE_SECS: i64 = 60;
 pub const SCHEDULE_MAX_AHEAD_DAYS: i64 = 366;
@@ -31,8 +34,13 @@ pub struct SendRequest {
     /// The text: 1 to 4096 characters once trimmed.
     #[schema(min_length = 1, max_length = 4096, pattern = r"\S")]
     body: String,
-    /// An absolute `http(s)` URL of a file to attach (the message goes out as media).
-    #[schema(format = "uri", pattern = r"^\s*[hH][tT][tT][pP][sS]?://[^/?#\s]")]
+    /// An absolute `http(s)` URL of a file to attach (the message goes out as media), up to 2048
+    /// characters.
+    #[schema(
+        format = "uri",
+        max_length = 2048,
+        pattern = r"^\s*[hH][tT][tT][pP][sS]?://[^/?#\s]"
+    )]
     file: Option<String>,
     /// Send after this many seconds (0 to 2,592,000 = 30 days). Not together with `schedule`.
     #[schema(minimum = 0, maximum = 2592000)]
@@ -89,6 +97,12 @@ fn check_body(raw: &str) -> Result<String, String> {
 }
 
 pub fn check_file_url(raw: &str) -> Result<String, String> {
+    let chars = raw.trim().chars().count();
+    if chars > MAX_FILE_URL_CHARS {
+        return Err(format!(
+            "must be at most {MAX_FILE_URL_CHARS} characters (got {chars})"
+        ));
+    }
     let url = reqwest::Url::parse(raw.trim())
         .map_err(|_| "must be an absolute http(s) URL".to_owned())?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {

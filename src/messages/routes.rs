@@ -2,7 +2,7 @@
 
 use axum::{
     Router,
-    extract::{Path, State},
+    extract::State,
     http::HeaderMap,
     routing::{get, post},
 };
@@ -19,11 +19,12 @@ use crate::{
     error::{AppError, AppResult},
     http::{
         auth::{Caller, SendCaller},
-        docs::{
-            BadPathParameter, BadRequest, Invalid, NotFound, RateLimited, Unauthorized, Unavailable,
-        },
         envelope::{Envelope, Reply},
-        extract::{JsonObject, QueryPairs},
+        extract::{JsonObject, Path, QueryPairs},
+        responses::{
+            BadPathParameter, BadRequest, BodyTimeout, Invalid, NotFound, RateLimited, TooLarge,
+            Unauthorized, Unavailable,
+        },
     },
     state::AppState,
 };
@@ -65,7 +66,7 @@ impl utoipa::IntoResponses for KeyReused {
         String,
         utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
     > {
-        crate::http::docs::error_response(
+        crate::http::responses::error_response(
             409,
             "The `Idempotency-Key` was already used for a different request",
             &[],
@@ -132,7 +133,7 @@ async fn enqueue(
             ("get_message" = (operation_id = "get_message", parameters(("id" = "$response.body#/data/id")))),
             ("cancel_message" = (operation_id = "cancel_message", parameters(("id" = "$response.body#/data/id")))))),
         (status = 200, description = "`Idempotency-Key` replay: the message this key created, with its current status", body = Envelope<Accepted>),
-        BadRequest, Unauthorized, KeyReused, Invalid, Unavailable),
+        BadRequest, BodyTimeout, TooLarge, Unauthorized, KeyReused, Invalid, Unavailable),
     security(("bearer" = [])))]
 pub async fn send(
     State(state): State<AppState>,
@@ -218,8 +219,12 @@ pub struct SimpleSend {
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub struct FileSend {
-    /// An absolute `http(s)` URL of the file to attach.
-    #[param(format = "uri", pattern = r"^\s*[hH][tT][tT][pP][sS]?://[^/?#\s]")]
+    /// An absolute `http(s)` URL of the file to attach, up to 2048 characters.
+    #[param(
+        format = "uri",
+        max_length = 2048,
+        pattern = r"^\s*[hH][tT][tT][pP][sS]?://[^/?#\s]"
+    )]
     file_url: String,
 }
 

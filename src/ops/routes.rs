@@ -3,7 +3,7 @@
 
 use axum::{
     Router,
-    extract::{Path, State},
+    extract::State,
     response::Html,
     routing::{get, post},
 };
@@ -17,11 +17,12 @@ use crate::{
     error::{AppError, AppResult, FieldError},
     http::{
         auth::OpsCaller,
-        docs::{
-            BadPathParameter, BadRequest, Forbidden, Invalid, NotFound, Unauthorized, Unavailable,
-        },
         envelope::{Envelope, ErrorEnvelope, Reply},
-        extract::{Fields, JsonObject, OptionalJsonObject, QueryPairs},
+        extract::{Fields, JsonObject, OptionalJsonObject, Path, QueryPairs},
+        responses::{
+            BadPathParameter, BadRequest, BodyTimeout, Forbidden, Invalid, NotFound, TooLarge,
+            Unauthorized, Unavailable,
+        },
     },
     messages::{Message, repo},
     state::AppState,
@@ -323,7 +324,7 @@ fn timestamp(f: &mut Fields<'_>, field: &str) -> Option<DateTime<Utc>> {
 #[utoipa::path(post, path = "/ops/jobs/requeue", operation_id = "requeue_jobs", tag = "ops",
     request_body(content = Option<super::BulkRequeueRequest>, description = "optional: an empty body requeues up to 1000 failed jobs"),
     responses((status = 200, description = "How many jobs were requeued", body = Envelope<Requeued>),
-        BadRequest, Unauthorized, Forbidden, Invalid, Unavailable),
+        BadRequest, BodyTimeout, TooLarge, Unauthorized, Forbidden, Invalid, Unavailable),
     security(("bearer" = [])))]
 pub async fn requeue_many(
     State(state): State<AppState>,
@@ -387,7 +388,7 @@ pub struct Purged {
 #[utoipa::path(post, path = "/ops/purge", operation_id = "purge_jobs", tag = "ops",
     request_body = super::PurgeRequest,
     responses((status = 200, description = "How many jobs were deleted", body = Envelope<Purged>),
-        BadRequest, Unauthorized, Forbidden, Invalid, Unavailable),
+        BadRequest, BodyTimeout, TooLarge, Unauthorized, Forbidden, Invalid, Unavailable),
     security(("bearer" = [])))]
 pub async fn purge(
     State(state): State<AppState>,

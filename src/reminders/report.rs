@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use axum::{
     Router,
-    extract::{Path, State},
+    extract::State,
     routing::{delete, get, post},
 };
 use chrono::{DateTime, Utc};
@@ -17,9 +17,9 @@ use crate::{
     error::{AppError, AppResult},
     http::{
         auth::Caller,
-        docs::{BadPathParameter, BadRequest, Invalid, NotFound, Unauthorized, Unavailable},
         envelope::{Envelope, Reply},
-        extract::QueryPairs,
+        extract::{Path, QueryPairs},
+        responses::{BadPathParameter, BadRequest, Invalid, NotFound, Unauthorized, Unavailable},
     },
     state::AppState,
 };

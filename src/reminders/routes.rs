@@ -17,9 +17,9 @@ use crate::{
     error::{AppError, AppResult, FieldError},
     http::{
         auth::Caller,
-        docs::{BadRequest, Invalid, Unauthorized, Unavailable},
         envelope::{Envelope, Reply},
-        extract::QueryPairs,
+        extract::{DATE_MESSAGE, QueryPairs, parse_date},
+        responses::{BadRequest, Invalid, Unauthorized, Unavailable},
     },
     state::AppState,
 };
@@ -250,9 +250,10 @@ pub async fn list(
     let mut errors = Vec::new();
     let (limit, cursor) = q.page(&mut errors);
     let date = q.get("date").and_then(|raw| {
-        NaiveDate::parse_from_str(raw, "%Y-%m-%d")
-            .map_err(|_| errors.push(FieldError::new("date", "must be a date YYYY-MM-DD")))
-            .ok()
+        parse_date(raw).or_else(|| {
+            errors.push(FieldError::new("date", DATE_MESSAGE));
+            None
+        })
     });
     let status = q.get("status").and_then(|raw| {
         if REMINDER_STATUSES.contains(&raw) {

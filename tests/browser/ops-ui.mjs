@@ -2,8 +2,9 @@
 //
 // A fake StarSender gateway rejects the first send (400 → the message fails at once); the test
 // finds the failed job in the page, lets the gateway succeed, clicks "Requeue" and checks that the
-// message is then `sent`. It saves a screenshot (target/ops-ui.png) and always cleans up (service,
-// gateway, browser, scratch database).
+// message is then `sent`. Both HTML pages (/ops/ui, then /docs) must work under their
+// Content-Security-Policy (no violation in the console). It saves a screenshot
+// (target/ops-ui.png) and always cleans up (service, gateway, browser, scratch database).
 //
 // Environment: BENGKEL_BIN (default target/debug/bengkel-whatsapp), TEST_DATABASE_URL (a superuser
 // URL of the server where the scratch database is created; default postgres://postgres@127.0.0.1:5432/postgres),
@@ -27,7 +28,7 @@ const BIN = path.resolve(ROOT, process.env.BENGKEL_BIN || 'target/debug/bengkel-
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SCREENSHOT = path.resolve(ROOT, process.env.SCREENSHOT || 'target/ops-ui.png');
 const ADMIN_URL = process.env.TEST_DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/postgres';
-const JWT_SECRET = 'browser-test-secret';
+const JWT_SECRET = 'browser-test-secret-browser-test-secret';
 const QUEUE = 'whatsapp-send';
 
 const started = Date.now();
@@ -191,9 +192,25 @@ async function main(cleanup) {
   page.on('pageerror', (e) => pageErrors.push(e.message));
   const externalRequests = [];
   page.on('request', (req) => { if (!req.url().startsWith(base) && !req.url().startsWith('data:')) externalRequests.push(req.url()); });
+  // The pages are served with a Content-Security-Policy: anything it blocks is a console error.
+  const cspViolations = [];
+  page.on('console', (msg) => {
+    if (msg.type() === 'error' && /Content Security Policy/i.test(msg.text())) cspViolations.push(msg.text());
+  });
+  const checkSecurityHeaders = (response, what) => {
+    const h = response.headers();
+    const csp = h['content-security-policy'] || '';
+    if (!csp.includes("frame-ancestors 'none'") || !csp.includes("script-src 'sha256-")) {
+      throw new Error(`${what} has no (or a weak) Content-Security-Policy: ${JSON.stringify(csp)}`);
+    }
+    if (h['x-frame-options'] !== 'DENY' || h['x-content-type-options'] !== 'nosniff') {
+      throw new Error(`${what} lacks X-Frame-Options/X-Content-Type-Options: ${JSON.stringify(h)}`);
+    }
+  };
 
   const ui = await page.goto(`${base}/ops/ui`);
   if (ui.status() !== 200) throw new Error(`GET /ops/ui → ${ui.status()}`);
+  checkSecurityHeaders(ui, 'GET /ops/ui');
 
   // A wrong token is refused with a clear message and the token form comes back.
   await page.getByTestId('token-input').fill('not-a-valid-token');
@@ -252,7 +269,19 @@ async function main(cleanup) {
   const calls = gw.requests.map((r) => (r.failing ? 400 : 200));
   if (calls.join(',') !== '400,200') throw new Error(`gateway saw ${calls.length} calls (${calls}); expected 400 then 200`);
 
+  // /docs works under its policy too: the operations come from /openapi.json and one can be sent.
+  const docs = await page.goto(`${base}/docs`);
+  if (docs.status() !== 200) throw new Error(`GET /docs → ${docs.status()}`);
+  checkSecurityHeaders(docs, 'GET /docs');
+  const health = page.locator('details', { has: page.locator('span.p', { hasText: /^\/health$/ }) });
+  await health.locator('summary').click();
+  await health.getByRole('button', { name: 'Send' }).click();
+  await health.locator('pre').filter({ hasText: /^200 / }).waitFor();
+  const operations = await page.locator('details').count();
+  log(`/docs lists ${operations} operations and sent GET /health from the page`);
+
   if (pageErrors.length) throw new Error(`JavaScript errors in the page: ${pageErrors.join(' | ')}`);
+  if (cspViolations.length) throw new Error(`Content-Security-Policy violations: ${cspViolations.join(' | ')}`);
   if (externalRequests.length) throw new Error(`the page fetched outside the service: ${externalRequests.join(', ')}`);
 }
 

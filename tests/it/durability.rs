@@ -582,7 +582,11 @@ async fn in_sandbox_mode_a_message_is_sent_to_the_built_in_gateway_and_listed() 
         assert!(Instant::now() < deadline, "not sent through the sandbox");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let listed: Value = reqwest::get(format!("{}/sandbox/starsender/messages", proc.base))
+    // The listing needs a token (any role).
+    let listed: Value = reqwest::Client::new()
+        .get(format!("{}/sandbox/starsender/messages", proc.base))
+        .bearer_auth(client_token())
+        .send()
         .await
         .unwrap()
         .json()

@@ -15,7 +15,7 @@ use serde_json::Value;
 use sqlx::{Connection, PgConnection, PgPool};
 use wiremock::{Mock, MockServer, ResponseTemplate, matchers};
 
-pub const JWT_SECRET: &str = "integration-test-secret";
+pub const JWT_SECRET: &str = "integration-test-secret-of-32-bytes-at-least";
 pub const API_KEY: &str = "device-key-123";
 
 fn admin_url() -> String {

@@ -8,6 +8,7 @@ mod customers;
 mod durability;
 mod embedded;
 mod faults;
+mod hostile;
 mod manual;
 mod ops;
 mod queue;
