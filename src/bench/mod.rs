@@ -135,7 +135,13 @@ async fn bench(config: &Config, admin_url: &str, args: &BenchArgs) -> anyhow::Re
             &gateway,
             &[("WORKER_CONCURRENCY", args.concurrency.to_string())],
         )?;
-        let budget = app::budget(&shape, ProcessRole::Serve)?;
+        // The pool of the role the part runs, at its default (or `DB_MAX_CONNECTIONS`) budget.
+        let role = match part.as_str() {
+            "enqueue" => ProcessRole::Api,
+            "drain" | "throttle" => ProcessRole::Worker,
+            _ => ProcessRole::Serve,
+        };
+        let budget = app::budget(&shape, role)?;
         let pool = crate::db::connect(&scratch.url, budget.main).await?;
         crate::db::migrate(&pool).await?;
         let result = match part.as_str() {

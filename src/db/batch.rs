@@ -26,7 +26,7 @@ impl<I, O> Clone for Batcher<I, O> {
 #[error("{0}")]
 pub struct BatchError(String);
 
-impl<I: Send + Sync + 'static, O: Send + 'static> Batcher<I, O> {
+impl<I: Clone + Send + Sync + 'static, O: Send + 'static> Batcher<I, O> {
     /// `write` gets a batch and returns one answer per item, in order. `writers` batches may be
     /// in flight at once (while one waits for its commit the next gathers). A write that fails
     /// because the database is unreachable is retried until it is back; any other failure a
@@ -55,7 +55,7 @@ impl<I: Send + Sync + 'static, O: Send + 'static> Batcher<I, O> {
 
 async fn run<I, O, F, Fut>(rx: Inbox<I, O>, write: Arc<F>, max_batch: usize)
 where
-    I: Send + Sync + 'static,
+    I: Clone + Send + Sync + 'static,
     O: Send + 'static,
     F: Fn(Arc<Vec<I>>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = sqlx::Result<Vec<O>>> + Send + 'static,
@@ -67,43 +67,20 @@ where
             return;
         }
         let (items, replies): (Vec<I>, Vec<Reply<O>>) = gathered.drain(..).unzip();
-        let items = Arc::new(items);
-        let mut wait = Duration::from_millis(100);
-        let mut tries = 0;
-        let result = loop {
-            match write(items.clone()).await {
-                Ok(answers) if answers.len() == replies.len() => break Ok(answers),
-                Ok(answers) => {
-                    break Err(format!(
-                        "batch write answered {} of {} items",
-                        answers.len(),
-                        replies.len()
-                    ));
-                }
-                // The database is away (outage, restart, every backend terminated): wait for
-                // it as long as it takes. What waits here already happened — a gateway call —
-                // and giving up would leave it unrecorded, to be sent again.
-                Err(e) if super::is_transient(&e) => {
-                    tracing::warn!(
-                        count = replies.len(),
-                        "batch write waits for the database: {e}"
-                    );
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_millis(500));
-                }
-                Err(e) if tries < 3 => {
-                    tracing::warn!(count = replies.len(), "batch write failed, retrying: {e}");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(2));
-                    tries += 1;
-                }
-                Err(e) => break Err(e.to_string()),
-            }
-        };
-        match result {
+        let n = items.len();
+        match write_with_retries(&*write, Arc::new(items.clone()), n).await {
             Ok(answers) => {
                 for (reply, answer) in replies.into_iter().zip(answers) {
                     let _ = reply.send(Ok(answer));
+                }
+            }
+            // One bad item must not fail the others it was grouped with: each alone.
+            Err(_) if n > 1 => {
+                for (item, reply) in items.into_iter().zip(replies) {
+                    let answer = write_with_retries(&*write, Arc::new(vec![item]), 1)
+                        .await
+                        .and_then(|mut a| a.pop().ok_or_else(|| "no answer".to_owned()));
+                    let _ = reply.send(answer);
                 }
             }
             Err(e) => {
@@ -111,6 +88,45 @@ where
                     let _ = reply.send(Err(e.clone()));
                 }
             }
+        }
+    }
+}
+
+/// Writes one group: waits out an unreachable database (what waits here already happened — a
+/// gateway call — and giving up would leave it unrecorded, to be sent again), retries any
+/// other failure a few times.
+async fn write_with_retries<I, O, F, Fut>(
+    write: &F,
+    items: Arc<Vec<I>>,
+    n: usize,
+) -> Result<Vec<O>, String>
+where
+    F: Fn(Arc<Vec<I>>) -> Fut,
+    Fut: Future<Output = sqlx::Result<Vec<O>>>,
+{
+    let mut wait = Duration::from_millis(100);
+    let mut tries = 0;
+    loop {
+        match write(items.clone()).await {
+            Ok(answers) if answers.len() == n => return Ok(answers),
+            Ok(answers) => {
+                return Err(format!(
+                    "batch write answered {} of {n} items",
+                    answers.len()
+                ));
+            }
+            Err(e) if super::is_transient(&e) => {
+                tracing::warn!(count = n, "batch write waits for the database: {e}");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_millis(500));
+            }
+            Err(e) if tries < 3 => {
+                tracing::warn!(count = n, "batch write failed, retrying: {e}");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+                tries += 1;
+            }
+            Err(e) => return Err(e.to_string()),
         }
     }
 }
@@ -142,6 +158,46 @@ mod tests {
             batches.load(Ordering::SeqCst) < 100,
             "items were written in groups"
         );
+    }
+
+    #[tokio::test]
+    async fn one_bad_item_fails_alone_and_the_others_of_its_group_are_written() {
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let opened = gate.clone();
+        let writer = Batcher::spawn(1, 64, move |items: Arc<Vec<u32>>| {
+            let gate = opened.clone();
+            async move {
+                // Hold the first write so that the rest gather into one group.
+                if items.contains(&0) {
+                    gate.notified().await;
+                }
+                if items.contains(&13) {
+                    Err(sqlx::Error::RowNotFound)
+                } else {
+                    Ok(items.to_vec())
+                }
+            }
+        });
+        let first = tokio::spawn({
+            let w = writer.clone();
+            async move { w.submit(0).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let rest = futures::future::join_all((10..16u32).map(|i| {
+            let w = writer.clone();
+            async move { (i, w.submit(i).await) }
+        }));
+        let rest = tokio::spawn(rest);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        gate.notify_one();
+        assert_eq!(first.await.unwrap().unwrap(), 0);
+        for (i, answer) in rest.await.unwrap() {
+            if i == 13 {
+                assert!(answer.is_err());
+            } else {
+                assert_eq!(answer.unwrap(), i);
+            }
+        }
     }
 
     #[tokio::test]

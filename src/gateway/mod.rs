@@ -244,14 +244,37 @@ pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Opt
     )
 }
 
+/// `value` with every NUL character removed from its strings and keys.
+fn without_nul(value: Value) -> Value {
+    let clean = |s: String| {
+        if s.contains('\0') {
+            s.replace('\0', "")
+        } else {
+            s
+        }
+    };
+    match value {
+        Value::String(s) => Value::String(clean(s)),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_nul).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (clean(k), without_nul(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 pub fn classify_response(status: u16, body: &[u8]) -> Outcome {
-    let json: Option<Value> = serde_json::from_slice(body).ok();
+    // What the gateway says is stored (jsonb, text): PostgreSQL refuses NUL in both, and one
+    // such answer would fail the whole group of outcomes it is written with.
+    let json: Option<Value> = serde_json::from_slice(body).ok().map(without_nul);
     let gateway_message = json
         .as_ref()
         .and_then(|v| v.get("message"))
         .and_then(Value::as_str)
         .map(str::to_owned)
-        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned());
+        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(300)]).replace('\0', ""));
     match status {
         200..=299 => match json {
             Some(v) if v.get("success") == Some(&Value::Bool(true)) => {
@@ -349,6 +372,29 @@ mod tests {
         }
         assert_eq!(classify_response(401, b"").class(), Class::Unauthorized);
         assert_eq!(classify_response(429, b"").class(), Class::RateLimited);
+    }
+
+    #[test]
+    fn nul_characters_in_an_answer_are_dropped_before_they_are_stored() {
+        let outcome = classify_response(
+            500,
+            b"{\"success\":false,\"message\":\"bad\\u0000news\",\"k\\u0000\":[\"\\u0000\"]}",
+        );
+        let Outcome::Retryable {
+            error, response, ..
+        } = outcome
+        else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(error, "gateway answered 500: badnews");
+        assert_eq!(
+            response,
+            Some(serde_json::json!({"success": false, "message": "badnews", "k": [""]}))
+        );
+        let Outcome::Retryable { error, .. } = classify_response(502, b"oops\0") else {
+            panic!()
+        };
+        assert!(!error.contains('\0'), "{error:?}");
     }
 
     #[test]

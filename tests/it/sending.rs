@@ -182,7 +182,9 @@ async fn an_idempotency_key_returns_the_original_message_and_refuses_a_different
     let (status, _) = app.call(other_caller).await;
     assert_eq!(status, 202);
 
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Two messages exist, so two sends; wait for both, then make sure no third comes.
+    app.gateway.wait_for_calls(2, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(app.gateway.calls().await, 2);
 }
 
