@@ -1,6 +1,6 @@
 //! Starting a process in one of its roles (README "Commands"): database, HTTP, workers, shutdown.
 
-use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use sqlx::PgPool;
@@ -77,20 +77,8 @@ pub fn jwt_secret(config: &Config) -> anyhow::Result<Secret> {
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
     );
-    write_private(&path, &secret)?;
+    db::embedded::write_private(&path, &secret)?;
     Ok(Secret::new(secret))
-}
-
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    std::io::Write::write_all(&mut file, contents.as_bytes())?;
-    Ok(())
 }
 
 pub async fn run(config: Config, role: ProcessRole) -> anyhow::Result<()> {

@@ -30,6 +30,7 @@ pub struct Pass {
 
 /// One vehicle of the response (README "Maintenance reminders").
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = FanoutDetail)]
 pub struct Detail {
     pub vehicle_id: Uuid,
     pub no_pol: Option<String>,
@@ -50,6 +51,7 @@ pub struct Detail {
 /// The result of a pass (README "Maintenance reminders"). `eligible` counts every vehicle in the date window:
 /// `reminder_queued + already_queued + skipped`.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = FanoutSummary)]
 pub struct Summary {
     pub run_id: Uuid,
     pub date: NaiveDate,
