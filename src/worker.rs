@@ -57,7 +57,6 @@ pub fn send_context(
     Arc::new(SendContext {
         claims,
         outcomes,
-        relaxed_pool: workers.pool.clone(),
         pool,
         gateway,
         limiter,

@@ -43,7 +43,8 @@ pub enum Decision {
     Fail {
         reason: String,
     },
-    /// Held back without spending an attempt (a paused queue; the delivery policy's holds).
+    /// Held back without spending an attempt: what the delivery policy's holds will decide. A
+    /// paused queue snoozes before any gateway call (`job.rs`), so no outcome decides it today.
     Snooze {
         until: DateTime<Utc>,
         reason: String,

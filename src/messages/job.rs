@@ -30,9 +30,8 @@ use crate::{
 /// Everything a send needs; one per process, shared by all its workers.
 pub struct SendContext {
     pub pool: PgPool,
-    /// Asynchronous commit, for the `sending` mark and apalis' bookkeeping (see `db::relaxed`).
-    pub relaxed_pool: PgPool,
-    /// Marks messages `sending` in groups, on `relaxed_pool` (see `db::batch`).
+    /// Marks messages `sending` in groups, on the relaxed pool (asynchronous commit, see
+    /// `db::relaxed` and `db::batch`).
     pub claims: Batcher<Claim, Option<Claimed>>,
     /// Writes outcomes and verdicts in groups, durably (see `db::batch`).
     pub outcomes: Batcher<Recorded, ()>,
