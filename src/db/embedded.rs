@@ -151,17 +151,8 @@ impl EmbeddedPostgres {
             if look > 0 {
                 std::thread::sleep(std::time::Duration::from_millis(200));
             }
-            let out = Command::new(self.bindir.join("psql"))
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &port,
-                    "-U",
-                    "postgres",
-                    "-d",
-                    "postgres",
-                ])
+            let out = self
+                .psql(&port)
                 .args(["-X", "-A", "-t", "-w", "-c", &sql])
                 .env("PGCONNECT_TIMEOUT", "5")
                 .env("PGPASSWORD", &self.password)
@@ -310,21 +301,27 @@ impl EmbeddedPostgres {
             .context("could not set the embedded PostgreSQL's password (single-user mode)")
     }
 
+    /// `psql` to the cluster's superuser database over TCP on 127.0.0.1.
+    fn psql(&self, port: &str) -> Command {
+        let mut command = Command::new(self.bindir.join("psql"));
+        command.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            port,
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+        ]);
+        command
+    }
+
     /// Runs `sql` on the running server over TCP, with the password (a `trust` rule ignores it).
     fn psql_with_password(&self, port: u16, sql: &str, password: &str) -> anyhow::Result<()> {
         let port = port.to_string();
-        let mut command = Command::new(self.bindir.join("psql"));
+        let mut command = self.psql(&port);
         command
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-            ])
             .args(["-X", "-q", "-w", "-v", "ON_ERROR_STOP=1"])
             .env("PGCONNECT_TIMEOUT", "5")
             .env("PGPASSWORD", password);
