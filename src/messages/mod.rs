@@ -54,6 +54,9 @@ pub enum Status {
     Retrying,
     Failed,
     Cancelled,
+    /// Not sent by its deadline (a reminder's business day, an ad-hoc `expires_at`): never sent
+    /// late.
+    Expired,
 }
 
 impl Status {
@@ -65,6 +68,7 @@ impl Status {
             Status::Retrying => "retrying",
             Status::Failed => "failed",
             Status::Cancelled => "cancelled",
+            Status::Expired => "expired",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -75,6 +79,7 @@ impl Status {
             Status::Retrying,
             Status::Failed,
             Status::Cancelled,
+            Status::Expired,
         ]
         .into_iter()
         .find(|st| st.as_str() == s)
@@ -124,6 +129,15 @@ pub struct Message {
     pub sent_at: Option<DateTime<Utc>>,
     pub failed_at: Option<DateTime<Utc>>,
     pub cancelled_at: Option<DateTime<Utc>>,
+    /// Unsent by then: `expired` (README "Delivery policy": deadlines).
+    pub expires_at: Option<DateTime<Utc>>,
+    pub expired_at: Option<DateTime<Utc>>,
+    /// An ad-hoc send that waits for the send window like a reminder.
+    pub respect_window: bool,
+    /// Held back by the delivery policy until then (no attempt spent); see `held_reason`.
+    pub held_until: Option<DateTime<Utc>>,
+    /// `rate_limit`, `retry_after`, `circuit_open`, `send_window`, `recipient_spacing` or `paused`.
+    pub held_reason: Option<String>,
     pub job_id: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

@@ -11,8 +11,9 @@ use crate::queue::{self, NewJob, Run, Verdict};
 macro_rules! columns {
     () => {
         "id, kind, to_phone, body, file_url, status, run_at, attempts, max_attempts, \
-         next_attempt_at, last_error, gateway_response, sent_at, failed_at, cancelled_at, job_id, \
-         created_at, updated_at"
+         next_attempt_at, last_error, gateway_response, sent_at, failed_at, cancelled_at, \
+         expires_at, expired_at, respect_window, held_until, held_reason, job_id, created_at, \
+         updated_at"
     };
 }
 
@@ -39,12 +40,13 @@ pub async fn store(
     max_attempts: u32,
 ) -> sqlx::Result<Stored> {
     let message_id = Uuid::now_v7();
-    let job = NewJob::send(message_id, new.run_at, max_attempts);
+    let job = NewJob::send(new.job(message_id), new.run_at, max_attempts);
     let inserted: Option<Message> = sqlx::query_as(concat!(
         "WITH m AS (
             INSERT INTO messages (id, kind, to_phone, body, file_url, run_at, job_id, max_attempts,
-                                  created_by, idempotency_scope, idempotency_key, request_fingerprint)
-            VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7, $8, $9, $9, $10, $11)
+                                  created_by, idempotency_scope, idempotency_key, request_fingerprint,
+                                  expires_at, respect_window)
+            VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7, $8, $9, $9, $10, $11, $14, $15)
             ON CONFLICT (idempotency_scope, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
             RETURNING *
          ), ",
@@ -67,6 +69,8 @@ pub async fn store(
     .bind(&new.fingerprint)
     .bind(queue::SEND_QUEUE)
     .bind(&job.payload)
+    .bind(new.expires_at)
+    .bind(new.respect_window)
     .fetch_optional(pool)
     .await?;
 
@@ -117,6 +121,7 @@ pub async fn store_batch_with_ids(
 ) -> sqlx::Result<()> {
     let n = messages.len();
     let mut jobs = Vec::with_capacity(n);
+    let (mut expires, mut windows) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let (mut kinds, mut tos, mut bodies, mut files, mut run_ats) = (
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -125,7 +130,9 @@ pub async fn store_batch_with_ids(
         Vec::with_capacity(n),
     );
     for (m, id) in messages.iter().zip(ids) {
-        let job = NewJob::send(*id, m.run_at, max_attempts);
+        let job = NewJob::send(m.job(*id), m.run_at, max_attempts);
+        expires.push(m.expires_at);
+        windows.push(m.respect_window);
         kinds.push(m.kind.as_str());
         tos.push(m.to.as_str());
         bodies.push(m.body.as_str());
@@ -135,10 +142,13 @@ pub async fn store_batch_with_ids(
     }
     let job_ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
     sqlx::query(
-        "INSERT INTO messages (id, kind, to_phone, body, file_url, run_at, job_id, max_attempts, created_by)
-         SELECT m.id, m.kind, m.to_phone, m.body, m.file_url, coalesce(m.run_at, now()), m.job_id, $8, $9
-         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[])
-              AS m(id, kind, to_phone, body, file_url, run_at, job_id)",
+        "INSERT INTO messages (id, kind, to_phone, body, file_url, run_at, job_id, max_attempts, created_by,
+                               expires_at, respect_window)
+         SELECT m.id, m.kind, m.to_phone, m.body, m.file_url, coalesce(m.run_at, now()), m.job_id, $8, $9,
+                m.expires_at, m.respect_window
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[],
+                     $10::timestamptz[], $11::bool[])
+              AS m(id, kind, to_phone, body, file_url, run_at, job_id, expires_at, respect_window)",
     )
     .bind(ids)
     .bind(&kinds)
@@ -149,6 +159,8 @@ pub async fn store_batch_with_ids(
     .bind(&job_ids)
     .bind(max_attempts as i32)
     .bind(created_by)
+    .bind(&expires)
+    .bind(&windows)
     .execute(&mut *conn)
     .await?;
     queue::enqueue(conn, queue::SEND_QUEUE, jobs).await?;

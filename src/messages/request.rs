@@ -59,11 +59,24 @@ pub struct NewMessage {
     pub file: Option<String>,
     /// `None`: due now.
     pub run_at: Option<DateTime<Utc>>,
+    /// Unsent by then: `expired` (README "Delivery policy": deadlines).
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Ad-hoc: wait for the send window like a reminder (reminders always do).
+    pub respect_window: bool,
     /// The canonical request, compared for `Idempotency-Key` replays.
     pub fingerprint: String,
 }
 
 impl NewMessage {
+    /// The payload of this message's send job.
+    pub fn job(&self, message_id: uuid::Uuid) -> crate::queue::SendJob {
+        crate::queue::SendJob {
+            message_id,
+            window: self.respect_window || self.kind != Kind::Adhoc,
+            expires_at: self.expires_at,
+        }
+    }
+
     /// A message built by the service itself (reminders, benchmarks): already valid.
     pub fn internal(
         kind: Kind,
@@ -77,6 +90,8 @@ impl NewMessage {
             body,
             file: None,
             run_at,
+            expires_at: None,
+            respect_window: false,
             fingerprint: String::new(),
         }
     }
@@ -216,6 +231,8 @@ fn build(
         body,
         file,
         run_at,
+        expires_at: None,
+        respect_window: false,
         fingerprint,
     })
 }

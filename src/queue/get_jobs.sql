@@ -32,6 +32,9 @@ AS $$
             AND job_type = v_job_type
             -- a paused queue gives nothing (README "Operations": pause/resume)
             AND NOT EXISTS (SELECT 1 FROM public.queue_pauses p WHERE p.queue = v_job_type)
+            -- nor one on hold (README "Delivery policy": Retry-After, open circuit)
+            AND NOT EXISTS (SELECT 1 FROM public.queue_holds h
+                            WHERE h.queue = v_job_type AND h.until > now())
         ORDER BY priority DESC, run_at ASC
         LIMIT v_job_count
         FOR UPDATE SKIP LOCKED

@@ -54,10 +54,17 @@ pub mod status {
 /// `last_result` of a cancelled job (the `job_states` view looks for exactly this).
 const CANCELLED_RESULT: &str = r#"{"Err": "cancelled"}"#;
 
-/// The payload of a send job: only the message id; the message lives in `messages`.
+/// The payload of a send job: the message id (the message lives in `messages`) and what the
+/// delivery policy may decide before touching the database: whether the send window applies and
+/// the message's deadline. Jobs enqueued before these existed read as `false`/`None`; the claim
+/// checks the message itself all the same.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SendJob {
     pub message_id: Uuid,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub window: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// A job to insert: its id (a ULID, as apalis requires), payload, when it is due (`None` = now,
@@ -71,9 +78,9 @@ pub struct NewJob {
 }
 
 impl NewJob {
-    pub fn send(message_id: Uuid, run_at: Option<DateTime<Utc>>, max_attempts: u32) -> Self {
-        // Serializing a struct of one UUID cannot fail.
-        let payload = serde_json::to_vec(&SendJob { message_id }).unwrap_or_default();
+    pub fn send(job: SendJob, run_at: Option<DateTime<Utc>>, max_attempts: u32) -> Self {
+        // Serializing a UUID, a bool and a timestamp cannot fail.
+        let payload = serde_json::to_vec(&job).unwrap_or_default();
         Self {
             id: new_job_id(),
             payload,
