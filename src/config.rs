@@ -68,6 +68,12 @@ pub struct Config {
     /// `DB_MAX_CONNECTIONS`; unset = the role's default (`app::default_max_connections`).
     pub db_max_connections: Option<u32>,
     pub http: HttpLimits,
+    /// `SEND_WINDOW`: initial setting of the delivery policy (then the database's).
+    pub send_window: crate::policy::window::SendWindow,
+    /// `RECIPIENT_MIN_INTERVAL_SECS`: initial setting.
+    pub recipient_min_interval_secs: u32,
+    /// `CIRCUIT_FAILURE_THRESHOLD`: initial setting.
+    pub circuit_failure_threshold: u32,
 }
 
 /// How long a client may take and how many connections it may hold (see `http::server`).
@@ -147,6 +153,13 @@ impl Config {
                 idle_timeout: Duration::from_secs(env.positive("HTTP_IDLE_TIMEOUT_SECS", 75)?),
                 max_connections: env.positive("HTTP_MAX_CONNECTIONS", 1024)? as usize,
             },
+            send_window: env.parse("SEND_WINDOW", crate::policy::window::SendWindow::DEFAULT)?,
+            recipient_min_interval_secs: env.bounded(
+                "RECIPIENT_MIN_INTERVAL_SECS",
+                6,
+                0..=86_400,
+            )?,
+            circuit_failure_threshold: env.bounded("CIRCUIT_FAILURE_THRESHOLD", 20, 1..=100_000)?,
         };
         if let (Some(_), Some(secret)) = (&config.starsender_api_key, &config.jwt_secret)
             && secret.expose().len() < MIN_LIVE_JWT_SECRET_BYTES
@@ -269,6 +282,9 @@ mod tests {
         assert_eq!(c.service_phone, "08551000727");
         assert!(c.sandbox());
         assert!(!c.public_send_endpoints);
+        assert_eq!(c.send_window.to_string(), "07:00-21:00");
+        assert_eq!(c.recipient_min_interval_secs, 6);
+        assert_eq!(c.circuit_failure_threshold, 20);
     }
 
     #[test]
@@ -283,6 +299,10 @@ mod tests {
         assert_eq!(err.var, "STARSENDER_API_URL");
         let err = parse(&[("PUBLIC_SEND_ENDPOINTS", "maybe")]).unwrap_err();
         assert_eq!(err.var, "PUBLIC_SEND_ENDPOINTS");
+        let err = parse(&[("SEND_WINDOW", "21:00")]).unwrap_err();
+        assert_eq!(err.var, "SEND_WINDOW");
+        let err = parse(&[("CIRCUIT_FAILURE_THRESHOLD", "0")]).unwrap_err();
+        assert_eq!(err.var, "CIRCUIT_FAILURE_THRESHOLD");
         for var in [
             "HTTP_HEADER_TIMEOUT_SECS",
             "HTTP_BODY_TIMEOUT_SECS",

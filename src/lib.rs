@@ -12,6 +12,7 @@ pub mod http;
 pub mod manual;
 pub mod messages;
 pub mod ops;
+pub mod policy;
 pub mod queue;
 pub mod reminders;
 pub mod state;
