@@ -176,6 +176,7 @@ pub async fn start(
 ) -> anyhow::Result<Running> {
     let local = listener.local_addr()?;
     crate::reminders::schedule::ensure(&pool, &config).await?;
+    crate::policy::settings::seed(&pool, &config).await?;
     let state = AppState::new(
         pool.clone(),
         config.clone(),
@@ -241,7 +242,18 @@ pub async fn start(
         workers
             .wakeups
             .spawn_listener(pool.clone(), shutdown.clone());
-        let ctx = crate::worker::send_context(pool.clone(), &workers, &config, gateway, pauses);
+        let policy = crate::policy::Policy::new(pool.clone(), config.app_timezone);
+        // Read before the first claim: no send goes out under a policy not yet known.
+        policy.refresh().await?;
+        policy.spawn_refresher(shutdown.clone());
+        let ctx = crate::worker::send_context(
+            pool.clone(),
+            &workers,
+            &config,
+            gateway,
+            pauses,
+            policy,
+        );
         let scheduler = Arc::new(crate::reminders::schedule::SchedulerContext {
             pool: pool.clone(),
             config: config.clone(),

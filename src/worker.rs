@@ -2,10 +2,9 @@
 //! reminder scheduler's two workers (see `reminders::schedule`), all restarted by the monitor
 //! after a database outage, stopped gracefully on shutdown (in-flight sends finish).
 
-use std::{num::NonZeroU32, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use apalis::prelude::{Monitor, WorkerBuilder, WorkerBuilderExt};
-use governor::{Quota, RateLimiter};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -13,6 +12,7 @@ use crate::{
     config::Config,
     db::batch::Batcher,
     gateway::StarSender,
+    policy::Policy,
     messages::{
         decide::RetryPolicy,
         job::{self, SendContext},
@@ -36,18 +36,16 @@ pub fn send_context(
     config: &Config,
     gateway: StarSender,
     pauses: Pauses,
+    policy: Policy,
 ) -> Arc<SendContext> {
-    let limiter = NonZeroU32::new(config.send_rate_per_second).map(|rate| {
-        let burst = NonZeroU32::new(config.send_burst).unwrap_or(NonZeroU32::MIN);
-        Arc::new(RateLimiter::direct(
-            Quota::per_second(rate).allow_burst(burst),
-        ))
-    });
     let retry_ambiguous = config.send_retry_ambiguous;
     let claim_pool = workers.pool.clone();
+    let claim_policy = policy.clone();
     let claims = Batcher::spawn(2, 256, move |batch: Arc<Vec<repo::Claim>>| {
         let pool = claim_pool.clone();
-        async move { repo::claim_batch(&pool, &batch, retry_ambiguous).await }
+        // The policy as it stands now, for the whole group.
+        let rules = claim_policy.claim_rules(retry_ambiguous, chrono::Utc::now());
+        async move { repo::claim_batch(&pool, &batch, rules).await }
     });
     let outcome_pool = pool.clone();
     let outcomes = Batcher::spawn(3, 500, move |batch: Arc<Vec<repo::Recorded>>| {
@@ -59,8 +57,8 @@ pub fn send_context(
         outcomes,
         pool,
         gateway,
-        limiter,
-        policy: RetryPolicy {
+        policy,
+        retry: RetryPolicy {
             backoff: config.backoff(),
             retry_ambiguous: config.send_retry_ambiguous,
             retry_after_cap: RETRY_AFTER_CAP,

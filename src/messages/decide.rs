@@ -43,8 +43,8 @@ pub enum Decision {
     Fail {
         reason: String,
     },
-    /// Held back without spending an attempt: what the delivery policy's holds will decide. A
-    /// paused queue snoozes before any gateway call (`job.rs`), so no outcome decides it today.
+    /// Held back without spending an attempt: a 429 or a 503 with `Retry-After` (the cluster
+    /// slows down and holds every call), a 401/403 (the send queue pauses).
     Snooze {
         until: DateTime<Utc>,
         reason: String,
@@ -89,8 +89,31 @@ pub fn decide(
         }
         now + chrono::Duration::from_std(wait).unwrap_or_default()
     };
+    let snooze = |after: Duration, reason: &str| Decision::Snooze {
+        until: now + chrono::Duration::from_std(after.min(policy.retry_after_cap)).unwrap_or_default(),
+        reason: reason.into(),
+    };
     match outcome {
         Outcome::Sent { .. } => Decision::Sent,
+        // The delivery policy's holds: the gateway asked us to slow down, or the device is
+        // logged out. No attempt is spent (README "Delivery policy").
+        Outcome::Retryable {
+            class: Class::RateLimited,
+            retry_after,
+            ..
+        } => match retry_after {
+            Some(after) => snooze(*after, "retry_after"),
+            None => snooze(policy.throttled_min_wait(), "rate_limit"),
+        },
+        Outcome::Retryable {
+            class: Class::ServerError,
+            retry_after: Some(after),
+            ..
+        } => snooze(*after, "retry_after"),
+        Outcome::Permanent {
+            class: Class::Unauthorized,
+            ..
+        } => snooze(Duration::ZERO, "paused"),
         Outcome::Retryable {
             class,
             error,
@@ -186,17 +209,17 @@ mod tests {
         }
     }
 
+    fn snoozed(d: &Decision) -> (i64, &str) {
+        match d {
+            Decision::Snooze { until, reason } => ((*until - now()).num_seconds(), reason),
+            other => panic!("not a snooze: {other:?}"),
+        }
+    }
+
     #[test]
-    fn a_429_waits_at_least_three_bases_and_honours_retry_after() {
-        let d = decide(
-            &retryable(Class::RateLimited, None),
-            1,
-            8,
-            &policy(),
-            now(),
-            0.0,
-        );
-        assert_eq!(wait_of(&d), 30, "longer minimum wait after 429");
+    fn a_429_snoozes_without_an_attempt_until_retry_after() {
+        let d = decide(&retryable(Class::RateLimited, None), 8, 8, &policy(), now(), 0.0);
+        assert_eq!(snoozed(&d), (30, "rate_limit"), "even on the last attempt");
         let d = decide(
             &retryable(Class::RateLimited, Some(Duration::from_secs(120))),
             1,
@@ -205,7 +228,7 @@ mod tests {
             now(),
             1.0,
         );
-        assert_eq!(wait_of(&d), 120, "never before Retry-After");
+        assert_eq!(snoozed(&d), (120, "retry_after"));
         let d = decide(
             &retryable(Class::ServerError, Some(Duration::from_secs(86_400))),
             1,
@@ -214,7 +237,23 @@ mod tests {
             now(),
             1.0,
         );
-        assert_eq!(wait_of(&d), 3600, "Retry-After is capped");
+        assert_eq!(snoozed(&d), (3600, "retry_after"), "Retry-After is capped");
+        // a 503 without Retry-After is a server error like any other
+        let d = decide(&retryable(Class::ServerError, None), 1, 8, &policy(), now(), 1.0);
+        assert_eq!(wait_of(&d), 10);
+    }
+
+    #[test]
+    fn unauthorized_snoozes_for_the_paused_queue() {
+        let permanent = Outcome::Permanent {
+            class: Class::Unauthorized,
+            error: "logged out".into(),
+            response: None,
+        };
+        assert_eq!(
+            snoozed(&decide(&permanent, 8, 8, &policy(), now(), 1.0)),
+            (0, "paused")
+        );
     }
 
     #[test]
@@ -240,7 +279,7 @@ mod tests {
 
     #[test]
     fn other_4xx_fail_at_once() {
-        for class in [Class::ClientError, Class::Unauthorized] {
+        for class in [Class::ClientError] {
             let permanent = Outcome::Permanent {
                 class,
                 error: "rejected".into(),

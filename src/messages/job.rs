@@ -11,7 +11,6 @@ use std::{sync::Arc, time::Instant};
 
 use apalis::prelude::{Attempt, BoxDynError, Data, TaskId, WorkerContext};
 use chrono::Utc;
-use governor::DefaultDirectRateLimiter;
 use rand::RngExt;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -19,11 +18,15 @@ use sqlx::PgPool;
 use super::{
     Status,
     decide::{Decision, RetryPolicy, decide},
-    repo::{self, Attempted, Claim, Claimed, Recorded},
+    repo::{self, Attempted, Claim, Claimed, Held, Recorded},
 };
 use crate::{
     db::batch::Batcher,
     gateway::{SendRequest, StarSender},
+    policy::{
+        Gate, Policy, sender,
+        throttle::{Acquired, Slot},
+    },
     queue::{self, Run, SendJob, Verdict, pause::Pauses, rescue::Process},
 };
 
@@ -32,13 +35,13 @@ pub struct SendContext {
     pub pool: PgPool,
     /// Marks messages `sending` in groups, on the relaxed pool (asynchronous commit, see
     /// `db::relaxed` and `db::batch`).
-    pub claims: Batcher<Claim, Option<Claimed>>,
+    pub claims: Batcher<Claim, Claimed>,
     /// Writes outcomes and verdicts in groups, durably (see `db::batch`).
     pub outcomes: Batcher<Recorded, ()>,
     pub gateway: StarSender,
-    /// `None` when `SEND_RATE_PER_SECOND=0` (no throttle).
-    pub limiter: Option<Arc<DefaultDirectRateLimiter>>,
-    pub policy: RetryPolicy,
+    /// The delivery policy: this process' view of it and its share of the cluster's rate.
+    pub policy: Policy,
+    pub retry: RetryPolicy,
     /// This process' view of paused queues.
     pub pauses: Pauses,
     /// This process' runs in flight (for orphan rescue).
@@ -96,28 +99,45 @@ pub async fn execute(ctx: &SendContext, run: Run, payload: Value) -> Result<(), 
         }
     };
     let id = job.message_id;
-    // The throttle first: a message cancelled while we wait is found so by the claim. A job
-    // fetched just before its queue was paused, or waiting here when it is, is snoozed: back to
-    // the queue, no attempt spent, no slot held.
+    // The delivery policy first, from this process' view: a paused queue, the gateway's
+    // Retry-After, an open circuit, the send window. A held run is snoozed: back to the queue,
+    // no attempt spent, no slot held.
+    if ctx.pauses.is_paused(queue::SEND_QUEUE) {
+        return hold(ctx, run, id, Utc::now(), "paused").await;
+    }
+    let past_deadline = job.expires_at.is_some_and(|e| e <= Utc::now());
+    let gate = if past_deadline {
+        // the claim expires it
+        Gate::Go
+    } else {
+        ctx.policy
+            .gate(&id.to_string(), job.window, Utc::now())
+            .await
+            .map_err(|e| SendError(format!("reading the sender's state: {e}")))?
+    };
+    if let Gate::Hold { until, reason } = gate {
+        return hold(ctx, run, id, until, reason).await;
+    }
+    // The cluster's rate: waiting for it is not an error and costs no attempt.
     let waited = Instant::now();
-    loop {
-        if ctx.pauses.is_paused(queue::SEND_QUEUE) {
-            return settle(ctx, run, queue::snooze(Utc::now(), "paused"), None).await;
+    let (rate, burst) = ctx.policy.rate();
+    let slot = if past_deadline || gate == Gate::Probe {
+        None
+    } else {
+        match ctx.policy.throttle.acquire(rate, burst).await {
+            Acquired::Slot(slot) => Some(slot),
+            Acquired::Unlimited => None,
+            Acquired::RetryAfter(until) => return hold(ctx, run, id, until, "retry_after").await,
         }
-        let Some(limiter) = &ctx.limiter else { break };
-        match limiter.check() {
-            Ok(()) => {
-                metrics::histogram!("bengkel_throttle_wait_seconds")
-                    .record(waited.elapsed().as_secs_f64());
-                break;
-            }
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(governor::clock::Clock::now(
-                    &governor::clock::DefaultClock::default(),
-                ));
-                tokio::time::sleep(wait.min(queue::pause::REFRESH)).await;
-            }
-        }
+    };
+    let wait = waited.elapsed();
+    metrics::histogram!("bengkel_throttle_wait_seconds").record(wait.as_secs_f64());
+    if wait >= RATE_HOLD_REPORTED {
+        metrics::counter!("bengkel_sends_held_total", "reason" => "rate_limit").increment(1);
+    }
+    if ctx.pauses.is_paused(queue::SEND_QUEUE) {
+        give_back(ctx, slot).await;
+        return hold(ctx, run, id, Utc::now(), "paused").await;
     }
     let started_at = Utc::now();
     let claim = Claim {
@@ -129,32 +149,14 @@ pub async fn execute(ctx: &SendContext, run: Run, payload: Value) -> Result<(), 
         .submit(claim)
         .await
         .map_err(|e| SendError(format!("claiming message {id}: {e}")))?;
-    let Some(message) = claimed else {
-        return unsendable(ctx, run, id, started_at).await;
+    let message = match claimed {
+        Claimed::Send(message) => message,
+        other => {
+            give_back(ctx, slot).await;
+            return not_sent(ctx, run, id, started_at, other).await;
+        }
     };
     let attempt = message.attempt;
-    let attempted = |decision: &Decision, class: &'static str, response| Attempted {
-        message_id: id,
-        attempt,
-        started_at,
-        outcome: decision.metric(),
-        class,
-        error: match decision {
-            Decision::RetryAt { error, .. } => Some(error.clone()),
-            Decision::Fail { reason } => Some(reason.clone()),
-            _ => None,
-        },
-        status: match decision {
-            Decision::Sent => Status::Sent,
-            Decision::RetryAt { .. } => Status::Retrying,
-            _ => Status::Failed,
-        },
-        next_attempt_at: match decision {
-            Decision::RetryAt { at, .. } => Some(*at),
-            _ => None,
-        },
-        response,
-    };
     if attempt > message.max_attempts {
         // The attempt that used up the last one was interrupted during its gateway call.
         let decision = Decision::Fail {
@@ -163,13 +165,8 @@ pub async fn execute(ctx: &SendContext, run: Run, payload: Value) -> Result<(), 
                     .into(),
         };
         let verdict = verdict_of(&decision, attempt);
-        return settle(
-            ctx,
-            run,
-            verdict,
-            Some(attempted(&decision, "interrupted", None)),
-        )
-        .await;
+        let attempted = attempted(id, attempt, started_at, &decision, "interrupted", None);
+        return settle(ctx, run, verdict, Some(attempted)).await;
     }
     if message.previous == Status::Sending {
         tracing::warn!(message_id = %id, attempt, "previous attempt was interrupted mid-call; sending again (SEND_RETRY_AMBIGUOUS)");
@@ -186,10 +183,11 @@ pub async fn execute(ctx: &SendContext, run: Run, payload: Value) -> Result<(), 
         &outcome,
         attempt,
         message.max_attempts,
-        &ctx.policy,
+        &ctx.retry,
         Utc::now(),
         jitter,
     );
+    report(ctx, &outcome, &decision).await;
     let class = outcome.class().as_str();
     let response = match outcome {
         crate::gateway::Outcome::Sent { response } => Some(response),
@@ -198,13 +196,158 @@ pub async fn execute(ctx: &SendContext, run: Run, payload: Value) -> Result<(), 
         crate::gateway::Outcome::Ambiguous { .. } => None,
     };
     let verdict = verdict_of(&decision, attempt);
-    settle(
-        ctx,
-        run,
-        verdict,
-        Some(attempted(&decision, class, response)),
-    )
-    .await
+    let attempted = attempted(id, attempt, started_at, &decision, class, response);
+    settle(ctx, run, verdict, Some(attempted)).await
+}
+
+/// A run that waited this long for the cluster's rate counts as held by it.
+const RATE_HOLD_REPORTED: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Tells the sender's shared state what the gateway's answer means for every process: a 429
+/// (or 503 with `Retry-After`) slows the cluster down and holds it, a 401/403 pauses the send
+/// queue, a connect/timeout/5xx failure counts toward the circuit, any other answer ends the
+/// streak. A failed write is logged: the answer's own message is recorded all the same.
+async fn report(ctx: &SendContext, outcome: &crate::gateway::Outcome, decision: &Decision) {
+    use crate::gateway::Class;
+    let class = outcome.class();
+    let error = match outcome {
+        crate::gateway::Outcome::Retryable { error, .. }
+        | crate::gateway::Outcome::Permanent { error, .. }
+        | crate::gateway::Outcome::Ambiguous { error, .. } => error.as_str(),
+        crate::gateway::Outcome::Sent { .. } => "",
+    };
+    let result = match (class, decision) {
+        (_, Decision::Snooze { until, reason }) if reason == "retry_after" => {
+            sender::rate_limited(&ctx.pool, Some(*until), error).await
+        }
+        (Class::RateLimited, _) => sender::rate_limited(&ctx.pool, None, error).await,
+        (Class::Unauthorized, _) => {
+            tracing::error!("gateway refused the device ({error}): pausing the send queue");
+            sender::unauthorized(&ctx.pool, error).await
+        }
+        (Class::Connect | Class::Timeout | Class::ServerError, _) => {
+            sender::failed(&ctx.pool, error).await
+        }
+        _ => match ctx.policy.view() {
+            // Nothing to reset: no write.
+            Some(v) if v.sender.consecutive_failures == 0 && v.sender.circuit == "closed" => {
+                Ok(())
+            }
+            _ => sender::answered(&ctx.pool).await,
+        },
+    };
+    if let Err(e) = result {
+        tracing::warn!("recording the gateway's answer in the sender state failed: {e}");
+        return;
+    }
+    if !matches!(class, Class::Ok) {
+        // Every process learns at its next refresh; this one at once.
+        let _ = ctx.policy.refresh().await;
+    }
+}
+
+async fn give_back(ctx: &SendContext, slot: Option<Slot>) {
+    if let Some(slot) = slot {
+        ctx.policy.throttle.give_back(slot).await;
+    }
+}
+
+/// Snoozes a run that the policy holds back before its claim, and says so on its message.
+async fn hold(
+    ctx: &SendContext,
+    run: Run,
+    message_id: uuid::Uuid,
+    until: chrono::DateTime<Utc>,
+    reason: &'static str,
+) -> Result<(), SendError> {
+    metrics::counter!("bengkel_sends_held_total", "reason" => reason).increment(1);
+    ctx.outcomes
+        .submit(Recorded {
+            run,
+            verdict: queue::snooze(until, reason),
+            attempted: None,
+            held: Some(Held {
+                message_id,
+                until,
+                reason,
+            }),
+        })
+        .await
+        .map_err(|e| SendError(format!("recording the hold: {e}")))
+}
+
+/// The claim did not hand the message over: held by the policy (the claim marked it), opted
+/// out or expired (the claim moved it), or not sendable at all.
+async fn not_sent(
+    ctx: &SendContext,
+    run: Run,
+    id: uuid::Uuid,
+    started_at: chrono::DateTime<Utc>,
+    claimed: Claimed,
+) -> Result<(), SendError> {
+    let unspent = run.fetched_attempts;
+    match claimed {
+        Claimed::Held { until, reason } => {
+            let reason = crate::policy::HELD_REASONS
+                .into_iter()
+                .find(|r| *r == reason)
+                .unwrap_or("paused");
+            metrics::counter!("bengkel_sends_held_total", "reason" => reason).increment(1);
+            settle(ctx, run, queue::snooze(until, reason), None).await
+        }
+        Claimed::OptedOut { kind } => {
+            metrics::counter!("bengkel_messages_suppressed_total", "kind" => kind.as_str())
+                .increment(1);
+            settle(ctx, run, Verdict::Cancelled { attempts: unspent }, None).await
+        }
+        Claimed::Expired { kind } => {
+            metrics::counter!("bengkel_messages_expired_total", "kind" => kind.as_str())
+                .increment(1);
+            metrics::counter!("bengkel_sends_total", "outcome" => "expired").increment(1);
+            settle(ctx, run, Verdict::Expired { attempts: unspent }, None).await
+        }
+        Claimed::Send(_) | Claimed::Unsendable => unsendable(ctx, run, id, started_at).await,
+    }
+}
+
+fn attempted(
+    message_id: uuid::Uuid,
+    attempt: i32,
+    started_at: chrono::DateTime<Utc>,
+    decision: &Decision,
+    class: &'static str,
+    response: Option<Value>,
+) -> Attempted {
+    Attempted {
+        message_id,
+        attempt,
+        started_at,
+        outcome: decision.metric(),
+        class,
+        error: match decision {
+            Decision::RetryAt { error, .. } => Some(error.clone()),
+            Decision::Fail { reason } => Some(reason.clone()),
+            Decision::Snooze { reason, .. } => Some(format!("held: {reason}")),
+            Decision::Sent => None,
+        },
+        status: match decision {
+            Decision::Sent => Status::Sent,
+            Decision::RetryAt { .. } => Status::Retrying,
+            // back to where it was: this call spent no attempt
+            Decision::Snooze { .. } if attempt > 1 => Status::Retrying,
+            Decision::Snooze { .. } => Status::Queued,
+            Decision::Fail { .. } => Status::Failed,
+        },
+        next_attempt_at: match decision {
+            Decision::RetryAt { at, .. } => Some(*at),
+            _ => None,
+        },
+        held: match decision {
+            Decision::Snooze { until, reason } => Some((*until, reason.clone())),
+            _ => None,
+        },
+        response,
+    }
 }
 
 /// The claim found nothing to send: the message is finished, cancelled, gone, or was
@@ -241,6 +384,7 @@ async fn unsendable(
                 error: Some(reason.into()),
                 status: Status::Failed,
                 next_attempt_at: None,
+                held: None,
                 response: None,
             };
             settle(ctx, run, verdict_of(&decision, attempts), Some(attempted)).await
@@ -259,7 +403,7 @@ fn fail(run: &Run, reason: String) -> Verdict {
     }
 }
 
-/// The job's side of a decision.
+/// The job's side of a decision: a snooze spends no attempt (the run's fetched count stays).
 fn verdict_of(decision: &Decision, attempts: i32) -> Verdict {
     match decision {
         Decision::Sent => Verdict::Complete { attempts },
@@ -285,10 +429,11 @@ async fn settle(
             run,
             verdict,
             attempted,
+            held: None,
         })
         .await
         .map_err(|e| SendError(format!("recording the outcome: {e}")))?;
-    if let Some(outcome) = outcome {
+    if let Some(outcome) = outcome.filter(|o| *o != "snoozed") {
         metrics::counter!("bengkel_sends_total", "outcome" => outcome).increment(1);
     }
     Ok(())

@@ -321,9 +321,9 @@ pub async fn cancelled_job(conn: &mut PgConnection, job_id: &str) -> sqlx::Resul
     follow(conn, &changes).await
 }
 
-/// The worker's view of a message it has claimed.
+/// The worker's view of a message it may send now.
 #[derive(Debug, sqlx::FromRow)]
-pub struct Claimed {
+pub struct Sendable {
     /// The status before the claim: `sending` means a previous attempt was interrupted.
     pub previous: Status,
     /// The attempt this is: the run's, or — after an interrupted attempt that may have reached
@@ -336,6 +336,26 @@ pub struct Claimed {
     pub file_url: Option<String>,
 }
 
+/// What a claim found.
+#[derive(Debug)]
+pub enum Claimed {
+    /// Marked `sending`: call the gateway.
+    Send(Sendable),
+    /// Held back by the delivery policy until then (`held_until`/`held_reason` are set on the
+    /// message; its status is unchanged): `retry_after`, `circuit_open`, `send_window`,
+    /// `recipient_spacing`.
+    Held {
+        until: DateTime<Utc>,
+        reason: String,
+    },
+    /// The number opted out in the message's scope: the message is now `cancelled`.
+    OptedOut { kind: Kind },
+    /// Past its deadline: the message is now `expired`.
+    Expired { kind: Kind },
+    /// Finished, cancelled, gone, or found `sending` while ambiguous retries are off.
+    Unsendable,
+}
+
 /// A request to claim a message for attempt `attempt`.
 #[derive(Debug, Clone, Copy)]
 pub struct Claim {
@@ -343,49 +363,164 @@ pub struct Claim {
     pub attempt: i32,
 }
 
-/// Marks each message `sending` for its attempt and returns what to send, per claim in order;
-/// `None` where the message is not sendable (finished, cancelled, missing, or found `sending`
-/// while `take_interrupted` is false). One statement for the whole batch.
+/// The delivery policy as it stands when a group of claims is made.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimRules {
+    /// `SEND_RETRY_AMBIGUOUS`: a message found `sending` is sent again.
+    pub take_interrupted: bool,
+    /// Whether now is inside the send window, and when it next opens.
+    pub in_window: bool,
+    pub next_opening: DateTime<Utc>,
+    /// Two calls to one number at least this far apart (0 = no spacing).
+    pub spacing_secs: u32,
+}
+
+/// The message's reason to be held, as the claim statement writes it.
+const MESSAGE_EXPIRED: &str = "expired: not sent by its deadline";
+pub const OPTED_OUT: &str = "recipient opted out";
+
+/// Claims a group of messages in one transaction: each is checked against the delivery policy
+/// (opt-out, deadline, the sender's holds, the send window, per-recipient spacing) and either
+/// marked `sending` — the number's last call recorded — or held, cancelled or expired; the rows
+/// that follow a cancelled or expired message follow. Results per claim, in order.
 pub async fn claim_batch(
     pool: &PgPool,
     claims: &[Claim],
-    take_interrupted: bool,
-) -> sqlx::Result<Vec<Option<Claimed>>> {
+    rules: ClaimRules,
+) -> sqlx::Result<Vec<Claimed>> {
     let ids: Vec<Uuid> = claims.iter().map(|c| c.message_id).collect();
     let attempts: Vec<i32> = claims.iter().map(|c| c.attempt).collect();
+    let mut tx = pool.begin().await?;
     let rows: Vec<ClaimedRow> = sqlx::query_as(
         "WITH input AS (
             SELECT * FROM unnest($1::uuid[], $2::int[]) AS t(id, attempt)
+         ), s AS (
+            SELECT retry_after_until, circuit, probe_by, reopen_at, probe_until
+            FROM sender_state WHERE sender = $8
          ), before AS (
-            SELECT m.id, m.status, m.job_id,
+            SELECT m.id, m.status, m.job_id, m.kind, m.to_phone, m.expires_at, m.respect_window,
                    CASE WHEN m.status = 'sending' THEN greatest(i.attempt, m.attempts + 1)
                         ELSE i.attempt END AS attempt
             FROM messages m JOIN input i ON i.id = m.id
             ORDER BY m.id FOR UPDATE OF m
+         ), judged AS (
+            SELECT b.*,
+                CASE
+                  WHEN NOT (b.status IN ('queued', 'retrying') OR (b.status = 'sending' AND $3)) THEN 'skip'
+                  WHEN EXISTS (SELECT 1 FROM suppressions x
+                               WHERE x.phone = b.to_phone AND (x.scope = 'all' OR b.kind <> 'adhoc'))
+                       THEN 'opted_out'
+                  WHEN b.expires_at <= now() THEN 'expired'
+                  WHEN (SELECT retry_after_until FROM s) > now() THEN 'retry_after'
+                  WHEN (SELECT circuit FROM s) = 'open'
+                       OR ((SELECT circuit FROM s) = 'half_open'
+                           AND (SELECT probe_by FROM s) IS DISTINCT FROM b.id::text) THEN 'circuit_open'
+                  WHEN (b.kind <> 'adhoc' OR b.respect_window) AND NOT $4 THEN 'send_window'
+                  ELSE 'ok'
+                END AS verdict
+            FROM before b
+         ), d AS (
+            SELECT j.*,
+                CASE
+                  WHEN j.verdict <> 'ok' OR $6 <= 0 THEN j.verdict
+                  WHEN r.last_sent_at > now() - make_interval(secs => $6) THEN 'recipient_spacing'
+                  WHEN row_number() OVER (PARTITION BY j.to_phone, j.verdict ORDER BY j.id) > 1
+                       THEN 'recipient_spacing'
+                  ELSE 'ok'
+                END AS disposition,
+                CASE j.verdict
+                  WHEN 'retry_after' THEN (SELECT retry_after_until FROM s)
+                  WHEN 'circuit_open' THEN greatest(coalesce((SELECT reopen_at FROM s), now()),
+                                                    coalesce((SELECT probe_until FROM s), now()),
+                                                    now() + interval '1 second')
+                  WHEN 'send_window' THEN $5
+                  ELSE greatest(coalesce(r.last_sent_at, now()), now())
+                       + make_interval(secs => greatest($6, 0))
+                END AS until
+            FROM judged j LEFT JOIN recipient_sends r ON r.phone = j.to_phone
+         ), sending AS (
+            UPDATE messages m SET status = 'sending', attempts = d.attempt, held_until = NULL,
+                   held_reason = NULL, updated_at = now()
+            FROM d WHERE m.id = d.id AND d.disposition = 'ok'
+            RETURNING m.id
+         ), held AS (
+            UPDATE messages m SET held_until = d.until, held_reason = d.disposition, updated_at = now()
+            FROM d WHERE m.id = d.id
+              AND d.disposition IN ('retry_after', 'circuit_open', 'send_window', 'recipient_spacing')
+            RETURNING m.id
+         ), withdrawn AS (
+            UPDATE messages m SET
+                status = CASE d.disposition WHEN 'expired' THEN 'expired' ELSE 'cancelled' END,
+                cancelled_at = CASE WHEN d.disposition = 'opted_out' THEN now() ELSE m.cancelled_at END,
+                expired_at = CASE WHEN d.disposition = 'expired' THEN now() ELSE m.expired_at END,
+                last_error = CASE d.disposition WHEN 'expired' THEN $9 ELSE $10 END,
+                next_attempt_at = NULL, held_until = NULL, held_reason = NULL, updated_at = now()
+            FROM d WHERE m.id = d.id AND d.disposition IN ('opted_out', 'expired')
+            RETURNING m.id
+         ), spaced AS (
+            INSERT INTO recipient_sends (phone, last_sent_at)
+            SELECT DISTINCT ON (d.to_phone) d.to_phone, now() FROM d
+            WHERE d.disposition = 'ok' AND $7
+            ON CONFLICT (phone) DO UPDATE SET last_sent_at = excluded.last_sent_at
          )
-         UPDATE messages m SET status = 'sending', attempts = b.attempt, updated_at = now()
-         FROM before b LEFT JOIN apalis.jobs j ON j.id = b.job_id
-         WHERE m.id = b.id
-           AND (b.status IN ('queued', 'retrying') OR (b.status = 'sending' AND $3))
-         RETURNING m.id, b.status AS previous, b.attempt,
-                   coalesce(j.max_attempts, m.max_attempts) AS max_attempts,
-                   m.to_phone, m.body, m.file_url",
+         SELECT d.id, d.disposition, d.until, d.kind, d.status AS previous, d.attempt,
+                coalesce(j.max_attempts, m.max_attempts) AS max_attempts,
+                m.to_phone, m.body, m.file_url
+         FROM d JOIN messages m ON m.id = d.id LEFT JOIN apalis.jobs j ON j.id = d.job_id",
     )
     .bind(&ids)
     .bind(&attempts)
-    .bind(take_interrupted)
-    .fetch_all(pool)
+    .bind(rules.take_interrupted)
+    .bind(rules.in_window)
+    .bind(rules.next_opening)
+    .bind(rules.spacing_secs as i32)
+    .bind(rules.spacing_secs > 0)
+    .bind(crate::policy::sender::SENDER)
+    .bind(MESSAGE_EXPIRED)
+    .bind(OPTED_OUT)
+    .fetch_all(&mut *tx)
     .await?;
+    let changes: Vec<Change> = rows
+        .iter()
+        .filter_map(|r| match r.disposition.as_str() {
+            "opted_out" => Some(change(r.id, Status::Cancelled, Some(OPTED_OUT.into()))),
+            "expired" => Some(change(r.id, Status::Expired, Some(MESSAGE_EXPIRED.into()))),
+            _ => None,
+        })
+        .collect();
+    follow(&mut tx, &changes).await?;
+    tx.commit().await?;
     let mut by_id: std::collections::HashMap<Uuid, Claimed> =
-        rows.into_iter().map(|r| (r.id, r.claimed)).collect();
-    Ok(ids.iter().map(|id| by_id.remove(id)).collect())
+        rows.into_iter().map(|r| (r.id, r.into_claimed())).collect();
+    Ok(ids
+        .iter()
+        .map(|id| by_id.remove(id).unwrap_or(Claimed::Unsendable))
+        .collect())
 }
 
 #[derive(sqlx::FromRow)]
 struct ClaimedRow {
     id: Uuid,
+    disposition: String,
+    until: Option<DateTime<Utc>>,
+    kind: Kind,
     #[sqlx(flatten)]
-    claimed: Claimed,
+    sendable: Sendable,
+}
+
+impl ClaimedRow {
+    fn into_claimed(self) -> Claimed {
+        match self.disposition.as_str() {
+            "ok" => Claimed::Send(self.sendable),
+            "opted_out" => Claimed::OptedOut { kind: self.kind },
+            "expired" => Claimed::Expired { kind: self.kind },
+            "skip" => Claimed::Unsendable,
+            reason => Claimed::Held {
+                until: self.until.unwrap_or_else(Utc::now),
+                reason: reason.to_owned(),
+            },
+        }
+    }
 }
 
 pub async fn status(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Status>> {
@@ -402,6 +537,16 @@ pub struct Recorded {
     pub run: Run,
     pub verdict: Verdict,
     pub attempted: Option<Attempted>,
+    /// Held back by the policy before its claim: shown on the message.
+    pub held: Option<Held>,
+}
+
+/// A message held back by the delivery policy (`held_until`, `held_reason`).
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub message_id: Uuid,
+    pub until: DateTime<Utc>,
+    pub reason: &'static str,
 }
 
 /// One attempt of a message and its new status.
@@ -419,6 +564,9 @@ pub struct Attempted {
     pub status: Status,
     /// For `retrying`: when the job runs again.
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// A call the policy does not count (429, 401): held until then, for this reason; the
+    /// message goes back to `status` with one attempt fewer.
+    pub held: Option<(DateTime<Utc>, String)>,
     pub response: Option<serde_json::Value>,
 }
 
@@ -433,6 +581,10 @@ pub async fn record_batch(pool: &PgPool, batch: &[Recorded]) -> sqlx::Result<Vec
         let changes = record_attempts(&mut tx, &attempted).await?;
         follow(&mut tx, &changes).await?;
     }
+    let held: Vec<&Held> = batch.iter().filter_map(|r| r.held.as_ref()).collect();
+    if !held.is_empty() {
+        mark_held(&mut tx, &held).await?;
+    }
     let verdicts: Vec<(Run, Verdict)> = batch
         .iter()
         .map(|r| (r.run.clone(), r.verdict.clone()))
@@ -440,6 +592,24 @@ pub async fn record_batch(pool: &PgPool, batch: &[Recorded]) -> sqlx::Result<Vec
     queue::settle(&mut tx, &verdicts).await?;
     tx.commit().await?;
     Ok(vec![(); batch.len()])
+}
+
+/// Shows why unsent messages are held back.
+async fn mark_held(conn: &mut PgConnection, held: &[&Held]) -> sqlx::Result<()> {
+    let ids: Vec<Uuid> = held.iter().map(|h| h.message_id).collect();
+    let untils: Vec<DateTime<Utc>> = held.iter().map(|h| h.until).collect();
+    let reasons: Vec<&str> = held.iter().map(|h| h.reason).collect();
+    sqlx::query(
+        "UPDATE messages m SET held_until = h.until, held_reason = h.reason, updated_at = now()
+         FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS h(id, until, reason)
+         WHERE m.id = h.id AND m.status IN ('queued', 'retrying')",
+    )
+    .bind(&ids)
+    .bind(&untils)
+    .bind(&reasons)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Inserts the attempts and moves their messages; returns the messages that finished.
@@ -457,14 +627,26 @@ async fn record_attempts(
     let nexts: Vec<Option<DateTime<Utc>>> = batch.iter().map(|r| r.next_attempt_at).collect();
     let responses: Vec<Option<&serde_json::Value>> =
         batch.iter().map(|r| r.response.as_ref()).collect();
+    let held_untils: Vec<Option<DateTime<Utc>>> =
+        batch.iter().map(|r| r.held.as_ref().map(|h| h.0)).collect();
+    let held_reasons: Vec<Option<&str>> = batch
+        .iter()
+        .map(|r| r.held.as_ref().map(|h| h.1.as_str()))
+        .collect();
     let finished: Vec<(Uuid, Status, Option<String>)> = sqlx::query_as(
         "WITH input AS (
             SELECT * FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::text[],
-                                 $6::text[], $7::text[], $8::timestamptz[], $9::jsonb[])
-                AS t(message_id, attempt, started_at, outcome, class, error, status, next_at, response)
+                                 $6::text[], $7::text[], $8::timestamptz[], $9::jsonb[],
+                                 $10::timestamptz[], $11::text[])
+                AS t(message_id, attempt, started_at, outcome, class, error, status, next_at, response,
+                     held_until, held_reason)
          ), m AS (
             UPDATE messages SET
                 status = i.status,
+                -- a held call spent no attempt
+                attempts = CASE WHEN i.held_until IS NOT NULL THEN i.attempt - 1 ELSE messages.attempts END,
+                held_until = i.held_until,
+                held_reason = i.held_reason,
                 sent_at = CASE WHEN i.status = 'sent' THEN now() END,
                 failed_at = CASE WHEN i.status = 'failed' THEN now() END,
                 next_attempt_at = i.next_at,
@@ -490,6 +672,8 @@ async fn record_attempts(
     .bind(&statuses)
     .bind(&nexts)
     .bind(&responses)
+    .bind(&held_untils)
+    .bind(&held_reasons)
     .fetch_all(conn)
     .await?;
     Ok(finished

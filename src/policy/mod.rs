@@ -2,4 +2,181 @@
 //! number safe. A job held back by the policy is snoozed (`queue::snooze`): no attempt spent, no
 //! slot held.
 
+pub mod sender;
+pub mod settings;
+pub mod throttle;
 pub mod window;
+
+use std::{
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use self::{sender::SenderState, settings::Settings, throttle::Throttle};
+
+/// How often a process reads the settings and the sender's state: a change made through the
+/// API on any process is followed by all within this (README: within 2 s).
+pub const REFRESH: Duration = Duration::from_millis(500);
+
+/// The metric reasons of `bengkel_sends_held_total`.
+pub const HELD_REASONS: [&str; 6] = [
+    "rate_limit",
+    "retry_after",
+    "circuit_open",
+    "send_window",
+    "recipient_spacing",
+    "paused",
+];
+
+/// What this process knows of the policy, refreshed every [`REFRESH`].
+#[derive(Debug, Clone)]
+pub struct View {
+    pub settings: Settings,
+    pub sender: SenderState,
+}
+
+/// One per process: the policy as last read, and the process' share of the rate.
+#[derive(Clone)]
+pub struct Policy {
+    pool: PgPool,
+    view: Arc<RwLock<Option<View>>>,
+    pub throttle: Throttle,
+    pub tz: Tz,
+}
+
+/// Where a run stands before it claims its message (from this process' view).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Gate {
+    Go,
+    /// This run is the half-open circuit's probe.
+    Probe,
+    Hold {
+        until: DateTime<Utc>,
+        reason: &'static str,
+    },
+}
+
+impl Policy {
+    pub fn new(pool: PgPool, tz: Tz) -> Self {
+        Self {
+            throttle: Throttle::new(pool.clone()),
+            pool,
+            view: Arc::default(),
+            tz,
+        }
+    }
+
+    pub fn view(&self) -> Option<View> {
+        self.view.read().ok().and_then(|v| v.clone())
+    }
+
+    pub async fn refresh(&self) -> sqlx::Result<()> {
+        let settings = settings::load(&self.pool).await?;
+        let sender = sender::state(&self.pool).await?;
+        if let (Some(settings), Some(sender)) = (settings, sender) {
+            metrics::gauge!("bengkel_send_rate_effective").set(sender.rate_effective);
+            metrics::gauge!("bengkel_circuit_open")
+                .set(if sender.circuit == "closed" { 0.0 } else { 1.0 });
+            if let Ok(mut v) = self.view.write() {
+                *v = Some(View { settings, sender });
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps the view fresh until `shutdown`, then gives unused slots back.
+    pub fn spawn_refresher(&self, shutdown: CancellationToken) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REFRESH);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        this.throttle.release().await;
+                        return;
+                    }
+                    _ = tick.tick() => {
+                        if let Err(e) = this.refresh().await {
+                            tracing::debug!("delivery policy refresh failed: {e}");
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// The sender's holds and the send window, before a run waits for the rate or claims:
+    /// what can be decided without the database. The claim checks all of it again.
+    pub async fn gate(
+        &self,
+        run_id: &str,
+        window_applies: bool,
+        now: DateTime<Utc>,
+    ) -> sqlx::Result<Gate> {
+        let Some(view) = self.view() else {
+            return Ok(Gate::Go);
+        };
+        let s = &view.sender;
+        if let Some(until) = s.retry_after_until.filter(|u| *u > now) {
+            return Ok(Gate::Hold {
+                until,
+                reason: "retry_after",
+            });
+        }
+        let circuit_hold = |until: Option<DateTime<Utc>>| Gate::Hold {
+            until: until
+                .filter(|u| *u > now)
+                .unwrap_or(now + chrono::Duration::seconds(1)),
+            reason: "circuit_open",
+        };
+        match s.circuit.as_str() {
+            "open" if s.reopen_at.is_some_and(|r| r > now) => return Ok(circuit_hold(s.reopen_at)),
+            "half_open" if s.probe_until.is_some_and(|p| p > now) => {
+                return Ok(circuit_hold(s.probe_until));
+            }
+            "open" | "half_open" => {
+                let lease = Duration::from_secs(60);
+                if sender::try_probe(&self.pool, run_id, lease).await? {
+                    let _ = self.refresh().await;
+                    return Ok(Gate::Probe);
+                }
+                return Ok(circuit_hold(None));
+            }
+            _ => {}
+        }
+        if window_applies && !view.settings.send_window.contains(now, self.tz) {
+            return Ok(Gate::Hold {
+                until: view.settings.send_window.next_opening(now, self.tz),
+                reason: "send_window",
+            });
+        }
+        Ok(Gate::Go)
+    }
+
+    /// The rules a group of claims is made under.
+    pub fn claim_rules(&self, take_interrupted: bool, now: DateTime<Utc>) -> crate::messages::repo::ClaimRules {
+        let (window, spacing) = match self.view() {
+            Some(v) => (v.settings.send_window, v.settings.recipient_min_interval_secs),
+            None => (window::SendWindow::ALWAYS, 0),
+        };
+        crate::messages::repo::ClaimRules {
+            take_interrupted,
+            in_window: window.contains(now, self.tz),
+            next_opening: window.next_opening(now, self.tz),
+            spacing_secs: spacing,
+        }
+    }
+
+    /// The rate and burst to pace with (0 = no limit).
+    pub fn rate(&self) -> (f64, u32) {
+        match self.view() {
+            Some(v) => (v.sender.rate_effective, v.settings.burst),
+            None => (0.0, 1),
+        }
+    }
+}

@@ -53,6 +53,8 @@ pub mod status {
 
 /// `last_result` of a cancelled job (the `job_states` view looks for exactly this).
 const CANCELLED_RESULT: &str = r#"{"Err": "cancelled"}"#;
+/// `last_result` of a job whose message expired (shown as cancelled).
+pub const EXPIRED_RESULT: &str = r#"{"Err": "expired"}"#;
 
 /// The payload of a send job: the message id (the message lives in `messages`) and what the
 /// delivery policy may decide before touching the database: whether the send window applies and
@@ -186,6 +188,8 @@ pub enum Verdict {
     },
     /// Its message was cancelled while the job was held.
     Cancelled { attempts: i32 },
+    /// Its message passed its deadline unsent.
+    Expired { attempts: i32 },
 }
 
 /// Snoozes a run: see [`Verdict::Snooze`].
@@ -239,6 +243,12 @@ impl Verdict {
                 Some(*attempts),
                 None,
                 serde_json::from_str(CANCELLED_RESULT).unwrap_or(Value::Null),
+            ),
+            Verdict::Expired { attempts } => (
+                status::KILLED,
+                Some(*attempts),
+                None,
+                serde_json::from_str(EXPIRED_RESULT).unwrap_or(Value::Null),
             ),
         }
     }

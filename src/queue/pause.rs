@@ -9,7 +9,8 @@ use std::{
     time::Duration,
 };
 
-use sqlx::PgPool;
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 pub const REFRESH: Duration = Duration::from_millis(250);
@@ -55,18 +56,64 @@ impl Pauses {
 /// [`REFRESH`] (and at once by `apalis.get_jobs`).
 pub async fn set_paused(pool: &PgPool, queue: &str, paused: bool, by: &str) -> sqlx::Result<()> {
     if paused {
-        sqlx::query(
-            "INSERT INTO queue_pauses (queue, paused_by) VALUES ($1, $2) ON CONFLICT (queue) DO NOTHING",
-        )
-        .bind(queue)
-        .bind(by)
-        .execute(pool)
-        .await?;
+        let mut conn = pool.acquire().await?;
+        pause_in(&mut conn, queue, by, None).await?;
     } else {
         sqlx::query("DELETE FROM queue_pauses WHERE queue = $1")
             .bind(queue)
             .execute(pool)
             .await?;
     }
+    Ok(())
+}
+
+/// Pauses a queue on the caller's connection, saying who (`by`: an operator's `sub`, or
+/// `circuit`) and why. A queue already paused keeps its first pause.
+pub async fn pause_in(
+    conn: &mut PgConnection,
+    queue: &str,
+    by: &str,
+    reason: Option<&str>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO queue_pauses (queue, paused_by, reason) VALUES ($1, $2, $3)
+         ON CONFLICT (queue) DO NOTHING",
+    )
+    .bind(queue)
+    .bind(by)
+    .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Holds a queue until `until` for `reason` (a hold that ends by itself: `apalis.get_jobs`
+/// fetches nothing of the queue before then). An existing hold is only ever extended.
+pub async fn hold(
+    conn: &mut PgConnection,
+    queue: &str,
+    reason: &str,
+    until: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO queue_holds (queue, reason, until) VALUES ($1, $2, $3)
+         ON CONFLICT (queue, reason) DO UPDATE SET until = excluded.until
+         WHERE queue_holds.until < excluded.until OR queue_holds.until < now()",
+    )
+    .bind(queue)
+    .bind(reason)
+    .bind(until)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Ends a hold before its time (the circuit closed).
+pub async fn release_hold(conn: &mut PgConnection, queue: &str, reason: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM queue_holds WHERE queue = $1 AND reason = $2")
+        .bind(queue)
+        .bind(reason)
+        .execute(conn)
+        .await?;
     Ok(())
 }

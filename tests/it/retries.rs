@@ -77,12 +77,37 @@ async fn success_false_is_retried_after_a_backoff_and_then_sent() {
 }
 
 #[tokio::test]
-async fn a_429_is_retried() {
-    retried_once_then_sent(
-        gateway_error(429, json!({"success": false, "message": "slow down"})),
-        "429",
+async fn a_429_is_snoozed_until_retry_after_without_spending_an_attempt() {
+    let app = TestApp::spawn().await;
+    app.gateway
+        .respond_times(
+            gateway_error(429, json!({"success": false, "message": "slow down"}))
+                .insert_header("Retry-After", "2"),
+            1,
+        )
+        .await;
+    let (_, body) = app
+        .send(json!({"to": "0812345678", "body": "slow"}))
+        .await;
+    let id = id_of(&body);
+    let sent = app
+        .wait_for_status(&id, "sent", Duration::from_secs(10))
+        .await;
+    assert_eq!(sent["attempts"], 1, "the 429 cost no attempt: {sent}");
+    let starts = attempt_starts(&app, &id).await;
+    assert_eq!(starts.len(), 2, "both calls are in the history");
+    let gap = (starts[1] - starts[0]).num_milliseconds();
+    assert!(gap >= 2_000, "nothing before Retry-After: {gap} ms");
+    let outcomes: Vec<String> = sqlx::query_scalar(
+        "SELECT outcome FROM message_attempts WHERE message_id = $1::uuid ORDER BY started_at",
     )
-    .await;
+    .bind(&id)
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(outcomes, ["snoozed", "sent"]);
+    let job = app.job_of(&id).await;
+    assert_eq!((job.status.as_str(), job.attempts), ("Done", 1));
 }
 
 #[tokio::test]
