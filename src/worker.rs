@@ -12,12 +12,12 @@ use crate::{
     config::Config,
     db::batch::Batcher,
     gateway::StarSender,
-    policy::Policy,
     messages::{
         decide::RetryPolicy,
         job::{self, SendContext},
         repo,
     },
+    policy::Policy,
     queue::{self, pause::Pauses},
     reminders::schedule::SchedulerContext,
 };

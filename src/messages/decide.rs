@@ -90,7 +90,8 @@ pub fn decide(
         now + chrono::Duration::from_std(wait).unwrap_or_default()
     };
     let snooze = |after: Duration, reason: &str| Decision::Snooze {
-        until: now + chrono::Duration::from_std(after.min(policy.retry_after_cap)).unwrap_or_default(),
+        until: now
+            + chrono::Duration::from_std(after.min(policy.retry_after_cap)).unwrap_or_default(),
         reason: reason.into(),
     };
     match outcome {
@@ -218,7 +219,14 @@ mod tests {
 
     #[test]
     fn a_429_snoozes_without_an_attempt_until_retry_after() {
-        let d = decide(&retryable(Class::RateLimited, None), 8, 8, &policy(), now(), 0.0);
+        let d = decide(
+            &retryable(Class::RateLimited, None),
+            8,
+            8,
+            &policy(),
+            now(),
+            0.0,
+        );
         assert_eq!(snoozed(&d), (30, "rate_limit"), "even on the last attempt");
         let d = decide(
             &retryable(Class::RateLimited, Some(Duration::from_secs(120))),
@@ -239,7 +247,14 @@ mod tests {
         );
         assert_eq!(snoozed(&d), (3600, "retry_after"), "Retry-After is capped");
         // a 503 without Retry-After is a server error like any other
-        let d = decide(&retryable(Class::ServerError, None), 1, 8, &policy(), now(), 1.0);
+        let d = decide(
+            &retryable(Class::ServerError, None),
+            1,
+            8,
+            &policy(),
+            now(),
+            1.0,
+        );
         assert_eq!(wait_of(&d), 10);
     }
 

@@ -230,9 +230,7 @@ async fn report(ctx: &SendContext, outcome: &crate::gateway::Outcome, decision: 
         }
         _ => match ctx.policy.view() {
             // Nothing to reset: no write.
-            Some(v) if v.sender.consecutive_failures == 0 && v.sender.circuit == "closed" => {
-                Ok(())
-            }
+            Some(v) if v.sender.consecutive_failures == 0 && v.sender.circuit == "closed" => Ok(()),
             _ => sender::answered(&ctx.pool).await,
         },
     };

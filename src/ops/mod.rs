@@ -94,6 +94,10 @@ pub struct QueueSummary {
     /// Age of the oldest pending job that is due (a job scheduled for later is not late).
     pub oldest_pending_age_seconds: f64,
     pub paused: bool,
+    /// Who paused it: an operator's token `sub`, or `circuit` (the gateway refused the device).
+    pub paused_by: Option<String>,
+    /// Why, when the pause says (`gateway unauthorized`).
+    pub paused_reason: Option<String>,
 }
 
 pub async fn queues(pool: &PgPool) -> sqlx::Result<Vec<QueueSummary>> {
@@ -104,9 +108,10 @@ pub async fn queues(pool: &PgPool) -> sqlx::Result<Vec<QueueSummary>> {
     )
     .fetch_all(pool)
     .await?;
-    let paused: Vec<String> = sqlx::query_scalar("SELECT queue FROM queue_pauses")
-        .fetch_all(pool)
-        .await?;
+    let paused: Vec<(String, Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT queue, paused_by, reason FROM queue_pauses")
+            .fetch_all(pool)
+            .await?;
     let mut names: Vec<String> = QUEUES.iter().map(|q| (*q).to_owned()).collect();
     names.extend(rows.iter().map(|r| r.0.clone()));
     names.sort();
@@ -126,8 +131,11 @@ pub async fn queues(pool: &PgPool) -> sqlx::Result<Vec<QueueSummary>> {
                 }
                 oldest = oldest.max(age.unwrap_or(0.0));
             }
+            let pause = paused.iter().find(|p| p.0 == queue);
             QueueSummary {
-                paused: paused.contains(&queue),
+                paused: pause.is_some(),
+                paused_by: pause.and_then(|p| p.1.clone()),
+                paused_reason: pause.and_then(|p| p.2.clone()),
                 queue,
                 counts,
                 oldest_pending_age_seconds: oldest,

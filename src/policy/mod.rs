@@ -2,6 +2,7 @@
 //! number safe. A job held back by the policy is snoozed (`queue::snooze`): no attempt spent, no
 //! slot held.
 
+pub mod routes;
 pub mod sender;
 pub mod settings;
 pub mod throttle;
@@ -80,8 +81,11 @@ impl Policy {
         let sender = sender::state(&self.pool).await?;
         if let (Some(settings), Some(sender)) = (settings, sender) {
             metrics::gauge!("bengkel_send_rate_effective").set(sender.rate_effective);
-            metrics::gauge!("bengkel_circuit_open")
-                .set(if sender.circuit == "closed" { 0.0 } else { 1.0 });
+            metrics::gauge!("bengkel_circuit_open").set(if sender.circuit == "closed" {
+                0.0
+            } else {
+                1.0
+            });
             if let Ok(mut v) = self.view.write() {
                 *v = Some(View { settings, sender });
             }
@@ -159,9 +163,16 @@ impl Policy {
     }
 
     /// The rules a group of claims is made under.
-    pub fn claim_rules(&self, take_interrupted: bool, now: DateTime<Utc>) -> crate::messages::repo::ClaimRules {
+    pub fn claim_rules(
+        &self,
+        take_interrupted: bool,
+        now: DateTime<Utc>,
+    ) -> crate::messages::repo::ClaimRules {
         let (window, spacing) = match self.view() {
-            Some(v) => (v.settings.send_window, v.settings.recipient_min_interval_secs),
+            Some(v) => (
+                v.settings.send_window,
+                v.settings.recipient_min_interval_secs,
+            ),
             None => (window::SendWindow::ALWAYS, 0),
         };
         crate::messages::repo::ClaimRules {
@@ -179,4 +190,17 @@ impl Policy {
             None => (0.0, 1),
         }
     }
+}
+
+/// A policy change may free held messages: the jobs of messages held by the window or the
+/// spacing are due again now (each is looked at again at its claim). Returns how many.
+pub async fn wake_held(pool: &PgPool) -> sqlx::Result<u64> {
+    let mut conn = pool.acquire().await?;
+    crate::queue::wake(
+        &mut conn,
+        "SELECT job_id FROM messages
+         WHERE held_reason IN ('send_window', 'recipient_spacing')
+           AND status IN ('queued', 'retrying') AND held_until > now()",
+    )
+    .await
 }

@@ -329,7 +329,10 @@ mod tests {
         assert_eq!(g.offset(3), Duration::from_millis(100));
         let g = grant(-1.0, 4.0);
         assert_eq!(g.offset(1), Duration::from_millis(500));
-        assert_eq!(g.next_try(Duration::from_millis(250)), Duration::from_millis(250));
+        assert_eq!(
+            g.next_try(Duration::from_millis(250)),
+            Duration::from_millis(250)
+        );
         assert_eq!(grant(0.0, 0.0).offset(5), Duration::ZERO);
     }
 }

@@ -107,8 +107,8 @@ impl Change {
             return Err(vec![FieldError::new("body", "must be a JSON object")]);
         };
         let mut change = Change::default();
-        let uint = |field: &str, max: u64, min: u64, errors: &mut Vec<FieldError>| {
-            match obj.get(field) {
+        let uint =
+            |field: &str, max: u64, min: u64, errors: &mut Vec<FieldError>| match obj.get(field) {
                 None | Some(serde_json::Value::Null) => None,
                 Some(v) => match v.as_u64() {
                     Some(n) if (min..=max).contains(&n) => Some(n as u32),
@@ -120,8 +120,7 @@ impl Change {
                         None
                     }
                 },
-            }
-        };
+            };
         change.recipient_min_interval_secs =
             uint("recipient_min_interval_secs", 86_400, 0, &mut errors);
         change.burst = uint("burst", u64::from(MAX_BURST), 1, &mut errors);
@@ -192,7 +191,10 @@ mod tests {
     #[test]
     fn a_change_takes_any_subset_and_reports_every_bad_field() {
         let c = Change::from_json(&json!({"send_window": "08:00-20:00", "burst": 3})).unwrap();
-        assert_eq!(c.send_window.map(|w| w.to_string()).as_deref(), Some("08:00-20:00"));
+        assert_eq!(
+            c.send_window.map(|w| w.to_string()).as_deref(),
+            Some("08:00-20:00")
+        );
         assert_eq!(c.burst, Some(3));
         assert_eq!(c.rate_per_second, None);
         assert_eq!(Change::from_json(&json!({})).unwrap(), Change::default());
@@ -213,7 +215,9 @@ mod tests {
         }
         assert!(Change::from_json(&json!([1])).is_err());
         assert_eq!(
-            Change::from_json(&json!({"rate_per_second": 0.5})).unwrap().rate_per_second,
+            Change::from_json(&json!({"rate_per_second": 0.5}))
+                .unwrap()
+                .rate_per_second,
             Some(0.5)
         );
     }

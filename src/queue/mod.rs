@@ -325,6 +325,18 @@ pub async fn cancel_waiting(conn: &mut PgConnection, job_id: &str) -> sqlx::Resu
     Ok(done.rows_affected() == 1)
 }
 
+/// Makes waiting jobs due now (their `run_at` was a snooze's), without touching their attempts:
+/// `jobs` is a query that selects job ids. Jobs a worker holds are left alone.
+pub async fn wake(conn: &mut PgConnection, jobs: &'static str) -> sqlx::Result<u64> {
+    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE apalis.jobs SET run_at = now()
+         WHERE id IN ({jobs}) AND status = 'Pending' AND run_at > now()"
+    )))
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Which finished jobs to run again.
 pub enum Requeue<'a> {
     /// One job, whatever its (finished) state; the caller checked it.

@@ -86,9 +86,7 @@ async fn a_429_is_snoozed_until_retry_after_without_spending_an_attempt() {
             1,
         )
         .await;
-    let (_, body) = app
-        .send(json!({"to": "0812345678", "body": "slow"}))
-        .await;
+    let (_, body) = app.send(json!({"to": "0812345678", "body": "slow"})).await;
     let id = id_of(&body);
     let sent = app
         .wait_for_status(&id, "sent", Duration::from_secs(10))
