@@ -320,7 +320,7 @@ pub async fn list(
         if st.is_none() {
             bad(
                 "status",
-                "must be one of queued, sending, sent, retrying, failed, cancelled",
+                "must be one of queued, sending, sent, retrying, failed, cancelled, expired",
             );
         }
         st

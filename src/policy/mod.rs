@@ -2,4 +2,5 @@
 //! number safe. A job held back by the policy is snoozed (`queue::snooze`): no attempt spent, no
 //! slot held.
 
+pub mod expiry;
 pub mod window;
