@@ -227,6 +227,7 @@ pub async fn start(
             config.job_retention_days,
             shutdown.clone(),
         ));
+        tokio::spawn(crate::policy::expiry::run(pool.clone(), shutdown.clone()));
         let budget = budget(&config, role)?;
         let workers = crate::queue::Workers {
             process: crate::queue::rescue::Process::new(),

@@ -338,6 +338,8 @@ mod tests {
         let send = "SendRequest";
         assert_eq!(prop(send, "body", "maxLength"), request::MAX_BODY_CHARS);
         assert_eq!(prop(send, "delay", "maximum"), request::MAX_DELAY_SECS);
+        assert_eq!(prop(send, "ttl_seconds", "maximum"), request::MAX_TTL_SECS);
+        assert_eq!(prop(send, "respect_window", "type")[0], "boolean");
         assert_eq!(prop(send, "file", "maxLength"), request::MAX_FILE_URL_CHARS);
         let file_url = &doc["paths"]["/whatsapp/send-with-file"]["post"]["parameters"]
             .as_array()

@@ -422,6 +422,18 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// `true` or `false`; anything else (`"true"`, `1`) is an error.
+    pub fn optional_bool(&mut self, field: &str) -> Option<bool> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => {
+                self.error(field, "must be true or false");
+                None
+            }
+        }
+    }
+
     /// An integer; `5.0` is one too (JSON and JSON Schema do not tell them apart, and some
     /// clients write every number with a fraction).
     pub fn optional_i64(&mut self, field: &str) -> Option<i64> {

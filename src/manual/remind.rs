@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -22,6 +22,9 @@ pub struct Pass {
     pub only_active: bool,
     pub service_phone: String,
     pub max_attempts: u32,
+    /// The reminders' deadline: the end of `date` in the workshop's time zone
+    /// (`reminders::end_of_business_day`).
+    pub expires_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -42,7 +45,7 @@ pub struct Detail {
     pub nopol: String,
     pub next_service: NaiveDate,
     pub days_until_service: i64,
-    /// `queued`, `already_queued`; after `wait_seconds` also `sent` / `failed`.
+    /// `queued`, `already_queued`; after `wait_seconds` also `sent` / `failed` / `expired`.
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -73,11 +76,13 @@ pub struct Summary {
 const OPEN: &str = "SELECT count(*) FROM manual_reminders r JOIN messages m ON m.id = r.message_id
      WHERE r.reminder_date = $1 AND m.status IN ('queued', 'sending', 'retrying')";
 
-fn message(c: &Candidate, service_phone: &str) -> Option<NewMessage> {
+fn message(c: &Candidate, service_phone: &str, expires_at: DateTime<Utc>) -> Option<NewMessage> {
     // Stored numbers are normalized; one that no longer parses is not sent.
     let to = PhoneNumber::parse(&c.no_hp).ok()?;
     let body = reminder_text(&c.customer_name, &c.nopol, c.next_service, service_phone);
-    Some(NewMessage::internal(Kind::Manual, to, body, None))
+    let mut message = NewMessage::internal(Kind::Manual, to, body, None);
+    message.expires_at = Some(expires_at);
+    Some(message)
 }
 
 /// Inserts reminder rows (+ their messages and jobs) for `rows`; returns the message ids of
@@ -176,7 +181,10 @@ pub async fn run(pool: &PgPool, pass: &Pass) -> sqlx::Result<Summary> {
         let full = page.len() as i64 == PAGE;
         let rows: Vec<(Uuid, NewMessage, Uuid)> = page
             .iter()
-            .filter_map(|c| Some((c.id, message(c, &pass.service_phone)?, Uuid::now_v7())))
+            .filter_map(|c| {
+                let m = message(c, &pass.service_phone, pass.expires_at)?;
+                Some((c.id, m, Uuid::now_v7()))
+            })
             .collect();
         let mut tx = pool.begin().await?;
         let inserted = queue(&mut tx, pass.date, &rows, false, pass.max_attempts).await?;
@@ -270,16 +278,16 @@ pub enum Single {
 }
 
 /// One record's reminder for `date`, whatever its `next_service` window; idempotent per record
-/// and date unless `force`.
+/// and date unless `force`. Like the others, it expires at the end of `date`.
 pub async fn send_one(
     pool: &PgPool,
     c: &Candidate,
-    date: NaiveDate,
+    (date, expires_at): (NaiveDate, DateTime<Utc>),
     force: bool,
     service_phone: &str,
     max_attempts: u32,
 ) -> sqlx::Result<Option<Single>> {
-    let Some(m) = message(c, service_phone) else {
+    let Some(m) = message(c, service_phone, expires_at) else {
         return Ok(None);
     };
     let message_id = Uuid::now_v7();

@@ -161,7 +161,8 @@ pub async fn stats(
 
 /// Moves the manual reminders of `changes` to their message's status (see
 /// `reminders::log::follow`); a delivery bumps the record's `reminder_sent_count` and
-/// `last_reminder_sent`, once. Changes of other messages do nothing.
+/// `last_reminder_sent`, once (an expired reminder bumps nothing). Changes of other messages do
+/// nothing.
 pub async fn follow(
     conn: &mut PgConnection,
     changes: &[crate::messages::Change],
@@ -177,7 +178,7 @@ pub async fn follow(
             UPDATE manual_reminders SET
                 status = c.status,
                 sent_at = CASE WHEN c.status = 'sent' THEN now() END,
-                reason = CASE WHEN c.status = 'failed' THEN c.error END,
+                reason = CASE WHEN c.status IN ('failed', 'expired') THEN c.error END,
                 updated_at = now()
             FROM c
             WHERE manual_reminders.message_id = c.message_id

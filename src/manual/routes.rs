@@ -32,7 +32,7 @@ use crate::{
         repo::{self as messages_repo, Origin, Stored},
         request::NewMessage,
     },
-    reminders::{business_date, schedule::MAX_WAIT},
+    reminders::{business_date, end_of_business_day, schedule::MAX_WAIT},
     state::AppState,
 };
 
@@ -430,8 +430,10 @@ pub async fn send_reminders(
     if !errors.is_empty() {
         return Err(AppError::Validation(errors));
     }
+    let date = business_date(state.config.app_timezone, Utc::now());
     let pass = remind::Pass {
-        date: business_date(state.config.app_timezone, Utc::now()),
+        date,
+        expires_at: end_of_business_day(state.config.app_timezone, date),
         threshold_days: threshold,
         only_active,
         service_phone: state.config.service_phone.clone(),
@@ -498,7 +500,7 @@ pub async fn send_reminder(
     let outcome = remind::send_one(
         &state.pool,
         &candidate,
-        date,
+        (date, end_of_business_day(state.config.app_timezone, date)),
         force,
         &state.config.service_phone,
         state.config.send_max_attempts,

@@ -364,6 +364,10 @@ async fn unsendable(
         // An earlier run delivered it; a re-run changes nothing.
         Some(Status::Sent) => settle(ctx, run, Verdict::Complete { attempts }, None).await,
         Some(Status::Cancelled) => settle(ctx, run, Verdict::Cancelled { attempts }, None).await,
+        Some(Status::Expired) => {
+            let attempts = run.fetched_attempts;
+            settle(ctx, run, Verdict::Expired { attempts }, None).await
+        }
         None => {
             let reason = format!("message {id} does not exist");
             settle(ctx, run.clone(), fail(&run, reason), None).await

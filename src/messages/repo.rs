@@ -287,7 +287,8 @@ async fn follow(conn: &mut PgConnection, changes: &[Change]) -> sqlx::Result<()>
 pub async fn requeued(conn: &mut PgConnection, job_ids: &[String]) -> sqlx::Result<u64> {
     let ids: Vec<Uuid> = sqlx::query_scalar(
         "UPDATE messages SET status = 'queued', attempts = 0, next_attempt_at = NULL, last_error = NULL,
-                failed_at = NULL, cancelled_at = NULL, run_at = now(), updated_at = now()
+                failed_at = NULL, cancelled_at = NULL, expired_at = NULL, run_at = now(),
+                updated_at = now()
          WHERE job_id = ANY($1)
          RETURNING id",
     )
@@ -319,6 +320,70 @@ pub async fn cancelled_job(conn: &mut PgConnection, job_id: &str) -> sqlx::Resul
         .map(|id| change(*id, Status::Cancelled, None))
         .collect();
     follow(conn, &changes).await
+}
+
+/// What one pass of the expiry sweep did.
+#[derive(Debug, Default)]
+pub struct ExpiredBatch {
+    /// The messages that became `expired`, with their kind (for the metrics).
+    pub expired: Vec<(Uuid, Kind)>,
+    /// How many due messages the pass looked at: a full pass means there may be more.
+    pub examined: usize,
+}
+
+/// Expires up to `limit` unsent messages whose deadline has passed (README "Delivery policy":
+/// deadlines), on the caller's transaction: `expired`, no longer held or waiting for a retry,
+/// their waiting jobs killed (`queue::expire_waiting`) and their reminder rows following. Rows
+/// another transaction holds (a claim, a cancel, another process' sweep) are skipped, never
+/// waited for; so is a message whose job is locked right now: the next pass takes them.
+pub async fn expire_due(conn: &mut PgConnection, limit: i64) -> sqlx::Result<ExpiredBatch> {
+    let due: Vec<(Uuid, Option<String>)> = sqlx::query_as(
+        "SELECT id, job_id FROM messages
+         WHERE expires_at IS NOT NULL AND expires_at <= now() AND status IN ('queued', 'retrying')
+         ORDER BY expires_at
+         LIMIT $1
+         FOR UPDATE SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    if due.is_empty() {
+        return Ok(ExpiredBatch::default());
+    }
+    let job_ids: Vec<String> = due.iter().filter_map(|(_, job)| job.clone()).collect();
+    let settled: std::collections::HashSet<String> = queue::expire_waiting(&mut *conn, &job_ids)
+        .await?
+        .into_iter()
+        .collect();
+    let ids: Vec<Uuid> = due
+        .iter()
+        .filter(|(_, job)| job.as_ref().is_none_or(|j| settled.contains(j)))
+        .map(|(id, _)| *id)
+        .collect();
+    let expired: Vec<(Uuid, Kind, Option<String>)> = sqlx::query_as(
+        "UPDATE messages SET status = 'expired', expired_at = now(), next_attempt_at = NULL,
+                held_until = NULL, held_reason = NULL,
+                last_error = 'expired: not sent by '
+                    || to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                updated_at = now()
+         WHERE id = ANY($1)
+         RETURNING id, kind, last_error",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let changes: Vec<Change> = expired
+        .iter()
+        .map(|(id, _, error)| change(*id, Status::Expired, error.clone()))
+        .collect();
+    follow(conn, &changes).await?;
+    Ok(ExpiredBatch {
+        expired: expired
+            .into_iter()
+            .map(|(id, kind, _)| (id, kind))
+            .collect(),
+        examined: due.len(),
+    })
 }
 
 /// The worker's view of a message it may send now.

@@ -1,7 +1,7 @@
 //! Validation of a send request into a [`NewMessage`] (README "Sending"). Every invalid field is
 //! reported at once; nothing here touches the database.
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{DateTime, Duration, SecondsFormat, TimeZone, Utc};
 use serde_json::{Map, Value};
 
 use super::{Kind, phone::PhoneNumber};
@@ -17,6 +17,8 @@ pub const MAX_FILE_URL_CHARS: usize = 2048;
 pub const MAX_DELAY_SECS: i64 = 2_592_000;
 pub const SCHEDULE_PAST_TOLERANCE_SECS: i64 = 60;
 pub const SCHEDULE_MAX_AHEAD_DAYS: i64 = 366;
+/// The longest `ttl_seconds`: 30 days, as `delay`.
+pub const MAX_TTL_SECS: i64 = 2_592_000;
 
 /// The body of `POST /whatsapp/send` as the OpenAPI document shows it; [`from_json`] is what
 /// checks it (unknown fields are ignored; `null` is the same as absent for optional fields).
@@ -48,6 +50,19 @@ pub struct SendRequest {
     /// Send at this time, unix milliseconds: at most 60 s in the past and 366 days ahead.
     /// Not together with `delay`.
     schedule: Option<i64>,
+    /// The deadline (RFC 3339 with offset): a message still unsent then becomes `expired` (within
+    /// 15 s) and is never sent late. Must be in the future and later than the time the message
+    /// is due (`delay`/`schedule`). Not together with `ttl_seconds`.
+    #[schema(format = DateTime, example = "2026-12-01T21:00:00+07:00")]
+    expires_at: Option<String>,
+    /// The deadline as seconds after the message is due (now, or `delay`/`schedule`): 1 to
+    /// 2,592,000 (30 days). Not together with `expires_at`.
+    #[schema(minimum = 1, maximum = 2592000)]
+    ttl_seconds: Option<i64>,
+    /// `true`: wait for the send window (`SEND_WINDOW`, quiet hours) like a reminder. Ad-hoc
+    /// sends ignore the window by default.
+    #[schema(default = false)]
+    respect_window: Option<bool>,
 }
 
 /// A message that passed validation, ready to be stored with its job.
@@ -151,13 +166,48 @@ fn check_schedule(ms: i64, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> 
     Ok(at)
 }
 
+/// An `expires_at` as a client writes it: RFC 3339 with an offset.
+fn parse_deadline(raw: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(raw.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            "must be an RFC 3339 timestamp with an offset, e.g. 2026-12-01T21:00:00+07:00"
+                .to_owned()
+        })
+}
+
+/// The deadline of a message due at `due`: `expires_at`, or `ttl_seconds` after `due`. A
+/// deadline at or before `due` could never be met.
+fn check_deadline(
+    expires_at: DateTime<Utc>,
+    due: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, String> {
+    if expires_at <= now {
+        return Err("must not be in the past".into());
+    }
+    if expires_at <= due {
+        return Err(format!(
+            "must be later than the time the message is due ({})",
+            due.to_rfc3339_opts(SecondsFormat::Secs, true)
+        ));
+    }
+    Ok(expires_at)
+}
+
 struct Raw<'a> {
     to: Option<&'a str>,
     body: Option<&'a str>,
     file: Option<&'a str>,
     delay: Option<i64>,
     schedule: Option<i64>,
+    expires_at: Option<&'a str>,
+    ttl_seconds: Option<i64>,
+    respect_window: Option<bool>,
 }
+
+const EXPIRES_AT: &str = "expires_at";
+const TTL_SECONDS: &str = "ttl_seconds";
 
 fn build(
     raw: Raw<'_>,
@@ -210,6 +260,29 @@ fn build(
         },
         (None, None) => {}
     }
+    // The deadline counts from when the message is due (a delay of 0 or a schedule a few
+    // seconds past is due now).
+    let due = run_at.filter(|at| *at > now).unwrap_or(now);
+    let mut expires_at = None;
+    match (raw.expires_at, raw.ttl_seconds) {
+        (Some(_), Some(_)) => {
+            let both = format!("give either `{EXPIRES_AT}` or `{TTL_SECONDS}`, not both");
+            push(EXPIRES_AT, Err(both.clone()));
+            push(TTL_SECONDS, Err(both));
+        }
+        (Some(at), None) => match parse_deadline(at).and_then(|at| check_deadline(at, due, now)) {
+            Ok(at) => expires_at = Some(at),
+            Err(e) => push(EXPIRES_AT, Err(e)),
+        },
+        (None, Some(ttl)) if (1..=MAX_TTL_SECS).contains(&ttl) => {
+            expires_at = Some(due + Duration::seconds(ttl));
+        }
+        (None, Some(_)) => push(
+            TTL_SECONDS,
+            Err(format!("must be between 1 and {MAX_TTL_SECS} seconds")),
+        ),
+        (None, None) => {}
+    }
     if !errors.is_empty() {
         return Err(AppError::Validation(errors));
     }
@@ -221,23 +294,36 @@ fn build(
     };
     // A delay of 0 is "now": keep it None so that the job is announced at once.
     let run_at = run_at.filter(|at| *at > now);
-    let fingerprint = serde_json::json!({
+    let respect_window = raw.respect_window.unwrap_or(false);
+    let mut fingerprint = serde_json::json!({
         "to": to.as_str(), "body": body, "file": file, "delay": raw.delay, "schedule": raw.schedule,
-    })
-    .to_string();
+    });
+    // The deadline fields only when given, so that a request without them keeps the
+    // fingerprint it had before they existed (keys are kept 24 h across upgrades).
+    if raw.expires_at.is_some() {
+        fingerprint["expires_at"] =
+            serde_json::json!(expires_at.map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true)));
+    }
+    if let Some(ttl) = raw.ttl_seconds {
+        fingerprint["ttl_seconds"] = serde_json::json!(ttl);
+    }
+    if respect_window {
+        fingerprint["respect_window"] = serde_json::json!(true);
+    }
     Ok(NewMessage {
         kind: Kind::Adhoc,
         to,
         body,
         file,
         run_at,
-        expires_at: None,
-        respect_window: false,
-        fingerprint,
+        expires_at,
+        respect_window,
+        fingerprint: fingerprint.to_string(),
     })
 }
 
-/// `POST /whatsapp/send` body: `{to, body, file?, delay?, schedule?}`.
+/// `POST /whatsapp/send` body: `{to, body, file?, delay?, schedule?, expires_at?, ttl_seconds?,
+/// respect_window?}`.
 pub fn from_json(map: &Map<String, Value>) -> Result<NewMessage, AppError> {
     let mut f = Fields::new(map);
     let to = f.required_str("to");
@@ -245,6 +331,9 @@ pub fn from_json(map: &Map<String, Value>) -> Result<NewMessage, AppError> {
     let file = f.optional_str("file");
     let delay = f.optional_i64("delay");
     let schedule = f.optional_i64("schedule");
+    let expires_at = f.optional_str(EXPIRES_AT);
+    let ttl_seconds = f.optional_i64(TTL_SECONDS);
+    let respect_window = f.optional_bool("respect_window");
     build(
         Raw {
             to,
@@ -252,14 +341,32 @@ pub fn from_json(map: &Map<String, Value>) -> Result<NewMessage, AppError> {
             file,
             delay,
             schedule,
+            expires_at,
+            ttl_seconds,
+            respect_window,
         },
         ["to", "body", "file", "delay", "schedule"],
         f.errors,
     )
 }
 
+/// An `expires_at` from a query string, where an unencoded `+` of the offset arrives as a space
+/// (`…T21:00:00 07:00`): read as the `+` it was.
+fn query_deadline(raw: &str) -> String {
+    let raw = raw.trim();
+    match raw.rsplit_once(' ') {
+        Some((head, offset))
+            if head.contains('T') && offset.len() == 5 && offset.as_bytes()[2] == b':' =>
+        {
+            format!("{head}+{offset}")
+        }
+        _ => raw.to_owned(),
+    }
+}
+
 /// The query-string endpoints: `phone`, `message`, and `file_url` / `schedule_timestamp_ms`
-/// where the route requires them.
+/// where the route requires them; optional `expires_at`, `ttl_seconds`, `respect_window` as in
+/// the JSON body (a blank one is absent).
 pub fn from_query(
     q: &QueryPairs,
     with_file: bool,
@@ -296,6 +403,19 @@ pub fn from_query(
         }
         None => None,
     };
+    let optional = |name: &str| q.get(name).filter(|v| !v.trim().is_empty());
+    let expires_at = optional(EXPIRES_AT).map(query_deadline);
+    let ttl_seconds = match optional(TTL_SECONDS).map(|s| s.trim().parse::<i64>()) {
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => {
+            errors.push(FieldError::new(TTL_SECONDS, "must be an integer"));
+            None
+        }
+        None => None,
+    };
+    let respect_window = optional("respect_window")
+        .is_some()
+        .then(|| q.flag("respect_window", false, &mut errors));
     build(
         Raw {
             to: phone,
@@ -303,6 +423,9 @@ pub fn from_query(
             file,
             delay: None,
             schedule,
+            expires_at: expires_at.as_deref(),
+            ttl_seconds,
+            respect_window,
         },
         [
             "phone",
@@ -376,6 +499,80 @@ mod tests {
         assert_eq!(
             fields(json(serde_json::json!({"to": "0812345678", "body": body}))),
             ["body"]
+        );
+    }
+
+    #[test]
+    fn deadline_rules() {
+        let to = |extra: Value| {
+            let mut body = serde_json::json!({"to": "0812345678", "body": "x"});
+            for (k, v) in extra.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            json(body)
+        };
+        let in_an_hour = (Utc::now() + Duration::hours(1)).to_rfc3339();
+        assert_eq!(
+            fields(to(
+                serde_json::json!({"expires_at": in_an_hour, "ttl_seconds": 5})
+            )),
+            ["expires_at", "ttl_seconds"]
+        );
+        assert_eq!(
+            fields(to(
+                serde_json::json!({"expires_at": in_an_hour, "delay": 3600})
+            )),
+            ["expires_at"]
+        );
+        assert_eq!(
+            fields(to(serde_json::json!({"expires_at": "2099-01-01 10:00"}))),
+            ["expires_at"]
+        );
+        assert_eq!(
+            fields(to(serde_json::json!({"ttl_seconds": MAX_TTL_SECS + 1}))),
+            ["ttl_seconds"]
+        );
+        assert_eq!(
+            fields(to(serde_json::json!({"respect_window": "true"}))),
+            ["respect_window"]
+        );
+        let m = to(serde_json::json!({"delay": 60, "ttl_seconds": 30, "respect_window": true}))
+            .unwrap();
+        assert_eq!(
+            m.expires_at.unwrap() - m.run_at.unwrap(),
+            Duration::seconds(30)
+        );
+        assert!(m.respect_window && m.job(uuid::Uuid::nil()).window);
+        // A request without the new fields keeps its old fingerprint.
+        let plain = to(serde_json::json!({"respect_window": false})).unwrap();
+        assert!(
+            !plain.fingerprint.contains("expires_at"),
+            "{}",
+            plain.fingerprint
+        );
+        assert!(!plain.fingerprint.contains("respect_window"));
+    }
+
+    #[test]
+    fn a_query_string_offset_whose_plus_became_a_space_is_read_as_plus() {
+        assert_eq!(
+            query_deadline("2099-01-01T10:00:00 07:00"),
+            "2099-01-01T10:00:00+07:00"
+        );
+        assert_eq!(
+            query_deadline("2099-01-01T10:00:00Z"),
+            "2099-01-01T10:00:00Z"
+        );
+        assert_eq!(query_deadline("soon please"), "soon please");
+        let q = QueryPairs(vec![
+            ("phone".into(), "08123456789".into()),
+            ("message".into(), "hi".into()),
+            ("expires_at".into(), "2099-01-01T10:00:00 07:00".into()),
+        ]);
+        let m = from_query(&q, false, false).unwrap();
+        assert_eq!(
+            m.expires_at.unwrap().to_rfc3339(),
+            "2099-01-01T03:00:00+00:00"
         );
     }
 }

@@ -148,7 +148,7 @@ pub async fn send(
 /// Queue a text message from query parameters `phone`, `message`. Without a token only when
 /// `PUBLIC_SEND_ENDPOINTS=true` (then limited per client address).
 #[utoipa::path(post, path = "/whatsapp/send-simple", operation_id = "send_simple", tag = "messages",
-    params(SimpleSend, IdempotencyKey),
+    params(SimpleSend, Deadline, IdempotencyKey),
     responses((status = 202, description = "Queued", body = Envelope<Accepted>),
         (status = 200, description = "`Idempotency-Key` replay", body = Envelope<Accepted>),
         BadRequest, Unauthorized, KeyReused, Invalid, RateLimited, Unavailable),
@@ -166,7 +166,7 @@ pub async fn send_simple(
 /// Queue a media message from query parameters `phone`, `message`, `file_url`. Without a token
 /// only when `PUBLIC_SEND_ENDPOINTS=true`.
 #[utoipa::path(post, path = "/whatsapp/send-with-file", operation_id = "send_with_file", tag = "messages",
-    params(SimpleSend, FileSend, IdempotencyKey),
+    params(SimpleSend, FileSend, Deadline, IdempotencyKey),
     responses((status = 202, description = "Queued", body = Envelope<Accepted>),
         (status = 200, description = "`Idempotency-Key` replay", body = Envelope<Accepted>),
         BadRequest, Unauthorized, KeyReused, Invalid, RateLimited, Unavailable),
@@ -184,7 +184,7 @@ pub async fn send_with_file(
 /// Queue a message for `schedule_timestamp_ms` (unix milliseconds: at most 60 s in the past
 /// and 366 days ahead). Without a token only when `PUBLIC_SEND_ENDPOINTS=true`.
 #[utoipa::path(post, path = "/whatsapp/send-scheduled", operation_id = "send_scheduled", tag = "messages",
-    params(SimpleSend, ScheduledSend, IdempotencyKey),
+    params(SimpleSend, ScheduledSend, Deadline, IdempotencyKey),
     responses((status = 202, description = "Scheduled", body = Envelope<Accepted>),
         (status = 200, description = "`Idempotency-Key` replay", body = Envelope<Accepted>),
         BadRequest, Unauthorized, KeyReused, Invalid, RateLimited, Unavailable),
@@ -213,6 +213,24 @@ pub struct SimpleSend {
     /// The text: 1 to 4096 characters once trimmed.
     #[param(min_length = 1, max_length = 4096, pattern = r"\S")]
     message: String,
+}
+
+/// The optional deadline and send-window opt-in of the query-string sends, as in the body of
+/// `POST /whatsapp/send` (checked by [`request::from_query`]; a blank value is absent).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct Deadline {
+    /// Unsent by then (RFC 3339 with offset; encode `+` as `%2B`), the message is `expired` and
+    /// never sent late. In the future and later than the time the message is due. Not together
+    /// with `ttl_seconds`.
+    #[param(format = DateTime, example = "2026-12-01T21:00:00+07:00")]
+    expires_at: Option<String>,
+    /// The deadline as seconds after the message is due: 1 to 2,592,000.
+    #[param(minimum = 1, maximum = 2592000)]
+    ttl_seconds: Option<i64>,
+    /// `true`/`1`: wait for the send window (quiet hours) like a reminder.
+    respect_window: Option<bool>,
 }
 
 #[derive(utoipa::IntoParams)]
@@ -320,7 +338,7 @@ pub async fn list(
         if st.is_none() {
             bad(
                 "status",
-                "must be one of queued, sending, sent, retrying, failed, cancelled",
+                "must be one of queued, sending, sent, retrying, failed, cancelled, expired",
             );
         }
         st

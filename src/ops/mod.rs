@@ -35,7 +35,8 @@ pub enum QueueName {
 }
 
 /// A job status (the values of [`STATES`]): `pending` waiting (scheduled or to be retried),
-/// `failed` with no attempt left. For the OpenAPI document.
+/// `failed` with no attempt left, `cancelled` withdrawn (cancelled, or its message passed its
+/// deadline unsent). For the OpenAPI document.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 #[allow(dead_code)]

@@ -2,6 +2,7 @@
 //! number safe. A job held back by the policy is snoozed (`queue::snooze`): no attempt spent, no
 //! slot held.
 
+pub mod expiry;
 pub mod routes;
 pub mod sender;
 pub mod settings;

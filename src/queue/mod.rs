@@ -53,7 +53,9 @@ pub mod status {
 
 /// `last_result` of a cancelled job (the `job_states` view looks for exactly this).
 const CANCELLED_RESULT: &str = r#"{"Err": "cancelled"}"#;
-/// `last_result` of a job whose message expired (shown as cancelled).
+/// `last_result` of a job whose message passed its deadline unsent: withdrawn, not failed, so
+/// the `job_states` view shows it as `cancelled` too
+/// (migrations/20261201000003_expired_jobs.sql).
 pub const EXPIRED_RESULT: &str = r#"{"Err": "expired"}"#;
 
 /// The payload of a send job: the message id (the message lives in `messages`) and what the
@@ -188,7 +190,8 @@ pub enum Verdict {
     },
     /// Its message was cancelled while the job was held.
     Cancelled { attempts: i32 },
-    /// Its message passed its deadline unsent.
+    /// Its message passed its deadline unsent (README "Delivery policy": deadlines); shown as
+    /// `cancelled` like a cancel.
     Expired { attempts: i32 },
 }
 
@@ -335,6 +338,39 @@ pub async fn wake(conn: &mut PgConnection, jobs: &'static str) -> sqlx::Result<u
     .execute(conn)
     .await?;
     Ok(done.rows_affected())
+}
+
+/// Kills the waiting jobs among `job_ids` whose message passed its deadline (README "Delivery
+/// policy": deadlines): `Killed`, `last_result` [`EXPIRED_RESULT`]. A job a worker holds is left
+/// alone: its claim finds the message expired. Never waits for a row lock: a job locked by
+/// another transaction at this moment (a fetch, a settle, an operator) is skipped. Returns the
+/// jobs that were looked at (killed, held by a worker, or finished); the skipped ones are not
+/// among them, so that the caller leaves their messages for its next pass.
+pub async fn expire_waiting(
+    conn: &mut PgConnection,
+    job_ids: &[String],
+) -> sqlx::Result<Vec<String>> {
+    if job_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar(
+        "WITH locked AS (
+            SELECT id, status, attempts, max_attempts FROM apalis.jobs
+            WHERE id = ANY($1)
+            FOR UPDATE SKIP LOCKED
+         ), killed AS (
+            UPDATE apalis.jobs j SET status = 'Killed', done_at = now(), lock_by = NULL,
+                   lock_at = NULL, last_result = $2::jsonb
+            FROM locked l
+            WHERE j.id = l.id
+              AND (l.status = 'Pending' OR (l.status = 'Failed' AND l.attempts < l.max_attempts))
+         )
+         SELECT id FROM locked",
+    )
+    .bind(job_ids)
+    .bind(EXPIRED_RESULT)
+    .fetch_all(conn)
+    .await
 }
 
 /// Which finished jobs to run again.

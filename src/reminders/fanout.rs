@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -26,6 +26,9 @@ pub struct Pass {
     pub threshold_days: u32,
     pub service_phone: String,
     pub max_attempts: u32,
+    /// The reminders' deadline: the end of `date` in the workshop's time zone
+    /// (`super::end_of_business_day`). Unsent by then, they expire.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// One vehicle of the response (README "Maintenance reminders").
@@ -38,7 +41,8 @@ pub struct Detail {
     pub customer_hp: Option<String>,
     pub next_visit_date: NaiveDate,
     pub days_until_visit: i64,
-    /// `queued`, `already_queued`, `skipped`; after `wait_seconds` also `sent` / `failed`.
+    /// `queued`, `already_queued`, `skipped`; after `wait_seconds` also `sent` / `failed` /
+    /// `expired` (not sent by the end of the business day).
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -140,7 +144,8 @@ async fn fan_out_page(
         match verdict(c, &pass.service_phone) {
             Verdict::Remind { to, body } => {
                 verdicts.push(None);
-                let message = NewMessage::internal(Kind::Maintenance, to, body, None);
+                let mut message = NewMessage::internal(Kind::Maintenance, to, body, None);
+                message.expires_at = Some(pass.expires_at);
                 remind.push((c, message, Uuid::now_v7()));
             }
             Verdict::Skip(reason) => verdicts.push(Some(reason)),
@@ -260,7 +265,7 @@ async fn fan_out_page(
 }
 
 /// For `wait_seconds`: waits until no reminder of `date` is still on its way (or the deadline),
-/// then reports each listed vehicle's outcome (`sent` / `failed`) and the sent count.
+/// then reports each listed vehicle's outcome (`sent` / `failed` / `expired`) and the sent count.
 pub async fn wait_for_outcomes(
     pool: &PgPool,
     summary: &mut Summary,
@@ -308,8 +313,8 @@ pub async fn wait_settled(
     }
 }
 
-/// For messages that finished: `sent`, or `failed` with the reason (a cancelled one counts as
-/// failed). Messages still on their way are absent.
+/// For messages that finished: `sent`, `expired` with the reason, or `failed` with the reason (a
+/// cancelled one counts as failed). Messages still on their way are absent.
 pub async fn final_outcomes(
     pool: &PgPool,
     ids: &[Uuid],
@@ -324,6 +329,7 @@ pub async fn final_outcomes(
         .filter_map(|(id, status, error)| match status.as_str() {
             "sent" => Some((id, ("sent".to_owned(), None))),
             "failed" | "cancelled" => Some((id, ("failed".to_owned(), error.or(Some(status))))),
+            "expired" => Some((id, ("expired".to_owned(), error))),
             _ => None,
         })
         .collect())

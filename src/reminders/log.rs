@@ -6,8 +6,9 @@ use sqlx::PgConnection;
 use crate::messages::Change;
 
 /// Moves the reminders of `changes` to their message's status: `sent` (with `sent_at`, and the
-/// `whatsapp_report` frequency of that customer and vehicle counted once), `failed` (with the
-/// reason), `cancelled`, or `queued` again (requeue). Changes of other messages do nothing.
+/// `whatsapp_report` frequency of that customer and vehicle counted once), `failed` or `expired`
+/// (with the reason; neither is counted in the report), `cancelled`, or `queued` again
+/// (requeue). Changes of other messages do nothing.
 pub async fn follow(conn: &mut PgConnection, changes: &[Change]) -> sqlx::Result<()> {
     if changes.is_empty() {
         return Ok(());
@@ -20,7 +21,7 @@ pub async fn follow(conn: &mut PgConnection, changes: &[Change]) -> sqlx::Result
             UPDATE reminders SET
                 status = c.status,
                 sent_at = CASE WHEN c.status = 'sent' THEN now() END,
-                reason = CASE WHEN c.status = 'failed' THEN c.error END,
+                reason = CASE WHEN c.status IN ('failed', 'expired') THEN c.error END,
                 updated_at = now()
             FROM c
             WHERE reminders.message_id = c.message_id

@@ -12,7 +12,7 @@ pub mod report;
 pub mod routes;
 pub mod schedule;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 
 use crate::messages::phone::PhoneNumber;
@@ -24,6 +24,22 @@ pub const JOB_NAME: &str = "Maintenance Reminder WhatsApp";
 /// The business date of `now` in the workshop's time zone.
 pub fn business_date(tz: Tz, now: DateTime<Utc>) -> NaiveDate {
     now.with_timezone(&tz).date_naive()
+}
+
+/// The deadline of a reminder for business date `date`: the end of that day, midnight in the
+/// workshop's time zone at the start of the next day (README "Delivery policy": deadlines). A
+/// midnight that a daylight-saving change skips is the first instant after it.
+pub fn end_of_business_day(tz: Tz, date: NaiveDate) -> DateTime<Utc> {
+    let next = date
+        .succ_opt()
+        .unwrap_or(date)
+        .and_time(chrono::NaiveTime::MIN);
+    (0..=24)
+        .find_map(|hour| {
+            tz.from_local_datetime(&(next + chrono::Duration::hours(hour)))
+                .earliest()
+        })
+        .map_or_else(|| next.and_utc(), |t| t.with_timezone(&Utc))
 }
 
 /// The default reminder text of README "Maintenance reminders" (one line, date as `dd-mm-yyyy`).
@@ -126,6 +142,25 @@ mod tests {
         assert_eq!(
             verdict(&c, "x"),
             Verdict::Skip("vehicle has no no_pol".into())
+        );
+    }
+
+    #[test]
+    fn a_reminder_expires_at_the_next_local_midnight() {
+        let date = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+        assert_eq!(
+            end_of_business_day(chrono_tz::Asia::Jakarta, date).to_rfc3339(),
+            "2026-12-01T17:00:00+00:00"
+        );
+        assert_eq!(
+            end_of_business_day(chrono_tz::UTC, date).to_rfc3339(),
+            "2026-12-02T00:00:00+00:00"
+        );
+        // Santiago skips 00:00-01:00 on 2026-09-06: the day ends at 01:00 local (-03:00).
+        let spring = NaiveDate::from_ymd_opt(2026, 9, 5).unwrap();
+        assert_eq!(
+            end_of_business_day(chrono_tz::America::Santiago, spring).to_rfc3339(),
+            "2026-09-06T04:00:00+00:00"
         );
     }
 

@@ -218,7 +218,8 @@ pub struct ReminderPage {
     next_cursor: Option<Uuid>,
 }
 
-pub(crate) const REMINDER_STATUSES: [&str; 4] = ["queued", "sent", "failed", "cancelled"];
+pub(crate) const REMINDER_STATUSES: [&str; 5] =
+    ["queued", "sent", "failed", "cancelled", "expired"];
 
 /// A reminder's status (the values of [`REMINDER_STATUSES`]), for the OpenAPI document.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -229,6 +230,8 @@ pub enum ReminderStatus {
     Sent,
     Failed,
     Cancelled,
+    /// Not sent by the end of its business day (README "Delivery policy": deadlines).
+    Expired,
 }
 
 /// The reminder log, newest first: filters `date` (YYYY-MM-DD), `status`, `vehicle_id`;

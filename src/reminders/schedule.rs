@@ -203,6 +203,7 @@ pub fn pass(config: &Config, date: NaiveDate) -> fanout::Pass {
         threshold_days: config.reminder_days_threshold,
         service_phone: config.service_phone.clone(),
         max_attempts: config.send_max_attempts,
+        expires_at: super::end_of_business_day(config.app_timezone, date),
     }
 }
 

@@ -5,6 +5,7 @@ mod helpers;
 
 mod auth;
 mod customers;
+mod deadlines;
 mod durability;
 mod embedded;
 mod faults;
