@@ -58,6 +58,7 @@ pub fn router(state: AppState, surface: Surface) -> Router {
             .merge(crate::reminders::report::router())
             .merge(crate::manual::routes::router())
             .merge(crate::ops::routes::router())
+            .merge(crate::suppressions::routes::router())
             .merge(docs::router());
     }
     app.fallback(not_found)

@@ -315,6 +315,30 @@ pub async fn cancel_waiting(conn: &mut PgConnection, job_id: &str) -> sqlx::Resu
     Ok(done.rows_affected() == 1)
 }
 
+/// [`cancel_waiting`] for many jobs in one statement (rows locked in id order). Returns how many
+/// were cancelled.
+pub async fn cancel_waiting_many(conn: &mut PgConnection, job_ids: &[String]) -> sqlx::Result<u64> {
+    if job_ids.is_empty() {
+        return Ok(0);
+    }
+    let done = sqlx::query(
+        "WITH picked AS (
+            SELECT id FROM apalis.jobs
+            WHERE id = ANY($1)
+              AND (status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts))
+            ORDER BY id FOR UPDATE
+         )
+         UPDATE apalis.jobs SET status = 'Killed', done_at = now(), lock_by = NULL, lock_at = NULL,
+                last_result = $2::jsonb
+         FROM picked WHERE apalis.jobs.id = picked.id",
+    )
+    .bind(job_ids)
+    .bind(CANCELLED_RESULT)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Which finished jobs to run again.
 pub enum Requeue<'a> {
     /// One job, whatever its (finished) state; the caller checked it.

@@ -15,5 +15,6 @@ mod queue;
 mod reminders;
 mod retries;
 mod sending;
+mod suppressions;
 mod throttle;
 mod validation;
