@@ -498,6 +498,138 @@ async fn scope_reminders_lets_adhoc_sends_through() {
     .await;
 }
 
+#[tokio::test]
+async fn the_fanout_and_the_manual_passes_skip_opted_out_numbers() {
+    let app = TestApp::spawn().await;
+    pause_sends(&app).await;
+    suppress(&app, "0812 3456 789", "reminders").await;
+    suppress(&app, "0813 9999 000", "all").await;
+    for (nama, hp, no_pol) in [
+        ("Budi", "0812 3456 789", "B 1 OPT"),
+        ("Ani", "0813 9999 000", "B 3 ALL"),
+        ("Sari", "0813 0000 111", "B 2 KEEP"),
+    ] {
+        let (status, body) = app
+            .call(app.post("/customers").json(&json!({"nama": nama, "hp": hp,
+                "vehicles": [{"no_pol": no_pol, "model": "Avanza", "next_visit_date": today().to_string()}]})))
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, fanout) = app
+        .call(app.post("/scheduler/maintenance-reminder/run-now"))
+        .await;
+    assert_eq!(status, 200, "{fanout}");
+    let s = &fanout["data"];
+    assert_eq!(
+        (
+            s["eligible"].as_i64(),
+            s["reminder_queued"].as_i64(),
+            s["skipped"].as_i64()
+        ),
+        (Some(3), Some(1), Some(2)),
+        "{s}"
+    );
+    for d in s["details"].as_array().unwrap() {
+        if d["no_pol"] == "B 2 KEEP" {
+            assert_eq!(d["status"], "queued");
+        } else {
+            assert_eq!(
+                (d["status"].as_str(), d["reason"].as_str()),
+                (Some("skipped"), Some("opted out")),
+                "{d}"
+            );
+            assert!(d.get("message_id").is_none());
+        }
+    }
+    assert_eq!(count(&app, "SELECT count(*) FROM reminders").await, 1);
+
+    // Manual records.
+    let mut ids = Vec::new();
+    for (name, nopol, phone) in [
+        ("Budi", "B 10 OPT", "0812-3456-789"),
+        ("Sari", "B 20 KEEP", "0813 0000 111"),
+    ] {
+        let (status, body) = app
+            .call(
+                app.post("/manual-whatsapp/")
+                    .json(&json!({"customer_name": name, "nopol": nopol,
+                "no_hp": phone, "next_service": today().to_string()})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        ids.push(body["data"]["id"].as_str().unwrap().to_owned());
+    }
+    let (status, manual) = app
+        .call(app.post("/manual-whatsapp/send-reminders").json(&json!({})))
+        .await;
+    assert_eq!(status, 200, "{manual}");
+    let s = &manual["data"];
+    assert_eq!(
+        (s["reminder_queued"].as_i64(), s["skipped"].as_i64()),
+        (Some(1), Some(1)),
+        "{s}"
+    );
+    let opted = s["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["nopol"] == "B 10 OPT")
+        .unwrap_or_else(|| panic!("the opted-out record is listed: {s}"));
+    assert_eq!(
+        (
+            opted["status"].as_str(),
+            opted["reason"].as_str(),
+            opted["message_id"].is_null()
+        ),
+        (Some("skipped"), Some("opted out"), true)
+    );
+
+    // One record's reminder, even forced.
+    let (status, one) = app
+        .call(app.post(&format!(
+            "/manual-whatsapp/{}/send-reminder?force=true",
+            ids[0]
+        )))
+        .await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(
+        (
+            one["data"]["status"].as_str(),
+            one["data"]["reason"].as_str(),
+            one["data"]["message_id"].is_null()
+        ),
+        (Some("skipped"), Some("opted out"), true),
+        "{one}"
+    );
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM manual_reminders").await,
+        1,
+        "only the other record's reminder"
+    );
+
+    // A custom message (kind manual) is a send: accepted, cancelled.
+    let (status, custom) = app
+        .call(
+            app.post("/manual-whatsapp/send-custom-message")
+                .json(&json!({"no_hp": "0812 3456 789", "message": "promo"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{custom}");
+    assert_eq!(
+        (
+            custom["data"]["status"].as_str(),
+            custom["data"]["last_error"].as_str()
+        ),
+        (Some("cancelled"), Some("recipient opted out")),
+        "{custom}"
+    );
+
+    resume_sends(&app).await;
+    app.gateway.wait_for_calls(2, Duration::from_secs(15)).await;
+    let to: Vec<String> = delivered_to(&app).await;
+    assert_eq!(to, ["628130000111", "628130000111"], "only the kept number");
+}
+
 /// A send that a worker claimed just before the opt-out finishes its gateway call before the
 /// `POST` answers: after the answer nothing in scope is on its way to the gateway.
 #[tokio::test]
