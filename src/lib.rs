@@ -16,5 +16,6 @@ pub mod policy;
 pub mod queue;
 pub mod reminders;
 pub mod state;
+pub mod suppressions;
 pub mod telemetry;
 pub mod worker;

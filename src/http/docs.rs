@@ -85,6 +85,9 @@ use crate::state::AppState;
         crate::policy::routes::policy,
         crate::policy::routes::change_policy,
         crate::policy::routes::held,
+        crate::suppressions::routes::add,
+        crate::suppressions::routes::list,
+        crate::suppressions::routes::remove,
     ),
     components(schemas(ErrorEnvelope)),
     modifiers(&BearerAuth, &OptionalBodies),
@@ -93,7 +96,8 @@ use crate::state::AppState;
          (name = "reminders", description = "Daily maintenance reminders: fan-out, schedule, log"),
          (name = "whatsapp-report", description = "How often each customer + vehicle was reminded"),
          (name = "manual-whatsapp", description = "Customers kept outside the customer table, reminded through the same queue"),
-         (name = "ops", description = "Operations (role ops): queues, jobs, requeue, cancel, pause, purge"))
+         (name = "ops", description = "Operations (role ops): queues, jobs, requeue, cancel, pause, purge"),
+         (name = "suppressions", description = "The opt-out list: numbers that must not be messaged (any valid token, role client or ops)"))
 )]
 pub struct ApiDoc;
 
@@ -375,6 +379,11 @@ mod tests {
         };
         assert_eq!(values("QueueName"), crate::ops::QUEUES);
         assert_eq!(values("JobStatus"), crate::ops::STATES);
+        assert_eq!(values("SuppressionScope"), ["reminders", "all"]);
+        assert_eq!(
+            prop("SuppressionRequest", "reason", "maxLength"),
+            crate::suppressions::MAX_REASON_CHARS
+        );
         assert_eq!(
             values("ReminderStatus"),
             crate::reminders::routes::REMINDER_STATUSES
@@ -388,6 +397,7 @@ mod tests {
             ("NewRecord", "no_hp"),
             ("RecordChanges", "no_hp"),
             ("CustomMessage", "no_hp"),
+            ("SuppressionRequest", "phone"),
         ] {
             assert_eq!(prop(s, field, "pattern"), phone, "{s}.{field}");
             seen += 1;
@@ -400,7 +410,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(seen, 4 + 4, "phone fields and parameters checked");
+        assert_eq!(seen, 5 + 6, "phone fields and parameters checked");
 
         let mut job_ids = 0;
         for (_, path, op) in operations(&doc) {

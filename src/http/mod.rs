@@ -59,6 +59,7 @@ pub fn router(state: AppState, surface: Surface) -> Router {
             .merge(crate::manual::routes::router())
             .merge(crate::ops::routes::router())
             .merge(crate::policy::routes::router())
+            .merge(crate::suppressions::routes::router())
             .merge(docs::router());
     }
     app.fallback(not_found)

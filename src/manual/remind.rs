@@ -13,6 +13,7 @@ use super::reminder_text;
 use crate::{
     messages::{Kind, phone::PhoneNumber, repo, request::NewMessage},
     reminders::fanout::{MAX_DETAILS, PAGE, final_outcomes, wait_settled},
+    suppressions,
 };
 
 #[derive(Debug, Clone)]
@@ -45,7 +46,8 @@ pub struct Detail {
     pub nopol: String,
     pub next_service: NaiveDate,
     pub days_until_service: i64,
-    /// `queued`, `already_queued`; after `wait_seconds` also `sent` / `failed` / `expired`.
+    /// `queued`, `already_queued`, `skipped` (with `reason` `opted out`: the number is on the
+    /// opt-out list); after `wait_seconds` also `sent` / `failed` / `expired`.
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -179,12 +181,20 @@ pub async fn run(pool: &PgPool, pass: &Pass) -> sqlx::Result<Summary> {
         let Some(last) = page.last() else { break };
         cursor = (last.next_service, last.id);
         let full = page.len() as i64 == PAGE;
-        let rows: Vec<(Uuid, NewMessage, Uuid)> = page
+        let built: Vec<(Uuid, NewMessage)> = page
             .iter()
-            .filter_map(|c| {
-                let m = message(c, &pass.service_phone, pass.expires_at)?;
-                Some((c.id, m, Uuid::now_v7()))
-            })
+            .filter_map(|c| Some((c.id, message(c, &pass.service_phone, pass.expires_at)?)))
+            .collect();
+        // Numbers on the opt-out list (README "Opt-out"): one query for the page.
+        let phones: Vec<&str> = built.iter().map(|(_, m)| m.to.as_str()).collect();
+        let blocked = suppressions::repo::blocked_among(pool, &phones, Kind::Manual).await?;
+        let (opted_out, rows): (Vec<_>, Vec<_>) = built
+            .into_iter()
+            .map(|(id, m)| (id, m, Uuid::now_v7()))
+            .partition(|(_, m, _)| blocked.contains(m.to.as_str()));
+        let opted_out: HashMap<Uuid, String> = opted_out
+            .into_iter()
+            .map(|(id, m, _)| (id, m.body))
             .collect();
         let mut tx = pool.begin().await?;
         let inserted = queue(&mut tx, pass.date, &rows, false, pass.max_attempts).await?;
@@ -205,6 +215,23 @@ pub async fn run(pool: &PgPool, pass: &Pass) -> sqlx::Result<Summary> {
             s.eligible += 1;
             let Some((_, m, message_id)) = by_record.get(&c.id).copied() else {
                 s.skipped += 1;
+                if let Some(body) = opted_out.get(&c.id) {
+                    if s.details.len() < MAX_DETAILS {
+                        s.details.push(Detail {
+                            id: c.id,
+                            customer_name: c.customer_name.clone(),
+                            nopol: c.nopol.clone(),
+                            next_service: c.next_service,
+                            days_until_service: (c.next_service - pass.date).num_days(),
+                            status: "skipped".into(),
+                            reason: Some(suppressions::OPTED_OUT.into()),
+                            message_id: None,
+                            message: body.clone(),
+                        });
+                    } else {
+                        s.details_truncated = true;
+                    }
+                }
                 continue;
             };
             let (status, message_id) = if inserted.contains(message_id) {
@@ -275,6 +302,10 @@ pub enum Single {
         message_id: Option<Uuid>,
         message: String,
     },
+    /// The number is on the opt-out list (README "Opt-out"): nothing queued.
+    OptedOut {
+        message: String,
+    },
 }
 
 /// One record's reminder for `date`, whatever its `next_service` window; idempotent per record
@@ -290,6 +321,10 @@ pub async fn send_one(
     let Some(m) = message(c, service_phone, expires_at) else {
         return Ok(None);
     };
+    let blocked = suppressions::repo::blocked_among(pool, &[m.to.as_str()], Kind::Manual).await?;
+    if !blocked.is_empty() {
+        return Ok(Some(Single::OptedOut { message: m.body }));
+    }
     let message_id = Uuid::now_v7();
     let body = m.body.clone();
     let mut tx = pool.begin().await?;

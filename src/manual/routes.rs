@@ -455,8 +455,11 @@ pub struct SingleReminder {
     id: Uuid,
     customer_name: String,
     nopol: String,
-    /// `queued`, or `already_queued` (today's reminder exists; `force=true` sends another).
+    /// `queued`, `already_queued` (today's reminder exists; `force=true` sends another), or
+    /// `skipped` (the number is on the opt-out list; `reason` `opted out`).
     status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
     message_id: Option<Uuid>,
     message: String,
 }
@@ -467,7 +470,7 @@ pub struct SingleReminder {
     params(("record_id" = String, Path, format = Uuid, description = "the record id"),
         ("force" = Option<bool>, Query, description = "`true`/`1`: another reminder even if today's is queued")),
     responses((status = 202, description = "Queued", body = Envelope<SingleReminder>),
-        (status = 200, description = "Today's reminder was already queued (`status` `already_queued`)", body = Envelope<SingleReminder>),
+        (status = 200, description = "Today's reminder was already queued (`status` `already_queued`), or the number opted out and nothing was queued (`status` `skipped`, `reason` `opted out`)", body = Envelope<SingleReminder>),
         (status = 422, description = "An invalid `force`, or the record has no `next_service` or no valid phone number", body = ErrorEnvelope),
         BadRequest, Unauthorized, NotFound, Unavailable),
     security(("bearer" = [])))]
@@ -512,6 +515,7 @@ pub async fn send_reminder(
         customer_name: record.customer_name.clone(),
         nopol: record.nopol.clone(),
         status,
+        reason: None,
         message_id,
         message,
     };
@@ -530,6 +534,13 @@ pub async fn send_reminder(
             reply("already_queued", message_id, message),
             "Today's reminder for this record is already queued; use ?force=true to send another",
         ),
+        remind::Single::OptedOut { message } => Reply::ok(
+            SingleReminder {
+                reason: Some(crate::suppressions::OPTED_OUT),
+                ..reply("skipped", None, message)
+            },
+            "Not queued: this number is on the opt-out list",
+        ),
     })
 }
 
@@ -541,10 +552,12 @@ pub struct CustomAccepted {
     message: String,
 }
 
-/// Queues a free-text message (≤ 2000 characters) to any number (kind `manual`).
+/// Queues a free-text message (≤ 2000 characters) to any number (kind `manual`). A number on the
+/// opt-out list (either scope) gets nothing: the message is stored `cancelled` with `last_error`
+/// `recipient opted out`, like any send to it.
 #[utoipa::path(post, path = "/manual-whatsapp/send-custom-message", operation_id = "send_custom_message", tag = "manual-whatsapp",
     request_body = super::CustomMessage,
-    responses((status = 202, description = "Queued", body = Envelope<CustomAccepted>),
+    responses((status = 202, description = "Queued (or, to an opted-out number, stored `cancelled`)", body = Envelope<CustomAccepted>),
         BadRequest, BodyTimeout, TooLarge, Unauthorized, Invalid, Unavailable),
     security(("bearer" = [])))]
 pub async fn send_custom_message(
@@ -576,7 +589,11 @@ pub async fn send_custom_message(
             accepted: Accepted::from(&stored),
             message: text,
         },
-        "Message queued",
+        if stored.job_id.is_none() {
+            "Not sent: the recipient opted out"
+        } else {
+            "Message queued"
+        },
     ))
 }
 

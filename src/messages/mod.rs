@@ -162,6 +162,11 @@ pub struct Accepted {
     pub kind: Kind,
     pub to: String,
     pub run_at: DateTime<Utc>,
+    /// The message's `last_error`. A new message has one only when it will not be sent:
+    /// `recipient opted out` (the number is on the opt-out list for this kind; `status` is
+    /// `cancelled`; README "Opt-out"). An `Idempotency-Key` replay shows the current one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 impl From<&Message> for Accepted {
@@ -172,6 +177,7 @@ impl From<&Message> for Accepted {
             kind: m.kind,
             to: m.to.clone(),
             run_at: m.run_at,
+            last_error: m.last_error.clone(),
         }
     }
 }

@@ -5,7 +5,10 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::{Attempt, Change, Kind, Message, Status, request::NewMessage};
-use crate::queue::{self, NewJob, Run, Verdict};
+use crate::{
+    queue::{self, NewJob, Run, Verdict},
+    suppressions::{RECIPIENT_OPTED_OUT, Scope},
+};
 
 /// The columns of [`Message`], as a literal so that queries stay `&'static str`.
 macro_rules! columns {
@@ -33,6 +36,8 @@ pub enum Stored {
 
 /// Stores a message and its send job in one statement (so one implicit transaction and one
 /// round trip): the job is inserted only if the message was, with the message's own `run_at`.
+/// A message to a number whose opt-out covers its kind (README "Opt-out") is stored `cancelled`
+/// with `last_error` = `recipient opted out` and gets no job.
 pub async fn store(
     pool: &PgPool,
     new: &NewMessage,
@@ -45,12 +50,19 @@ pub async fn store(
         "WITH m AS (
             INSERT INTO messages (id, kind, to_phone, body, file_url, run_at, job_id, max_attempts,
                                   created_by, idempotency_scope, idempotency_key, request_fingerprint,
-                                  expires_at, respect_window)
-            VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7, $8, $9, $9, $10, $11, $14, $15)
+                                  expires_at, respect_window, status, last_error, cancelled_at)
+            SELECT $1, $2, $3, $4, $5, coalesce($6, now()), CASE WHEN s.blocked THEN NULL ELSE $7 END,
+                   $8, $9, $9, $10, $11, $14, $15,
+                   CASE WHEN s.blocked THEN 'cancelled' ELSE 'queued' END,
+                   CASE WHEN s.blocked THEN $16 END,
+                   CASE WHEN s.blocked THEN now() END
+            FROM (SELECT ",
+        crate::suppressed!("$3", "$2"),
+        " AS blocked) s
             ON CONFLICT (idempotency_scope, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
             RETURNING *
-         ), ",
-        crate::enqueue_cte!("m", "$12", "$13"),
+         ), queued AS (SELECT * FROM m WHERE job_id IS NOT NULL), ",
+        crate::enqueue_cte!("queued", "$12", "$13"),
         "
          SELECT ",
         columns!(),
@@ -71,6 +83,7 @@ pub async fn store(
     .bind(&job.payload)
     .bind(new.expires_at)
     .bind(new.respect_window)
+    .bind(RECIPIENT_OPTED_OUT)
     .fetch_optional(pool)
     .await?;
 
@@ -93,7 +106,13 @@ pub async fn store(
             _ => Stored::KeyConflict,
         });
     };
-    metrics::counter!("bengkel_messages_enqueued_total", "kind" => new.kind.as_str()).increment(1);
+    if message.job_id.is_some() {
+        metrics::counter!("bengkel_messages_enqueued_total", "kind" => new.kind.as_str())
+            .increment(1);
+    } else {
+        metrics::counter!("bengkel_messages_suppressed_total", "kind" => new.kind.as_str())
+            .increment(1);
+    }
     Ok(Stored::Created(message))
 }
 
@@ -141,15 +160,29 @@ pub async fn store_batch_with_ids(
         jobs.push(job);
     }
     let job_ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
-    sqlx::query(
-        "INSERT INTO messages (id, kind, to_phone, body, file_url, run_at, job_id, max_attempts, created_by,
-                               expires_at, respect_window)
-         SELECT m.id, m.kind, m.to_phone, m.body, m.file_url, coalesce(m.run_at, now()), m.job_id, $8, $9,
-                m.expires_at, m.respect_window
+    // A message to a number whose opt-out covers its kind is stored `cancelled`, without a job
+    // (README "Opt-out"); the passes skip such numbers before, this covers an opt-out that
+    // arrived in between.
+    let blocked: Vec<Uuid> = sqlx::query_scalar(concat!(
+        "WITH ins AS (
+         INSERT INTO messages (id, kind, to_phone, body, file_url, run_at, job_id, max_attempts, created_by,
+                               expires_at, respect_window, status, last_error, cancelled_at)
+         SELECT m.id, m.kind, m.to_phone, m.body, m.file_url, coalesce(m.run_at, now()),
+                CASE WHEN s.blocked THEN NULL ELSE m.job_id END, $8, $9,
+                m.expires_at, m.respect_window,
+                CASE WHEN s.blocked THEN 'cancelled' ELSE 'queued' END,
+                CASE WHEN s.blocked THEN $12 END,
+                CASE WHEN s.blocked THEN now() END
          FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[],
                      $10::timestamptz[], $11::bool[])
-              AS m(id, kind, to_phone, body, file_url, run_at, job_id, expires_at, respect_window)",
-    )
+              AS m(id, kind, to_phone, body, file_url, run_at, job_id, expires_at, respect_window)
+              CROSS JOIN LATERAL (SELECT ",
+        crate::suppressed!("m.to_phone", "m.kind"),
+        " AS blocked) s
+         RETURNING id, job_id
+         )
+         SELECT id FROM ins WHERE job_id IS NULL",
+    ))
     .bind(ids)
     .bind(&kinds)
     .bind(&tos)
@@ -161,13 +194,88 @@ pub async fn store_batch_with_ids(
     .bind(created_by)
     .bind(&expires)
     .bind(&windows)
-    .execute(&mut *conn)
+    .bind(RECIPIENT_OPTED_OUT)
+    .fetch_all(&mut *conn)
     .await?;
-    queue::enqueue(conn, queue::SEND_QUEUE, jobs).await?;
-    for kind in &kinds {
-        metrics::counter!("bengkel_messages_enqueued_total", "kind" => *kind).increment(1);
+    let blocked: std::collections::HashSet<Uuid> = blocked.into_iter().collect();
+    let mut queued = Vec::with_capacity(n);
+    for ((job, id), kind) in jobs.into_iter().zip(ids).zip(&kinds) {
+        if blocked.contains(id) {
+            metrics::counter!("bengkel_messages_suppressed_total", "kind" => *kind).increment(1);
+        } else {
+            metrics::counter!("bengkel_messages_enqueued_total", "kind" => *kind).increment(1);
+            queued.push(job);
+        }
+    }
+    if !queued.is_empty() {
+        queue::enqueue(&mut *conn, queue::SEND_QUEUE, queued).await?;
+    }
+    if !blocked.is_empty() {
+        // Rows the caller inserted before (reminder rows) follow their message.
+        let changes: Vec<Change> = blocked.iter().map(|id| opted_out_change(*id)).collect();
+        follow(conn, &changes).await?;
     }
     Ok(())
+}
+
+fn opted_out_change(message_id: Uuid) -> Change {
+    change(
+        message_id,
+        Status::Cancelled,
+        Some(RECIPIENT_OPTED_OUT.to_owned()),
+    )
+}
+
+/// A number that just opted out (README "Opt-out"): its messages not yet sent whose kind `scope`
+/// blocks (`queued` or `retrying`) are cancelled with `last_error` = `recipient opted out`, their
+/// waiting jobs too, and their reminder rows follow; on the caller's transaction. A message being
+/// sent right now is left to finish ([`in_flight_to`] tells). Returns the kinds of the
+/// messages cancelled, one per message.
+pub async fn cancel_for_recipient(
+    conn: &mut PgConnection,
+    phone: &str,
+    scope: Scope,
+) -> sqlx::Result<Vec<Kind>> {
+    // Rows are locked in id order, as `claim_batch` locks them: no deadlock with a claim.
+    let rows: Vec<(Uuid, Kind, Option<String>)> = sqlx::query_as(concat!(
+        "WITH picked AS (
+            SELECT id FROM messages
+            WHERE to_phone = $1 AND status IN ('queued', 'retrying')
+              AND ($2 = 'all' OR kind IN ",
+        crate::reminder_kinds!(),
+        ")
+            ORDER BY id FOR UPDATE
+         )
+         UPDATE messages SET status = 'cancelled', cancelled_at = now(), last_error = $3,
+                next_attempt_at = NULL, held_until = NULL, held_reason = NULL, updated_at = now()
+         FROM picked WHERE messages.id = picked.id
+         RETURNING messages.id, messages.kind, messages.job_id",
+    ))
+    .bind(phone)
+    .bind(scope.as_str())
+    .bind(RECIPIENT_OPTED_OUT)
+    .fetch_all(&mut *conn)
+    .await?;
+    let job_ids: Vec<String> = rows.iter().filter_map(|r| r.2.clone()).collect();
+    // A job a worker holds is left alone: its run finds the message cancelled.
+    queue::cancel_waiting_many(&mut *conn, &job_ids).await?;
+    let changes: Vec<Change> = rows.iter().map(|r| opted_out_change(r.0)).collect();
+    follow(conn, &changes).await?;
+    Ok(rows.into_iter().map(|r| r.1).collect())
+}
+
+/// How many messages to `phone` whose kind `scope` blocks are being sent right now.
+pub async fn in_flight_to(pool: &PgPool, phone: &str, scope: Scope) -> sqlx::Result<i64> {
+    sqlx::query_scalar(concat!(
+        "SELECT count(*) FROM messages
+         WHERE to_phone = $1 AND status = 'sending' AND ($2 = 'all' OR kind IN ",
+        crate::reminder_kinds!(),
+        ")"
+    ))
+    .bind(phone)
+    .bind(scope.as_str())
+    .fetch_one(pool)
+    .await
 }
 
 #[derive(sqlx::FromRow)]
@@ -442,7 +550,6 @@ pub struct ClaimRules {
 
 /// The message's reason to be held, as the claim statement writes it.
 const MESSAGE_EXPIRED: &str = "expired: not sent by its deadline";
-pub const OPTED_OUT: &str = "recipient opted out";
 
 /// Claims a group of messages in one transaction: each is checked against the delivery policy
 /// (opt-out, deadline, the sender's holds, the send window, per-recipient spacing) and either
@@ -457,6 +564,7 @@ pub async fn claim_batch(
     let attempts: Vec<i32> = claims.iter().map(|c| c.attempt).collect();
     let mut tx = pool.begin().await?;
     let rows: Vec<ClaimedRow> = sqlx::query_as(
+        concat!(
         "WITH input AS (
             SELECT * FROM unnest($1::uuid[], $2::int[]) AS t(id, attempt)
          ), s AS (
@@ -472,8 +580,9 @@ pub async fn claim_batch(
             SELECT b.*,
                 CASE
                   WHEN NOT (b.status IN ('queued', 'retrying') OR (b.status = 'sending' AND $3)) THEN 'skip'
-                  WHEN EXISTS (SELECT 1 FROM suppressions x
-                               WHERE x.phone = b.to_phone AND (x.scope = 'all' OR b.kind <> 'adhoc'))
+                  WHEN ",
+        crate::suppressed!("b.to_phone", "b.kind"),
+        "
                        THEN 'opted_out'
                   WHEN b.expires_at <= now() THEN 'expired'
                   WHEN (SELECT retry_after_until FROM s) > now() THEN 'retry_after'
@@ -531,7 +640,8 @@ pub async fn claim_batch(
          SELECT d.id, d.disposition, d.until, d.kind, d.status AS previous, d.attempt,
                 coalesce(j.max_attempts, m.max_attempts) AS max_attempts,
                 m.to_phone, m.body, m.file_url
-         FROM d JOIN messages m ON m.id = d.id LEFT JOIN apalis.jobs j ON j.id = d.job_id",
+         FROM d JOIN messages m ON m.id = d.id LEFT JOIN apalis.jobs j ON j.id = d.job_id"
+        ),
     )
     .bind(&ids)
     .bind(&attempts)
@@ -542,13 +652,17 @@ pub async fn claim_batch(
     .bind(rules.spacing_secs > 0)
     .bind(crate::policy::sender::SENDER)
     .bind(MESSAGE_EXPIRED)
-    .bind(OPTED_OUT)
+    .bind(crate::suppressions::RECIPIENT_OPTED_OUT)
     .fetch_all(&mut *tx)
     .await?;
     let changes: Vec<Change> = rows
         .iter()
         .filter_map(|r| match r.disposition.as_str() {
-            "opted_out" => Some(change(r.id, Status::Cancelled, Some(OPTED_OUT.into()))),
+            "opted_out" => Some(change(
+                r.id,
+                Status::Cancelled,
+                Some(crate::suppressions::RECIPIENT_OPTED_OUT.into()),
+            )),
             "expired" => Some(change(r.id, Status::Expired, Some(MESSAGE_EXPIRED.into()))),
             _ => None,
         })

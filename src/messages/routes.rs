@@ -104,7 +104,9 @@ async fn enqueue(
     };
     match repo::store(&state.pool, &new, origin, state.config.send_max_attempts).await? {
         Stored::Created(m) => {
-            let message = if m.run_at > chrono::Utc::now() {
+            let message = if m.status == Status::Cancelled {
+                "Not sent: the recipient opted out"
+            } else if m.run_at > chrono::Utc::now() {
                 "Message scheduled"
             } else {
                 "Message queued"
@@ -124,11 +126,13 @@ async fn enqueue(
     }
 }
 
-/// Queue a WhatsApp message (immediate, delayed or scheduled).
+/// Queue a WhatsApp message (immediate, delayed or scheduled). To a number on the opt-out list
+/// (scope `all`) it is accepted but never sent: `status` `cancelled`, `last_error` `recipient
+/// opted out`.
 #[utoipa::path(post, path = "/whatsapp/send", operation_id = "send_message", tag = "messages",
     request_body = super::request::SendRequest,
     params(IdempotencyKey),
-    responses((status = 202, description = "Queued (or scheduled)", body = Envelope<Accepted>,
+    responses((status = 202, description = "Queued (or scheduled); to an opted-out number: `cancelled`, with `last_error`", body = Envelope<Accepted>,
         links(
             ("get_message" = (operation_id = "get_message", parameters(("id" = "$response.body#/data/id")))),
             ("cancel_message" = (operation_id = "cancel_message", parameters(("id" = "$response.body#/data/id")))))),
@@ -149,7 +153,7 @@ pub async fn send(
 /// `PUBLIC_SEND_ENDPOINTS=true` (then limited per client address).
 #[utoipa::path(post, path = "/whatsapp/send-simple", operation_id = "send_simple", tag = "messages",
     params(SimpleSend, Deadline, IdempotencyKey),
-    responses((status = 202, description = "Queued", body = Envelope<Accepted>),
+    responses((status = 202, description = "Queued; to an opted-out number: `cancelled`, with `last_error`", body = Envelope<Accepted>),
         (status = 200, description = "`Idempotency-Key` replay", body = Envelope<Accepted>),
         BadRequest, Unauthorized, KeyReused, Invalid, RateLimited, Unavailable),
     security(("bearer" = []), ()))]
@@ -167,7 +171,7 @@ pub async fn send_simple(
 /// only when `PUBLIC_SEND_ENDPOINTS=true`.
 #[utoipa::path(post, path = "/whatsapp/send-with-file", operation_id = "send_with_file", tag = "messages",
     params(SimpleSend, FileSend, Deadline, IdempotencyKey),
-    responses((status = 202, description = "Queued", body = Envelope<Accepted>),
+    responses((status = 202, description = "Queued; to an opted-out number: `cancelled`, with `last_error`", body = Envelope<Accepted>),
         (status = 200, description = "`Idempotency-Key` replay", body = Envelope<Accepted>),
         BadRequest, Unauthorized, KeyReused, Invalid, RateLimited, Unavailable),
     security(("bearer" = []), ()))]
@@ -185,7 +189,7 @@ pub async fn send_with_file(
 /// and 366 days ahead). Without a token only when `PUBLIC_SEND_ENDPOINTS=true`.
 #[utoipa::path(post, path = "/whatsapp/send-scheduled", operation_id = "send_scheduled", tag = "messages",
     params(SimpleSend, ScheduledSend, Deadline, IdempotencyKey),
-    responses((status = 202, description = "Scheduled", body = Envelope<Accepted>),
+    responses((status = 202, description = "Scheduled; to an opted-out number: `cancelled`, with `last_error`", body = Envelope<Accepted>),
         (status = 200, description = "`Idempotency-Key` replay", body = Envelope<Accepted>),
         BadRequest, Unauthorized, KeyReused, Invalid, RateLimited, Unavailable),
     security(("bearer" = []), ()))]

@@ -340,6 +340,30 @@ pub async fn wake(conn: &mut PgConnection, jobs: &'static str) -> sqlx::Result<u
     Ok(done.rows_affected())
 }
 
+/// [`cancel_waiting`] for many jobs in one statement (rows locked in id order). Returns how many
+/// were cancelled.
+pub async fn cancel_waiting_many(conn: &mut PgConnection, job_ids: &[String]) -> sqlx::Result<u64> {
+    if job_ids.is_empty() {
+        return Ok(0);
+    }
+    let done = sqlx::query(
+        "WITH picked AS (
+            SELECT id FROM apalis.jobs
+            WHERE id = ANY($1)
+              AND (status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts))
+            ORDER BY id FOR UPDATE
+         )
+         UPDATE apalis.jobs SET status = 'Killed', done_at = now(), lock_by = NULL, lock_at = NULL,
+                last_result = $2::jsonb
+         FROM picked WHERE apalis.jobs.id = picked.id",
+    )
+    .bind(job_ids)
+    .bind(CANCELLED_RESULT)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Kills the waiting jobs among `job_ids` whose message passed its deadline (README "Delivery
 /// policy": deadlines): `Killed`, `last_result` [`EXPIRED_RESULT`]. A job a worker holds is left
 /// alone: its claim finds the message expired. Never waits for a row lock: a job locked by

@@ -12,7 +12,10 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{Candidate, Verdict, verdict};
-use crate::messages::{Kind, repo, request::NewMessage};
+use crate::{
+    messages::{Kind, repo, request::NewMessage},
+    suppressions,
+};
 
 /// Vehicles per page (and per transaction).
 pub const PAGE: i64 = 2_000;
@@ -140,8 +143,24 @@ async fn fan_out_page(
 ) -> anyhow::Result<()> {
     let mut remind: Vec<(&Candidate, NewMessage, Uuid)> = Vec::with_capacity(page.len());
     let mut verdicts: Vec<Option<String>> = Vec::with_capacity(page.len());
-    for c in page {
-        match verdict(c, &pass.service_phone) {
+    let judged: Vec<Verdict> = page
+        .iter()
+        .map(|c| verdict(c, &pass.service_phone))
+        .collect();
+    // Numbers on the opt-out list (README "Opt-out"): one query for the page.
+    let phones: Vec<&str> = judged
+        .iter()
+        .filter_map(|v| match v {
+            Verdict::Remind { to, .. } => Some(to.as_str()),
+            Verdict::Skip(_) => None,
+        })
+        .collect();
+    let opted_out = suppressions::repo::blocked_among(pool, &phones, Kind::Maintenance).await?;
+    for (c, judged) in page.iter().zip(judged) {
+        match judged {
+            Verdict::Remind { to, .. } if opted_out.contains(to.as_str()) => {
+                verdicts.push(Some(suppressions::OPTED_OUT.to_owned()));
+            }
             Verdict::Remind { to, body } => {
                 verdicts.push(None);
                 let mut message = NewMessage::internal(Kind::Maintenance, to, body, None);

@@ -16,5 +16,6 @@ mod queue;
 mod reminders;
 mod retries;
 mod sending;
+mod suppressions;
 mod throttle;
 mod validation;

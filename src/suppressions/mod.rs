@@ -1,0 +1,129 @@
+//! The opt-out list (README "Opt-out"): numbers that asked not to be messaged, per scope.
+//!
+//! Follow the names: [`repo`] adds (cancelling the number's unsent messages in scope through
+//! `messages::repo::cancel_for_recipient`, in the same transaction), lists and removes entries;
+//! [`routes`] is the HTTP surface. Sends to a suppressed number are stored `cancelled` by
+//! `messages::repo::store` / `store_batch_with_ids` (the [`suppressed!`](crate::suppressed)
+//! condition); the reminder passes skip them with [`OPTED_OUT`].
+
+pub mod repo;
+pub mod routes;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::messages::Kind;
+
+/// The `last_error` of a message cancelled because its recipient opted out.
+pub const RECIPIENT_OPTED_OUT: &str = "recipient opted out";
+/// The `reason` of a reminder the fan-out or the manual pass skipped for an opted-out number.
+pub const OPTED_OUT: &str = "opted out";
+/// The longest `reason` accepted.
+pub const MAX_REASON_CHARS: usize = 500;
+
+/// What a suppression blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+#[schema(as = SuppressionScope)]
+pub enum Scope {
+    /// Kinds `maintenance` and `manual`: reminders and the manual customers' messages.
+    Reminders,
+    /// Every kind, ad-hoc sends too.
+    All,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Reminders => "reminders",
+            Scope::All => "all",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "reminders" => Some(Scope::Reminders),
+            "all" => Some(Scope::All),
+            _ => None,
+        }
+    }
+
+    /// Whether a message of `kind` to a number suppressed with this scope is blocked.
+    pub fn blocks(self, kind: Kind) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Reminders => matches!(kind, Kind::Maintenance | Kind::Manual),
+        }
+    }
+}
+
+/// The kinds scope `reminders` blocks, as SQL (scope `all` blocks every kind); the
+/// [`suppressed!`](crate::suppressed) condition and `messages::repo::cancel_for_recipient` use it.
+#[macro_export]
+macro_rules! reminder_kinds {
+    () => {
+        "('maintenance', 'manual')"
+    };
+}
+
+/// SQL: whether a message of kind `$kind` (an SQL text expression) to `$phone` (a normalized
+/// number) is blocked by the opt-out list, as a literal so that queries stay `&'static str`.
+#[macro_export]
+macro_rules! suppressed {
+    ($phone:literal, $kind:literal) => {
+        concat!(
+            "EXISTS (SELECT 1 FROM suppressions sup WHERE sup.phone = ",
+            $phone,
+            " AND (sup.scope = 'all' OR ",
+            $kind,
+            " IN ",
+            $crate::reminder_kinds!(),
+            "))"
+        )
+    };
+}
+
+/// An entry of the list.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Suppression {
+    /// Normalized (`62…`).
+    #[schema(example = "628123456789")]
+    pub phone: String,
+    pub scope: Scope,
+    pub reason: Option<String>,
+    /// The `sub` of the token that first added the number.
+    pub created_by: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reminders_block_reminder_kinds_and_all_blocks_every_kind() {
+        assert!(!Scope::Reminders.blocks(Kind::Adhoc));
+        assert!(Scope::Reminders.blocks(Kind::Maintenance));
+        assert!(Scope::Reminders.blocks(Kind::Manual));
+        for kind in [Kind::Adhoc, Kind::Maintenance, Kind::Manual] {
+            assert!(Scope::All.blocks(kind));
+        }
+        assert_eq!(Scope::parse("all"), Some(Scope::All));
+        assert_eq!(Scope::parse("ALL"), None);
+        assert_eq!(
+            Scope::parse(Scope::Reminders.as_str()),
+            Some(Scope::Reminders)
+        );
+    }
+
+    #[test]
+    fn the_sql_condition_names_the_reminder_kinds() {
+        assert_eq!(
+            suppressed!("m.to_phone", "m.kind"),
+            "EXISTS (SELECT 1 FROM suppressions sup WHERE sup.phone = m.to_phone AND \
+             (sup.scope = 'all' OR m.kind IN ('maintenance', 'manual')))"
+        );
+    }
+}

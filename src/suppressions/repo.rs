@@ -1,0 +1,203 @@
+//! SQL for `suppressions`. Adding an entry cancels the number's unsent messages in scope in the
+//! same transaction (`messages::repo::cancel_for_recipient`).
+
+use std::{collections::BTreeMap, time::Duration};
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use super::{Scope, Suppression};
+use crate::messages::{Kind, repo as messages_repo};
+
+const COLUMNS: &str = "phone, scope, reason, created_by, created_at, updated_at";
+
+/// What [`add`] did.
+pub struct Added {
+    pub entry: Suppression,
+    /// The number was not on the list before.
+    pub created: bool,
+    /// How many unsent messages it cancelled, per kind.
+    pub cancelled: BTreeMap<&'static str, u64>,
+}
+
+impl Added {
+    pub fn cancelled_total(&self) -> u64 {
+        self.cancelled.values().sum()
+    }
+}
+
+/// Puts `phone` on the list with `scope` and `reason` (replacing both if it is there), and
+/// cancels its unsent messages in scope, their jobs and reminder rows, in one transaction.
+pub async fn add(
+    pool: &PgPool,
+    phone: &str,
+    scope: Scope,
+    reason: Option<&str>,
+    created_by: &str,
+) -> sqlx::Result<Added> {
+    let mut tx = pool.begin().await?;
+    // `xmax = 0`: the row was inserted, not updated.
+    let (entry, created): (Suppression, bool) = {
+        let row: SuppressionRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO suppressions (phone, scope, reason, created_by)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (phone) DO UPDATE SET
+                 scope = excluded.scope, reason = excluded.reason, updated_at = now()
+             RETURNING {COLUMNS}, (xmax = 0) AS created"
+        )))
+        .bind(phone)
+        .bind(scope)
+        .bind(reason)
+        .bind(created_by)
+        .fetch_one(&mut *tx)
+        .await?;
+        (row.entry, row.created)
+    };
+    let kinds = messages_repo::cancel_for_recipient(&mut tx, phone, scope).await?;
+    tx.commit().await?;
+    let mut cancelled = BTreeMap::new();
+    for kind in kinds {
+        *cancelled.entry(kind.as_str()).or_insert(0) += 1;
+    }
+    for (kind, n) in &cancelled {
+        metrics::counter!("bengkel_messages_suppressed_total", "kind" => *kind).increment(*n);
+    }
+    Ok(Added {
+        entry,
+        created,
+        cancelled,
+    })
+}
+
+#[derive(sqlx::FromRow)]
+struct SuppressionRow {
+    #[sqlx(flatten)]
+    entry: Suppression,
+    created: bool,
+}
+
+/// Waits until no message to `phone` that `scope` blocks is being sent (a run that claimed it
+/// before the opt-out finishes its gateway call), polling every 50 ms for at most `within`.
+/// Returns whether none is left.
+pub async fn wait_in_flight(
+    pool: &PgPool,
+    phone: &str,
+    scope: Scope,
+    within: Duration,
+) -> sqlx::Result<bool> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if messages_repo::in_flight_to(pool, phone, scope).await? == 0 {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Where a page of [`list`] starts: after this entry (newest first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub created_at: DateTime<Utc>,
+    pub phone: String,
+}
+
+impl Cursor {
+    /// `{created_at as unix microseconds}-{phone}`.
+    pub fn encode(&self) -> String {
+        format!("{}-{}", self.created_at.timestamp_micros(), self.phone)
+    }
+
+    pub fn decode(raw: &str) -> Option<Self> {
+        let (micros, phone) = raw.split_once('-')?;
+        let created_at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+        let phone_ok =
+            !phone.is_empty() && phone.len() <= 15 && phone.bytes().all(|b| b.is_ascii_digit());
+        phone_ok.then(|| Self {
+            created_at,
+            phone: phone.to_owned(),
+        })
+    }
+}
+
+/// Newest first (`created_at`, then phone); `phone` (normalized) filters to that number.
+pub async fn list(
+    pool: &PgPool,
+    phone: Option<&str>,
+    after: Option<&Cursor>,
+    limit: i64,
+) -> sqlx::Result<Vec<Suppression>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM suppressions
+         WHERE ($1::text IS NULL OR phone = $1)
+           AND ($2::timestamptz IS NULL OR (created_at, phone) < ($2, $3::text))
+         ORDER BY created_at DESC, phone DESC LIMIT $4"
+    )))
+    .bind(phone)
+    .bind(after.map(|c| c.created_at))
+    .bind(after.map(|c| c.phone.as_str()))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Takes `phone` off the list; the entry removed, if there was one. Messages cancelled when it
+/// was added stay cancelled.
+pub async fn remove(pool: &PgPool, phone: &str) -> sqlx::Result<Option<Suppression>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM suppressions WHERE phone = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(phone)
+    .fetch_optional(pool)
+    .await
+}
+
+/// The numbers among `phones` that have opted out of `kind`'s messages: one statement for a
+/// whole page of a reminder pass.
+pub async fn blocked_among(
+    pool: &PgPool,
+    phones: &[&str],
+    kind: Kind,
+) -> sqlx::Result<std::collections::HashSet<String>> {
+    if phones.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<String> = sqlx::query_scalar(concat!(
+        "SELECT phone FROM suppressions
+         WHERE phone = ANY($1) AND (scope = 'all' OR $2::text IN ",
+        crate::reminder_kinds!(),
+        ")"
+    ))
+    .bind(phones)
+    .bind(kind)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_round_trips_and_anything_else_is_refused() {
+        let c = Cursor {
+            created_at: DateTime::from_timestamp_micros(1_790_000_000_123_456).unwrap(),
+            phone: "628123456789".into(),
+        };
+        assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        for bad in [
+            "",
+            "x-628123456789",
+            "123",
+            "123-",
+            "123-62812abc",
+            "99999999999999999999-628",
+            "123-6281234567890123",
+        ] {
+            assert_eq!(Cursor::decode(bad), None, "{bad}");
+        }
+    }
+}
