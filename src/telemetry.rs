@@ -30,15 +30,31 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
-/// The process-wide Prometheus recorder, installed on first use. Every `*_seconds` metric is a
-/// histogram (not a summary) so that dashboards can aggregate quantiles across processes.
+/// Why the delivery policy held a send back (README "Delivery policy"): the `reason` label of
+/// `bengkel_sends_held_total` and a message's `held_reason`.
+const HELD_REASONS: [&str; 6] = [
+    "rate_limit",
+    "retry_after",
+    "circuit_open",
+    "send_window",
+    "recipient_spacing",
+    "paused",
+];
+
+/// Message kinds: the `kind` label of the enqueued, suppressed and expired counters.
+const MESSAGE_KINDS: [&str; 3] = ["adhoc", "maintenance", "manual"];
+
 /// Every labelled counter starts at 0 in every process, so that `increase()` sees its first
-/// event (a series that appears at 1 has no increase to show, and an alert would miss it).
+/// event (a series that appears at 1 has no increase to show, and an alert would miss it). The
+/// delivery-policy gauges (effective rate, circuit open) start at 0 until the policy
+/// sets them, so that the dashboard and the circuit alert always have a series.
 fn zero_series() {
-    for kind in ["adhoc", "maintenance", "manual"] {
+    for kind in MESSAGE_KINDS {
         metrics::counter!("bengkel_messages_enqueued_total", "kind" => kind).increment(0);
+        metrics::counter!("bengkel_messages_suppressed_total", "kind" => kind).increment(0);
+        metrics::counter!("bengkel_messages_expired_total", "kind" => kind).increment(0);
     }
-    for outcome in ["sent", "retry", "failed", "ambiguous"] {
+    for outcome in ["sent", "retry", "failed", "ambiguous", "expired"] {
         metrics::counter!("bengkel_sends_total", "outcome" => outcome).increment(0);
     }
     for class in crate::gateway::Class::ALL {
@@ -49,8 +65,15 @@ fn zero_series() {
         metrics::counter!("bengkel_fanout_runs_total", "trigger" => trigger).increment(0);
     }
     metrics::counter!("bengkel_fanout_reminders_queued_total").increment(0);
+    for reason in HELD_REASONS {
+        metrics::counter!("bengkel_sends_held_total", "reason" => reason).increment(0);
+    }
+    metrics::gauge!("bengkel_send_rate_effective").set(0.0);
+    metrics::gauge!("bengkel_circuit_open").set(0.0);
 }
 
+/// The process-wide Prometheus recorder, installed on first use. Every `*_seconds` metric is a
+/// histogram (not a summary) so that dashboards can aggregate quantiles across processes.
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE

@@ -2,8 +2,10 @@
 //
 // A fake StarSender gateway rejects the first send (400 → the message fails at once); the test
 // finds the failed job in the page, lets the gateway succeed, clicks "Requeue" and checks that the
-// message is then `sent`. Both HTML pages (/ops/ui, then /docs) must work under their
-// Content-Security-Policy (no violation in the console). It saves a screenshot
+// message is then `sent`. Then the delivery-policy cards: sender and policy as the API answers, a
+// policy change and a 422 from the page, a held message, a suppression added (it cancels the held
+// message) and removed on the page, who paused a queue. Both HTML pages (/ops/ui, then /docs)
+// must work under their Content-Security-Policy (no violation in the console). It saves a screenshot
 // (target/ops-ui.png) and always cleans up (service, gateway, browser, scratch database).
 //
 // Environment: BENGKEL_BIN (default target/debug/bengkel-whatsapp), TEST_DATABASE_URL (a superuser
@@ -108,6 +110,135 @@ async function api(base, token, method, p, body) {
   return { status: res.status, json, text };
 }
 
+// ---------- the delivery-policy cards (README "Delivery policy") ----------
+// Each card must show what the API answers; the policy form saves and shows a 422's field errors;
+// a held message appears with its reason; a suppression added on the page cancels that number's
+// held message, shows in the list and is removed again from the page.
+const fmtTime = (v) => new Date(v).toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
+
+async function deliveryPolicyChecks({ page, base, token }) {
+  const call = async (method, p, body, want) => {
+    const r = await api(base, token, method, p, body);
+    if (want && !want.includes(r.status)) throw new Error(`${method} ${p} → ${r.status} ${r.text}`);
+    return r;
+  };
+  await page.goto(`${base}/ops/ui`);
+  await page.getByTestId(`queue-row-${QUEUE}`).waitFor();
+
+  // Sender card = GET /ops/sender.
+  const sender = (await call('GET', '/ops/sender', undefined, [200])).json.data;
+  const card = (id) => page.getByTestId(id);
+  await waitFor('the sender card to show GET /ops/sender', 12_000, async () =>
+    (await card('sender-rate-configured').textContent()).trim() === `${sender.rate_configured} msg/s`
+    && (await card('sender-circuit').textContent()).trim() === sender.circuit
+    && (await card('sender-failures').textContent()).trim() === String(sender.consecutive_failures)
+    && (await card('sender-burst').textContent()).trim() === String(sender.burst));
+  log(`sender card: ${(await card('sender-card').innerText()).replace(/\s*\n\s*/g, ' | ')}`);
+
+  // Policy card = GET /ops/policy; an invalid window shows the 422's field error and changes nothing.
+  const policy = (await call('GET', '/ops/policy', undefined, [200])).json.data;
+  for (const key of ['send_window', 'recipient_min_interval_secs', 'rate_per_second', 'burst', 'circuit_failure_threshold']) {
+    await waitFor(`the policy card to show ${key}`, 12_000, async () =>
+      (await card(`policy-current-${key}`).textContent()).trim() === String(policy[key]));
+  }
+  await card('policy-input-send_window').fill('25:00-26:00');
+  await card('policy-save').click();
+  await card('policy-field-error-send_window').filter({ hasText: /\S/ }).waitFor();
+  await card('flash').filter({ hasText: /422/ }).waitFor();
+  const after422 = (await call('GET', '/ops/policy', undefined, [200])).json.data;
+  if (after422.send_window !== policy.send_window) throw new Error(`a 422 changed the policy: ${JSON.stringify(after422)}`);
+  log(`invalid window refused on the page: "${(await card('policy-field-error-send_window').textContent()).trim()}"`);
+  await card('policy-reset').click();
+
+  // 600 s between two messages to one number, saved from the page.
+  await card('policy-input-recipient_min_interval_secs').fill('600');
+  await card('policy-save').click();
+  await card('flash').filter({ hasText: /saved/i }).waitFor();
+  const saved = (await call('GET', '/ops/policy', undefined, [200])).json.data;
+  if (saved.recipient_min_interval_secs !== 600) throw new Error(`PUT from the page did not persist: ${JSON.stringify(saved)}`);
+  await waitFor('the policy card to show 600', 5_000, async () =>
+    (await card('policy-current-recipient_min_interval_secs').textContent()).trim() === '600');
+  log(`policy saved from the page, updated by ${saved.updated_by}`);
+  // Every process follows a change within 2 s; nothing observable says when, so wait that long.
+  await sleep(2_100);
+
+  // Two messages to one number: the second is held for recipient spacing.
+  const phone = '0812 5555 0001';
+  const first = await call('POST', '/whatsapp/send', { to: phone, body: 'first' }, [202]);
+  await waitFor('the first message to be sent', 15_000, async () =>
+    (await call('GET', `/whatsapp/messages/${first.json.data.id}`)).json?.data?.status === 'sent');
+  const second = await call('POST', '/whatsapp/send', { to: phone, body: 'second' }, [202]);
+  const heldId = second.json.data.id;
+  const held = await waitFor(`message ${heldId} in GET /ops/held`, 20_000, async () => {
+    const items = (await call('GET', '/ops/held?limit=100', undefined, [200])).json.data.items || [];
+    return items.find((m) => m.id === heldId && m.held_reason === 'recipient_spacing');
+  });
+  const heldRow = card(`held-row-${heldId}`);
+  await waitFor('the held message on the page', 15_000, async () => {
+    if ((await heldRow.count()) === 0) { await card('refresh').click(); return false; }
+    const t = await heldRow.textContent();
+    return t.includes('recipient_spacing') && t.includes(fmtTime(held.held_until));
+  }, 1000);
+  log(`held message on the page: ${(await heldRow.innerText()).replace(/\s+/g, ' ')}`);
+
+  // Add the number to the suppression list on the page: the held message is cancelled.
+  await card('suppression-phone').fill(phone);
+  await card('suppression-scope').selectOption('all');
+  await card('suppression-reason').fill('browser test');
+  await card('suppression-add').click();
+  await card('flash').filter({ hasText: /added to the suppression list/ }).waitFor();
+  const listed = (await call('GET', `/suppressions?phone=${encodeURIComponent(phone)}`, undefined, [200])).json.data.items || [];
+  if (listed.length !== 1 || listed[0].scope !== 'all' || listed[0].reason !== 'browser test' || listed[0].created_by !== 'browser') {
+    throw new Error(`GET /suppressions after adding on the page: ${JSON.stringify(listed)}`);
+  }
+  const stored = listed[0].phone;
+  const suppRow = card(`suppression-row-${stored}`);
+  await suppRow.waitFor();
+  const suppText = await suppRow.textContent();
+  if (!suppText.includes('browser test') || !suppText.includes('all')) throw new Error(`suppression row: ${suppText}`);
+  const cancelled = await waitFor(`held message ${heldId} to be cancelled`, 10_000, async () => {
+    const m = (await call('GET', `/whatsapp/messages/${heldId}`)).json?.data;
+    return m?.status === 'cancelled' ? m : null;
+  });
+  if (cancelled.last_error !== 'recipient opted out') throw new Error(`cancelled message: ${JSON.stringify(cancelled)}`);
+  await waitFor('the cancelled message to leave the held list', 15_000, async () => {
+    if ((await heldRow.count()) === 0) return true;
+    await card('refresh').click();
+    return false;
+  }, 1000);
+  log(`suppressed ${stored} on the page; held message ${heldId} is cancelled (${cancelled.last_error})`);
+
+  // The same number again with another scope: updated, one row.
+  await card('suppression-phone').fill(phone);
+  await card('suppression-scope').selectOption('reminders');
+  await card('suppression-add').click();
+  await card('flash').filter({ hasText: /updated in the suppression list/ }).waitFor();
+  await waitFor('the row to show scope reminders', 5_000, async () => (await suppRow.textContent()).includes('reminders'));
+
+  // The phone filter: another number hides the row, this one shows it.
+  await card('suppression-filter').fill('081299990009');
+  await suppRow.waitFor({ state: 'detached' });
+  await card('suppression-filter').fill(phone);
+  await suppRow.waitFor();
+  log('phone filter hides and shows the row');
+
+  // Remove from the page.
+  await card(`suppression-remove-${stored}`).click();
+  await card('flash').filter({ hasText: /removed from the suppression list/ }).waitFor();
+  await suppRow.waitFor({ state: 'detached' });
+  const gone = (await call('GET', `/suppressions?phone=${encodeURIComponent(phone)}`, undefined, [200])).json.data.items || [];
+  if (gone.length) throw new Error(`still suppressed after Remove: ${JSON.stringify(gone)}`);
+  await call('DELETE', `/suppressions/${encodeURIComponent(stored)}`, undefined, [404]);
+  log(`removed ${stored} on the page (DELETE again → 404)`);
+
+  // An operator's pause shows who paused the queue.
+  await card(`pause-${QUEUE}`).click();
+  await card(`queue-paused-${QUEUE}`).filter({ hasText: /by browser/ }).waitFor();
+  log(`paused on the page: "${(await card(`queue-paused-${QUEUE}`).textContent()).trim()}"`);
+  await card(`resume-${QUEUE}`).click();
+  await card(`pause-${QUEUE}`).waitFor();
+}
+
 async function main(cleanup) {
   if (!fs.existsSync(BIN)) throw new Error(`${BIN} not found: run \`cargo build\` first (or set BENGKEL_BIN)`);
   if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found: install Debian's chromium (scripts/browser-test does)`);
@@ -137,6 +268,9 @@ async function main(cleanup) {
     STARSENDER_API_KEY: 'test-key',
     STARSENDER_API_URL: `http://127.0.0.1:${gwPort}/api/send`,
     SEND_RATE_PER_SECOND: '0',
+    // As in the Rust tests: no quiet hours, no spacing (the policy checks set spacing on the page).
+    SEND_WINDOW: '00:00-24:00',
+    RECIPIENT_MIN_INTERVAL_SECS: '0',
     DATA_DIR: path.join(workdir, 'data'),
   };
   const serviceLog = path.join(workdir, 'service.log');
@@ -280,9 +414,16 @@ async function main(cleanup) {
   const operations = await page.locator('details').count();
   log(`/docs lists ${operations} operations and sent GET /health from the page`);
 
-  if (pageErrors.length) throw new Error(`JavaScript errors in the page: ${pageErrors.join(' | ')}`);
-  if (cspViolations.length) throw new Error(`Content-Security-Policy violations: ${cspViolations.join(' | ')}`);
-  if (externalRequests.length) throw new Error(`the page fetched outside the service: ${externalRequests.join(', ')}`);
+  const pageChecks = () => {
+    if (pageErrors.length) throw new Error(`JavaScript errors in the page: ${pageErrors.join(' | ')}`);
+    if (cspViolations.length) throw new Error(`Content-Security-Policy violations: ${cspViolations.join(' | ')}`);
+    if (externalRequests.length) throw new Error(`the page fetched outside the service: ${externalRequests.join(', ')}`);
+  };
+  pageChecks();
+  log('requeue flow, /docs and the page checks passed; now the delivery-policy cards');
+
+  await deliveryPolicyChecks({ page, base, token });
+  pageChecks();
 }
 
 const cleanup = [];
@@ -307,7 +448,7 @@ async function finish(failure) {
     console.log('0 passed, 1 failed');
     process.exit(1);
   }
-  console.log(`PASS: ops UI requeue of a failed send (${secs} s)`);
+  console.log(`PASS: ops UI requeue of a failed send, delivery-policy cards and suppressions (${secs} s)`);
   console.log('1 passed, 0 failed');
   process.exit(0);
 }

@@ -566,6 +566,60 @@ async fn metrics_count_what_the_process_did_with_route_templates() {
     assert!(text.contains("bengkel_http_requests_total{method=\"POST\",route=\"/ops/queues/{queue}/pause\",status=\"200\"} 1"));
 }
 
+/// The delivery-policy series (README "Delivery policy") exist from the start of a process, the
+/// counters at 0 for every label value, so that `increase()` and the dashboard see their first
+/// event and the circuit alert always has a series to evaluate.
+#[tokio::test]
+async fn a_fresh_process_exposes_every_delivery_policy_series_from_the_start() {
+    let db = TestDb::new().await;
+    let gateway = Gateway::start().await;
+    let proc = Proc::start("serve", &env_for(&db, &gateway)).await;
+    let text = reqwest::get(format!("{}/metrics", proc.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut zeros = vec!["bengkel_sends_total{outcome=\"expired\"}".to_owned()];
+    for reason in [
+        "rate_limit",
+        "retry_after",
+        "circuit_open",
+        "send_window",
+        "recipient_spacing",
+        "paused",
+    ] {
+        zeros.push(format!("bengkel_sends_held_total{{reason=\"{reason}\"}}"));
+    }
+    for kind in ["adhoc", "maintenance", "manual"] {
+        zeros.push(format!(
+            "bengkel_messages_suppressed_total{{kind=\"{kind}\"}}"
+        ));
+        zeros.push(format!("bengkel_messages_expired_total{{kind=\"{kind}\"}}"));
+    }
+    for zero in &zeros {
+        assert_eq!(metric(&text, zero), Some(0.0), "{zero}:\n{text}");
+    }
+    // Nothing was sent: the circuit is closed. The effective rate is the policy's to set.
+    assert_eq!(metric(&text, "bengkel_circuit_open"), Some(0.0), "{text}");
+    assert!(
+        metric(&text, "bengkel_send_rate_effective").is_some_and(f64::is_finite),
+        "{text}"
+    );
+    for (name, kind) in [
+        ("bengkel_sends_held_total", "counter"),
+        ("bengkel_messages_suppressed_total", "counter"),
+        ("bengkel_messages_expired_total", "counter"),
+        ("bengkel_send_rate_effective", "gauge"),
+        ("bengkel_circuit_open", "gauge"),
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {name} {kind}\n")),
+            "{name} is not a {kind}:\n{text}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn in_sandbox_mode_a_message_is_sent_to_the_built_in_gateway_and_listed() {
     let db = TestDb::new().await;
