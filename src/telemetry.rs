@@ -30,17 +30,6 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
-/// Why the delivery policy held a send back (README "Delivery policy"): the `reason` label of
-/// `bengkel_sends_held_total` and a message's `held_reason`.
-const HELD_REASONS: [&str; 6] = [
-    "rate_limit",
-    "retry_after",
-    "circuit_open",
-    "send_window",
-    "recipient_spacing",
-    "paused",
-];
-
 /// Message kinds: the `kind` label of the enqueued, suppressed and expired counters.
 const MESSAGE_KINDS: [&str; 3] = ["adhoc", "maintenance", "manual"];
 
@@ -65,7 +54,7 @@ fn zero_series() {
         metrics::counter!("bengkel_fanout_runs_total", "trigger" => trigger).increment(0);
     }
     metrics::counter!("bengkel_fanout_reminders_queued_total").increment(0);
-    for reason in HELD_REASONS {
+    for reason in crate::policy::HELD_REASONS {
         metrics::counter!("bengkel_sends_held_total", "reason" => reason).increment(0);
     }
     metrics::gauge!("bengkel_send_rate_effective").set(0.0);
