@@ -294,19 +294,17 @@ mod tests {
 
     #[test]
     fn other_4xx_fail_at_once() {
-        for class in [Class::ClientError] {
-            let permanent = Outcome::Permanent {
-                class,
-                error: "rejected".into(),
-                response: None,
-            };
-            assert_eq!(
-                decide(&permanent, 1, 8, &policy(), now(), 1.0),
-                Decision::Fail {
-                    reason: "rejected".into()
-                }
-            );
-        }
+        let permanent = Outcome::Permanent {
+            class: Class::ClientError,
+            error: "rejected".into(),
+            response: None,
+        };
+        assert_eq!(
+            decide(&permanent, 1, 8, &policy(), now(), 1.0),
+            Decision::Fail {
+                reason: "rejected".into()
+            }
+        );
     }
 
     #[test]
