@@ -96,6 +96,11 @@ async fn run_on(
     url: &str,
     secret: Secret,
 ) -> anyhow::Result<()> {
+    // Listening for SIGTERM/Ctrl-C from the start: a signal during start-up (after the health
+    // check answers, while workers are still being set up) ends the process the graceful way
+    // once it is up, instead of killing it with the embedded cluster left running.
+    let requested = CancellationToken::new();
+    tokio::spawn(signal_shutdown(requested.clone(), shutdown_signals()));
     let budget = budget(&config, role)?;
     let pool = db::connect(url, budget.main).await?;
     db::migrate(&pool).await?;
@@ -113,7 +118,11 @@ async fn run_on(
             config.data_dir.display()
         );
     }
-    tokio::spawn(signal_shutdown(running.shutdown.clone()));
+    let shutdown = running.shutdown.clone();
+    tokio::spawn(async move {
+        requested.cancelled().await;
+        shutdown.cancel();
+    });
     let result = running.wait().await;
     pool.close().await;
     tracing::info!("stopped");
@@ -280,15 +289,21 @@ fn loopback(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-async fn signal_shutdown(token: CancellationToken) {
+/// The SIGTERM listener, installed at once (the default action, ending the process, is replaced
+/// when this returns).
+#[cfg(unix)]
+fn shutdown_signals() -> Option<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok()
+}
+
+async fn signal_shutdown(token: CancellationToken, term: Option<tokio::signal::unix::Signal>) {
     let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
     let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
+        match term {
+            Some(mut s) => {
                 s.recv().await;
             }
-            Err(_) => std::future::pending::<()>().await,
+            None => std::future::pending::<()>().await,
         }
     };
     tokio::select! {

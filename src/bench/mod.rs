@@ -2,7 +2,8 @@
 //! zero-latency fake gateway, in a scratch database that is dropped afterwards.
 //!
 //! 1. HTTP enqueue rate: an `api` process, N concurrent clients posting `/whatsapp/send`.
-//! 2. Drain rate: M queued sends inserted set-wise, then workers with the throttle off.
+//! 2. Drain rate: M queued sends inserted set-wise, then workers with the throttle off (and the
+//!    rest of the delivery policy on, at its defaults).
 //! 3. Idle enqueue-to-gateway latency: a `serve` process, one send at a time.
 
 use std::{
@@ -45,12 +46,18 @@ pub struct BenchArgs {
     /// Sends measured for the idle latency benchmark.
     #[arg(long, default_value_t = 200)]
     pub latency_samples: usize,
-    /// `SEND_RATE_PER_SECOND` for the throttle accuracy benchmark.
+    /// `SEND_RATE_PER_SECOND` for the cluster-wide throttle benchmark.
     #[arg(long, default_value_t = 20)]
     pub throttle_rate: u32,
-    /// Sends for the throttle accuracy benchmark.
-    #[arg(long, default_value_t = 200)]
-    pub throttle_sends: usize,
+    /// `SEND_BURST` for the cluster-wide throttle benchmark.
+    #[arg(long, default_value_t = 1)]
+    pub throttle_burst: u32,
+    /// How long the throttle benchmark sends (it queues rate × seconds sends).
+    #[arg(long, default_value_t = 60)]
+    pub throttle_seconds: u64,
+    /// `worker` processes (this binary) sharing the rate in the throttle benchmark.
+    #[arg(long, default_value_t = 3)]
+    pub throttle_processes: usize,
     /// Vehicle counts for the fan-out benchmark (each loaded with `demo-data`'s spread, about
     /// 5 % due in the reminder window).
     #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
@@ -148,7 +155,7 @@ async fn bench(config: &Config, admin_url: &str, args: &BenchArgs) -> anyhow::Re
             "enqueue" => enqueue_rate(config, &pool, &gateway, args).await,
             "drain" => drain_rate(config, &pool, &gateway, args).await,
             "latency" => idle_latency(config, &pool, &gateway, args).await,
-            "throttle" => throttle_accuracy(config, &pool, &gateway, args).await,
+            "throttle" => throttle_accuracy(&scratch.url, &pool, &gateway, args).await,
             other => Err(anyhow::anyhow!(
                 "unknown benchmark `{other}` (enqueue, drain, latency, throttle, fanout)"
             )),
@@ -226,18 +233,30 @@ fn bench_token() -> anyhow::Result<String> {
 }
 
 /// Queues `n` sends set-wise, in transactions of 5,000, bodies `"{prefix} {i}"`.
+/// `n` ad-hoc sends, each to its own number (as a real backlog is: the per-recipient spacing
+/// checks and records every one of them).
 async fn queue_sends(pool: &PgPool, n: usize, prefix: &str) -> anyhow::Result<()> {
-    let to = PhoneNumber::parse("0812 3456 789")?;
     for chunk in (0..n).collect::<Vec<_>>().chunks(5_000) {
-        let batch: Vec<NewMessage> = chunk
-            .iter()
-            .map(|i| NewMessage::internal(Kind::Adhoc, to.clone(), format!("{prefix} {i}"), None))
-            .collect();
+        let mut batch: Vec<NewMessage> = Vec::with_capacity(chunk.len());
+        for i in chunk {
+            let to = PhoneNumber::parse(&bench_number(*i))?;
+            batch.push(NewMessage::internal(
+                Kind::Adhoc,
+                to,
+                format!("{prefix} {i}"),
+                None,
+            ));
+        }
         let mut tx = pool.begin().await?;
         repo::store_batch(&mut tx, &batch, "bench", 8).await?;
         tx.commit().await?;
     }
     Ok(())
+}
+
+/// The `i`-th of ten million distinct numbers.
+fn bench_number(i: usize) -> String {
+    format!("0812{:07}", i % 10_000_000)
 }
 
 fn ms(d: Duration) -> String {

@@ -12,6 +12,7 @@ mod faults;
 mod hostile;
 mod manual;
 mod ops;
+mod policy;
 mod queue;
 mod reminders;
 mod retries;

@@ -1,0 +1,584 @@
+//! The delivery policy with several real processes on one database (README "Delivery policy"):
+//! the cluster-wide rate, the gateway's Retry-After, the circuit breaker, the send window, the
+//! per-recipient spacing and the claim's opt-out check.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use bengkel_whatsapp::app::ProcessRole;
+use serde_json::{Value, json};
+use wiremock::{Mock, Request, Respond, ResponseTemplate, matchers};
+
+use crate::{
+    helpers::{Options, RealProcess, TestApp, id_of, ops_token},
+    queue::finished_jobs_of_unfinished_messages,
+};
+
+/// A gateway that notes every call (when, to whom, what) and answers what it is told: `ok`, or
+/// a status (with a `Retry-After`) for the next calls.
+#[derive(Clone, Default)]
+struct Gateway {
+    calls: Arc<Mutex<Vec<(Instant, String, String, u16)>>>,
+    /// (status, Retry-After, how many more calls get it; u32::MAX = until told otherwise)
+    next: Arc<Mutex<Option<(u16, Option<&'static str>, u32)>>>,
+}
+
+impl Respond for Gateway {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let v = serde_json::from_slice::<Value>(&request.body).unwrap_or_default();
+        let to = v["to"].as_str().unwrap_or_default().to_owned();
+        let body = v["body"].as_str().unwrap_or_default().to_owned();
+        let mut next = self.next.lock().unwrap();
+        let answer = match next.as_mut() {
+            Some((status, after, left)) if *left > 0 => {
+                if *left != u32::MAX {
+                    *left -= 1;
+                }
+                let mut r = ResponseTemplate::new(*status)
+                    .set_body_json(json!({"success": false, "message": "refused"}));
+                if let Some(after) = after {
+                    r = r.insert_header("Retry-After", *after);
+                }
+                Some((*status, r))
+            }
+            _ => None,
+        };
+        let (status, response) = answer.unwrap_or_else(|| {
+            (
+                200,
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"success": true, "message": "Message sent"})),
+            )
+        });
+        self.calls
+            .lock()
+            .unwrap()
+            .push((Instant::now(), to, body, status));
+        response
+    }
+}
+
+impl Gateway {
+    async fn mount(app: &TestApp) -> Self {
+        let g = Self::default();
+        Mock::given(matchers::method("POST"))
+            .and(matchers::path("/api/send"))
+            .respond_with(g.clone())
+            .mount(&app.gateway.server)
+            .await;
+        g
+    }
+
+    fn answer(&self, status: u16, retry_after: Option<&'static str>, times: u32) {
+        *self.next.lock().unwrap() = Some((status, retry_after, times));
+    }
+
+    fn heal(&self) {
+        *self.next.lock().unwrap() = None;
+    }
+
+    fn count(&self) -> usize {
+        self.calls.lock().unwrap().len()
+    }
+
+    fn times(&self) -> Vec<Instant> {
+        let mut t: Vec<Instant> = self.calls.lock().unwrap().iter().map(|c| c.0).collect();
+        t.sort();
+        t
+    }
+
+    fn times_to(&self, to: &str) -> Vec<Instant> {
+        let mut t: Vec<Instant> = self
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.1 == to)
+            .map(|c| c.0)
+            .collect();
+        t.sort();
+        t
+    }
+
+    fn first_with(&self, status: u16) -> Option<Instant> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.3 == status)
+            .map(|c| c.0)
+            .min()
+    }
+
+    /// Successful calls per message body.
+    fn delivered(&self) -> HashMap<String, usize> {
+        let mut per = HashMap::new();
+        for c in self.calls.lock().unwrap().iter().filter(|c| c.3 == 200) {
+            *per.entry(c.2.clone()).or_default() += 1;
+        }
+        per
+    }
+
+    async fn wait_for(&self, n: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.count() < n {
+            assert!(
+                Instant::now() < deadline,
+                "gateway saw {} call(s), expected {n} within {within:?}",
+                self.count()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn ops(app: &TestApp, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    let mut req = app
+        .http
+        .request(method, format!("{}{path}", app.base))
+        .bearer_auth(ops_token());
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let (status, body) = app.call(req).await;
+    assert_eq!(status, 200, "{path}: {body}");
+    body["data"].clone()
+}
+
+async fn set_policy(app: &TestApp, change: Value) -> Value {
+    ops(app, reqwest::Method::PUT, "/ops/policy", Some(change)).await
+}
+
+async fn sender(app: &TestApp) -> Value {
+    ops(app, reqwest::Method::GET, "/ops/sender", None).await
+}
+
+async fn send_queue(app: &TestApp) -> Value {
+    let queues = ops(app, reqwest::Method::GET, "/ops/queues", None).await;
+    queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "whatsapp-send")
+        .cloned()
+        .unwrap()
+}
+
+/// `n` ad-hoc sends, each to its own number (so that spacing never matters here).
+async fn enqueue(app: &TestApp, n: usize, tag: &str) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let (status, body) = app
+            .send(json!({"to": format!("0812{:07}", i), "body": format!("{tag} {i}")}))
+            .await;
+        assert_eq!(status, 202, "{body}");
+        ids.push(id_of(&body));
+    }
+    ids
+}
+
+async fn count_where(app: &TestApp, condition: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM messages WHERE {condition}"
+    )))
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap()
+}
+
+async fn wait_all_sent(app: &TestApp, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let unsent = count_where(app, "status <> 'sent'").await;
+        if unsent == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{unsent} message(s) not sent within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn api_with_gateway() -> (TestApp, Gateway) {
+    let app = TestApp::spawn_with(Options {
+        role: ProcessRole::Api,
+        gateway_ok: false,
+        ..Options::default()
+    })
+    .await;
+    let gateway = Gateway::mount(&app).await;
+    (app, gateway)
+}
+
+fn workers(app: &TestApp, n: usize) -> Vec<RealProcess> {
+    (0..n)
+        .map(|_| RealProcess::start_with(app, "worker", &[("WORKER_CONCURRENCY", "4")]))
+        .collect()
+}
+
+#[tokio::test]
+async fn three_workers_together_hold_the_cluster_rate() {
+    let (app, gateway) = api_with_gateway().await;
+    let (rate, burst) = (10.0, 2usize);
+    set_policy(&app, json!({"rate_per_second": rate, "burst": burst})).await;
+    let n = 160;
+    enqueue(&app, n, "rate").await;
+    let _w = workers(&app, 3);
+    gateway.wait_for(n, Duration::from_secs(60)).await;
+    wait_all_sent(&app, Duration::from_secs(10)).await;
+
+    let t = gateway.times();
+    // After the first burst, one call per 1/rate.
+    let span = (t[n - 1] - t[0]).as_secs_f64();
+    let achieved = (n - burst) as f64 / span;
+    eprintln!("3 workers at {rate}/s: achieved {achieved:.2}/s over {span:.1} s");
+    assert!(
+        (achieved - rate).abs() <= rate * 0.05,
+        "achieved {achieved:.2}/s against {rate}/s"
+    );
+    let most = (0..n)
+        .map(|i| {
+            t[i..]
+                .iter()
+                .take_while(|x| **x - t[i] < Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(
+        most <= burst + rate as usize,
+        "{most} calls within one second (burst + rate = {})",
+        burst + rate as usize
+    );
+    assert!(
+        gateway.delivered().values().all(|n| *n == 1),
+        "each message once"
+    );
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_holds_every_process_and_costs_no_attempt() {
+    let (app, gateway) = api_with_gateway().await;
+    set_policy(&app, json!({"rate_per_second": 20, "burst": 1})).await;
+    let n = 80;
+    enqueue(&app, n, "held").await;
+    let _w = workers(&app, 3);
+    gateway.wait_for(10, Duration::from_secs(30)).await;
+    gateway.answer(429, Some("3"), 1);
+    wait_all_sent(&app, Duration::from_secs(60)).await;
+
+    let limited = gateway.first_with(429).expect("a 429");
+    // Calls already past their claim when the 429 came back may land just after it.
+    let during: Vec<Duration> = gateway
+        .times()
+        .into_iter()
+        .filter(|t| *t > limited + Duration::from_millis(150))
+        .map(|t| t - limited)
+        .filter(|d| *d < Duration::from_secs(3))
+        .collect();
+    assert_eq!(during, Vec::<Duration>::new(), "no call during Retry-After");
+    assert_eq!(
+        count_where(&app, "attempts <> 1").await,
+        0,
+        "the 429 cost no attempt"
+    );
+    assert!(gateway.delivered().values().all(|n| *n == 1));
+    assert_eq!(gateway.delivered().len(), n);
+    let s = sender(&app).await;
+    assert_eq!(s["rate_configured"], 20.0);
+    let effective = s["rate_effective"].as_f64().unwrap();
+    assert!(
+        (10.0..11.0).contains(&effective),
+        "the rate halved for everyone: {s}"
+    );
+}
+
+#[tokio::test]
+async fn a_logged_out_device_pauses_the_queue_for_the_cluster_and_burns_nothing() {
+    let (app, gateway) = api_with_gateway().await;
+    set_policy(&app, json!({"rate_per_second": 5, "burst": 1})).await;
+    gateway.answer(401, None, u32::MAX);
+    let n = 30;
+    enqueue(&app, n, "device").await;
+    let _w = workers(&app, 2);
+    gateway.wait_for(1, Duration::from_secs(30)).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let queue = loop {
+        let q = send_queue(&app).await;
+        if q["paused"] == true {
+            break q;
+        }
+        assert!(Instant::now() < deadline, "not paused: {q}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(queue["paused_by"], "circuit");
+    assert_eq!(queue["paused_reason"], "gateway unauthorized");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let calls = gateway.count();
+    assert!(calls <= 3, "{calls} calls with a logged-out device");
+    assert_eq!(count_where(&app, "status = 'failed'").await, 0);
+    assert_eq!(
+        count_where(&app, "attempts > 0").await,
+        0,
+        "no attempt spent"
+    );
+    assert!(
+        sender(&app).await["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("401")
+    );
+
+    // The operator fixes the device and resumes: everything goes out once.
+    gateway.heal();
+    ops(
+        &app,
+        reqwest::Method::POST,
+        "/ops/queues/whatsapp-send/resume",
+        None,
+    )
+    .await;
+    wait_all_sent(&app, Duration::from_secs(30)).await;
+    assert_eq!(gateway.delivered().len(), n);
+    assert!(gateway.delivered().values().all(|n| *n == 1));
+    assert_eq!(count_where(&app, "attempts <> 1").await, 0);
+    assert_eq!(finished_jobs_of_unfinished_messages(&app).await, vec![]);
+}
+
+#[tokio::test]
+async fn a_streak_of_server_errors_opens_the_circuit_and_one_probe_decides() {
+    let (app, gateway) = api_with_gateway().await;
+    set_policy(&app, json!({"circuit_failure_threshold": 3})).await;
+    gateway.answer(500, None, u32::MAX);
+    let n = 12;
+    enqueue(&app, n, "streak").await;
+    let _w = workers(&app, 2);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let opened = loop {
+        let s = sender(&app).await;
+        if s["circuit"] == "open" {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "circuit not open: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(opened["consecutive_failures"].as_i64().unwrap() >= 3);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let at_open = gateway.count();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        gateway.count(),
+        at_open,
+        "no call while the circuit is open"
+    );
+
+    // The cool-down ends (moved to now): exactly one probe; it fails, the circuit stays open
+    // with twice the cool-down.
+    let expire_cooldown = || async {
+        sqlx::query("UPDATE sender_state SET reopen_at = now()")
+            .execute(&app.db.pool)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE queue_holds SET until = now()")
+            .execute(&app.db.pool)
+            .await
+            .unwrap();
+    };
+    expire_cooldown().await;
+    gateway.wait_for(at_open + 1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(gateway.count(), at_open + 1, "one probe");
+    let reopened = sender(&app).await;
+    assert_eq!(reopened["circuit"], "open", "{reopened}");
+    let opened_at =
+        chrono::DateTime::parse_from_rfc3339(reopened["opened_at"].as_str().unwrap()).unwrap();
+    let reopen_at =
+        chrono::DateTime::parse_from_rfc3339(reopened["reopen_at"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (reopen_at - opened_at).num_seconds(),
+        60,
+        "cool-down doubled"
+    );
+
+    // The gateway recovers: the next probe closes the circuit and everything goes out.
+    gateway.heal();
+    expire_cooldown().await;
+    wait_all_sent(&app, Duration::from_secs(30)).await;
+    let closed = sender(&app).await;
+    assert_eq!(closed["circuit"], "closed", "{closed}");
+    assert_eq!(closed["consecutive_failures"], 0);
+    assert_eq!(gateway.delivered().len(), n);
+}
+
+/// A window that does not contain the current time in Jakarta.
+fn window_excluding_now() -> String {
+    use chrono::Timelike;
+    let now = chrono::Utc::now().with_timezone(&chrono_tz::Asia::Jakarta);
+    let start = (now.hour() + 2) % 24;
+    let end = (now.hour() + 3) % 24;
+    format!("{start:02}:00-{end:02}:00")
+}
+
+#[tokio::test]
+async fn the_send_window_holds_reminders_and_opted_in_sends_until_a_change_frees_them() {
+    let app = TestApp::spawn().await;
+    let window = window_excluding_now();
+    let policy = set_policy(&app, json!({"send_window": window})).await;
+    assert_eq!(policy["send_window"], window.as_str());
+    let (status, body) = app
+        .call(app.post("/manual-whatsapp/").json(&json!({
+            "customer_name": "Siti", "nopol": "B 1 WIN", "no_hp": "0812 7000 001",
+            "next_service": (chrono::Utc::now().with_timezone(&chrono_tz::Asia::Jakarta).date_naive()
+                + chrono::Duration::days(1)).to_string()
+        })))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let manual_id = body["data"]["id"].as_str().unwrap().to_owned();
+    let (status, body) = app
+        .call(app.post(&format!("/manual-whatsapp/{manual_id}/send-reminder")))
+        .await;
+    assert!(status < 300, "{body}");
+    let manual_msg = body["data"]["message_id"].as_str().unwrap().to_owned();
+    let (_, body) = app
+        .send(json!({"to": "0812 7000 002", "body": "opt in", "respect_window": true}))
+        .await;
+    let opted_in = id_of(&body);
+    let (_, body) = app
+        .send(json!({"to": "0812 7000 003", "body": "plain"}))
+        .await;
+    let plain = id_of(&body);
+
+    app.wait_for_status(&plain, "sent", Duration::from_secs(5))
+        .await;
+    for id in [&manual_msg, &opted_in] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let m = app.message(id).await;
+            if m["held_reason"] == "send_window" {
+                assert_eq!(m["status"], "queued", "{m}");
+                assert_eq!(m["attempts"], 0, "{m}");
+                assert!(m["held_until"].is_string(), "{m}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "not held by the window: {m}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let held = ops(&app, reqwest::Method::GET, "/ops/held", None).await;
+    assert_eq!(held["items"].as_array().unwrap().len(), 2, "{held}");
+    assert_eq!(app.gateway.calls().await, 1);
+
+    // Opening the window frees them within seconds.
+    let changed = Instant::now();
+    set_policy(&app, json!({"send_window": "00:00-24:00"})).await;
+    for id in [&manual_msg, &opted_in] {
+        let m = app
+            .wait_for_status(id, "sent", Duration::from_secs(10))
+            .await;
+        assert_eq!(m["held_reason"], Value::Null);
+        assert_eq!(m["attempts"], 1);
+    }
+    eprintln!("released {:?} after the policy change", changed.elapsed());
+}
+
+#[tokio::test]
+async fn spacing_holds_per_number_without_slowing_other_numbers() {
+    let app = TestApp::spawn_with(Options {
+        gateway_ok: false,
+        env: vec![("WORKER_CONCURRENCY", "8".into())],
+        ..Options::default()
+    })
+    .await;
+    let gateway = Gateway::mount(&app).await;
+    set_policy(&app, json!({"recipient_min_interval_secs": 2})).await;
+    for i in 0..3 {
+        app.send(json!({"to": "0812 7100 001", "body": format!("same {i}")}))
+            .await;
+    }
+    let started = Instant::now();
+    for i in 0..6 {
+        app.send(json!({"to": format!("0812 72{i:05}"), "body": format!("other {i}")}))
+            .await;
+    }
+    gateway.wait_for(9, Duration::from_secs(15)).await;
+    let same = gateway.times_to("628127100001");
+    assert_eq!(same.len(), 3);
+    for w in same.windows(2) {
+        assert!(
+            w[1] - w[0] >= Duration::from_millis(1_950),
+            "two calls to one number {:?} apart",
+            w[1] - w[0]
+        );
+    }
+    let others: Vec<Instant> = (0..6)
+        .flat_map(|i| gateway.times_to(&format!("6281272{i:05}")))
+        .collect();
+    assert_eq!(others.len(), 6);
+    assert!(
+        others.iter().all(|t| *t - started < Duration::from_secs(2)),
+        "other numbers are not slowed down"
+    );
+}
+
+#[tokio::test]
+async fn an_opt_out_written_behind_the_api_is_still_refused_at_the_claim() {
+    let app = TestApp::spawn().await;
+    let (_, body) = app
+        .send(json!({"to": "0812 7300 001", "body": "later", "delay": 2}))
+        .await;
+    let id = id_of(&body);
+    // Not through POST /suppressions (which cancels at once): only the claim can stop it.
+    sqlx::query("INSERT INTO suppressions (phone, scope) VALUES ('628127300001', 'all')")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let m = app
+        .wait_for_status(&id, "cancelled", Duration::from_secs(10))
+        .await;
+    assert_eq!(m["last_error"], "recipient opted out");
+    assert_eq!(m["attempts"], 0);
+    assert_eq!(app.gateway.calls().await, 0);
+    let job = app.job_of(&id).await;
+    assert_eq!(job.status, "Killed");
+}
+
+#[tokio::test]
+async fn the_policy_api_validates_changes_whole_and_needs_the_ops_role() {
+    let app = TestApp::spawn().await;
+    let before = ops(&app, reqwest::Method::GET, "/ops/policy", None).await;
+    assert_eq!(before["send_window"], "00:00-24:00");
+    assert_eq!(before["recipient_min_interval_secs"], 0);
+    assert_eq!(before["circuit_failure_threshold"], 20);
+    let (status, body) = app
+        .call(
+            app.http
+                .put(format!("{}/ops/policy", app.base))
+                .bearer_auth(ops_token())
+                .json(&json!({"send_window": "25:00-26:00", "burst": 3})),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["field"], "send_window");
+    let after = ops(&app, reqwest::Method::GET, "/ops/policy", None).await;
+    assert_eq!(after["burst"], before["burst"], "nothing changed");
+    let changed = set_policy(&app, json!({"burst": 3, "send_window": "20:00-06:00"})).await;
+    assert_eq!(changed["burst"], 3);
+    assert_eq!(changed["send_window"], "20:00-06:00");
+    assert_eq!(changed["updated_by"], "operator");
+    let (status, _) = app
+        .call(
+            app.http
+                .put(format!("{}/ops/policy", app.base))
+                .bearer_auth(&app.token)
+                .json(&json!({"burst": 4})),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = app.call(app.get("/ops/sender")).await;
+    assert_eq!(status, 403);
+}
