@@ -568,7 +568,7 @@ pub async fn claim_batch(
         "WITH input AS (
             SELECT * FROM unnest($1::uuid[], $2::int[]) AS t(id, attempt)
          ), s AS (
-            SELECT retry_after_until, circuit, probe_by, reopen_at, probe_until
+            SELECT retry_after_until, circuit, probe_by, reopen_at
             FROM sender_state WHERE sender = $8
          ), before AS (
             SELECT m.id, m.status, m.job_id, m.kind, m.to_phone, m.expires_at, m.respect_window,
@@ -604,9 +604,10 @@ pub async fn claim_batch(
                 END AS disposition,
                 CASE j.verdict
                   WHEN 'retry_after' THEN (SELECT retry_after_until FROM s)
-                  WHEN 'circuit_open' THEN greatest(coalesce((SELECT reopen_at FROM s), now()),
-                                                    coalesce((SELECT probe_until FROM s), now()),
-                                                    now() + interval '1 second')
+                  -- open: until the cool-down ends; half-open: soon (the probe may close it)
+                  WHEN 'circuit_open' THEN CASE WHEN (SELECT circuit FROM s) = 'open'
+                      THEN greatest((SELECT reopen_at FROM s), now() + interval '1 second')
+                      ELSE now() + interval '5 seconds' END
                   WHEN 'send_window' THEN $5
                   ELSE greatest(coalesce(r.last_sent_at, now()), now())
                        + make_interval(secs => greatest($6, 0))

@@ -24,6 +24,10 @@ use self::{sender::SenderState, settings::Settings, throttle::Throttle};
 /// How often a process reads the settings and the sender's state: a change made through the
 /// API on any process is followed by all within this (README: within 2 s).
 pub const REFRESH: Duration = Duration::from_millis(500);
+/// A job held while the half-open probe is out is looked at again after at most this.
+const PROBE_RECHECK_SECS: i64 = 5;
+/// Every process has read a change after this (a refresh may take a moment).
+pub const FOLLOWED_WITHIN: Duration = Duration::from_millis(1_500);
 
 /// The metric reasons of `bengkel_sends_held_total`.
 pub const HELD_REASONS: [&str; 6] = [
@@ -142,7 +146,9 @@ impl Policy {
         match s.circuit.as_str() {
             "open" if s.reopen_at.is_some_and(|r| r > now) => return Ok(circuit_hold(s.reopen_at)),
             "half_open" if s.probe_until.is_some_and(|p| p > now) => {
-                return Ok(circuit_hold(s.probe_until));
+                // The probe's answer may close the circuit any moment: look again soon.
+                let soon = now + chrono::Duration::seconds(PROBE_RECHECK_SECS);
+                return Ok(circuit_hold(s.probe_until.map(|p| p.min(soon))));
             }
             "open" | "half_open" => {
                 let lease = Duration::from_secs(60);

@@ -94,8 +94,20 @@ pub async fn change_policy(
     let s = settings::update(&state.pool, &change, &caller.sub)
         .await?
         .ok_or_else(missing)?;
-    let woken = super::wake_held(&state.pool).await?;
-    tracing::warn!(by = caller.sub, ?change, woken, "delivery policy changed");
+    tracing::warn!(by = caller.sub, ?change, "delivery policy changed");
+    // Once every process follows the change, what the window or the spacing held is looked at
+    // again.
+    let pool = state.pool.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(super::FOLLOWED_WITHIN).await;
+        match super::wake_held(&pool).await {
+            Ok(n) => tracing::info!(
+                woken = n,
+                "held messages looked at again after a policy change"
+            ),
+            Err(e) => tracing::warn!("waking held messages after a policy change failed: {e}"),
+        }
+    });
     Ok(Reply::ok(s, "Delivery policy changed"))
 }
 

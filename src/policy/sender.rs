@@ -245,6 +245,14 @@ pub async fn answered(pool: &PgPool) -> sqlx::Result<()> {
     .await?;
     if closed.is_some() {
         pause::release_hold(&mut tx, queue::SEND_QUEUE, HOLD_CIRCUIT).await?;
+        // What the open circuit snoozed goes now, not at the end of a cool-down or a probe's
+        // lease.
+        queue::wake(
+            &mut tx,
+            "SELECT job_id FROM messages
+             WHERE held_reason = 'circuit_open' AND status IN ('queued', 'retrying')",
+        )
+        .await?;
     }
     tx.commit().await
 }

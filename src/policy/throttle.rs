@@ -23,9 +23,14 @@ use super::sender;
 
 /// Slots are reserved only when they open within this.
 pub const HORIZON: Duration = Duration::from_millis(250);
-/// A slot not taken within this after it opened is given back rather than used late (used
-/// late, it would crowd the next second).
+/// A slot not taken within this after it opened — and never more than half the interval
+/// between two slots — is given back rather than used late (used late, it would crowd the next
+/// second).
 pub const FRESH: Duration = Duration::from_millis(100);
+
+fn fresh_for(rate: f64) -> Duration {
+    FRESH.min(Duration::from_secs_f64(0.5 / rate.max(0.01)))
+}
 
 /// What a run gets from the throttle.
 #[derive(Debug)]
@@ -41,6 +46,7 @@ pub enum Acquired {
 #[derive(Debug)]
 pub struct Slot {
     at: Instant,
+    fresh: Duration,
 }
 
 #[derive(Default)]
@@ -75,11 +81,12 @@ impl Throttle {
         self.waiting.fetch_add(1, Ordering::SeqCst);
         let _waiting = Waiting(&self.waiting);
         let cap = burst.max(1);
+        let fresh = fresh_for(rate);
         loop {
             let mut pool = self.pool.lock().await;
             let now = Instant::now();
             while let Some(at) = pool.slots.front().copied() {
-                if at + FRESH < now {
+                if at + fresh < now {
                     pool.slots.pop_front();
                     pool.returned += 1;
                 } else {
@@ -89,8 +96,8 @@ impl Throttle {
             if let Some(at) = pool.slots.pop_front() {
                 drop(pool);
                 tokio::time::sleep_until(at).await;
-                if Instant::now() <= at + FRESH {
-                    return Acquired::Slot(Slot { at });
+                if Instant::now() <= at + fresh {
+                    return Acquired::Slot(Slot { at, fresh });
                 }
                 // Woken too late (a starved scheduler): used now, the slot would crowd the
                 // next ones. It goes back; this run takes another.
@@ -135,7 +142,7 @@ impl Throttle {
     /// gets it back.
     pub async fn give_back(&self, slot: Slot) {
         let mut pool = self.pool.lock().await;
-        if slot.at + FRESH >= Instant::now() {
+        if slot.at + slot.fresh >= Instant::now() {
             pool.slots.push_front(slot.at);
         } else {
             pool.returned += 1;

@@ -17,13 +17,17 @@ use crate::{
     queue::finished_jobs_of_unfinished_messages,
 };
 
+/// A call: when it arrived, to whom, the text, the status answered.
+type Call = (Instant, String, String, u16);
+/// What the next calls get: status, `Retry-After`, how many more (`u32::MAX`: until healed).
+type Answer = (u16, Option<&'static str>, u32);
+
 /// A gateway that notes every call (when, to whom, what) and answers what it is told: `ok`, or
 /// a status (with a `Retry-After`) for the next calls.
 #[derive(Clone, Default)]
 struct Gateway {
-    calls: Arc<Mutex<Vec<(Instant, String, String, u16)>>>,
-    /// (status, Retry-After, how many more calls get it; u32::MAX = until told otherwise)
-    next: Arc<Mutex<Option<(u16, Option<&'static str>, u32)>>>,
+    calls: Arc<Mutex<Vec<Call>>>,
+    next: Arc<Mutex<Option<Answer>>>,
 }
 
 impl Respond for Gateway {
@@ -148,8 +152,11 @@ async fn ops(app: &TestApp, method: reqwest::Method, path: &str, body: Option<Va
     body["data"].clone()
 }
 
+/// Changes the policy and waits the 2 s within which every process follows.
 async fn set_policy(app: &TestApp, change: Value) -> Value {
-    ops(app, reqwest::Method::PUT, "/ops/policy", Some(change)).await
+    let changed = ops(app, reqwest::Method::PUT, "/ops/policy", Some(change)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    changed
 }
 
 async fn sender(app: &TestApp) -> Value {
@@ -379,15 +386,23 @@ async fn a_streak_of_server_errors_opens_the_circuit_and_one_probe_decides() {
 
     // The cool-down ends (moved to now): exactly one probe; it fails, the circuit stays open
     // with twice the cool-down.
+    // The clock moved on to the end of the cool-down: the circuit's reopen time, the queue's
+    // hold and the jobs snoozed until then.
+    // (Each process reads the sender's state every 500 ms: the jobs wake once all have.)
     let expire_cooldown = || async {
-        sqlx::query("UPDATE sender_state SET reopen_at = now()")
-            .execute(&app.db.pool)
-            .await
-            .unwrap();
-        sqlx::query("UPDATE queue_holds SET until = now()")
-            .execute(&app.db.pool)
-            .await
-            .unwrap();
+        for sql in [
+            "UPDATE sender_state SET reopen_at = now()",
+            "UPDATE queue_holds SET until = now()",
+        ] {
+            sqlx::query(sql).execute(&app.db.pool).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        sqlx::query(
+            "UPDATE apalis.jobs SET run_at = now() WHERE status = 'Pending' AND run_at > now()",
+        )
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
     };
     expire_cooldown().await;
     gateway.wait_for(at_open + 1, Duration::from_secs(10)).await;
