@@ -228,7 +228,7 @@ pub struct Deadline {
     /// Unsent by then (RFC 3339 with offset; encode `+` as `%2B`), the message is `expired` and
     /// never sent late. In the future and later than the time the message is due. Not together
     /// with `ttl_seconds`.
-    #[param(format = DateTime, example = "2026-12-01T21:00:00+07:00")]
+    #[param(example = "2026-12-01T21:00:00+07:00")]
     expires_at: Option<String>,
     /// The deadline as seconds after the message is due: 1 to 2,592,000.
     #[param(minimum = 1, maximum = 2592000)]
@@ -241,12 +241,9 @@ pub struct Deadline {
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub struct FileSend {
-    /// An absolute `http(s)` URL of the file to attach, up to 2048 characters.
-    #[param(
-        format = "uri",
-        max_length = 2048,
-        pattern = r"^\s*[hH][tT][tT][pP][sS]?://[^/?#\s]"
-    )]
+    /// An absolute `http(s)` URL of the file to attach, up to 2048 characters. (No `format`:
+    /// with the pattern it leaves a schema-driven client almost nothing to generate.)
+    #[param(max_length = 2048, pattern = r"^\s*[hH][tT][tT][pP][sS]?://[^/?#\s]")]
     file_url: String,
 }
 
