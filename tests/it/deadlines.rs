@@ -76,18 +76,6 @@ async fn delivered_control(app: &TestApp) -> String {
     id
 }
 
-async fn gateway_bodies(app: &TestApp) -> Vec<String> {
-    app.gateway
-        .requests()
-        .await
-        .iter()
-        .map(|r| {
-            let b: Value = r.body_json().expect("gateway body is JSON");
-            b["body"].as_str().unwrap_or_default().to_owned()
-        })
-        .collect()
-}
-
 fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| {
         l.strip_prefix(series)
@@ -355,7 +343,7 @@ async fn an_unsent_message_expires_at_its_deadline_and_is_never_sent() {
 
     pause_sends(&app, false).await;
     delivered_control(&app).await;
-    assert_eq!(gateway_bodies(&app).await, ["control"]);
+    assert_eq!(app.gateway.sent_field("body").await, ["control"]);
 
     let text = reqwest::get(format!("{}/metrics", app.base))
         .await
@@ -448,7 +436,7 @@ async fn a_reminder_not_sent_by_the_end_of_its_day_expires_with_its_reminder_row
 
     pause_sends(&app, false).await;
     delivered_control(&app).await;
-    assert_eq!(gateway_bodies(&app).await, ["control"]);
+    assert_eq!(app.gateway.sent_field("body").await, ["control"]);
     assert_eq!(count(&app, "SELECT count(*) FROM whatsapp_report").await, 0);
 }
 

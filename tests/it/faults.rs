@@ -86,25 +86,6 @@ async fn enqueue(app: &TestApp, n: usize, tag: &str) -> Vec<String> {
     ids
 }
 
-async fn wait_all_sent(app: &TestApp, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let unsent: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM messages WHERE status <> 'sent'")
-                .fetch_one(&app.db.pool)
-                .await
-                .unwrap_or(-1);
-        if unsent == 0 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{unsent} message(s) not sent within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn admin_url() -> String {
     std::env::var("TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
@@ -162,7 +143,7 @@ async fn a_database_outage_mid_drain_loses_nothing_sends_nothing_twice_and_resum
     database_outage(&app.db.name, Duration::from_secs(20)).await;
     let back = Instant::now();
 
-    wait_all_sent(&app, Duration::from_secs(60)).await;
+    app.wait_all_sent(Duration::from_secs(60)).await;
     let resumed = gateway
         .first_call_after(back)
         .expect("calls after the database came back");
@@ -253,7 +234,7 @@ async fn a_killed_workers_jobs_are_picked_up_within_fifteen_seconds() {
     }
     let picked_up = killed.elapsed();
 
-    wait_all_sent(&app, Duration::from_secs(60)).await;
+    app.wait_all_sent(Duration::from_secs(60)).await;
     let per_body = gateway.per_body();
     assert_eq!(
         per_body.len(),

@@ -132,6 +132,18 @@ impl Gateway {
         self.server.received_requests().await.unwrap_or_default()
     }
 
+    /// One field (`to`, `body`, …) of every call's JSON body so far, in order.
+    pub async fn sent_field(&self, field: &str) -> Vec<String> {
+        self.requests()
+            .await
+            .iter()
+            .map(|r| {
+                let b: Value = r.body_json().expect("gateway body is JSON");
+                b[field].as_str().unwrap_or_default().to_owned()
+            })
+            .collect()
+    }
+
     pub async fn calls(&self) -> usize {
         self.requests().await.len()
     }
@@ -292,6 +304,26 @@ impl TestApp {
             .await;
         assert_eq!(status, 200, "{body}");
         body["data"].clone()
+    }
+
+    /// Waits until every message is `sent`.
+    pub async fn wait_all_sent(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let unsent: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM messages WHERE status <> 'sent'")
+                    .fetch_one(&self.db.pool)
+                    .await
+                    .unwrap_or(-1);
+            if unsent == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{unsent} message(s) not sent within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Polls a message until its status is `want`.

@@ -196,21 +196,6 @@ async fn count_where(app: &TestApp, condition: &str) -> i64 {
     .unwrap()
 }
 
-async fn wait_all_sent(app: &TestApp, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let unsent = count_where(app, "status <> 'sent'").await;
-        if unsent == 0 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{unsent} message(s) not sent within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn api_with_gateway() -> (TestApp, Gateway) {
     let app = TestApp::spawn_with(Options {
         role: ProcessRole::Api,
@@ -237,7 +222,7 @@ async fn three_workers_together_hold_the_cluster_rate() {
     enqueue(&app, n, "rate").await;
     let _w = workers(&app, 3);
     gateway.wait_for(n, Duration::from_secs(60)).await;
-    wait_all_sent(&app, Duration::from_secs(10)).await;
+    app.wait_all_sent(Duration::from_secs(10)).await;
 
     let t = gateway.times();
     // After the first burst, one call per 1/rate.
@@ -277,7 +262,7 @@ async fn a_429_with_retry_after_holds_every_process_and_costs_no_attempt() {
     let _w = workers(&app, 3);
     gateway.wait_for(10, Duration::from_secs(30)).await;
     gateway.answer(429, Some("3"), 1);
-    wait_all_sent(&app, Duration::from_secs(60)).await;
+    app.wait_all_sent(Duration::from_secs(60)).await;
 
     let limited = gateway.first_with(429).expect("a 429");
     // Calls already past their claim when the 429 came back may land just after it.
@@ -350,7 +335,7 @@ async fn a_logged_out_device_pauses_the_queue_for_the_cluster_and_burns_nothing(
         None,
     )
     .await;
-    wait_all_sent(&app, Duration::from_secs(30)).await;
+    app.wait_all_sent(Duration::from_secs(30)).await;
     assert_eq!(gateway.delivered().len(), n);
     assert!(gateway.delivered().values().all(|n| *n == 1));
     assert_eq!(count_where(&app, "attempts <> 1").await, 0);
@@ -423,7 +408,7 @@ async fn a_streak_of_server_errors_opens_the_circuit_and_one_probe_decides() {
     // The gateway recovers: the next probe closes the circuit and everything goes out.
     gateway.heal();
     expire_cooldown().await;
-    wait_all_sent(&app, Duration::from_secs(30)).await;
+    app.wait_all_sent(Duration::from_secs(30)).await;
     let closed = sender(&app).await;
     assert_eq!(closed["circuit"], "closed", "{closed}");
     assert_eq!(closed["consecutive_failures"], 0);

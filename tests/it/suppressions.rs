@@ -49,19 +49,6 @@ async fn scalar_text(app: &TestApp, sql: &str, id: &str) -> Option<String> {
         .expect("query")
 }
 
-/// The gateway's `to` of every call so far.
-async fn delivered_to(app: &TestApp) -> Vec<String> {
-    app.gateway
-        .requests()
-        .await
-        .iter()
-        .map(|r| {
-            let b: Value = r.body_json().expect("gateway body is JSON");
-            b["to"].as_str().unwrap_or_default().to_owned()
-        })
-        .collect()
-}
-
 async fn pause_sends(app: &TestApp) {
     let (status, body) = app
         .call(
@@ -400,7 +387,7 @@ async fn scope_reminders_cancels_a_queued_maintenance_reminder_with_its_reminder
     resume_sends(&app).await;
     app.wait_for_status(&kept, "sent", Duration::from_secs(15))
         .await;
-    assert_eq!(delivered_to(&app).await, ["628130000111"]);
+    assert_eq!(app.gateway.sent_field("to").await, ["628130000111"]);
     assert_eq!(app.message(&opted).await["status"], "cancelled");
 }
 
@@ -448,7 +435,7 @@ async fn a_send_to_an_opted_out_number_is_accepted_cancelled_and_never_sent_unti
         Duration::from_secs(10),
     )
     .await;
-    assert_eq!(delivered_to(&app).await, ["628991111222"]);
+    assert_eq!(app.gateway.sent_field("to").await, ["628991111222"]);
 
     // The counter is exported with the kind.
     let metrics = reqwest::get(format!("{}/metrics", app.base))
@@ -475,7 +462,7 @@ async fn a_send_to_an_opted_out_number_is_accepted_cancelled_and_never_sent_unti
         Duration::from_secs(10),
     )
     .await;
-    let to: HashSet<String> = delivered_to(&app).await.into_iter().collect();
+    let to: HashSet<String> = app.gateway.sent_field("to").await.into_iter().collect();
     assert_eq!(
         to,
         HashSet::from([NUMBER.to_owned(), "628991111222".to_owned()])
@@ -626,7 +613,7 @@ async fn the_fanout_and_the_manual_passes_skip_opted_out_numbers() {
 
     resume_sends(&app).await;
     app.gateway.wait_for_calls(2, Duration::from_secs(15)).await;
-    let to: Vec<String> = delivered_to(&app).await;
+    let to: Vec<String> = app.gateway.sent_field("to").await;
     assert_eq!(to, ["628130000111", "628130000111"], "only the kept number");
 }
 
