@@ -11,12 +11,11 @@ ALTER TABLE messages
     ADD COLUMN respect_window boolean NOT NULL DEFAULT false,
     ADD COLUMN held_until     timestamptz,
     ADD COLUMN held_reason    text;
--- The expiry sweep looks only at unsent messages that have a deadline.
-CREATE INDEX messages_expiring ON messages (expires_at)
-    WHERE expires_at IS NOT NULL AND status IN ('queued', 'retrying');
--- Suppressing a number cancels its unsent messages.
-CREATE INDEX messages_unsent_to ON messages (to_phone)
-    WHERE status IN ('queued', 'retrying', 'sending');
+-- The expiry sweep walks the deadlines of its recent past. No index here may mention `status`
+-- (not even in a predicate): a send's two status updates must stay HOT (see
+-- 20261125000003_messages_hot_updates.sql); `expires_at` never changes once stored. (Cancelling
+-- a number's unsent messages uses `messages_to_newest`.)
+CREATE INDEX messages_deadline ON messages (expires_at) WHERE expires_at IS NOT NULL;
 
 ALTER TABLE reminders DROP CONSTRAINT reminders_status_check;
 ALTER TABLE reminders ADD CONSTRAINT reminders_status_check

@@ -203,6 +203,20 @@ fn bench_config(
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
+    // The delivery policy as the bench command was started with (its defaults otherwise).
+    for (k, v) in [
+        ("SEND_WINDOW", base.send_window.to_string()),
+        (
+            "RECIPIENT_MIN_INTERVAL_SECS",
+            base.recipient_min_interval_secs.to_string(),
+        ),
+        (
+            "CIRCUIT_FAILURE_THRESHOLD",
+            base.circuit_failure_threshold.to_string(),
+        ),
+    ] {
+        vars.insert(k.to_owned(), v);
+    }
     for (k, v) in env {
         vars.insert((*k).to_owned(), v.clone());
     }

@@ -444,15 +444,24 @@ pub struct ExpiredBatch {
 /// their waiting jobs killed (`queue::expire_waiting`) and their reminder rows following. Rows
 /// another transaction holds (a claim, a cancel, another process' sweep) are skipped, never
 /// waited for; so is a message whose job is locked right now: the next pass takes them.
-pub async fn expire_due(conn: &mut PgConnection, limit: i64) -> sqlx::Result<ExpiredBatch> {
+///
+/// Only deadlines after `since` are looked at (the index walks deadlines, sent messages' too):
+/// the sweep passes the time of its previous pass, less a margin.
+pub async fn expire_due(
+    conn: &mut PgConnection,
+    since: DateTime<Utc>,
+    limit: i64,
+) -> sqlx::Result<ExpiredBatch> {
     let due: Vec<(Uuid, Option<String>)> = sqlx::query_as(
         "SELECT id, job_id FROM messages
-         WHERE expires_at IS NOT NULL AND expires_at <= now() AND status IN ('queued', 'retrying')
+         WHERE expires_at IS NOT NULL AND expires_at > $2 AND expires_at <= now()
+           AND status IN ('queued', 'retrying')
          ORDER BY expires_at
          LIMIT $1
          FOR UPDATE SKIP LOCKED",
     )
     .bind(limit)
+    .bind(since)
     .fetch_all(&mut *conn)
     .await?;
     if due.is_empty() {

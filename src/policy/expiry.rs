@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -18,12 +19,19 @@ pub const EVERY: Duration = Duration::from_secs(5);
 /// Messages per transaction.
 pub const BATCH: i64 = 1000;
 
-/// Expires every message that is due for it, a batch per transaction; returns how many.
-pub async fn sweep(pool: &PgPool) -> sqlx::Result<u64> {
+/// How far back the first pass of a process looks: deadlines missed while no process ran (a
+/// message whose deadline is older is refused by its claim when its job runs).
+pub const FIRST_LOOK_BACK: Duration = Duration::from_secs(86_400);
+/// Later passes look back to the previous pass, less this.
+pub const OVERLAP: Duration = Duration::from_secs(60);
+
+/// Expires every message whose deadline passed after `since`, a batch per transaction; returns
+/// how many.
+pub async fn sweep(pool: &PgPool, since: DateTime<Utc>) -> sqlx::Result<u64> {
     let mut total = 0;
     loop {
         let mut tx = pool.begin().await?;
-        let batch = repo::expire_due(&mut tx, BATCH).await?;
+        let batch = repo::expire_due(&mut tx, since, BATCH).await?;
         tx.commit().await?;
         for (_, kind) in &batch.expired {
             metrics::counter!("bengkel_messages_expired_total", "kind" => kind.as_str())
@@ -50,12 +58,16 @@ pub async fn sweep(pool: &PgPool) -> sqlx::Result<u64> {
 pub async fn run(pool: PgPool, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let back = |d: Duration| chrono::Duration::from_std(d).unwrap_or_default();
+    let mut since = Utc::now() - back(FIRST_LOOK_BACK);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {
-                if let Err(e) = sweep(&pool).await {
-                    tracing::warn!("expiry sweep failed: {e}");
+                let started = Utc::now();
+                match sweep(&pool, since).await {
+                    Ok(_) => since = started - back(OVERLAP),
+                    Err(e) => tracing::warn!("expiry sweep failed: {e}"),
                 }
             }
         }
