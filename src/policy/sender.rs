@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 
 use crate::queue::{self, pause};
 
@@ -298,21 +298,6 @@ pub async fn try_probe(pool: &PgPool, who: &str, lease: Duration) -> sqlx::Resul
     }
     tx.commit().await?;
     Ok(until.is_some())
-}
-
-/// For tests and the bench: a fresh bucket.
-pub async fn reset(conn: &mut PgConnection) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE sender_state s SET tokens = p.burst, refilled_at = now(), slowed_rate = NULL,
-                rate_limited_at = NULL, retry_after_until = NULL, circuit = 'closed',
-                consecutive_failures = 0, opened_at = NULL, reopen_at = NULL, probe_by = NULL,
-                probe_until = NULL, cooldown_secs = 30
-         FROM delivery_policy p WHERE s.sender = $1",
-    )
-    .bind(SENDER)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -109,13 +109,6 @@ async fn pass_deadline(app: &TestApp, message_id: &str) {
         .expect("move the deadline");
 }
 
-async fn count(app: &TestApp, sql: &str) -> i64 {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
-        .fetch_one(&app.db.pool)
-        .await
-        .expect("count")
-}
-
 #[tokio::test]
 async fn invalid_deadlines_are_refused_with_422_naming_the_field_and_nothing_is_stored() {
     let app = TestApp::spawn().await;
@@ -202,7 +195,7 @@ async fn invalid_deadlines_are_refused_with_422_naming_the_field_and_nothing_is_
         assert_eq!(status, 422, "{query}: {body}");
         assert_eq!(fields(&body).len(), 1, "{query}: {body}");
     }
-    assert_eq!(count(&app, "SELECT count(*) FROM messages").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM messages").await, 0);
 }
 
 #[tokio::test]
@@ -422,7 +415,7 @@ async fn a_reminder_not_sent_by_the_end_of_its_day_expires_with_its_reminder_row
     assert_eq!(items[0]["message_status"], "expired");
     assert_eq!(items[0]["reason"], m["last_error"]);
     assert!(items[0]["sent_at"].is_null());
-    assert_eq!(count(&app, "SELECT count(*) FROM whatsapp_report").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM whatsapp_report").await, 0);
     assert_eq!(job_of(&app, &id).await["status"], "cancelled");
 
     // Waiting for outcomes reports it as final.
@@ -437,7 +430,7 @@ async fn a_reminder_not_sent_by_the_end_of_its_day_expires_with_its_reminder_row
     pause_sends(&app, false).await;
     delivered_control(&app).await;
     assert_eq!(app.gateway.sent_field("body").await, ["control"]);
-    assert_eq!(count(&app, "SELECT count(*) FROM whatsapp_report").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM whatsapp_report").await, 0);
 }
 
 #[tokio::test]
@@ -490,9 +483,7 @@ async fn a_manual_reminder_expires_at_the_end_of_its_day_and_counts_nothing() {
     app.wait_for_status(&id, "expired", EXPIRY).await;
     app.wait_for_status(&single, "expired", EXPIRY).await;
     assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM manual_reminders WHERE status = 'expired' AND reason LIKE 'expired: %'"
+        app.count("SELECT count(*) FROM manual_reminders WHERE status = 'expired' AND reason LIKE 'expired: %'"
         )
         .await,
         2

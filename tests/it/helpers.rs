@@ -306,6 +306,14 @@ impl TestApp {
         body["data"].clone()
     }
 
+    /// The single integer a query answers (a count, a sum).
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_one(&self.db.pool)
+            .await
+            .expect("count")
+    }
+
     /// Waits until every message is `sent`.
     pub async fn wait_all_sent(&self, within: Duration) {
         let deadline = Instant::now() + within;

@@ -187,15 +187,6 @@ async fn enqueue(app: &TestApp, n: usize, tag: &str) -> Vec<String> {
     ids
 }
 
-async fn count_where(app: &TestApp, condition: &str) -> i64 {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT count(*) FROM messages WHERE {condition}"
-    )))
-    .fetch_one(&app.db.pool)
-    .await
-    .unwrap()
-}
-
 async fn api_with_gateway() -> (TestApp, Gateway) {
     let app = TestApp::spawn_with(Options {
         role: ProcessRole::Api,
@@ -275,7 +266,8 @@ async fn a_429_with_retry_after_holds_every_process_and_costs_no_attempt() {
         .collect();
     assert_eq!(during, Vec::<Duration>::new(), "no call during Retry-After");
     assert_eq!(
-        count_where(&app, "attempts <> 1").await,
+        app.count("SELECT count(*) FROM messages WHERE attempts <> 1")
+            .await,
         0,
         "the 429 cost no attempt"
     );
@@ -313,9 +305,14 @@ async fn a_logged_out_device_pauses_the_queue_for_the_cluster_and_burns_nothing(
     tokio::time::sleep(Duration::from_secs(2)).await;
     let calls = gateway.count();
     assert!(calls <= 3, "{calls} calls with a logged-out device");
-    assert_eq!(count_where(&app, "status = 'failed'").await, 0);
     assert_eq!(
-        count_where(&app, "attempts > 0").await,
+        app.count("SELECT count(*) FROM messages WHERE status = 'failed'")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM messages WHERE attempts > 0")
+            .await,
         0,
         "no attempt spent"
     );
@@ -338,7 +335,11 @@ async fn a_logged_out_device_pauses_the_queue_for_the_cluster_and_burns_nothing(
     app.wait_all_sent(Duration::from_secs(30)).await;
     assert_eq!(gateway.delivered().len(), n);
     assert!(gateway.delivered().values().all(|n| *n == 1));
-    assert_eq!(count_where(&app, "attempts <> 1").await, 0);
+    assert_eq!(
+        app.count("SELECT count(*) FROM messages WHERE attempts <> 1")
+            .await,
+        0
+    );
     assert_eq!(finished_jobs_of_unfinished_messages(&app).await, vec![]);
 }
 

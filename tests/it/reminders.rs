@@ -79,13 +79,6 @@ async fn delivered(app: &TestApp) -> Vec<(String, String)> {
         .collect()
 }
 
-async fn count(app: &TestApp, sql: &str) -> i64 {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
-        .fetch_one(&app.db.pool)
-        .await
-        .expect("count")
-}
-
 fn statuses(summary: &Value) -> Vec<(String, String)> {
     summary["details"]
         .as_array()
@@ -148,11 +141,8 @@ async fn only_vehicles_due_today_to_two_days_ahead_are_reminded_with_the_exact_t
     want.sort();
     assert_eq!(calls, want);
     assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM messages WHERE kind = 'maintenance' AND status = 'sent'"
-        )
-        .await,
+        app.count("SELECT count(*) FROM messages WHERE kind = 'maintenance' AND status = 'sent'")
+            .await,
         3
     );
 }
@@ -192,7 +182,7 @@ async fn eligible_vehicles_with_incomplete_data_are_skipped_with_a_reason() {
         "{reasons:?}"
     );
     assert_eq!(reasons[3], "vehicle has no no_pol");
-    assert_eq!(count(&app, "SELECT count(*) FROM reminders").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM reminders").await, 0);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(app.gateway.calls().await, 0);
 }
@@ -244,7 +234,7 @@ async fn a_second_run_queues_nothing_and_reports_the_first_runs_messages() {
     assert_eq!(third["reminder_queued"], 0);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(app.gateway.calls().await, 2);
-    assert_eq!(count(&app, "SELECT count(*) FROM messages").await, 2);
+    assert_eq!(app.count("SELECT count(*) FROM messages").await, 2);
 }
 
 #[tokio::test]
@@ -279,21 +269,15 @@ async fn six_concurrent_runs_create_each_reminder_once() {
         (30, 150),
         "each of 30 reminders queued by exactly one run"
     );
-    assert_eq!(count(&app, "SELECT count(*) FROM reminders").await, 30);
+    assert_eq!(app.count("SELECT count(*) FROM reminders").await, 30);
     assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM messages WHERE kind = 'maintenance'"
-        )
-        .await,
+        app.count("SELECT count(*) FROM messages WHERE kind = 'maintenance'")
+            .await,
         30
     );
     assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM apalis.jobs WHERE job_type = 'whatsapp-send'"
-        )
-        .await,
+        app.count("SELECT count(*) FROM apalis.jobs WHERE job_type = 'whatsapp-send'")
+            .await,
         30
     );
     app.gateway
@@ -357,7 +341,7 @@ async fn a_retried_reminder_is_counted_once_in_the_report() {
         .await
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while count(&app, &format!("SELECT count(*) FROM apalis.jobs j JOIN messages m ON m.job_id = j.id WHERE m.id = '{mid}' AND j.status = 'Done'")).await == 0 {
+    while app.count(&format!("SELECT count(*) FROM apalis.jobs j JOIN messages m ON m.job_id = j.id WHERE m.id = '{mid}' AND j.status = 'Done'")).await == 0 {
         assert!(std::time::Instant::now() < deadline, "the re-run did not finish");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -367,7 +351,8 @@ async fn a_retried_reminder_is_counted_once_in_the_report() {
         "a sent message is not sent again"
     );
     assert_eq!(
-        count(&app, "SELECT sum(frequency) FROM whatsapp_report").await,
+        app.count("SELECT sum(frequency) FROM whatsapp_report")
+            .await,
         1
     );
     let (_, reminders) = app.call(app.get("/reminders")).await;
@@ -447,7 +432,7 @@ async fn wait_seconds_reports_sent_and_failed_per_vehicle() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(
-        count(&app, "SELECT count(*) FROM whatsapp_report").await,
+        app.count("SELECT count(*) FROM whatsapp_report").await,
         1,
         "a failed reminder is not in the report"
     );
@@ -829,7 +814,7 @@ async fn a_process_started_after_a_missed_tick_catches_up() {
     let _restart = app.another_process(ProcessRole::Serve).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(
-        count(&app, "SELECT count(*) FROM fanout_runs").await,
+        app.count("SELECT count(*) FROM fanout_runs").await,
         1,
         "a caught-up tick is not run again"
     );

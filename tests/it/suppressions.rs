@@ -49,6 +49,17 @@ async fn scalar_text(app: &TestApp, sql: &str, id: &str) -> Option<String> {
         .expect("query")
 }
 
+/// Customers, each with one vehicle due today: `(nama, hp, no_pol)`.
+async fn due_today(app: &TestApp, customers: &[(&str, &str, &str)]) {
+    for (nama, hp, no_pol) in customers {
+        let (status, body) = app
+            .call(app.post("/customers").json(&json!({"nama": nama, "hp": hp,
+                "vehicles": [{"no_pol": no_pol, "model": "Avanza", "next_visit_date": today().to_string()}]})))
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+}
+
 async fn pause_sends(app: &TestApp) {
     let (status, body) = app
         .call(
@@ -192,17 +203,10 @@ async fn invalid_phone_scope_reason_and_list_parameters_are_422_naming_the_field
         assert_eq!(fields(&body), [field], "{query}");
     }
     assert_eq!(
-        count(&app, "SELECT count(*) FROM suppressions").await,
+        app.count("SELECT count(*) FROM suppressions").await,
         1,
         "nothing invalid was stored"
     );
-}
-
-async fn count(app: &TestApp, sql: &str) -> i64 {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
-        .fetch_one(&app.db.pool)
-        .await
-        .expect("count")
 }
 
 #[tokio::test]
@@ -332,16 +336,14 @@ async fn scope_all_cancels_a_delayed_adhoc_send_at_once_and_scope_reminders_does
 async fn scope_reminders_cancels_a_queued_maintenance_reminder_with_its_reminder_row() {
     let app = TestApp::spawn().await;
     pause_sends(&app).await;
-    for (nama, hp, no_pol) in [
-        ("Budi", "0812 3456 789", "B 1 OPT"),
-        ("Sari", "0813 0000 111", "B 2 KEEP"),
-    ] {
-        let (status, body) = app
-            .call(app.post("/customers").json(&json!({"nama": nama, "hp": hp,
-                "vehicles": [{"no_pol": no_pol, "model": "Avanza", "next_visit_date": today().to_string()}]})))
-            .await;
-        assert_eq!(status, 201, "{body}");
-    }
+    due_today(
+        &app,
+        &[
+            ("Budi", "0812 3456 789", "B 1 OPT"),
+            ("Sari", "0813 0000 111", "B 2 KEEP"),
+        ],
+    )
+    .await;
     let (status, fanout) = app
         .call(app.post("/scheduler/maintenance-reminder/run-now"))
         .await;
@@ -411,11 +413,8 @@ async fn a_send_to_an_opted_out_number_is_accepted_cancelled_and_never_sent_unti
     assert!(m["job_id"].is_null(), "no job: {m}");
     assert!(m["cancelled_at"].is_string(), "{m}");
     assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM apalis.jobs WHERE job_type = 'whatsapp-send'"
-        )
-        .await,
+        app.count("SELECT count(*) FROM apalis.jobs WHERE job_type = 'whatsapp-send'")
+            .await,
         0
     );
 
@@ -491,17 +490,15 @@ async fn the_fanout_and_the_manual_passes_skip_opted_out_numbers() {
     pause_sends(&app).await;
     suppress(&app, "0812 3456 789", "reminders").await;
     suppress(&app, "0813 9999 000", "all").await;
-    for (nama, hp, no_pol) in [
-        ("Budi", "0812 3456 789", "B 1 OPT"),
-        ("Ani", "0813 9999 000", "B 3 ALL"),
-        ("Sari", "0813 0000 111", "B 2 KEEP"),
-    ] {
-        let (status, body) = app
-            .call(app.post("/customers").json(&json!({"nama": nama, "hp": hp,
-                "vehicles": [{"no_pol": no_pol, "model": "Avanza", "next_visit_date": today().to_string()}]})))
-            .await;
-        assert_eq!(status, 201, "{body}");
-    }
+    due_today(
+        &app,
+        &[
+            ("Budi", "0812 3456 789", "B 1 OPT"),
+            ("Ani", "0813 9999 000", "B 3 ALL"),
+            ("Sari", "0813 0000 111", "B 2 KEEP"),
+        ],
+    )
+    .await;
     let (status, fanout) = app
         .call(app.post("/scheduler/maintenance-reminder/run-now"))
         .await;
@@ -528,7 +525,7 @@ async fn the_fanout_and_the_manual_passes_skip_opted_out_numbers() {
             assert!(d.get("message_id").is_none());
         }
     }
-    assert_eq!(count(&app, "SELECT count(*) FROM reminders").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM reminders").await, 1);
 
     // Manual records.
     let mut ids = Vec::new();
@@ -589,7 +586,7 @@ async fn the_fanout_and_the_manual_passes_skip_opted_out_numbers() {
         "{one}"
     );
     assert_eq!(
-        count(&app, "SELECT count(*) FROM manual_reminders").await,
+        app.count("SELECT count(*) FROM manual_reminders").await,
         1,
         "only the other record's reminder"
     );
@@ -688,11 +685,8 @@ async fn the_batch_store_cancels_messages_to_opted_out_numbers() {
     let queued = ("queued".to_owned(), None, true);
     assert_eq!(got, [opted.clone(), opted, queued.clone(), queued]);
     assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM apalis.jobs WHERE job_type = 'whatsapp-send'"
-        )
-        .await,
+        app.count("SELECT count(*) FROM apalis.jobs WHERE job_type = 'whatsapp-send'")
+            .await,
         2
     );
 }
