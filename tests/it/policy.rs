@@ -583,3 +583,34 @@ async fn the_policy_api_validates_changes_whole_and_needs_the_ops_role() {
     let (status, _) = app.call(app.get("/ops/sender")).await;
     assert_eq!(status, 403);
 }
+
+#[tokio::test]
+async fn after_a_429_the_rate_grows_back_by_a_tenth_per_minute_once_a_minute_passed() {
+    let app = TestApp::spawn().await;
+    set_policy(&app, json!({"rate_per_second": 10})).await;
+    // As a 429 leaves it: halved to 5/s, `ago` seconds back.
+    let effective_after = |ago: i32| {
+        let app = &app;
+        async move {
+            sqlx::query(
+                "UPDATE sender_state SET slowed_rate = 5,
+                        rate_limited_at = now() - make_interval(secs => $1)",
+            )
+            .bind(f64::from(ago))
+            .execute(&app.db.pool)
+            .await
+            .unwrap();
+            sender(app).await["rate_effective"].as_f64().unwrap()
+        }
+    };
+    assert!(
+        (effective_after(30).await - 5.0).abs() < 0.01,
+        "no growth within 60 s"
+    );
+    // 2 minutes past the first: +2 × 10 % of 10/s
+    assert!((effective_after(180).await - 7.0).abs() < 0.01);
+    assert!(
+        (effective_after(3600).await - 10.0).abs() < 0.01,
+        "never above the configured rate"
+    );
+}
