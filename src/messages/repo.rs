@@ -606,7 +606,7 @@ pub async fn claim_batch(
             SELECT j.*,
                 CASE
                   WHEN j.verdict <> 'ok' OR $6 <= 0 THEN j.verdict
-                  WHEN r.last_sent_at > now() - make_interval(secs => $6) THEN 'recipient_spacing'
+                  WHEN r.last_sent_at > clock_timestamp() - make_interval(secs => $6) THEN 'recipient_spacing'
                   WHEN row_number() OVER (PARTITION BY j.to_phone, j.verdict ORDER BY j.id) > 1
                        THEN 'recipient_spacing'
                   ELSE 'ok'
@@ -618,7 +618,7 @@ pub async fn claim_batch(
                       THEN greatest((SELECT reopen_at FROM s), now() + interval '1 second')
                       ELSE now() + interval '5 seconds' END
                   WHEN 'send_window' THEN $5
-                  ELSE greatest(coalesce(r.last_sent_at, now()), now())
+                  ELSE greatest(coalesce(r.last_sent_at, clock_timestamp()), clock_timestamp())
                        + make_interval(secs => greatest($6, 0))
                 END AS until
             FROM judged j LEFT JOIN recipient_sends r ON r.phone = j.to_phone
@@ -643,7 +643,9 @@ pub async fn claim_batch(
             RETURNING m.id
          ), spaced AS (
             INSERT INTO recipient_sends (phone, last_sent_at)
-            SELECT DISTINCT ON (d.to_phone) d.to_phone, now() FROM d
+            -- the call follows this statement by its commit and an HTTP request: recorded a
+            -- little later than now, so that two calls (not two claims) are the spacing apart
+            SELECT DISTINCT ON (d.to_phone) d.to_phone, clock_timestamp() + interval '250 milliseconds' FROM d
             WHERE d.disposition = 'ok' AND $7
             ON CONFLICT (phone) DO UPDATE SET last_sent_at = excluded.last_sent_at
          )
