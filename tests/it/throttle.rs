@@ -63,8 +63,8 @@ async fn a_rate_of_five_per_second_holds_over_25_messages() {
     );
 
     // Burst 1 at 5/s: one call every 200 ms, and no second holds more than burst + rate = 6
-    // (seven consecutive releases span more than a second); six span nearly a second (the
-    // slots' times are read off the database clock, a few ms apart from this one).
+    // (seven consecutive releases span more than a second); six span nearly a second (less the
+    // half interval a slot may be used late).
     // `started_at` is taken the moment the throttle lets a call go.
     let released: Vec<chrono::DateTime<chrono::Utc>> =
         sqlx::query_scalar("SELECT started_at FROM message_attempts ORDER BY started_at")
@@ -76,9 +76,10 @@ async fn a_rate_of_five_per_second_holds_over_25_messages() {
         let span = (w[6] - w[0]).num_milliseconds();
         assert!(span > 1_000, "seven releases within {span} ms");
     }
+    // A slot may be used up to half an interval (100 ms) late, never later.
     for w in released.windows(6) {
         let span = (w[5] - w[0]).num_milliseconds();
-        assert!(span >= 950, "six releases within {span} ms");
+        assert!(span >= 900, "six releases within {span} ms");
     }
     // At the gateway the same rate holds over longer windows; single gaps jitter by the time an
     // HTTP call takes after its release, which on a loaded machine can be a few hundred ms.
