@@ -130,20 +130,25 @@ pub async fn reserve(
         " AS rate,
                    s.tokens, s.refilled_at
             FROM sender_state s, delivery_policy p WHERE s.sender = $1 FOR UPDATE OF s
+         ), clock AS (
+            -- the bucket's time: read once the row is locked (now() is the statement's start,
+            -- before any wait for the lock), and never behind the last refill, so that no
+            -- stretch of time is counted twice
+            SELECT cur.*, greatest(clock_timestamp(), cur.refilled_at) AS t FROM cur
          ), filled AS (
-            SELECT cur.*, least(cur.burst,
-                       cur.tokens + $3 + cur.rate * greatest(0, extract(epoch FROM now() - cur.refilled_at))) AS x
-            FROM cur
+            SELECT clock.*, least(clock.burst,
+                       clock.tokens + $3 + clock.rate * extract(epoch FROM clock.t - clock.refilled_at)) AS x
+            FROM clock
          ), g AS (
             SELECT filled.*,
-                   CASE WHEN filled.retry_after_until > now() THEN 0
+                   CASE WHEN filled.retry_after_until > filled.t THEN 0
                         ELSE greatest(0, least($2::float8, floor(filled.x + filled.rate * $4)))::int END AS granted
             FROM filled
          )
-         UPDATE sender_state t SET tokens = g.x - g.granted, refilled_at = now(),
+         UPDATE sender_state t SET tokens = g.x - g.granted, refilled_at = g.t,
                 slowed_rate = CASE WHEN g.rate >= g.cfg THEN NULL ELSE t.slowed_rate END
          FROM g WHERE t.sender = g.sender
-         RETURNING now() AS now, g.x AS tokens, g.rate, g.granted, g.retry_after_until"
+         RETURNING g.t AS now, g.x AS tokens, g.rate, g.granted, g.retry_after_until"
     ))
     .bind(SENDER)
     .bind(f64::from(want))

@@ -56,11 +56,59 @@ struct Pool {
     returned: u32,
 }
 
+/// How this process reads the bucket's clock (the database's): a slot is a database time, used
+/// at the matching local instant. Taken from the reservation with the shortest round trip in
+/// the last [`ANCHOR_FOR`] (as NTP does), so that a reply that comes back late does not move
+/// its slots late with it — slots moved late by different amounts in different processes
+/// would crowd one second.
+#[derive(Debug, Clone, Copy)]
+struct Anchor {
+    /// The round trip it was read with: the database's time lies within it.
+    rtt: Duration,
+    /// The middle of that round trip, and the database's time then.
+    local: Instant,
+    db: DateTime<Utc>,
+}
+
+/// An anchor is replaced by a later one with a longer round trip after this.
+const ANCHOR_FOR: Duration = Duration::from_secs(30);
+
+impl Anchor {
+    fn observe(current: Option<Self>, sent: Instant, received: Instant, db: DateTime<Utc>) -> Self {
+        let rtt = received.saturating_duration_since(sent);
+        let fresh = Self {
+            rtt,
+            local: sent + rtt / 2,
+            db,
+        };
+        match current {
+            Some(a) if a.rtt < rtt && received.saturating_duration_since(a.local) < ANCHOR_FOR => a,
+            _ => fresh,
+        }
+    }
+
+    /// The local instant of database time `at`, never early: the anchor's error is at most half
+    /// its round trip.
+    fn local_of(&self, at: DateTime<Utc>) -> Instant {
+        let margin = self.rtt / 2;
+        match (at - self.db).to_std() {
+            Ok(ahead) => self.local + ahead + margin,
+            Err(_) => {
+                let behind = (self.db - at).to_std().unwrap_or_default();
+                (self.local + margin)
+                    .checked_sub(behind)
+                    .unwrap_or(self.local)
+            }
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Throttle {
     db: PgPool,
     pool: Arc<Mutex<Pool>>,
     waiting: Arc<AtomicU32>,
+    anchor: Arc<std::sync::Mutex<Option<Anchor>>>,
 }
 
 impl Throttle {
@@ -69,6 +117,7 @@ impl Throttle {
             db,
             pool: Arc::default(),
             waiting: Arc::default(),
+            anchor: Arc::default(),
         }
     }
 
@@ -106,15 +155,17 @@ impl Throttle {
             }
             let want = self.waiting.load(Ordering::SeqCst).clamp(1, cap);
             let returned = std::mem::take(&mut pool.returned);
+            let sent = Instant::now();
             match sender::reserve(&self.db, want, returned, HORIZON).await {
                 Ok(Some(grant)) => {
+                    let anchor = self.observe(sent, Instant::now(), grant.now);
                     if let Some(until) = grant.retry_after_until
                         && until > grant.now
                         && grant.granted == 0
                     {
                         return Acquired::RetryAfter(until);
                     }
-                    let base = Instant::now();
+                    let base = anchor.local_of(grant.now);
                     for i in 1..=grant.granted {
                         pool.slots.push_back(base + grant.offset(i));
                     }
@@ -136,6 +187,13 @@ impl Throttle {
                 }
             }
         }
+    }
+
+    fn observe(&self, sent: Instant, received: Instant, db: DateTime<Utc>) -> Anchor {
+        let mut anchor = self.anchor.lock().unwrap_or_else(|e| e.into_inner());
+        let next = Anchor::observe(*anchor, sent, received, db);
+        *anchor = Some(next);
+        next
     }
 
     /// A slot whose call was not made: the next run takes it while it is fresh, else the bucket
@@ -168,5 +226,56 @@ struct Waiting<'a>(&'a AtomicU32);
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_reply_that_comes_back_late_does_not_move_its_slots_late() {
+        let t0 = Instant::now();
+        let d0 = Utc::now();
+        // A quick round trip: the database's time was read 1 ms after sending.
+        let quick = Anchor::observe(None, t0, t0 + ms(2), d0 + chrono::Duration::milliseconds(1));
+        // A second later the database answers at once, but the reply takes 300 ms to arrive.
+        let t1 = t0 + ms(1000);
+        let d1 = d0 + chrono::Duration::milliseconds(1001);
+        let anchor = Anchor::observe(Some(quick), t1, t1 + ms(300), d1);
+        let slot = anchor.local_of(d1);
+        assert!(slot >= t1 + ms(1), "never early");
+        assert!(
+            slot <= t1 + ms(3),
+            "at the database's time, not the reply's: {:?}",
+            slot - t1
+        );
+    }
+
+    #[test]
+    fn an_old_anchor_gives_way_and_a_quicker_one_replaces_it() {
+        let t0 = Instant::now();
+        let d0 = Utc::now();
+        let first = Anchor::observe(None, t0, t0 + ms(10), d0);
+        let quicker = Anchor::observe(Some(first), t0 + ms(100), t0 + ms(102), d0);
+        assert_eq!(quicker.rtt, ms(2));
+        let slower = Anchor::observe(Some(quicker), t0 + ms(200), t0 + ms(250), d0);
+        assert_eq!(slower.rtt, ms(2), "kept while recent");
+        let later = t0 + ANCHOR_FOR + ms(200);
+        let renewed = Anchor::observe(Some(quicker), later, later + ms(50), d0);
+        assert_eq!(renewed.rtt, ms(50), "renewed after ANCHOR_FOR");
+    }
+
+    #[test]
+    fn a_time_before_the_anchor_maps_before_it() {
+        let t0 = Instant::now() + ms(1000);
+        let d0 = Utc::now();
+        let anchor = Anchor::observe(None, t0, t0 + ms(2), d0);
+        let earlier = anchor.local_of(d0 - chrono::Duration::milliseconds(500));
+        assert_eq!(earlier, t0 + ms(1) + ms(1) - ms(500));
     }
 }

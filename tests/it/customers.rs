@@ -184,7 +184,8 @@ async fn bulk_import_keeps_valid_items_and_reports_each_invalid_one() {
 
 #[tokio::test]
 async fn demo_data_loads_vehicles_due_over_the_coming_weeks() {
-    let db = crate::helpers::TestDb::new().await;
+    // the demo-data command: one process at its default budget
+    let db = crate::helpers::TestDb::with_processes(2).await;
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_bengkel-whatsapp"))
         .args(["demo-data", "--vehicles", "601"])
         .env("DATABASE_URL", &db.url)

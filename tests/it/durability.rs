@@ -101,7 +101,7 @@ async fn message_status(db: &TestDb, id: &str) -> String {
 
 #[tokio::test]
 async fn a_scheduled_message_survives_kill_9_and_is_sent_once_after_restart() {
-    let db = TestDb::new().await;
+    let db = TestDb::with_processes(1).await;
     let gateway = Gateway::start().await;
     gateway.ok().await;
     let env = env_for(&db, &gateway);
@@ -131,7 +131,7 @@ async fn a_scheduled_message_survives_kill_9_and_is_sent_once_after_restart() {
 
 #[tokio::test]
 async fn a_backlog_enqueued_by_api_is_drained_once_by_a_later_worker() {
-    let db = TestDb::new().await;
+    let db = TestDb::with_processes(2).await;
     let gateway = Gateway::start().await;
     gateway.ok().await;
     let mut env = env_for(&db, &gateway);
@@ -182,7 +182,7 @@ async fn a_backlog_enqueued_by_api_is_drained_once_by_a_later_worker() {
 
 #[tokio::test]
 async fn sigterm_finishes_the_send_in_flight_before_exiting() {
-    let db = TestDb::new().await;
+    let db = TestDb::with_processes(1).await;
     let gateway = Gateway::start().await;
     gateway
         .respond_times(
@@ -398,7 +398,7 @@ async fn scrape_until(base: &str, what: &str, ok: impl Fn(&str) -> bool) -> Stri
 
 #[tokio::test]
 async fn metrics_count_what_the_process_did_with_route_templates() {
-    let db = TestDb::new().await;
+    let db = TestDb::with_processes(1).await;
     let gateway = Gateway::start().await;
     gateway
         .respond_times(
@@ -571,7 +571,7 @@ async fn metrics_count_what_the_process_did_with_route_templates() {
 /// event and the circuit alert always has a series to evaluate.
 #[tokio::test]
 async fn a_fresh_process_exposes_every_delivery_policy_series_from_the_start() {
-    let db = TestDb::new().await;
+    let db = TestDb::with_processes(1).await;
     let gateway = Gateway::start().await;
     let proc = Proc::start("serve", &env_for(&db, &gateway)).await;
     let text = reqwest::get(format!("{}/metrics", proc.base))
@@ -622,7 +622,7 @@ async fn a_fresh_process_exposes_every_delivery_policy_series_from_the_start() {
 
 #[tokio::test]
 async fn in_sandbox_mode_a_message_is_sent_to_the_built_in_gateway_and_listed() {
-    let db = TestDb::new().await;
+    let db = TestDb::with_processes(1).await;
     let gateway = Gateway::start().await;
     let mut env = env_for(&db, &gateway);
     env.remove("STARSENDER_API_KEY");
@@ -698,7 +698,7 @@ async fn workers_recover_by_themselves_after_their_database_connections_are_kill
 #[tokio::test]
 async fn json_logs_are_one_object_per_line_and_carry_the_request_id() {
     use std::io::BufRead;
-    let db = TestDb::new().await;
+    let db = TestDb::with_processes(1).await;
     let gateway = Gateway::start().await;
     gateway.ok().await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -789,7 +789,7 @@ async fn json_logs_are_one_object_per_line_and_carry_the_request_id() {
 
 #[tokio::test]
 async fn a_fan_out_killed_half_way_leaves_whole_pages_and_the_next_pass_finishes_it() {
-    let db = TestDb::new().await;
+    let db = TestDb::with_processes(1).await;
     let gateway = Gateway::start().await;
     gateway.ok().await;
     let env = env_for(&db, &gateway);
@@ -885,7 +885,8 @@ async fn a_fan_out_killed_half_way_leaves_whole_pages_and_the_next_pass_finishes
 
 #[tokio::test]
 async fn many_processes_starting_at_once_all_migrate() {
-    let db = TestDb::new().await;
+    // six `migrate` processes of one or two connections each
+    let db = TestDb::with_processes(3).await;
     let gateway = Gateway::start().await;
     let env = env_for(&db, &gateway);
     for round in 0..3 {

@@ -123,6 +123,7 @@ async fn a_database_outage_mid_drain_loses_nothing_sends_nothing_twice_and_resum
     let app = TestApp::spawn_with(Options {
         role: ProcessRole::Api,
         gateway_ok: false,
+        processes: 2,
         ..Options::default()
     })
     .await;
@@ -171,6 +172,7 @@ async fn a_killed_workers_jobs_are_picked_up_within_fifteen_seconds() {
     let app = TestApp::spawn_with(Options {
         role: ProcessRole::Api,
         gateway_ok: false,
+        processes: 2,
         ..Options::default()
     })
     .await;

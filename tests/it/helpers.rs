@@ -23,15 +23,61 @@ fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
+/// PostgreSQL allows 100 connections and the suite runs many tests at once, some with several
+/// processes: each test first takes its share of this budget (returned when its database is
+/// dropped), so that the server is never at its limit — a process waiting for a connection
+/// would make every timing in the suite meaningless. `TEST_DB_CONNECTIONS` changes it.
+static CONNECTIONS: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    tokio::sync::Semaphore::new(
+        std::env::var("TEST_DB_CONNECTIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(94),
+    )
+});
+
+/// What the test's database and in-process app may open: the test's pool (which the app's
+/// handlers share) and, for an app with workers, its relaxed pool and two dedicated connections
+/// (`DB_MAX_CONNECTIONS`=[`PROCESS_CONNECTIONS`] in [`env_for`]).
+const APP_CONNECTIONS: u32 = TEST_POOL + 4;
+const TEST_POOL: u32 = 6;
+/// What each further process may open (its `DB_MAX_CONNECTIONS`).
+pub const PROCESS_CONNECTIONS: u32 = 6;
+
 /// A fresh, migrated database, dropped when the test ends.
 pub struct TestDb {
     pub name: String,
     pub url: String,
     pub pool: PgPool,
+    /// How many processes the test declared it runs beside its app, and how many run now.
+    processes: usize,
+    running: Arc<std::sync::atomic::AtomicUsize>,
+    _budget: tokio::sync::SemaphorePermit<'static>,
+}
+
+/// One more process of the test, counted against what it declared.
+pub struct ProcessSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for ProcessSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl TestDb {
+    /// A database for a test that runs no process beside its app.
     pub async fn new() -> Self {
+        Self::with_processes(0).await
+    }
+
+    /// A database for a test that runs up to `processes` processes (`RealProcess`, another
+    /// app, the binary) at once beside its app.
+    pub async fn with_processes(processes: usize) -> Self {
+        let weight = APP_CONNECTIONS + PROCESS_CONNECTIONS * processes as u32;
+        let budget = CONNECTIONS
+            .acquire_many(weight)
+            .await
+            .expect("the connection budget is never closed");
         let admin = admin_url();
         let name = format!("bw_test_{}", uuid::Uuid::new_v4().simple());
         // Many tests run at once: a server at its connection limit gets a few seconds.
@@ -55,13 +101,36 @@ impl TestDb {
             Some(i) => format!("{}/{name}", &admin[..i]),
             None => panic!("TEST_DATABASE_URL must end in /<database>"),
         };
-        let pool = bengkel_whatsapp::db::connect(&url, 16)
+        let pool = bengkel_whatsapp::db::connect(&url, TEST_POOL)
             .await
             .expect("connect to test database");
         bengkel_whatsapp::db::migrate(&pool)
             .await
             .expect("migrate test database");
-        Self { name, url, pool }
+        Self {
+            name,
+            url,
+            pool,
+            processes,
+            running: Arc::default(),
+            _budget: budget,
+        }
+    }
+
+    /// Counts one more process against what the test declared (`Options::processes`).
+    pub fn process_slot(&self) -> ProcessSlot {
+        let n = self
+            .running
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        let slot = ProcessSlot(self.running.clone());
+        assert!(
+            n <= self.processes,
+            "this test runs {n} processes beside its app but declared {} \
+             (Options::processes / TestDb::with_processes): the connection budget would be wrong",
+            self.processes
+        );
+        slot
     }
 }
 
@@ -186,6 +255,8 @@ pub fn env_for(db: &TestDb, gateway: &Gateway) -> HashMap<String, String> {
         // of day and on sending to one number at most every 6 s; the policy's own tests set them.
         ("SEND_WINDOW", "00:00-24:00".to_owned()),
         ("RECIPIENT_MIN_INTERVAL_SECS", "0".to_owned()),
+        // Every process of a test within its share of the connection budget.
+        ("DB_MAX_CONNECTIONS", PROCESS_CONNECTIONS.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -206,6 +277,8 @@ pub struct TestApp {
 
 pub struct Options {
     pub role: ProcessRole,
+    /// Processes the test runs at once beside its app (`RealProcess`, `another_process`).
+    pub processes: usize,
     pub env: Vec<(&'static str, String)>,
     pub gateway_ok: bool,
 }
@@ -214,6 +287,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             role: ProcessRole::Serve,
+            processes: 0,
             env: Vec::new(),
             gateway_ok: true,
         }
@@ -226,7 +300,7 @@ impl TestApp {
     }
 
     pub async fn spawn_with(opts: Options) -> Self {
-        Self::spawn_on(TestDb::new().await, opts).await
+        Self::spawn_on(TestDb::with_processes(opts.processes).await, opts).await
     }
 
     /// Starts the app on a database the test has prepared.
@@ -388,7 +462,9 @@ impl TestApp {
     /// Another process of the same role on the same database and gateway (own pool, own
     /// workers); stopped when the returned value is dropped.
     pub async fn another_process(&self, role: ProcessRole) -> OtherProcess {
-        let pool = bengkel_whatsapp::db::connect(&self.db.url, 10)
+        let slot = self.db.process_slot();
+        let budget = app::budget(&self.config, role).expect("budget");
+        let pool = bengkel_whatsapp::db::connect(&self.db.url, budget.main)
             .await
             .expect("connect");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -404,6 +480,7 @@ impl TestApp {
         .await
         .expect("start another process");
         OtherProcess {
+            _slot: slot,
             base: format!("http://{}", running.local_addr),
             running: Some(running),
         }
@@ -411,7 +488,10 @@ impl TestApp {
 }
 
 /// The real binary, started beside a test app on its database and gateway; killed on drop.
-pub struct RealProcess(std::process::Child);
+pub struct RealProcess {
+    child: std::process::Child,
+    _slot: ProcessSlot,
+}
 
 impl RealProcess {
     pub fn start(app: &TestApp, command: &str) -> Self {
@@ -420,6 +500,7 @@ impl RealProcess {
 
     /// [`Self::start`] with some of the app's variables changed.
     pub fn start_with(app: &TestApp, command: &str, env: &[(&str, &str)]) -> Self {
+        let slot = app.db.process_slot();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_bengkel-whatsapp"))
             .arg(command)
             .env_clear()
@@ -431,28 +512,29 @@ impl RealProcess {
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("spawn the binary");
-        Self(child)
+        Self { child, _slot: slot }
     }
 
     pub fn pid(&self) -> u32 {
-        self.0.id()
+        self.child.id()
     }
 
     /// SIGKILL, and wait for it to be gone.
     pub fn kill_9(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
 impl Drop for RealProcess {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
 pub struct OtherProcess {
+    _slot: ProcessSlot,
     pub base: String,
     running: Option<app::Running>,
 }

@@ -352,6 +352,7 @@ async fn pausing_on_one_process_stops_another_within_two_seconds_and_resume_send
             ("SEND_RATE_PER_SECOND", "2".into()),
             ("SEND_BURST", "1".into()),
         ],
+        processes: 1,
         ..Options::default()
     })
     .await;

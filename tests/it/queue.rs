@@ -24,6 +24,7 @@ pub async fn finished_jobs_of_unfinished_messages(app: &TestApp) -> Vec<(String,
 async fn messages_accepted_while_paused_are_all_sent_after_many_pause_resume_cycles() {
     let app = TestApp::spawn_with(Options {
         role: ProcessRole::Api,
+        processes: 1,
         ..Options::default()
     })
     .await;
@@ -72,6 +73,7 @@ async fn the_attempt_limit_stored_with_the_job_wins_over_the_workers_setting() {
     let app = TestApp::spawn_with(Options {
         role: ProcessRole::Api,
         gateway_ok: false,
+        processes: 1,
         env: vec![("SEND_MAX_ATTEMPTS", "2".into())],
     })
     .await;
@@ -101,6 +103,8 @@ async fn the_attempt_limit_stored_with_the_job_wins_over_the_workers_setting() {
 async fn a_worker_never_opens_more_connections_than_its_budget() {
     let app = TestApp::spawn_with(Options {
         role: ProcessRole::Api,
+        // one worker with DB_MAX_CONNECTIONS=8: two processes' share
+        processes: 2,
         ..Options::default()
     })
     .await;

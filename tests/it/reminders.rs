@@ -607,7 +607,11 @@ async fn the_reminder_log_filters_and_rejects_bad_filters() {
 
 #[tokio::test]
 async fn start_stop_and_status_round_trip_and_are_shared_by_every_process() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(Options {
+        processes: 1,
+        ..Options::default()
+    })
+    .await;
     let (status, started) = app
         .call(app.post("/scheduler/maintenance-reminder/start?hour=8&minute=30"))
         .await;
@@ -719,6 +723,7 @@ async fn two_serve_processes_send_each_reminder_once_at_the_scheduled_minute() {
     // and a `worker`, each with its own cron ticker.
     let app = TestApp::spawn_with(Options {
         role: ProcessRole::Api,
+        processes: 3,
         ..Options::default()
     })
     .await;
@@ -771,7 +776,7 @@ async fn two_serve_processes_send_each_reminder_once_at_the_scheduled_minute() {
 
 #[tokio::test]
 async fn a_process_started_after_a_missed_tick_catches_up() {
-    let db = TestDb::new().await;
+    let db = TestDb::with_processes(1).await;
     let (hour, minute, date) = jakarta_time(-chrono::Duration::minutes(3));
     if date != today() {
         return; // three minutes ago was yesterday in Jakarta: today's tick has not passed
