@@ -59,7 +59,15 @@ pub struct Config {
     pub app_timezone: Tz,
     pub reminder_scheduler_hour: u32,
     pub reminder_scheduler_minute: u32,
-    pub reminder_days_threshold: u32,
+    /// `REMINDER_DAYS_BEFORE` (or `REMINDER_DAYS_THRESHOLD`'s `0..threshold`): the initial
+    /// calendar; the scheduler API changes it.
+    pub reminder_days_before: crate::reminders::calendar::DaysBefore,
+    /// `SERVICE_INTERVAL_MONTHS`: a vehicle with no next visit is due this long after its last.
+    pub service_interval_months: u32,
+    /// `REMINDER_INCLUDE_MANUAL`: the daily run also reminds manual customers.
+    pub reminder_include_manual: bool,
+    /// `WORKSHOP_NAME`: the `workshop_name` placeholder.
+    pub workshop_name: String,
     pub service_phone: String,
     pub public_send_endpoints: bool,
     pub public_send_rate_per_minute: u32,
@@ -133,7 +141,20 @@ impl Config {
             app_timezone: env.parse("APP_TIMEZONE", chrono_tz::Asia::Jakarta)?,
             reminder_scheduler_hour: env.bounded("REMINDER_SCHEDULER_HOUR", 7, 0..=23)?,
             reminder_scheduler_minute: env.bounded("REMINDER_SCHEDULER_MINUTE", 0, 0..=59)?,
-            reminder_days_threshold: env.bounded("REMINDER_DAYS_THRESHOLD", 3, 1..=366)?,
+            reminder_days_before: match env.get("REMINDER_DAYS_BEFORE") {
+                Some(_) => env.parse(
+                    "REMINDER_DAYS_BEFORE",
+                    crate::reminders::calendar::DaysBefore::standard(),
+                )?,
+                None => crate::reminders::calendar::DaysBefore::within(env.bounded(
+                    "REMINDER_DAYS_THRESHOLD",
+                    3,
+                    1..=366,
+                )?),
+            },
+            service_interval_months: env.bounded("SERVICE_INTERVAL_MONTHS", 4, 1..=120)?,
+            reminder_include_manual: env.boolean("REMINDER_INCLUDE_MANUAL", true)?,
+            workshop_name: env.get("WORKSHOP_NAME").unwrap_or("Bengkel").to_owned(),
             service_phone: env.get("SERVICE_PHONE").unwrap_or("08551000727").to_owned(),
             public_send_endpoints: env.boolean("PUBLIC_SEND_ENDPOINTS", false)?,
             public_send_rate_per_minute: env.positive("PUBLIC_SEND_RATE_PER_MINUTE", 10)? as u32,
@@ -285,6 +306,28 @@ mod tests {
         assert_eq!(c.send_window.to_string(), "07:00-21:00");
         assert_eq!(c.recipient_min_interval_secs, 6);
         assert_eq!(c.circuit_failure_threshold, 20);
+        assert_eq!(c.reminder_days_before.to_string(), "2,1,0");
+        assert_eq!(c.service_interval_months, 4);
+        assert!(c.reminder_include_manual);
+        assert_eq!(c.workshop_name, "Bengkel");
+    }
+
+    #[test]
+    fn the_calendar_comes_from_days_before_else_from_the_threshold() {
+        let c = parse(&[("REMINDER_DAYS_THRESHOLD", "5")]).unwrap();
+        assert_eq!(c.reminder_days_before.to_string(), "4,3,2,1,0");
+        let c = parse(&[
+            ("REMINDER_DAYS_THRESHOLD", "5"),
+            ("REMINDER_DAYS_BEFORE", "3,1"),
+        ])
+        .unwrap();
+        assert_eq!(c.reminder_days_before.to_string(), "3,1");
+        let err = parse(&[("REMINDER_DAYS_BEFORE", "3,x")]).unwrap_err();
+        assert_eq!(err.var, "REMINDER_DAYS_BEFORE");
+        let err = parse(&[("SERVICE_INTERVAL_MONTHS", "0")]).unwrap_err();
+        assert_eq!(err.var, "SERVICE_INTERVAL_MONTHS");
+        let err = parse(&[("REMINDER_INCLUDE_MANUAL", "perhaps")]).unwrap_err();
+        assert_eq!(err.var, "REMINDER_INCLUDE_MANUAL");
     }
 
     #[test]

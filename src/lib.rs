@@ -18,4 +18,5 @@ pub mod reminders;
 pub mod state;
 pub mod suppressions;
 pub mod telemetry;
+pub mod templates;
 pub mod worker;

@@ -88,6 +88,10 @@ use crate::state::AppState;
         crate::suppressions::routes::add,
         crate::suppressions::routes::list,
         crate::suppressions::routes::remove,
+        crate::templates::routes::list,
+        crate::templates::routes::one,
+        crate::templates::routes::save,
+        crate::templates::routes::preview,
     ),
     components(schemas(ErrorEnvelope)),
     modifiers(&BearerAuth, &OptionalBodies),
@@ -97,7 +101,8 @@ use crate::state::AppState;
          (name = "whatsapp-report", description = "How often each customer + vehicle was reminded"),
          (name = "manual-whatsapp", description = "Customers kept outside the customer table, reminded through the same queue"),
          (name = "ops", description = "Operations (role ops): queues, jobs, requeue, cancel, pause, purge"),
-         (name = "suppressions", description = "The opt-out list: numbers that must not be messaged (any valid token, role client or ops)"))
+         (name = "suppressions", description = "The opt-out list: numbers that must not be messaged (any valid token, role client or ops)"),
+         (name = "templates", description = "Message texts with versions, one body per language; saved with role ops, previewed without sending"))
 )]
 pub struct ApiDoc;
 
@@ -214,7 +219,13 @@ mod tests {
                 "403",
                 "needs role ops",
             );
-            need(path.contains('{'), "404", "looks up a path parameter");
+            // `PUT /templates/{key}` creates what it does not find: no 404.
+            let creates = method.eq_ignore_ascii_case("put") && path == "/templates/{key}";
+            need(
+                path.contains('{') && !creates,
+                "404",
+                "looks up a path parameter",
+            );
             need(path.contains('{'), "400", "decodes a path parameter");
             need(
                 path.contains('{'),

@@ -60,6 +60,7 @@ pub fn router(state: AppState, surface: Surface) -> Router {
             .merge(crate::ops::routes::router())
             .merge(crate::policy::routes::router())
             .merge(crate::suppressions::routes::router())
+            .merge(crate::templates::routes::router())
             .merge(docs::router());
     }
     app.fallback(not_found)

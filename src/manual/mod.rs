@@ -7,7 +7,7 @@ pub mod remind;
 pub mod repo;
 pub mod routes;
 
-use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -33,55 +33,17 @@ pub struct Record {
     pub reminder_sent_count: i32,
     pub last_reminder_sent: Option<DateTime<Utc>>,
     pub notes: Option<String>,
+    /// How the customer is addressed (`Bapak`, `Ibu`, `Kak`, …; empty: no salutation; absent:
+    /// `Bapak` unless the name starts with one). README "Templates".
+    pub salutation: Option<String>,
+    /// `id` (default) or `en`: the language of their reminders.
+    pub language: crate::templates::Language,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 pub const COLUMNS: &str = "id, customer_name, nopol, no_hp, last_service, next_service, is_active, \
-     reminder_sent_count, last_reminder_sent, notes, created_at, updated_at";
-
-const MONTHS: [&str; 12] = [
-    "Januari",
-    "Februari",
-    "Maret",
-    "April",
-    "Mei",
-    "Juni",
-    "Juli",
-    "Agustus",
-    "September",
-    "Oktober",
-    "November",
-    "Desember",
-];
-
-/// `15 Januari 2026`.
-pub fn tanggal(date: NaiveDate) -> String {
-    format!(
-        "{} {} {}",
-        date.day(),
-        MONTHS[date.month0() as usize],
-        date.year()
-    )
-}
-
-/// The default manual reminder text (README "Manual WhatsApp customers").
-pub fn reminder_text(
-    customer_name: &str,
-    nopol: &str,
-    next: NaiveDate,
-    service_phone: &str,
-) -> String {
-    format!(
-        "Halo Bapak {customer_name},\n\n\
-         Kami mengingatkan bahwa kendaraan dengan nomor polisi {nopol} Anda akan jatuh tempo untuk service maintenance pada:\n\n\
-         📅 {}\n\n\
-         Mohon segera menghubungi kami untuk melakukan penjadwalan service:\n\
-         📞 {service_phone}\n\n\
-         Terima kasih atas kepercayaan Anda.",
-        tanggal(next)
-    )
-}
+     reminder_sent_count, last_reminder_sent, notes, salutation, language, created_at, updated_at";
 
 pub const MAX_NAME: usize = 255;
 pub const MAX_NOPOL: usize = 20;
@@ -323,20 +285,6 @@ pub fn input(map: &Map<String, Value>, create: bool) -> Result<Input, Vec<FieldE
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_text_has_indonesian_month_names() {
-        let d = NaiveDate::from_ymd_opt(2026, 1, 15).unwrap();
-        assert_eq!(tanggal(d), "15 Januari 2026");
-        assert_eq!(
-            tanggal(NaiveDate::from_ymd_opt(2026, 8, 3).unwrap()),
-            "3 Agustus 2026"
-        );
-        assert_eq!(
-            reminder_text("Joko", "B 1234 XYZ", d, "08551000727"),
-            "Halo Bapak Joko,\n\nKami mengingatkan bahwa kendaraan dengan nomor polisi B 1234 XYZ Anda akan jatuh tempo untuk service maintenance pada:\n\n📅 15 Januari 2026\n\nMohon segera menghubungi kami untuk melakukan penjadwalan service:\n📞 08551000727\n\nTerima kasih atas kepercayaan Anda."
-        );
-    }
 
     #[test]
     fn create_requires_name_nopol_and_a_valid_phone() {

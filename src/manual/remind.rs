@@ -9,19 +9,28 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::reminder_text;
 use crate::{
     messages::{Kind, phone::PhoneNumber, repo, request::NewMessage},
-    reminders::fanout::{MAX_DETAILS, PAGE, final_outcomes, wait_settled},
+    reminders::{
+        calendar::{self, DaysBefore},
+        fanout::{MAX_DETAILS, PAGE, final_outcomes, wait_settled},
+    },
     suppressions,
+    templates::{self, Current, Language, Subject, Workshop},
 };
 
 #[derive(Debug, Clone)]
 pub struct Pass {
     pub date: NaiveDate,
-    pub threshold_days: u32,
+    /// Records due this many days after `date` are reminded (`send-reminders`' threshold:
+    /// every day of `0..threshold`).
+    pub days_before: DaysBefore,
+    /// A record with no `next_service` is due this many months after its `last_service`.
+    pub interval_months: u32,
     pub only_active: bool,
-    pub service_phone: String,
+    /// The `manual_reminder` version current when the pass started.
+    pub template: Current,
+    pub workshop: Workshop,
     pub max_attempts: u32,
     /// The reminders' deadline: the end of `date` in the workshop's time zone
     /// (`reminders::end_of_business_day`).
@@ -34,8 +43,33 @@ pub struct Candidate {
     pub customer_name: String,
     pub nopol: String,
     pub no_hp: String,
+    /// The due date: `next_service`, else `last_service` + the interval.
     pub next_service: NaiveDate,
+    /// The date the pass walks by (`next_service` or `last_service`).
+    pub walk_date: NaiveDate,
+    pub salutation: Option<String>,
+    pub language: String,
 }
+
+/// The two walks of a pass, as for vehicles (`reminders::fanout`): `$1..=$2` the walked range,
+/// `$3` the due dates, `$4` only active, `($5, $6)` the cursor, `$7` the page, `$8` the
+/// interval (the last-service walk only).
+const NEXT_SERVICE_WALK: &str =
+    "SELECT id, customer_name, nopol, no_hp, next_service, next_service AS walk_date, salutation, language
+     FROM manual_whatsapp
+     WHERE next_service >= $1 AND next_service <= $2 AND next_service = ANY($3)
+       AND (NOT $4 OR is_active = 1) AND (next_service, id) > ($5, $6)
+     ORDER BY next_service, id LIMIT $7";
+const LAST_SERVICE_WALK: &str = "SELECT * FROM (
+        SELECT id, customer_name, nopol, no_hp,
+               (last_service + make_interval(months => $8))::date AS next_service,
+               last_service AS walk_date, salutation, language
+        FROM manual_whatsapp
+        WHERE next_service IS NULL AND last_service >= $1 AND last_service <= $2
+          AND (NOT $4 OR is_active = 1) AND (last_service, id) > ($5, $6)
+     ) d
+     WHERE d.next_service = ANY($3)
+     ORDER BY d.walk_date, d.id LIMIT $7";
 
 /// One record of a `send-reminders` answer (seed names).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -78,11 +112,32 @@ pub struct Summary {
 const OPEN: &str = "SELECT count(*) FROM manual_reminders r JOIN messages m ON m.id = r.message_id
      WHERE r.reminder_date = $1 AND m.status IN ('queued', 'sending', 'retrying')";
 
-fn message(c: &Candidate, service_phone: &str, expires_at: DateTime<Utc>) -> Option<NewMessage> {
+/// What a record's reminder says, rendered from `template` for the record's salutation and
+/// language.
+pub fn message(
+    c: &Candidate,
+    date: NaiveDate,
+    template: &Current,
+    workshop: &Workshop,
+    expires_at: DateTime<Utc>,
+) -> Option<NewMessage> {
     // Stored numbers are normalized; one that no longer parses is not sent.
     let to = PhoneNumber::parse(&c.no_hp).ok()?;
-    let body = reminder_text(&c.customer_name, &c.nopol, c.next_service, service_phone);
-    let mut message = NewMessage::internal(Kind::Manual, to, body, None);
+    let language = Language::from_db(&c.language);
+    let values = templates::values(
+        &Subject {
+            name: &c.customer_name,
+            salutation: c.salutation.as_deref(),
+            language,
+            no_pol: &c.nopol,
+            model: None,
+            due: c.next_service,
+            today: date,
+        },
+        workshop,
+    );
+    let body = template.render(language, &values);
+    let mut message = NewMessage::internal(Kind::Manual, to, body, None).from_template(template);
     message.expires_at = Some(expires_at);
     Some(message)
 }
@@ -149,7 +204,6 @@ pub async fn run(pool: &PgPool, pass: &Pass) -> sqlx::Result<Summary> {
             .bind(pass.only_active)
             .fetch_one(pool)
             .await?;
-    let end = pass.date + chrono::Days::new(u64::from(pass.threshold_days));
     let mut s = Summary {
         date: pass.date,
         total_records,
@@ -162,28 +216,65 @@ pub async fn run(pool: &PgPool, pass: &Pass) -> sqlx::Result<Summary> {
         details: Vec::new(),
         details_truncated: false,
     };
-    let mut cursor = (pass.date, Uuid::nil());
-    loop {
-        let page: Vec<Candidate> = sqlx::query_as(
-            "SELECT id, customer_name, nopol, no_hp, next_service FROM manual_whatsapp
-             WHERE next_service >= $1 AND next_service < $2 AND (NOT $3 OR is_active = 1)
-               AND (next_service, id) > ($4, $5)
-             ORDER BY next_service, id LIMIT $6",
-        )
-        .bind(pass.date)
-        .bind(end)
-        .bind(pass.only_active)
-        .bind(cursor.0)
-        .bind(cursor.1)
-        .bind(PAGE)
-        .fetch_all(pool)
-        .await?;
-        let Some(last) = page.last() else { break };
-        cursor = (last.next_service, last.id);
-        let full = page.len() as i64 == PAGE;
+    let due = pass.days_before.due_dates(pass.date);
+    let (first, last) = (due[0], due[due.len() - 1]);
+    for by_last_service in [false, true] {
+        let (from, to) = if by_last_service {
+            calendar::last_visit_range(first, last, pass.interval_months)
+        } else {
+            (first, last)
+        };
+        let mut cursor = (from, Uuid::nil());
+        loop {
+            let mut query = sqlx::query_as(if by_last_service {
+                LAST_SERVICE_WALK
+            } else {
+                NEXT_SERVICE_WALK
+            })
+            .bind(from)
+            .bind(to)
+            .bind(&due)
+            .bind(pass.only_active)
+            .bind(cursor.0)
+            .bind(cursor.1)
+            .bind(PAGE);
+            if by_last_service {
+                query = query.bind(pass.interval_months as i32);
+            }
+            let page: Vec<Candidate> = query.fetch_all(pool).await?;
+            let Some(last) = page.last() else { break };
+            cursor = (last.walk_date, last.id);
+            if !remind_page(pool, pass, &page, &mut s).await? {
+                break;
+            }
+        }
+    }
+    s.skipped += total_records - s.eligible.min(total_records);
+    counts(pool, &mut s).await?;
+    Ok(s)
+}
+
+/// Queues a page's reminders and notes them in the summary; false when it was the last page.
+async fn remind_page(
+    pool: &PgPool,
+    pass: &Pass,
+    page: &[Candidate],
+    s: &mut Summary,
+) -> sqlx::Result<bool> {
+    let full = page.len() as i64 == PAGE;
+    {
         let built: Vec<(Uuid, NewMessage)> = page
             .iter()
-            .filter_map(|c| Some((c.id, message(c, &pass.service_phone, pass.expires_at)?)))
+            .filter_map(|c| {
+                let m = message(
+                    c,
+                    pass.date,
+                    &pass.template,
+                    &pass.workshop,
+                    pass.expires_at,
+                )?;
+                Some((c.id, m))
+            })
             .collect();
         // Numbers on the opt-out list (README "Opt-out"): one query for the page.
         let phones: Vec<&str> = built.iter().map(|(_, m)| m.to.as_str()).collect();
@@ -211,7 +302,7 @@ pub async fn run(pool: &PgPool, pass: &Pass) -> sqlx::Result<Summary> {
         };
         let by_record: HashMap<Uuid, &(Uuid, NewMessage, Uuid)> =
             rows.iter().map(|r| (r.0, r)).collect();
-        for c in &page {
+        for c in page {
             s.eligible += 1;
             let Some((_, m, message_id)) = by_record.get(&c.id).copied() else {
                 s.skipped += 1;
@@ -257,13 +348,8 @@ pub async fn run(pool: &PgPool, pass: &Pass) -> sqlx::Result<Summary> {
                 s.details_truncated = true;
             }
         }
-        if !full {
-            break;
-        }
     }
-    s.skipped += total_records - s.eligible.min(total_records);
-    counts(pool, &mut s).await?;
-    Ok(s)
+    Ok(full)
 }
 
 async fn counts(pool: &PgPool, s: &mut Summary) -> sqlx::Result<()> {
@@ -315,10 +401,10 @@ pub async fn send_one(
     c: &Candidate,
     (date, expires_at): (NaiveDate, DateTime<Utc>),
     force: bool,
-    service_phone: &str,
+    (template, workshop): (&Current, &Workshop),
     max_attempts: u32,
 ) -> sqlx::Result<Option<Single>> {
-    let Some(m) = message(c, service_phone, expires_at) else {
+    let Some(m) = message(c, date, template, workshop, expires_at) else {
         return Ok(None);
     };
     let blocked = suppressions::repo::blocked_among(pool, &[m.to.as_str()], Kind::Manual).await?;

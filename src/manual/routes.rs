@@ -32,7 +32,12 @@ use crate::{
         repo::{self as messages_repo, Origin, Stored},
         request::NewMessage,
     },
-    reminders::{business_date, end_of_business_day, schedule::MAX_WAIT},
+    reminders::{
+        business_date,
+        calendar::DaysBefore,
+        end_of_business_day,
+        schedule::{self, MAX_WAIT},
+    },
     state::AppState,
 };
 
@@ -434,9 +439,11 @@ pub async fn send_reminders(
     let pass = remind::Pass {
         date,
         expires_at: end_of_business_day(state.config.app_timezone, date),
-        threshold_days: threshold,
+        days_before: DaysBefore::within(threshold),
+        interval_months: state.config.service_interval_months,
         only_active,
-        service_phone: state.config.service_phone.clone(),
+        template: manual_template(&state).await?,
+        workshop: schedule::workshop(&state.config),
         max_attempts: state.config.send_max_attempts,
     };
     let mut summary = remind::run(&state.pool, &pass).await?;
@@ -498,14 +505,18 @@ pub async fn send_reminder(
         nopol: record.nopol.clone(),
         no_hp: record.no_hp.clone(),
         next_service,
+        walk_date: next_service,
+        salutation: record.salutation.clone(),
+        language: record.language.as_str().to_owned(),
     };
     let date = business_date(state.config.app_timezone, Utc::now());
+    let template = manual_template(&state).await?;
     let outcome = remind::send_one(
         &state.pool,
         &candidate,
         (date, end_of_business_day(state.config.app_timezone, date)),
         force,
-        &state.config.service_phone,
+        (&template, &schedule::workshop(&state.config)),
         state.config.send_max_attempts,
     )
     .await?
@@ -646,7 +657,15 @@ pub struct Stats {
     security(("bearer" = [])))]
 pub async fn stats(State(state): State<AppState>, _: Caller) -> AppResult<Reply<Stats>> {
     let today = business_date(state.config.app_timezone, Utc::now());
-    let end = today + chrono::Days::new(u64::from(state.config.reminder_days_threshold));
+    // Due within the calendar's reach (its largest day before the due date).
+    let reach = state
+        .config
+        .reminder_days_before
+        .days()
+        .first()
+        .copied()
+        .unwrap_or(0);
+    let end = today + chrono::Days::new(u64::from(reach) + 1);
     let (total, active, sent, upcoming) = repo::stats(&state.pool, today, end).await?;
     Ok(Reply::ok(
         Stats {
@@ -658,4 +677,16 @@ pub async fn stats(State(state): State<AppState>, _: Caller) -> AppResult<Reply<
         },
         "Manual WhatsApp statistics",
     ))
+}
+
+/// The current `manual_reminder` version.
+async fn manual_template(state: &AppState) -> AppResult<crate::templates::Current> {
+    crate::templates::repo::current(&state.pool, crate::templates::MANUAL)
+        .await?
+        .ok_or_else(|| {
+            AppError::Internal(anyhow::anyhow!(
+                "the built-in template {} is missing",
+                crate::templates::MANUAL
+            ))
+        })
 }

@@ -138,6 +138,11 @@ pub struct Message {
     pub held_until: Option<DateTime<Utc>>,
     /// `rate_limit`, `retry_after`, `circuit_open`, `send_window`, `recipient_spacing` or `paused`.
     pub held_reason: Option<String>,
+    /// The template the body was rendered from (reminders), and its version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template_version: Option<i32>,
     pub job_id: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

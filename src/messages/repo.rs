@@ -15,7 +15,8 @@ macro_rules! columns {
     () => {
         "id, kind, to_phone, body, file_url, status, run_at, attempts, max_attempts, \
          next_attempt_at, last_error, gateway_response, sent_at, failed_at, cancelled_at, \
-         expires_at, expired_at, respect_window, held_until, held_reason, job_id, created_at, \
+         expires_at, expired_at, respect_window, held_until, held_reason, template_key, \
+     template_version, job_id, created_at, \
          updated_at"
     };
 }
@@ -141,6 +142,7 @@ pub async fn store_batch_with_ids(
     let n = messages.len();
     let mut jobs = Vec::with_capacity(n);
     let (mut expires, mut windows) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut template_keys, mut template_versions) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let (mut kinds, mut tos, mut bodies, mut files, mut run_ats) = (
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -152,6 +154,8 @@ pub async fn store_batch_with_ids(
         let job = NewJob::send(m.job(*id), m.run_at, max_attempts);
         expires.push(m.expires_at);
         windows.push(m.respect_window);
+        template_keys.push(m.template.as_ref().map(|t| t.0.as_str()));
+        template_versions.push(m.template.as_ref().map(|t| t.1));
         kinds.push(m.kind.as_str());
         tos.push(m.to.as_str());
         bodies.push(m.body.as_str());
@@ -166,16 +170,19 @@ pub async fn store_batch_with_ids(
     let blocked: Vec<Uuid> = sqlx::query_scalar(concat!(
         "WITH ins AS (
          INSERT INTO messages (id, kind, to_phone, body, file_url, run_at, job_id, max_attempts, created_by,
-                               expires_at, respect_window, status, last_error, cancelled_at)
+                               expires_at, respect_window, status, last_error, cancelled_at,
+                               template_key, template_version)
          SELECT m.id, m.kind, m.to_phone, m.body, m.file_url, coalesce(m.run_at, now()),
                 CASE WHEN s.blocked THEN NULL ELSE m.job_id END, $8, $9,
                 m.expires_at, m.respect_window,
                 CASE WHEN s.blocked THEN 'cancelled' ELSE 'queued' END,
                 CASE WHEN s.blocked THEN $12 END,
-                CASE WHEN s.blocked THEN now() END
+                CASE WHEN s.blocked THEN now() END,
+                m.template_key, m.template_version
          FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[],
-                     $10::timestamptz[], $11::bool[])
-              AS m(id, kind, to_phone, body, file_url, run_at, job_id, expires_at, respect_window)
+                     $10::timestamptz[], $11::bool[], $13::text[], $14::int[])
+              AS m(id, kind, to_phone, body, file_url, run_at, job_id, expires_at, respect_window,
+                   template_key, template_version)
               CROSS JOIN LATERAL (SELECT ",
         crate::suppressed!("m.to_phone", "m.kind"),
         " AS blocked) s
@@ -195,6 +202,8 @@ pub async fn store_batch_with_ids(
     .bind(&expires)
     .bind(&windows)
     .bind(RECIPIENT_OPTED_OUT)
+    .bind(&template_keys)
+    .bind(&template_versions)
     .fetch_all(&mut *conn)
     .await?;
     let blocked: std::collections::HashSet<Uuid> = blocked.into_iter().collect();

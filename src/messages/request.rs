@@ -80,6 +80,8 @@ pub struct NewMessage {
     pub respect_window: bool,
     /// The canonical request, compared for `Idempotency-Key` replays.
     pub fingerprint: String,
+    /// The template (key, version) the body was rendered from (README "Templates").
+    pub template: Option<(String, i32)>,
 }
 
 impl NewMessage {
@@ -108,7 +110,14 @@ impl NewMessage {
             expires_at: None,
             respect_window: false,
             fingerprint: String::new(),
+            template: None,
         }
+    }
+
+    /// Notes the template version the body was rendered from.
+    pub fn from_template(mut self, current: &crate::templates::Current) -> Self {
+        self.template = Some((current.key.clone(), current.version));
+        self
     }
 }
 
@@ -319,6 +328,7 @@ fn build(
         expires_at,
         respect_window,
         fingerprint: fingerprint.to_string(),
+        template: None,
     })
 }
 

@@ -1,5 +1,7 @@
-//! One fan-out pass for a business date: walk the vehicles due in the window a page at a time
-//! (one indexed range query per page, never a query per vehicle), and for each page, in one
+//! One fan-out pass for a business date: walk the vehicles due on the calendar's dates a page at
+//! a time — first those with an explicit `next_visit_date`, then those due by their
+//! `last_visit_date` (README "Reminder calendar"); one indexed range query per page, never a
+//! query per vehicle — and for each page, in one
 //! transaction, insert the reminder rows under their unique `(vehicle_id, reminder_date)` key
 //! with `ON CONFLICT DO NOTHING` and store a message + send job for exactly the rows inserted.
 //! Running it again — sequentially, concurrently, after a crash half-way — creates nothing new.
@@ -11,10 +13,15 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{Candidate, Verdict, verdict};
+use super::{
+    Candidate, Verdict,
+    calendar::{self, DaysBefore},
+    verdict,
+};
 use crate::{
     messages::{Kind, repo, request::NewMessage},
     suppressions,
+    templates::{Current, Workshop},
 };
 
 /// Vehicles per page (and per transaction).
@@ -26,8 +33,13 @@ pub const MAX_DETAILS: usize = 1_000;
 #[derive(Debug, Clone)]
 pub struct Pass {
     pub date: NaiveDate,
-    pub threshold_days: u32,
-    pub service_phone: String,
+    /// The calendar: vehicles due this many days after `date` are reminded.
+    pub days_before: DaysBefore,
+    /// `SERVICE_INTERVAL_MONTHS`: due after the last visit when no next visit is set.
+    pub interval_months: u32,
+    /// The template version current when the pass started, and the workshop's values.
+    pub template: Current,
+    pub workshop: Workshop,
     pub max_attempts: u32,
     /// The reminders' deadline: the end of `date` in the workshop's time zone
     /// (`super::end_of_business_day`). Unsent by then, they expire.
@@ -42,7 +54,10 @@ pub struct Detail {
     pub no_pol: Option<String>,
     pub customer_nama: Option<String>,
     pub customer_hp: Option<String>,
+    /// The due date: the explicit next visit, or the last visit plus `SERVICE_INTERVAL_MONTHS`.
     pub next_visit_date: NaiveDate,
+    /// `next_visit_date` or `last_visit_date`: where the due date comes from.
+    pub due_source: String,
     pub days_until_visit: i64,
     /// `queued`, `already_queued`, `skipped`; after `wait_seconds` also `sent` / `failed` /
     /// `expired` (not sent by the end of the business day).
@@ -69,8 +84,21 @@ pub struct Summary {
     pub skipped: i64,
     /// Reminders of this date delivered so far (all passes).
     pub reminder_sent: i64,
+    /// The daily run's pass over manual customers (README "Reminder calendar"); absent when
+    /// the run did not include it (`run-now`, `REMINDER_INCLUDE_MANUAL=false`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manual: Option<ManualCounts>,
     pub details: Vec<Detail>,
     pub details_truncated: bool,
+}
+
+/// What the manual pass of a daily run did.
+#[derive(Debug, Clone, Copy, Default, Serialize, utoipa::ToSchema)]
+pub struct ManualCounts {
+    pub eligible: i64,
+    pub reminder_queued: i64,
+    pub already_queued: i64,
+    pub skipped: i64,
 }
 
 /// Runs one pass. Memory is one page plus at most [`MAX_DETAILS`] details, whatever the
@@ -80,7 +108,6 @@ pub async fn run(pool: &PgPool, pass: &Pass, run_id: Uuid) -> anyhow::Result<Sum
     let total_customers: i64 = sqlx::query_scalar("SELECT count(*) FROM customers")
         .fetch_one(pool)
         .await?;
-    let end = pass.date + chrono::Days::new(u64::from(pass.threshold_days));
     let mut summary = Summary {
         run_id,
         date: pass.date,
@@ -90,32 +117,37 @@ pub async fn run(pool: &PgPool, pass: &Pass, run_id: Uuid) -> anyhow::Result<Sum
         already_queued: 0,
         skipped: 0,
         reminder_sent: 0,
+        manual: None,
         details: Vec::new(),
         details_truncated: false,
     };
-    let mut cursor = (pass.date, Uuid::nil());
-    loop {
-        let page: Vec<Candidate> = sqlx::query_as(
-            "SELECT v.id AS vehicle_id, v.customer_id, v.no_pol, v.next_visit_date, c.nama, c.hp
-             FROM vehicles v JOIN customers c ON c.id = v.customer_id
-             WHERE v.next_visit_date >= $1 AND v.next_visit_date < $2
-               AND (v.next_visit_date, v.id) > ($3, $4)
-             ORDER BY v.next_visit_date, v.id
-             LIMIT $5",
-        )
-        .bind(pass.date)
-        .bind(end)
-        .bind(cursor.0)
-        .bind(cursor.1)
-        .bind(PAGE)
-        .fetch_all(pool)
-        .await?;
-        let Some(last) = page.last() else { break };
-        cursor = (last.next_visit_date, last.vehicle_id);
-        let full = page.len() as i64 == PAGE;
-        fan_out_page(pool, pass, &page, &mut summary).await?;
-        if !full {
-            break;
+    let due = pass.days_before.due_dates(pass.date);
+    let (first, last) = (due[0], due[due.len() - 1]);
+    for walk in [Walk::NextVisit, Walk::LastVisit] {
+        let (from, to) = match walk {
+            Walk::NextVisit => (first, last),
+            Walk::LastVisit => calendar::last_visit_range(first, last, pass.interval_months),
+        };
+        let mut cursor = (from, Uuid::nil());
+        loop {
+            let mut query = sqlx::query_as(walk.sql())
+                .bind(from)
+                .bind(to)
+                .bind(&due)
+                .bind(cursor.0)
+                .bind(cursor.1)
+                .bind(PAGE);
+            if let Walk::LastVisit = walk {
+                query = query.bind(pass.interval_months as i32);
+            }
+            let page: Vec<Candidate> = query.fetch_all(pool).await?;
+            let Some(last) = page.last() else { break };
+            cursor = (last.walk_date, last.vehicle_id);
+            let full = page.len() as i64 == PAGE;
+            fan_out_page(pool, pass, &page, &mut summary).await?;
+            if !full {
+                break;
+            }
         }
     }
     summary.reminder_sent = sent_on(pool, pass.date).await?;
@@ -123,6 +155,51 @@ pub async fn run(pool: &PgPool, pass: &Pass, run_id: Uuid) -> anyhow::Result<Sum
     metrics::counter!("bengkel_fanout_reminders_queued_total")
         .increment(summary.reminder_queued as u64);
     Ok(summary)
+}
+
+/// The two walks of a pass: each over its own index, in its own order.
+#[derive(Debug, Clone, Copy)]
+enum Walk {
+    /// `next_visit_date` on one of the due dates (index `vehicles_next_visit`).
+    NextVisit,
+    /// No `next_visit_date`, and `last_visit_date` + the interval on one of them (index
+    /// `vehicles_last_visit`, over the range of last visits that can be due then).
+    LastVisit,
+}
+
+impl Walk {
+    /// `$1..=$2` the walked range, `$3` the due dates, `($4, $5)` the cursor, `$6` the page,
+    /// `$7` the interval in months (the last-visit walk only).
+    fn sql(self) -> &'static str {
+        match self {
+            Self::NextVisit => {
+                "SELECT v.id AS vehicle_id, v.customer_id, v.no_pol, v.model,
+                        v.next_visit_date AS due_date, 'next_visit_date' AS due_source,
+                        v.next_visit_date AS walk_date, c.nama, c.hp, c.salutation, c.language
+                 FROM vehicles v JOIN customers c ON c.id = v.customer_id
+                 WHERE v.next_visit_date >= $1 AND v.next_visit_date <= $2
+                   AND v.next_visit_date = ANY($3)
+                   AND (v.next_visit_date, v.id) > ($4, $5)
+                 ORDER BY v.next_visit_date, v.id
+                 LIMIT $6"
+            }
+            Self::LastVisit => {
+                "SELECT * FROM (
+                    SELECT v.id AS vehicle_id, v.customer_id, v.no_pol, v.model,
+                           (v.last_visit_date + make_interval(months => $7))::date AS due_date,
+                           'last_visit_date' AS due_source,
+                           v.last_visit_date AS walk_date, c.nama, c.hp, c.salutation, c.language
+                    FROM vehicles v JOIN customers c ON c.id = v.customer_id
+                    WHERE v.next_visit_date IS NULL
+                      AND v.last_visit_date >= $1 AND v.last_visit_date <= $2
+                      AND (v.last_visit_date, v.id) > ($4, $5)
+                 ) d
+                 WHERE d.due_date = ANY($3)
+                 ORDER BY d.walk_date, d.vehicle_id
+                 LIMIT $6"
+            }
+        }
+    }
 }
 
 /// Reminders of `date` whose message was delivered.
@@ -145,7 +222,7 @@ async fn fan_out_page(
     let mut verdicts: Vec<Option<String>> = Vec::with_capacity(page.len());
     let judged: Vec<Verdict> = page
         .iter()
-        .map(|c| verdict(c, &pass.service_phone))
+        .map(|c| verdict(c, pass.date, &pass.template, &pass.workshop))
         .collect();
     // Numbers on the opt-out list (README "Opt-out"): one query for the page.
     let phones: Vec<&str> = judged
@@ -163,7 +240,8 @@ async fn fan_out_page(
             }
             Verdict::Remind { to, body } => {
                 verdicts.push(None);
-                let mut message = NewMessage::internal(Kind::Maintenance, to, body, None);
+                let mut message = NewMessage::internal(Kind::Maintenance, to, body, None)
+                    .from_template(&pass.template);
                 message.expires_at = Some(pass.expires_at);
                 remind.push((c, message, Uuid::now_v7()));
             }
@@ -177,7 +255,7 @@ async fn fan_out_page(
     let reminder_ids: Vec<Uuid> = remind.iter().map(|_| Uuid::now_v7()).collect();
     let vehicle_ids: Vec<Uuid> = remind.iter().map(|(c, ..)| c.vehicle_id).collect();
     let customer_ids: Vec<Uuid> = remind.iter().map(|(c, ..)| c.customer_id).collect();
-    let visits: Vec<NaiveDate> = remind.iter().map(|(c, ..)| c.next_visit_date).collect();
+    let visits: Vec<NaiveDate> = remind.iter().map(|(c, ..)| c.due_date).collect();
     let message_ids: Vec<Uuid> = remind.iter().map(|(.., id)| *id).collect();
     let inserted: Vec<Uuid> = sqlx::query_scalar(
         "INSERT INTO reminders (id, vehicle_id, customer_id, reminder_date, next_visit_date, message_id)
@@ -236,13 +314,14 @@ async fn fan_out_page(
 
     let mut reminded = remind.iter();
     for (c, skip) in page.iter().zip(verdicts) {
-        let days_until_visit = (c.next_visit_date - pass.date).num_days();
+        let days_until_visit = (c.due_date - pass.date).num_days();
         let detail = |status: &str, reason, message_id, message| Detail {
             vehicle_id: c.vehicle_id,
             no_pol: c.no_pol.clone(),
             customer_nama: c.nama.clone(),
             customer_hp: c.hp.clone(),
-            next_visit_date: c.next_visit_date,
+            next_visit_date: c.due_date,
+            due_source: c.due_source.clone(),
             days_until_visit,
             status: status.into(),
             reason,

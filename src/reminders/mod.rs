@@ -6,6 +6,7 @@
 //! [`log`] keeps each reminder row in step with its message, [`report`] is the
 //! `whatsapp_report` table, [`routes`] the HTTP surface.
 
+pub mod calendar;
 pub mod fanout;
 pub mod log;
 pub mod report;
@@ -15,7 +16,10 @@ pub mod schedule;
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 
-use crate::messages::phone::PhoneNumber;
+use crate::{
+    messages::phone::PhoneNumber,
+    templates::{self, Current, Language, Subject, Workshop},
+};
 
 /// The scheduler's job id and name, as the seed's status endpoint shows them.
 pub const JOB_ID: &str = "maintenance_reminder_job";
@@ -42,23 +46,22 @@ pub fn end_of_business_day(tz: Tz, date: NaiveDate) -> DateTime<Utc> {
         .map_or_else(|| next.and_utc(), |t| t.with_timezone(&Utc))
 }
 
-/// The default reminder text of README "Maintenance reminders" (one line, date as `dd-mm-yyyy`).
-pub fn reminder_text(nama: &str, no_pol: &str, visit: NaiveDate, service_phone: &str) -> String {
-    format!(
-        "Bapak {nama} untuk nomor kendaraan {no_pol} sebentar lagi tiba saat pemeliharaan rutin pada tanggal {}, daftarkan segera melalui nomor pelayanan kami {service_phone}",
-        visit.format("%d-%m-%Y")
-    )
-}
-
-/// A vehicle in the date window, with its customer.
+/// A vehicle due on one of the pass' dates, with its customer.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Candidate {
     pub vehicle_id: uuid::Uuid,
     pub customer_id: uuid::Uuid,
     pub no_pol: Option<String>,
-    pub next_visit_date: NaiveDate,
+    pub model: Option<String>,
+    /// The due date (README "Reminder calendar") and where it comes from.
+    pub due_date: NaiveDate,
+    pub due_source: String,
+    /// The date the pass walks the vehicles by (`next_visit_date` or `last_visit_date`).
+    pub walk_date: NaiveDate,
     pub nama: Option<String>,
     pub hp: Option<String>,
+    pub salutation: Option<String>,
+    pub language: String,
 }
 
 /// What the fan-out does with a candidate.
@@ -72,8 +75,9 @@ fn present(field: &Option<String>) -> Option<&str> {
     field.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 
-/// Eligible vehicles with incomplete data are skipped with the reason (README "Maintenance reminders").
-pub fn verdict(c: &Candidate, service_phone: &str) -> Verdict {
+/// Eligible vehicles with incomplete data are skipped with the reason (README "Maintenance
+/// reminders"); the others get the template rendered for them.
+pub fn verdict(c: &Candidate, date: NaiveDate, template: &Current, workshop: &Workshop) -> Verdict {
     let Some(nama) = present(&c.nama) else {
         return Verdict::Skip("customer has no name".into());
     };
@@ -87,9 +91,22 @@ pub fn verdict(c: &Candidate, service_phone: &str) -> Verdict {
     let Some(no_pol) = present(&c.no_pol) else {
         return Verdict::Skip("vehicle has no no_pol".into());
     };
+    let language = Language::from_db(&c.language);
+    let values = templates::values(
+        &Subject {
+            name: nama,
+            salutation: c.salutation.as_deref(),
+            language,
+            no_pol,
+            model: present(&c.model),
+            due: c.due_date,
+            today: date,
+        },
+        workshop,
+    );
     Verdict::Remind {
         to,
-        body: reminder_text(nama, no_pol, c.next_visit_date, service_phone),
+        body: template.render(language, &values),
     }
 }
 
@@ -98,19 +115,45 @@ mod tests {
     use super::*;
 
     fn candidate() -> Candidate {
+        let due = NaiveDate::from_ymd_opt(2025, 12, 18).unwrap();
         Candidate {
             vehicle_id: uuid::Uuid::nil(),
             customer_id: uuid::Uuid::nil(),
             no_pol: Some("B 1234 ABC".into()),
-            next_visit_date: NaiveDate::from_ymd_opt(2025, 12, 18).unwrap(),
+            model: None,
+            due_date: due,
+            due_source: "next_visit_date".into(),
+            walk_date: due,
             nama: Some(" Budi Santoso ".into()),
             hp: Some("08551234567".into()),
+            salutation: None,
+            language: "id".into(),
         }
+    }
+
+    /// The seeded Indonesian body (migrations/20261201000005_templates_calendar.sql).
+    fn seeded() -> Current {
+        Current {
+            key: templates::MAINTENANCE.into(),
+            version: 1,
+            bodies: templates::Bodies {
+                id: "{salutation} {nama} untuk nomor kendaraan {no_pol} sebentar lagi tiba saat pemeliharaan rutin pada tanggal {tanggal_dmy}, daftarkan segera melalui nomor pelayanan kami {service_phone}".into(),
+                en: None,
+            },
+        }
+    }
+
+    fn judge(c: &Candidate) -> Verdict {
+        let workshop = Workshop {
+            service_phone: "08551000727".into(),
+            name: "Bengkel".into(),
+        };
+        verdict(c, c.due_date, &seeded(), &workshop)
     }
 
     #[test]
     fn the_text_is_the_spec_text() {
-        let Verdict::Remind { to, body } = verdict(&candidate(), "08551000727") else {
+        let Verdict::Remind { to, body } = judge(&candidate()) else {
             panic!("should remind");
         };
         assert_eq!(to.as_str(), "628551234567");
@@ -124,25 +167,19 @@ mod tests {
     fn incomplete_data_is_skipped_with_a_reason() {
         let mut c = candidate();
         c.nama = Some("  ".into());
-        assert_eq!(
-            verdict(&c, "x"),
-            Verdict::Skip("customer has no name".into())
-        );
+        assert_eq!(judge(&c), Verdict::Skip("customer has no name".into()));
         let mut c = candidate();
         c.hp = None;
         assert_eq!(
-            verdict(&c, "x"),
+            judge(&c),
             Verdict::Skip("customer has no phone number".into())
         );
         let mut c = candidate();
         c.hp = Some("12ab".into());
-        assert!(matches!(verdict(&c, "x"), Verdict::Skip(r) if r.contains("invalid")));
+        assert!(matches!(judge(&c), Verdict::Skip(r) if r.contains("invalid")));
         let mut c = candidate();
         c.no_pol = None;
-        assert_eq!(
-            verdict(&c, "x"),
-            Verdict::Skip("vehicle has no no_pol".into())
-        );
+        assert_eq!(judge(&c), Verdict::Skip("vehicle has no no_pol".into()));
     }
 
     #[test]

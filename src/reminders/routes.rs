@@ -12,7 +12,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{business_date, fanout, schedule};
+use super::{business_date, calendar::DaysBefore, fanout, schedule};
 use crate::{
     error::{AppError, AppResult, FieldError},
     http::{
@@ -103,9 +103,12 @@ pub struct Changed {
 }
 
 /// Enables the daily fan-out, optionally at a new `hour` (0–23) / `minute` (0–59) in
-/// `APP_TIMEZONE`. Persisted: every process follows within seconds.
+/// `APP_TIMEZONE` and with a new calendar (`days_before`). Persisted: every process follows
+/// within seconds.
 #[utoipa::path(post, path = "/scheduler/maintenance-reminder/start", operation_id = "start_scheduler", tag = "reminders",
-    params(("hour" = Option<i64>, Query, minimum = 0, maximum = 23), ("minute" = Option<i64>, Query, minimum = 0, maximum = 59)),
+    params(("hour" = Option<i64>, Query, minimum = 0, maximum = 23), ("minute" = Option<i64>, Query, minimum = 0, maximum = 59),
+        ("days_before" = Option<String>, Query, pattern = r"^\s*[0-9]{1,3}\s*(,\s*[0-9]{1,3}\s*){0,30}$",
+         description = "days before the due date on which reminders go out, e.g. `3,1` (each 0–366)")),
     responses((status = 200, description = "Enabled; the new status", body = Envelope<Changed>),
         BadRequest, Unauthorized, Invalid, Unavailable),
     security(("bearer" = [])))]
@@ -117,13 +120,25 @@ pub async fn start(
     let mut errors = Vec::new();
     let hour = q.int_opt("hour", 0..=23, &mut errors);
     let minute = q.int_opt("minute", 0..=59, &mut errors);
+    let days_before = q.get("days_before").and_then(|raw| {
+        raw.parse::<DaysBefore>()
+            .map_err(|e| errors.push(FieldError::new("days_before", e)))
+            .ok()
+    });
     if !errors.is_empty() {
         return Err(AppError::Validation(errors));
     }
     let current = schedule::load(&state.pool, &state.config).await?;
     let hour = hour.map_or(current.hour, |h| h as i32);
     let minute = minute.map_or(current.minute, |m| m as i32);
-    schedule::set(&state.pool, &state.config, true, Some((hour, minute))).await?;
+    schedule::set(
+        &state.pool,
+        &state.config,
+        true,
+        Some((hour, minute)),
+        days_before.as_ref(),
+    )
+    .await?;
     let message =
         format!("Scheduler dimulai. Job akan berjalan setiap hari jam {hour:02}:{minute:02}");
     let status = schedule::status(&state.pool, &state.config).await?;
@@ -142,7 +157,7 @@ pub async fn start(
         Unauthorized, Unavailable),
     security(("bearer" = [])))]
 pub async fn stop(State(state): State<AppState>, _: Caller) -> AppResult<Reply<Changed>> {
-    schedule::set(&state.pool, &state.config, false, None).await?;
+    schedule::set(&state.pool, &state.config, false, None, None).await?;
     let message = "Scheduler dihentikan".to_owned();
     let status = schedule::status(&state.pool, &state.config).await?;
     Ok(Reply::ok(

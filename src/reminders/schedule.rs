@@ -19,10 +19,11 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{JOB_ID, JOB_NAME, business_date, fanout};
+use super::{JOB_ID, JOB_NAME, business_date, calendar::DaysBefore, fanout};
 use crate::{
     config::Config,
     queue::{self, NewJob},
+    templates::{self, Workshop},
 };
 
 pub use crate::queue::FANOUT_QUEUE;
@@ -40,7 +41,19 @@ pub struct Settings {
     pub enabled: bool,
     pub hour: i32,
     pub minute: i32,
+    /// The calendar set through the API (`None`: `REMINDER_DAYS_BEFORE`).
+    pub days_before: Option<Vec<i32>>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl Settings {
+    /// The calendar in force: the stored one, else the environment's.
+    pub fn calendar(&self, config: &Config) -> DaysBefore {
+        self.days_before
+            .as_ref()
+            .and_then(|d| DaysBefore::from_values(d.iter().map(|v| i64::from(*v))).ok())
+            .unwrap_or_else(|| config.reminder_days_before.clone())
+    }
 }
 
 /// Creates the stored schedule from `REMINDER_SCHEDULER_HOUR`/`_MINUTE` (enabled) unless it
@@ -60,7 +73,7 @@ pub async fn ensure(pool: &PgPool, config: &Config) -> sqlx::Result<()> {
 
 pub async fn load(pool: &PgPool, config: &Config) -> sqlx::Result<Settings> {
     let found: Option<Settings> = sqlx::query_as(
-        "SELECT enabled, hour, minute, updated_at FROM scheduler_settings WHERE job_id = $1",
+        "SELECT enabled, hour, minute, days_before, updated_at FROM scheduler_settings WHERE job_id = $1",
     )
     .bind(JOB_ID)
     .fetch_optional(pool)
@@ -74,24 +87,28 @@ pub async fn load(pool: &PgPool, config: &Config) -> sqlx::Result<Settings> {
     }
 }
 
-/// Enables or disables the schedule, optionally at a new time; persisted for every process.
+/// Enables or disables the schedule, optionally at a new time and with a new calendar;
+/// persisted for every process.
 pub async fn set(
     pool: &PgPool,
     config: &Config,
     enabled: bool,
     time: Option<(i32, i32)>,
+    days_before: Option<&DaysBefore>,
 ) -> sqlx::Result<Settings> {
     ensure(pool, config).await?;
     sqlx::query_as(
         "UPDATE scheduler_settings
-         SET enabled = $2, hour = coalesce($3, hour), minute = coalesce($4, minute), updated_at = now()
+         SET enabled = $2, hour = coalesce($3, hour), minute = coalesce($4, minute),
+             days_before = coalesce($5, days_before), updated_at = now()
          WHERE job_id = $1
-         RETURNING enabled, hour, minute, updated_at",
+         RETURNING enabled, hour, minute, days_before, updated_at",
     )
     .bind(JOB_ID)
     .bind(enabled)
     .bind(time.map(|t| t.0))
     .bind(time.map(|t| t.1))
+    .bind(days_before.map(DaysBefore::to_db))
     .fetch_one(pool)
     .await
 }
@@ -197,14 +214,72 @@ pub async fn claim(pool: &PgPool, due: &Due) -> sqlx::Result<bool> {
     Ok(claimed)
 }
 
-pub fn pass(config: &Config, date: NaiveDate) -> fanout::Pass {
-    fanout::Pass {
-        date,
-        threshold_days: config.reminder_days_threshold,
+/// The workshop's own placeholder values.
+pub fn workshop(config: &Config) -> Workshop {
+    Workshop {
         service_phone: config.service_phone.clone(),
+        name: config.workshop_name.clone(),
+    }
+}
+
+/// A pass for `date` as things stand now: the stored calendar and the current version of the
+/// template.
+pub async fn pass(pool: &PgPool, config: &Config, date: NaiveDate) -> anyhow::Result<fanout::Pass> {
+    let settings = load(pool, config).await?;
+    let template = templates::repo::current(pool, templates::MAINTENANCE)
+        .await?
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the built-in template {} is missing",
+                templates::MAINTENANCE
+            )
+        })?;
+    Ok(fanout::Pass {
+        date,
+        days_before: settings.calendar(config),
+        interval_months: config.service_interval_months,
+        template,
+        workshop: workshop(config),
         max_attempts: config.send_max_attempts,
         expires_at: super::end_of_business_day(config.app_timezone, date),
+    })
+}
+
+/// The daily run: the vehicles' pass, then (`REMINDER_INCLUDE_MANUAL`) the manual records'
+/// with the same calendar.
+async fn daily(
+    pool: &PgPool,
+    config: &Config,
+    date: NaiveDate,
+    run_id: Uuid,
+) -> anyhow::Result<fanout::Summary> {
+    let pass = pass(pool, config, date).await?;
+    let mut summary = fanout::run(pool, &pass, run_id).await?;
+    if config.reminder_include_manual {
+        let template = templates::repo::current(pool, templates::MANUAL)
+            .await?
+            .ok_or_else(|| {
+                anyhow::anyhow!("the built-in template {} is missing", templates::MANUAL)
+            })?;
+        let manual = crate::manual::remind::Pass {
+            date,
+            days_before: pass.days_before.clone(),
+            interval_months: pass.interval_months,
+            only_active: true,
+            template,
+            workshop: pass.workshop.clone(),
+            max_attempts: pass.max_attempts,
+            expires_at: pass.expires_at,
+        };
+        let m = crate::manual::remind::run(pool, &manual).await?;
+        summary.manual = Some(fanout::ManualCounts {
+            eligible: m.eligible,
+            reminder_queued: m.reminder_queued,
+            already_queued: m.already_queued,
+            skipped: m.skipped,
+        });
     }
+    Ok(summary)
 }
 
 /// Runs the pass of `run_id` (a `fanout_runs` row) and records its result there.
@@ -222,11 +297,14 @@ pub async fn execute(
     .execute(pool)
     .await?;
     metrics::counter!("bengkel_fanout_runs_total", "trigger" => trigger).increment(1);
-    match fanout::run(pool, &pass(config, date), run_id).await {
+    match daily(pool, config, date, run_id).await {
         Ok(s) => {
+            let m = s.manual;
             sqlx::query(
                 "UPDATE fanout_runs SET status = 'done', finished_at = now(), eligible = $2,
-                        reminder_queued = $3, already_queued = $4, skipped = $5
+                        reminder_queued = $3, already_queued = $4, skipped = $5,
+                        manual_eligible = $6, manual_reminder_queued = $7,
+                        manual_already_queued = $8, manual_skipped = $9
                  WHERE id = $1",
             )
             .bind(run_id)
@@ -234,6 +312,10 @@ pub async fn execute(
             .bind(s.reminder_queued as i32)
             .bind(s.already_queued as i32)
             .bind(s.skipped as i32)
+            .bind(m.map(|m| m.eligible as i32))
+            .bind(m.map(|m| m.reminder_queued as i32))
+            .bind(m.map(|m| m.already_queued as i32))
+            .bind(m.map(|m| m.skipped as i32))
             .execute(pool)
             .await?;
             tracing::info!(%run_id, trigger, %date, queued = s.reminder_queued,
@@ -290,6 +372,10 @@ pub struct LastRun {
     pub reminder_queued: Option<i32>,
     pub already_queued: Option<i32>,
     pub skipped: Option<i32>,
+    /// The manual customers' pass of the run (absent when it had none).
+    #[sqlx(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manual: Option<fanout::ManualCounts>,
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -300,6 +386,8 @@ pub struct LastRun {
 #[schema(as = SchedulerStatus)]
 pub struct Status {
     pub running: bool,
+    /// The reminder calendar: days before the due date on which reminders go out.
+    pub days_before: DaysBefore,
     pub jobs: Vec<JobInfo>,
     pub last_run: Option<LastRun>,
 }
@@ -318,15 +406,36 @@ pub fn jobs(s: &Settings, tz: Tz, now: DateTime<Utc>) -> Vec<JobInfo> {
 
 pub async fn status(pool: &PgPool, config: &Config) -> sqlx::Result<Status> {
     let s = load(pool, config).await?;
-    let last_run: Option<LastRun> = sqlx::query_as(
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        run: LastRun,
+        manual_eligible: Option<i32>,
+        manual_reminder_queued: Option<i32>,
+        manual_already_queued: Option<i32>,
+        manual_skipped: Option<i32>,
+    }
+    let row: Option<Row> = sqlx::query_as(
         "SELECT id, trigger, business_date, tick_at, status, eligible, reminder_queued, already_queued,
-                skipped, error, created_at, started_at, finished_at
+                skipped, error, created_at, started_at, finished_at, manual_eligible,
+                manual_reminder_queued, manual_already_queued, manual_skipped
          FROM fanout_runs ORDER BY created_at DESC, id DESC LIMIT 1",
     )
     .fetch_optional(pool)
     .await?;
+    let last_run = row.map(|r| {
+        let mut run = r.run;
+        run.manual = r.manual_eligible.map(|eligible| fanout::ManualCounts {
+            eligible: i64::from(eligible),
+            reminder_queued: i64::from(r.manual_reminder_queued.unwrap_or(0)),
+            already_queued: i64::from(r.manual_already_queued.unwrap_or(0)),
+            skipped: i64::from(r.manual_skipped.unwrap_or(0)),
+        });
+        run
+    });
     Ok(Status {
         running: s.enabled,
+        days_before: s.calendar(config),
         jobs: jobs(&s, config.app_timezone, Utc::now()),
         last_run,
     })
@@ -489,6 +598,7 @@ mod tests {
             enabled: true,
             hour,
             minute,
+            days_before: None,
             updated_at: DateTime::parse_from_rfc3339(set)
                 .unwrap()
                 .with_timezone(&Utc),

@@ -1,0 +1,467 @@
+//! Message templates (README "Templates"): texts kept in the database with versions, one body
+//! per language, `{placeholder}` syntax; the salutation rule and dates per language.
+//!
+//! [`render`] fills a body, [`salutation`] decides how a person is addressed, [`repo`] keeps
+//! the versions, [`routes`] is the HTTP surface.
+
+pub mod repo;
+pub mod routes;
+
+use std::collections::HashMap;
+
+use chrono::{Datelike, NaiveDate};
+use serde::{Deserialize, Serialize};
+
+/// The built-in templates.
+pub const MAINTENANCE: &str = "maintenance_reminder";
+pub const MANUAL: &str = "manual_reminder";
+
+/// Every placeholder a template may use.
+pub const PLACEHOLDERS: [&str; 9] = [
+    "salutation",
+    "nama",
+    "no_pol",
+    "model",
+    "tanggal",
+    "tanggal_dmy",
+    "hari",
+    "service_phone",
+    "workshop_name",
+];
+
+/// The placeholders a template may use: a manual record has no vehicle model.
+pub fn placeholders_for(key: &str) -> Vec<&'static str> {
+    PLACEHOLDERS
+        .into_iter()
+        .filter(|p| key != MANUAL || *p != "model")
+        .collect()
+}
+
+/// The language of a customer, a record and a template body.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    sqlx::Type,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum Language {
+    /// Indonesian (the default).
+    #[default]
+    Id,
+    /// English.
+    En,
+}
+
+impl Language {
+    pub const MESSAGE: &str = "must be id or en";
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw.trim() {
+            "id" => Some(Self::Id),
+            "en" => Some(Self::En),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Id => "id",
+            Self::En => "en",
+        }
+    }
+
+    /// A stored value (the column's CHECK allows only `id` and `en`).
+    pub fn from_db(raw: &str) -> Self {
+        Self::parse(raw).unwrap_or_default()
+    }
+}
+
+const MONTHS_ID: [&str; 12] = [
+    "Januari",
+    "Februari",
+    "Maret",
+    "April",
+    "Mei",
+    "Juni",
+    "Juli",
+    "Agustus",
+    "September",
+    "Oktober",
+    "November",
+    "Desember",
+];
+const MONTHS_EN: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+
+/// `15 Januari 2026` / `15 January 2026`.
+pub fn tanggal(date: NaiveDate, language: Language) -> String {
+    let months = match language {
+        Language::Id => &MONTHS_ID,
+        Language::En => &MONTHS_EN,
+    };
+    format!(
+        "{} {} {}",
+        date.day(),
+        months[date.month0() as usize],
+        date.year()
+    )
+}
+
+/// `01-12-2026`.
+pub fn tanggal_dmy(date: NaiveDate) -> String {
+    date.format("%d-%m-%Y").to_string()
+}
+
+/// Words that already address someone when a name starts with them.
+const SALUTATIONS: [&str; 7] = ["bapak", "bpk", "pak", "ibu", "bu", "sdr", "kak"];
+
+/// True when the name's first word is a salutation (whole word, any case, a trailing `.`
+/// allowed: "Bpk. Joko"). "Budi" does not start with "Bu".
+pub fn starts_with_salutation(name: &str) -> bool {
+    name.split_whitespace().next().is_some_and(|first| {
+        let word = first.trim_end_matches('.').to_lowercase();
+        SALUTATIONS.contains(&word.as_str())
+    })
+}
+
+/// How a person is addressed: the stored salutation (`Some("")`: none), or `Bapak` when none is
+/// stored — and nothing when the name already starts with a salutation, so that "Bapak Joko"
+/// never becomes "Bapak Bapak Joko".
+pub fn salutation(stored: Option<&str>, name: &str) -> String {
+    if starts_with_salutation(name) {
+        return String::new();
+    }
+    match stored {
+        Some(s) => s.trim().to_owned(),
+        None => "Bapak".to_owned(),
+    }
+}
+
+/// A body split into text and placeholders. `{{` and `}}` are literal braces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part<'a> {
+    Text(std::borrow::Cow<'a, str>),
+    Placeholder(&'a str),
+}
+
+fn parse(body: &str) -> Result<Vec<Part<'_>>, String> {
+    let mut parts = Vec::new();
+    let mut text = String::new();
+    let mut rest = body;
+    while let Some(i) = rest.find(['{', '}']) {
+        text.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if tail.starts_with("{{") || tail.starts_with("}}") {
+            text.push(tail.as_bytes()[0] as char);
+            rest = &tail[2..];
+            continue;
+        }
+        if tail.starts_with('}') {
+            return Err("has a `}` without its `{` (write `}}` for a brace)".into());
+        }
+        let Some(end) = tail.find('}') else {
+            return Err("has a `{` that is never closed (write `{{` for a brace)".into());
+        };
+        let name = &tail[1..end];
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            return Err(format!(
+                "has `{{{name}}}`, not a placeholder (lowercase letters, digits, `_`)"
+            ));
+        }
+        if !text.is_empty() {
+            parts.push(Part::Text(std::mem::take(&mut text).into()));
+        }
+        parts.push(Part::Placeholder(name));
+        rest = &tail[end + 1..];
+    }
+    text.push_str(rest);
+    if !text.is_empty() {
+        parts.push(Part::Text(text.into()));
+    }
+    Ok(parts)
+}
+
+/// Why a body cannot be saved for `key`: empty, malformed, or with placeholders the template
+/// does not know (each named).
+pub fn check(key: &str, body: &str) -> Result<(), String> {
+    if body.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    let parts = parse(body)?;
+    let allowed = placeholders_for(key);
+    let mut unknown: Vec<&str> = Vec::new();
+    for p in parts {
+        if let Part::Placeholder(name) = p
+            && !allowed.contains(&name)
+            && !unknown.contains(&name)
+        {
+            unknown.push(name);
+        }
+    }
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "unknown placeholder(s) {}; allowed: {}",
+            unknown
+                .iter()
+                .map(|u| format!("{{{u}}}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            allowed.join(", ")
+        ))
+    }
+}
+
+/// The placeholders a body uses, in order of first use.
+pub fn used(body: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for p in parse(body).unwrap_or_default() {
+        if let Part::Placeholder(name) = p
+            && !out.iter().any(|o| o == name)
+        {
+            out.push(name.to_owned());
+        }
+    }
+    out
+}
+
+/// Values of the placeholders.
+pub type Values = HashMap<String, String>;
+
+/// Fills `body`. A placeholder with no value or an empty one renders as nothing, and takes one
+/// space next to it along, so that an empty salutation leaves no double space ("Halo Siti,").
+/// A body that does not parse (saved bodies always do) is returned as it is.
+pub fn render(body: &str, values: &Values) -> String {
+    let Ok(parts) = parse(body) else {
+        return body.to_owned();
+    };
+    let mut out = String::with_capacity(body.len() + 32);
+    // An empty placeholder just rendered: the space next to it goes too.
+    let mut after_empty = false;
+    for part in parts {
+        match part {
+            Part::Text(t) => {
+                let mut t: &str = &t;
+                if after_empty {
+                    let bare = out.is_empty() || out.ends_with([' ', '\n']);
+                    match t.strip_prefix(' ') {
+                        Some(rest) if bare => t = rest,
+                        Some(_) => {}
+                        None if out.ends_with(' ') => {
+                            out.pop();
+                        }
+                        None => {}
+                    }
+                }
+                after_empty = false;
+                out.push_str(t);
+            }
+            Part::Placeholder(name) => match values.get(name).filter(|v| !v.is_empty()) {
+                Some(v) => {
+                    out.push_str(v);
+                    after_empty = false;
+                }
+                None => after_empty = true,
+            },
+        }
+    }
+    if after_empty && out.ends_with(' ') {
+        out.pop();
+    }
+    out
+}
+
+/// Who a reminder is for, and about what.
+#[derive(Debug, Clone)]
+pub struct Subject<'a> {
+    pub name: &'a str,
+    pub salutation: Option<&'a str>,
+    pub language: Language,
+    pub no_pol: &'a str,
+    pub model: Option<&'a str>,
+    pub due: NaiveDate,
+    /// The business date the reminder is for (`hari` = days from it to `due`).
+    pub today: NaiveDate,
+}
+
+/// The workshop's own values (`SERVICE_PHONE`, `WORKSHOP_NAME`).
+#[derive(Debug, Clone)]
+pub struct Workshop {
+    pub service_phone: String,
+    pub name: String,
+}
+
+/// Every placeholder's value for a reminder.
+pub fn values(s: &Subject<'_>, workshop: &Workshop) -> Values {
+    [
+        ("salutation", salutation(s.salutation, s.name)),
+        ("nama", s.name.to_owned()),
+        ("no_pol", s.no_pol.to_owned()),
+        ("model", s.model.unwrap_or_default().to_owned()),
+        ("tanggal", tanggal(s.due, s.language)),
+        ("tanggal_dmy", tanggal_dmy(s.due)),
+        ("hari", (s.due - s.today).num_days().to_string()),
+        ("service_phone", workshop.service_phone.clone()),
+        ("workshop_name", workshop.name.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// One version of a template: its bodies per language.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct Bodies {
+    /// Indonesian: always present.
+    pub id: String,
+    /// English: optional; an `en` recipient gets `id` when it is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub en: Option<String>,
+}
+
+impl Bodies {
+    pub fn for_language(&self, language: Language) -> &str {
+        match language {
+            Language::En => self.en.as_deref().unwrap_or(&self.id),
+            Language::Id => &self.id,
+        }
+    }
+}
+
+/// The version of a template a pass renders with.
+#[derive(Debug, Clone)]
+pub struct Current {
+    pub key: String,
+    pub version: i32,
+    pub bodies: Bodies,
+}
+
+impl Current {
+    pub fn render(&self, language: Language, values: &Values) -> String {
+        render(self.bodies.for_language(language), values)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAINTENANCE_ID: &str = "{salutation} {nama} untuk nomor kendaraan {no_pol} sebentar lagi tiba saat pemeliharaan rutin pada tanggal {tanggal_dmy}, daftarkan segera melalui nomor pelayanan kami {service_phone}";
+
+    fn subject<'a>(name: &'a str, salutation: Option<&'a str>) -> Subject<'a> {
+        Subject {
+            name,
+            salutation,
+            language: Language::Id,
+            no_pol: "B 1234 ABC",
+            model: Some("Avanza"),
+            due: NaiveDate::from_ymd_opt(2025, 12, 18).unwrap(),
+            today: NaiveDate::from_ymd_opt(2025, 12, 16).unwrap(),
+        }
+    }
+
+    fn workshop() -> Workshop {
+        Workshop {
+            service_phone: "08551000727".into(),
+            name: "Bengkel".into(),
+        }
+    }
+
+    #[test]
+    fn the_seeded_text_renders_as_before_templates() {
+        let v = values(&subject("Budi Santoso", None), &workshop());
+        assert_eq!(
+            render(MAINTENANCE_ID, &v),
+            "Bapak Budi Santoso untuk nomor kendaraan B 1234 ABC sebentar lagi tiba saat pemeliharaan rutin pada tanggal 18-12-2025, daftarkan segera melalui nomor pelayanan kami 08551000727"
+        );
+    }
+
+    #[test]
+    fn a_name_that_starts_with_a_salutation_gets_none() {
+        for name in [
+            "Bapak Joko",
+            "bpk. Joko",
+            "Pak Joko",
+            "IBU Siti",
+            "Bu Siti",
+            "Sdr Andi",
+            "Kak Rina",
+        ] {
+            assert_eq!(salutation(None, name), "", "{name}");
+            assert_eq!(salutation(Some("Ibu"), name), "", "{name}");
+        }
+        assert_eq!(salutation(None, "Budi"), "Bapak", "Budi is not Bu");
+        assert_eq!(salutation(None, "Pakde Joko"), "Bapak");
+        assert_eq!(salutation(Some("Ibu"), "Siti"), "Ibu");
+        assert_eq!(salutation(Some(""), "Siti"), "");
+        let v = values(&subject("Bapak Joko", None), &workshop());
+        assert!(render(MAINTENANCE_ID, &v).starts_with("Bapak Joko untuk"));
+    }
+
+    #[test]
+    fn an_empty_salutation_leaves_no_double_space() {
+        let v = values(&subject("Siti", Some("")), &workshop());
+        assert!(render(MAINTENANCE_ID, &v).starts_with("Siti untuk nomor"));
+        assert_eq!(render("Halo {salutation} {nama},", &v), "Halo Siti,");
+        assert_eq!(render("Halo {nama} {salutation}!", &v), "Halo Siti!");
+        assert_eq!(render("{nama}, {salutation} ok", &v), "Siti, ok");
+        let v = values(&subject("Siti", Some("Ibu")), &workshop());
+        assert_eq!(render("Halo {salutation} {nama},", &v), "Halo Ibu Siti,");
+    }
+
+    #[test]
+    fn months_are_in_the_recipients_language() {
+        let d = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+        assert_eq!(tanggal(d, Language::Id), "1 Desember 2026");
+        assert_eq!(tanggal(d, Language::En), "1 December 2026");
+        assert_eq!(tanggal_dmy(d), "01-12-2026");
+    }
+
+    #[test]
+    fn saving_names_every_unknown_placeholder_and_rejects_bad_syntax() {
+        assert!(check(MAINTENANCE, "Halo {nama} {model}").is_ok());
+        let e = check(MANUAL, "Halo {nama} {model} {kode} {model}").unwrap_err();
+        assert!(e.contains("{model}, {kode}"), "{e}");
+        assert!(check("promo", "  ").is_err());
+        assert!(check("promo", "Halo {nama").is_err());
+        assert!(check("promo", "Halo nama}").is_err());
+        assert!(check("promo", "Halo {Nama}").is_err());
+        assert!(check("promo", "Harga {{promo}} untuk {nama}").is_ok());
+        let v = values(&subject("Siti", None), &workshop());
+        assert_eq!(render("{{x}} {nama}", &v), "{x} Siti");
+        assert_eq!(used("{nama} {hari} {nama}"), ["nama", "hari"]);
+    }
+
+    #[test]
+    fn hari_counts_days_to_the_due_date() {
+        let v = values(&subject("Siti", None), &workshop());
+        assert_eq!(v["hari"], "2");
+        assert_eq!(v["model"], "Avanza");
+    }
+}
