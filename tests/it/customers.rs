@@ -196,11 +196,27 @@ async fn demo_data_loads_vehicles_due_over_the_coming_weeks() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (vehicles, customers, due_soon, no_phone, days): (i64, i64, i64, i64, i32) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM vehicles), (SELECT count(*) FROM customers),
-                (SELECT count(*) FROM vehicles WHERE next_visit_date < (now() AT TIME ZONE 'Asia/Jakarta')::date + 3),
+    // Due dates as the fan-out computes them: the next visit, else the last one + 4 months.
+    let (vehicles, customers, due_soon, no_phone, days, by_last_visit, due_before_today): (
+        i64,
+        i64,
+        i64,
+        i64,
+        i32,
+        i64,
+        i64,
+    ) = sqlx::query_as(
+        "WITH due AS (
+            SELECT coalesce(next_visit_date, (last_visit_date + interval '4 months')::date) AS d,
+                   next_visit_date IS NULL AS by_last
+            FROM vehicles
+         )
+         SELECT (SELECT count(*) FROM vehicles), (SELECT count(*) FROM customers),
+                (SELECT count(*) FROM due WHERE d < (now() AT TIME ZONE 'Asia/Jakarta')::date + 3),
                 (SELECT count(*) FROM customers WHERE hp IS NULL),
-                (SELECT max(next_visit_date) - min(next_visit_date) FROM vehicles)",
+                (SELECT max(d) - min(d) FROM due),
+                (SELECT count(*) FROM due WHERE by_last AND d IS NOT NULL),
+                (SELECT count(*) FROM due WHERE d < (now() AT TIME ZONE 'Asia/Jakarta')::date)",
     )
     .fetch_one(&db.pool)
     .await
@@ -215,6 +231,28 @@ async fn demo_data_loads_vehicles_due_over_the_coming_weeks() {
         "some incomplete customers for the skipped path"
     );
     assert_eq!(days, 59, "spread over 60 days");
+    assert_eq!(due_before_today, 0);
+    assert!(
+        (55..=60).contains(&by_last_visit),
+        "about 1 in 10 due by their last visit, got {by_last_visit}"
+    );
+    let (salutations, named, english): (Vec<Option<String>>, i64, i64) = sqlx::query_as(
+        "SELECT array_agg(DISTINCT salutation),
+                count(*) FILTER (WHERE nama ~ '^(Bapak|Ibu|Pak|Kak) '),
+                count(*) FILTER (WHERE language = 'en')
+         FROM customers",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let mut salutations: Vec<String> = salutations
+        .into_iter()
+        .map(|s| s.unwrap_or_else(|| "NULL".into()))
+        .collect();
+    salutations.sort();
+    assert_eq!(salutations, ["", "Ibu", "Kak", "NULL"]);
+    assert_eq!(named, 4, "every 97th name starts with a salutation");
+    assert_eq!(english, 30, "one in 10 reads English");
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_bengkel-whatsapp"))
         .args(["demo-data", "--vehicles", "0"])
         .env("DATABASE_URL", &db.url)
