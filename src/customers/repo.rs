@@ -8,7 +8,7 @@ use super::{
     request::{CustomerInput, Patch, VehicleInput},
 };
 
-const CUSTOMER: &str = "id, nama, hp, alamat, email, created_at, updated_at";
+const CUSTOMER: &str = "id, nama, hp, alamat, email, salutation, language, created_at, updated_at";
 
 fn keep<T>(p: &Patch<T>) -> bool {
     matches!(p, Patch::Keep)
@@ -27,51 +27,72 @@ pub async fn insert_many(
     customers: &[CustomerInput],
 ) -> sqlx::Result<Vec<Uuid>> {
     let ids: Vec<Uuid> = customers.iter().map(|_| Uuid::now_v7()).collect();
-    let (mut nama, mut hp, mut alamat, mut email) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut v_ids, mut v_customer, mut v_no_pol, mut v_model, mut v_date) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut nama, mut hp, mut alamat, mut email, mut salutation, mut language) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    let (mut v_ids, mut v_customer, mut v_no_pol, mut v_model, mut v_next, mut v_last) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     for (c, id) in customers.iter().zip(&ids) {
         nama.push(value(&c.nama));
         hp.push(value(&c.hp));
         alamat.push(value(&c.alamat));
         email.push(value(&c.email));
+        salutation.push(value(&c.salutation));
+        language.push(c.language.unwrap_or_default().as_str());
         for v in &c.vehicles {
             v_ids.push(Uuid::now_v7());
             v_customer.push(*id);
             v_no_pol.push(value(&v.no_pol));
             v_model.push(value(&v.model));
-            v_date.push(value(&v.next_visit_date));
+            v_next.push(value(&v.next_visit_date));
+            v_last.push(value(&v.last_visit_date));
         }
     }
     sqlx::query(
-        "INSERT INTO customers (id, nama, hp, alamat, email)
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[])",
+        "INSERT INTO customers (id, nama, hp, alamat, email, salutation, language)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                              $6::text[], $7::text[])",
     )
     .bind(&ids)
     .bind(&nama)
     .bind(&hp)
     .bind(&alamat)
     .bind(&email)
+    .bind(&salutation)
+    .bind(&language)
     .execute(&mut *conn)
     .await?;
     if !v_ids.is_empty() {
         sqlx::query(
-            "INSERT INTO vehicles (id, customer_id, no_pol, model, next_visit_date)
-             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::date[])",
+            "INSERT INTO vehicles (id, customer_id, no_pol, model, next_visit_date, last_visit_date)
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::date[],
+                                  $6::date[])",
         )
         .bind(&v_ids)
         .bind(&v_customer)
         .bind(&v_no_pol)
         .bind(&v_model)
-        .bind(&v_date)
+        .bind(&v_next)
+        .bind(&v_last)
         .execute(&mut *conn)
         .await?;
     }
     Ok(ids)
 }
 
-/// Customers by id, each with its vehicles, in the order of `ids`.
+/// Customers by id, each with its vehicles, in the order of `ids` (vehicles without their due
+/// date: [`Customer::with_due`] fills it).
 pub async fn load(pool: &PgPool, ids: &[Uuid]) -> sqlx::Result<Vec<Customer>> {
     let mut customers: Vec<Customer> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {CUSTOMER} FROM customers WHERE id = ANY($1)"
@@ -79,10 +100,9 @@ pub async fn load(pool: &PgPool, ids: &[Uuid]) -> sqlx::Result<Vec<Customer>> {
     .bind(ids)
     .fetch_all(pool)
     .await?;
-    let vehicles: Vec<Vehicle> = sqlx::query_as(
-        "SELECT id, customer_id, no_pol, model, next_visit_date, created_at, updated_at
-         FROM vehicles WHERE customer_id = ANY($1) ORDER BY id",
-    )
+    let vehicles: Vec<Vehicle> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {VEHICLE} FROM vehicles WHERE customer_id = ANY($1) ORDER BY id"
+    )))
     .bind(ids)
     .fetch_all(pool)
     .await?;
@@ -115,6 +135,8 @@ pub async fn update(pool: &PgPool, id: Uuid, c: &CustomerInput) -> sqlx::Result<
             hp = CASE WHEN $4 THEN hp ELSE $5 END,
             alamat = CASE WHEN $6 THEN alamat ELSE $7 END,
             email = CASE WHEN $8 THEN email ELSE $9 END,
+            salutation = CASE WHEN $10 THEN salutation ELSE $11 END,
+            language = coalesce($12, language),
             updated_at = now()
          WHERE id = $1",
     )
@@ -127,6 +149,9 @@ pub async fn update(pool: &PgPool, id: Uuid, c: &CustomerInput) -> sqlx::Result<
     .bind(value(&c.alamat))
     .bind(keep(&c.email))
     .bind(value(&c.email))
+    .bind(keep(&c.salutation))
+    .bind(value(&c.salutation))
+    .bind(c.language.map(|l| l.as_str()))
     .execute(pool)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -140,7 +165,8 @@ pub async fn delete(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
     Ok(done.rows_affected() == 1)
 }
 
-const VEHICLE: &str = "id, customer_id, no_pol, model, next_visit_date, created_at, updated_at";
+const VEHICLE: &str =
+    "id, customer_id, no_pol, model, next_visit_date, last_visit_date, created_at, updated_at";
 
 /// A new vehicle of `customer_id`; `None` when there is no such customer.
 pub async fn add_vehicle(
@@ -149,8 +175,8 @@ pub async fn add_vehicle(
     v: &VehicleInput,
 ) -> sqlx::Result<Option<Vehicle>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO vehicles (id, customer_id, no_pol, model, next_visit_date)
-         SELECT $1, id, $3, $4, $5 FROM customers WHERE id = $2
+        "INSERT INTO vehicles (id, customer_id, no_pol, model, next_visit_date, last_visit_date)
+         SELECT $1, id, $3, $4, $5, $6 FROM customers WHERE id = $2
          RETURNING {VEHICLE}"
     )))
     .bind(Uuid::now_v7())
@@ -158,6 +184,7 @@ pub async fn add_vehicle(
     .bind(value(&v.no_pol))
     .bind(value(&v.model))
     .bind(value(&v.next_visit_date))
+    .bind(value(&v.last_visit_date))
     .fetch_optional(pool)
     .await
 }
@@ -172,6 +199,7 @@ pub async fn update_vehicle(
             no_pol = CASE WHEN $2 THEN no_pol ELSE $3 END,
             model = CASE WHEN $4 THEN model ELSE $5 END,
             next_visit_date = CASE WHEN $6 THEN next_visit_date ELSE $7 END,
+            last_visit_date = CASE WHEN $8 THEN last_visit_date ELSE $9 END,
             updated_at = now()
          WHERE id = $1 RETURNING {VEHICLE}"
     )))
@@ -182,6 +210,8 @@ pub async fn update_vehicle(
     .bind(value(&v.model))
     .bind(keep(&v.next_visit_date))
     .bind(value(&v.next_visit_date))
+    .bind(keep(&v.last_visit_date))
+    .bind(value(&v.last_visit_date))
     .fetch_optional(pool)
     .await
 }

@@ -38,14 +38,22 @@ fn id(raw: &str, what: &str) -> AppResult<Uuid> {
     Uuid::parse_str(raw).map_err(|_| AppError::NotFound(format!("{what} {raw} not found")))
 }
 
+/// The service interval the due dates of vehicles are computed with.
+fn months(state: &AppState) -> u32 {
+    state.config.service_interval_months
+}
+
 async fn one(state: &AppState, id: Uuid) -> AppResult<Customer> {
     repo::load(&state.pool, &[id])
         .await?
         .pop()
+        .map(|c| c.with_due(months(state)))
         .ok_or_else(|| AppError::NotFound(format!("customer {id} not found")))
 }
 
-/// Create a customer, optionally with `vehicles: [{no_pol, model, next_visit_date}]`.
+/// Create a customer (`salutation`, `language` optional), optionally with
+/// `vehicles: [{no_pol, model, next_visit_date, last_visit_date}]`. Each vehicle is returned
+/// with its `due_date` and `due_source`.
 #[utoipa::path(post, path = "/customers", operation_id = "create_customer", tag = "customers",
     request_body = request::NewCustomer,
     responses((status = 201, description = "Created, with its vehicles", body = Envelope<Customer>),
@@ -91,7 +99,11 @@ pub async fn list(
     if !errors.is_empty() {
         return Err(AppError::Validation(errors));
     }
-    let items = repo::list(&state.pool, before, limit).await?;
+    let items: Vec<Customer> = repo::list(&state.pool, before, limit)
+        .await?
+        .into_iter()
+        .map(|c| c.with_due(months(&state)))
+        .collect();
     let next_cursor = (items.len() as i64 == limit)
         .then(|| items.last().map(|c| c.id))
         .flatten();
@@ -179,7 +191,8 @@ pub async fn add_vehicle(
     let input = request::vehicle(&body).map_err(AppError::Validation)?;
     let vehicle = repo::add_vehicle(&state.pool, customer_id, &input)
         .await?
-        .ok_or_else(|| AppError::NotFound(format!("customer {customer_id} not found")))?;
+        .ok_or_else(|| AppError::NotFound(format!("customer {customer_id} not found")))?
+        .with_due(months(&state));
     Ok(Reply(StatusCode::CREATED, vehicle, "Vehicle added".into()))
 }
 
@@ -200,7 +213,8 @@ pub async fn update_vehicle(
     let input = request::vehicle(&body).map_err(AppError::Validation)?;
     let vehicle = repo::update_vehicle(&state.pool, vehicle_id, &input)
         .await?
-        .ok_or_else(|| AppError::NotFound(format!("vehicle {vehicle_id} not found")))?;
+        .ok_or_else(|| AppError::NotFound(format!("vehicle {vehicle_id} not found")))?
+        .with_due(months(&state));
     Ok(Reply::ok(vehicle, "Vehicle updated"))
 }
 

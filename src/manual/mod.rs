@@ -13,9 +13,11 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::{
+    customers::request::{language, salutation},
     error::FieldError,
     http::extract::{DATE_MESSAGE, Fields, parse_date},
     messages::phone::PhoneNumber,
+    templates::Language,
 };
 
 /// A `manual_whatsapp` row, as the seed names its fields.
@@ -37,7 +39,7 @@ pub struct Record {
     /// `Bapak` unless the name starts with one). README "Templates".
     pub salutation: Option<String>,
     /// `id` (default) or `en`: the language of their reminders.
-    pub language: crate::templates::Language,
+    pub language: Language,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -53,7 +55,7 @@ pub const MAX_CUSTOM_MESSAGE: usize = 2000;
 /// A new record as `POST /manual-whatsapp/` and the bulk import take it, for the OpenAPI
 /// document; [`input`] is what checks it. Text is trimmed.
 #[derive(Serialize, utoipa::ToSchema)]
-#[schema(example = json!({"customer_name": "Bapak Joko", "nopol": "B 1234 XYZ", "no_hp": "08123456789", "last_service": "2025-10-15", "next_service": "2026-01-15", "notes": "Customer VIP"}))]
+#[schema(example = json!({"customer_name": "Joko", "nopol": "B 1234 XYZ", "no_hp": "08123456789", "last_service": "2025-10-15", "next_service": "2026-01-15", "notes": "Customer VIP", "salutation": "Bapak", "language": "id"}))]
 #[allow(dead_code)]
 pub struct NewRecord {
     /// 1 to 255 characters.
@@ -79,12 +81,20 @@ pub struct NewRecord {
     /// Up to 500 characters.
     #[schema(max_length = 500)]
     notes: Option<String>,
+    /// How the customer is addressed in reminders (`Bapak`, `Ibu`, `Kak`, …): trimmed, up to 30
+    /// characters. `""` stores "no salutation"; absent or `null`: not given — reminders say
+    /// `Bapak`, unless `customer_name` already starts with a salutation.
+    #[schema(max_length = 30)]
+    salutation: Option<String>,
+    /// `id` (Indonesian, the default) or `en`: the language of their reminders. `null` is the
+    /// default.
+    language: Option<Language>,
 }
 
-/// `PUT /manual-whatsapp/{record_id}`: the fields given are changed; `null` clears the dates
-/// and `notes` (the others cannot be cleared).
+/// `PUT /manual-whatsapp/{record_id}`: the fields given are changed; `null` clears the dates,
+/// `notes` and `salutation`, and sets `language` back to `id` (the others cannot be cleared).
 #[derive(utoipa::ToSchema)]
-#[schema(example = json!({"next_service": "2026-02-01", "is_active": 1}))]
+#[schema(example = json!({"next_service": "2026-02-01", "is_active": 1, "salutation": "Ibu", "language": "en"}))]
 #[allow(dead_code)]
 pub struct RecordChanges {
     /// 1 to 255 characters.
@@ -109,6 +119,12 @@ pub struct RecordChanges {
     /// Up to 500 characters.
     #[schema(max_length = 500)]
     notes: Option<String>,
+    /// Trimmed, up to 30 characters; `""`: no salutation; `null`: not given (`Bapak` unless
+    /// `customer_name` starts with a salutation).
+    #[schema(max_length = 30)]
+    salutation: Option<String>,
+    /// `id` or `en`; `null` sets the default `id`.
+    language: Option<Language>,
 }
 
 /// `POST /manual-whatsapp/bulk-import`: a JSON array of records, or `{"customers": [...]}`;
@@ -173,6 +189,10 @@ pub struct Input {
     pub next_service: Option<Option<NaiveDate>>,
     pub is_active: Option<i32>,
     pub notes: Option<Option<String>>,
+    /// `Some(Some(""))`: explicitly none; `Some(None)`: not given.
+    pub salutation: Option<Option<String>>,
+    /// `None`: keep (update) or the default (create).
+    pub language: Option<Language>,
 }
 
 fn text(f: &mut Fields<'_>, field: &str, max: usize, required: bool) -> Option<String> {
@@ -267,6 +287,8 @@ pub fn input(map: &Map<String, Value>, create: bool) -> Result<Input, Vec<FieldE
     } else {
         None
     };
+    let salutation = salutation(&mut f, map);
+    let language = language(&mut f, map);
     if f.errors.is_empty() {
         Ok(Input {
             customer_name,
@@ -276,6 +298,8 @@ pub fn input(map: &Map<String, Value>, create: bool) -> Result<Input, Vec<FieldE
             next_service,
             is_active,
             notes,
+            salutation,
+            language,
         })
     } else {
         Err(f.errors)
@@ -304,8 +328,30 @@ mod tests {
         let ok = serde_json::json!({"customer_name": "Joko", "nopol": "B 1 X", "no_hp": "0812 3456 789"});
         let i = input(ok.as_object().unwrap(), true).unwrap();
         assert_eq!(i.no_hp.unwrap().as_str(), "628123456789");
+        assert_eq!((i.salutation, i.language), (None, None));
         let patch = serde_json::json!({"notes": null});
         let p = input(patch.as_object().unwrap(), false).unwrap();
         assert_eq!((p.customer_name, p.notes), (None, Some(None)));
+    }
+
+    #[test]
+    fn salutation_and_language_are_checked() {
+        let ok = serde_json::json!({"salutation": " Kak ", "language": "en"});
+        let p = input(ok.as_object().unwrap(), false).unwrap();
+        assert_eq!(
+            (p.salutation, p.language),
+            (Some(Some("Kak".into())), Some(Language::En))
+        );
+        let empty = serde_json::json!({"salutation": "", "language": null});
+        let p = input(empty.as_object().unwrap(), false).unwrap();
+        assert_eq!(
+            (p.salutation, p.language),
+            (Some(Some(String::new())), Some(Language::Id))
+        );
+        let bad = serde_json::json!({"salutation": "Yang Terhormat Bapak Haji Joko Susilo", "language": "EN"});
+        let errors = input(bad.as_object().unwrap(), false).unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["salutation", "language"]);
+        assert_eq!(errors[1].message, Language::MESSAGE);
     }
 }

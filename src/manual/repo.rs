@@ -44,9 +44,19 @@ pub async fn insert(conn: &mut PgConnection, items: &[Input]) -> sqlx::Result<Ve
         .iter()
         .map(|i| i.notes.as_ref().and_then(|n| n.as_deref()))
         .collect();
+    let salutations: Vec<Option<&str>> = items
+        .iter()
+        .map(|i| i.salutation.as_ref().and_then(|s| s.as_deref()))
+        .collect();
+    let languages: Vec<&str> = items
+        .iter()
+        .map(|i| i.language.unwrap_or_default().as_str())
+        .collect();
     let inserted: Vec<Uuid> = sqlx::query_scalar(
-        "INSERT INTO manual_whatsapp (id, customer_name, nopol, no_hp, last_service, next_service, is_active, notes)
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::date[], $6::date[], $7::int[], $8::text[])
+        "INSERT INTO manual_whatsapp (id, customer_name, nopol, no_hp, last_service, next_service, is_active, notes,
+                                      salutation, language)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::date[], $6::date[], $7::int[], $8::text[],
+                              $9::text[], $10::text[])
          ON CONFLICT ((upper(nopol))) DO NOTHING
          RETURNING id",
     )
@@ -58,6 +68,8 @@ pub async fn insert(conn: &mut PgConnection, items: &[Input]) -> sqlx::Result<Ve
     .bind(&next)
     .bind(&active)
     .bind(&notes)
+    .bind(&salutations)
+    .bind(&languages)
     .fetch_all(conn)
     .await?;
     let inserted: HashSet<Uuid> = inserted.into_iter().collect();
@@ -103,6 +115,8 @@ pub async fn update(pool: &PgPool, id: Uuid, p: &Input) -> sqlx::Result<bool> {
             next_service = CASE WHEN $7 THEN $8 ELSE next_service END,
             is_active = coalesce($9, is_active),
             notes = CASE WHEN $10 THEN $11 ELSE notes END,
+            salutation = CASE WHEN $12 THEN $13 ELSE salutation END,
+            language = coalesce($14, language),
             updated_at = now()
          WHERE id = $1",
     )
@@ -117,6 +131,9 @@ pub async fn update(pool: &PgPool, id: Uuid, p: &Input) -> sqlx::Result<bool> {
     .bind(p.is_active)
     .bind(p.notes.is_some())
     .bind(p.notes.clone().flatten())
+    .bind(p.salutation.is_some())
+    .bind(p.salutation.clone().flatten())
+    .bind(p.language.map(|l| l.as_str()))
     .execute(pool)
     .await?;
     Ok(done.rows_affected() == 1)

@@ -531,3 +531,115 @@ async fn a_custom_message_is_queued_and_its_length_limited() {
     assert_eq!(status, 422);
     assert_eq!(both["errors"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn salutation_and_language_are_created_changed_imported_and_checked() {
+    let app = TestApp::spawn().await;
+    let (status, created) = create(
+        &app,
+        json!({"customer_name": "Siti", "nopol": "B 1 S", "no_hp": "0812000001",
+               "salutation": " Ibu ", "language": "en"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(
+        (&created["data"]["salutation"], &created["data"]["language"]),
+        (&json!("Ibu"), &json!("en"))
+    );
+    let plain = record(&app, "Joko", "B 2 J", "0812000002", 5).await;
+    let plain = get(&app, &plain).await;
+    assert!(plain["salutation"].is_null(), "{plain}");
+    assert_eq!(plain["language"], "id", "the default");
+
+    let id = created["data"]["id"].as_str().unwrap().to_owned();
+    let put = |body: Value| {
+        app.http
+            .put(format!("{}/manual-whatsapp/{id}", app.base))
+            .bearer_auth(&app.token)
+            .json(&body)
+    };
+    let (status, kept) = app.call(put(json!({"notes": "VIP"}))).await;
+    assert_eq!(status, 200, "{kept}");
+    assert_eq!(
+        (&kept["data"]["salutation"], &kept["data"]["language"]),
+        (&json!("Ibu"), &json!("en")),
+        "absent fields are kept"
+    );
+    let (_, changed) = app
+        .call(put(json!({"salutation": "", "language": "id"})))
+        .await;
+    assert_eq!(
+        (&changed["data"]["salutation"], &changed["data"]["language"]),
+        (&json!(""), &json!("id")),
+        "an empty salutation is kept: no salutation"
+    );
+    let (_, cleared) = app.call(put(json!({"salutation": null}))).await;
+    assert!(cleared["data"]["salutation"].is_null(), "{cleared}");
+    let stored: (Option<String>, String) =
+        sqlx::query_as("SELECT salutation, language FROM manual_whatsapp WHERE nopol = 'B 1 S'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, (None, "id".to_owned()));
+
+    let (status, bad) = app
+        .call(put(
+            json!({"salutation": "z".repeat(31), "language": "jawa"}),
+        ))
+        .await;
+    assert_eq!(status, 422, "{bad}");
+    let errors: Vec<(&str, &str)> = bad["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["field"].as_str().unwrap(), e["message"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            ("salutation", "must be at most 30 characters"),
+            ("language", "must be id or en")
+        ]
+    );
+    let (status, bad) = create(
+        &app,
+        json!({"customer_name": "X", "nopol": "B 3 X", "no_hp": "0812000003", "language": "english"}),
+    )
+    .await;
+    assert_eq!(status, 422, "{bad}");
+    assert_eq!(bad["errors"][0]["field"], "language");
+
+    let (status, imported) = app
+        .call(app.post("/manual-whatsapp/bulk-import").json(&json!([
+            {"customer_name": "Rina", "nopol": "B 4 R", "no_hp": "0812000004", "salutation": "Kak", "language": "en"},
+            {"customer_name": "Dewi", "nopol": "B 5 D", "no_hp": "0812000005", "language": "de"},
+            {"customer_name": "Andi", "nopol": "B 6 A", "no_hp": "0812000006", "salutation": ""}
+        ])))
+        .await;
+    assert_eq!(status, 200, "{imported}");
+    let d = &imported["data"];
+    assert_eq!(
+        (d["imported"].as_i64(), d["failed"].as_i64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(d["failures"][0]["index"], 1);
+    assert_eq!(d["failures"][0]["reason"], "language: must be id or en");
+    let (_, rina) = app
+        .call(app.get("/manual-whatsapp/by-nopol/B%204%20R"))
+        .await;
+    assert_eq!(
+        (&rina["data"]["salutation"], &rina["data"]["language"]),
+        (&json!("Kak"), &json!("en"))
+    );
+    let (_, list) = app.call(app.get("/manual-whatsapp/")).await;
+    let andi = list["data"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["nopol"] == "B 6 A")
+        .unwrap();
+    assert_eq!(
+        (&andi["salutation"], &andi["language"]),
+        (&json!(""), &json!("id"))
+    );
+}
