@@ -18,5 +18,6 @@ mod reminders;
 mod retries;
 mod sending;
 mod suppressions;
+mod templates_preview;
 mod throttle;
 mod validation;
