@@ -192,7 +192,8 @@ pub struct PreviewRequest {
     /// `manual_reminder`: the manual record.
     #[schema(format = Uuid)]
     manual_id: Option<String>,
-    /// Render this language's body instead of the recipient's (`id` or `en`).
+    /// Render this language's body, with its month names, instead of the recipient's (`id` or
+    /// `en`): what a recipient of that language would get.
     language: Option<Language>,
     /// Placeholder values (strings), over anything taken from a record; the only source for
     /// custom templates.
@@ -353,7 +354,7 @@ pub async fn preview(
         values.extend(subject_values(
             &name,
             row.salutation.as_deref(),
-            recipient_language,
+            language.unwrap_or(recipient_language),
             row.no_pol.as_deref().unwrap_or_default(),
             row.model.as_deref(),
             due.map(|d| d.0),
@@ -375,7 +376,7 @@ pub async fn preview(
         values.extend(subject_values(
             &row.customer_name,
             row.salutation.as_deref(),
-            recipient_language,
+            language.unwrap_or(recipient_language),
             &row.nopol,
             None,
             due.map(|d| d.0),

@@ -77,6 +77,27 @@ async fn preview_renders_the_unsaved_body_for_a_customer() {
 }
 
 #[tokio::test]
+async fn a_preview_in_another_language_names_the_month_in_it() {
+    let app = TestApp::spawn().await;
+    let customer = siti(&app).await;
+    let draft = "Hi {salutation} {nama}, due {tanggal} ({tanggal_dmy})";
+    for (language, want) in [
+        ("en", "Hi Ibu Siti, due 1 December 2026 (01-12-2026)"),
+        ("id", "Hi Ibu Siti, due 1 Desember 2026 (01-12-2026)"),
+    ] {
+        let (status, body) = preview(
+            &app,
+            "maintenance_reminder",
+            json!({"customer_id": customer, "language": language, "body": draft}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"]["text"], want, "{language}");
+        assert_eq!(body["data"]["language"], language);
+    }
+}
+
+#[tokio::test]
 async fn an_unknown_placeholder_in_a_previewed_body_is_a_422_on_body() {
     let app = TestApp::spawn().await;
     let customer = siti(&app).await;
