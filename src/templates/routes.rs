@@ -175,9 +175,14 @@ pub async fn save(
 
 /// The body of `POST /templates/{key}/preview` (all optional).
 #[derive(utoipa::ToSchema)]
-#[schema(example = json!({"vehicle_id": "0193a4b2-7c1e-7d4a-9f00-2b1c3d4e5f60", "language": "en"}))]
+#[schema(example = json!({"vehicle_id": "0193a4b2-7c1e-7d4a-9f00-2b1c3d4e5f60", "language": "en", "body": "Hello {salutation} {nama}, your {no_pol} is due on {tanggal}."}))]
 #[allow(dead_code)]
 pub struct PreviewRequest {
+    /// An unsaved text to render instead of the saved body (what an editor shows before
+    /// Save); checked as `PUT` checks it: 1 to 4,000 characters, only the template's
+    /// placeholders, else `422` on `body`. Nothing is saved.
+    #[schema(min_length = 1, max_length = 4000, pattern = r"\S")]
+    body: Option<String>,
     /// `maintenance_reminder`: the customer (with their first vehicle unless `vehicle_id`).
     #[schema(format = Uuid)]
     customer_id: Option<String>,
@@ -187,7 +192,8 @@ pub struct PreviewRequest {
     /// `manual_reminder`: the manual record.
     #[schema(format = Uuid)]
     manual_id: Option<String>,
-    /// Render this language's body instead of the recipient's (`id` or `en`).
+    /// Render this language's body, with its month names, instead of the recipient's (`id` or
+    /// `en`): what a recipient of that language would get.
     language: Option<Language>,
     /// Placeholder values (strings), over anything taken from a record; the only source for
     /// custom templates.
@@ -198,6 +204,7 @@ pub struct PreviewRequest {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Preview {
     key: String,
+    /// The current version (with `body`: the version the unsaved text would follow).
     version: i32,
     language: Language,
     /// The text as it would be sent.
@@ -240,7 +247,8 @@ struct ManualRow {
 
 /// Renders a template for a customer, a vehicle, a manual record or given values, exactly as a
 /// reminder would be (the recipient's salutation and language, the due date by the calendar's
-/// rule, `hari` counted from today). Nothing is stored or sent. Any valid token.
+/// rule, `hari` counted from today). `body` renders an unsaved text instead of the saved one
+/// (the ops page's live preview). Nothing is stored or sent. Any valid token.
 #[utoipa::path(post, path = "/templates/{key}/preview", operation_id = "preview_template", tag = "templates",
     params(("key" = String, Path, description = "the template")),
     request_body = PreviewRequest,
@@ -258,7 +266,11 @@ pub async fn preview(
     let vehicle_id = uuid_field(&mut f, "vehicle_id");
     let manual_id = uuid_field(&mut f, "manual_id");
     let language = f.optional_str("language");
+    let draft = f.optional_str("body");
     let mut errors = f.errors;
+    if let Some(e) = draft.and_then(|text| body_error(&key, text)) {
+        errors.push(e);
+    }
     let language = language.and_then(|raw| {
         let l = Language::parse(raw);
         if l.is_none() {
@@ -342,7 +354,7 @@ pub async fn preview(
         values.extend(subject_values(
             &name,
             row.salutation.as_deref(),
-            recipient_language,
+            language.unwrap_or(recipient_language),
             row.no_pol.as_deref().unwrap_or_default(),
             row.model.as_deref(),
             due.map(|d| d.0),
@@ -364,7 +376,7 @@ pub async fn preview(
         values.extend(subject_values(
             &row.customer_name,
             row.salutation.as_deref(),
-            recipient_language,
+            language.unwrap_or(recipient_language),
             &row.nopol,
             None,
             due.map(|d| d.0),
@@ -374,7 +386,7 @@ pub async fn preview(
     }
     let language = language.unwrap_or(recipient_language);
     values.extend(given);
-    let body = current.bodies.for_language(language);
+    let body = draft.unwrap_or_else(|| current.bodies.for_language(language));
     let missing: Vec<String> = super::used(body)
         .into_iter()
         .filter(|p| values.get(p).is_none_or(String::is_empty))
@@ -390,6 +402,17 @@ pub async fn preview(
         },
         "Preview (nothing sent)",
     ))
+}
+
+/// Why `text` cannot be a body of `key` (as `PUT` decides it), as the error on `body`.
+fn body_error(key: &str, text: &str) -> Option<FieldError> {
+    let n = text.chars().count();
+    let why = if n > MAX_BODY_CHARS {
+        format!("must be at most {MAX_BODY_CHARS} characters (got {n})")
+    } else {
+        super::check(key, text).err()?
+    };
+    Some(FieldError::new("body", why))
 }
 
 /// The values a reminder about `no_pol` due on `due` gets (none for the date when there is no

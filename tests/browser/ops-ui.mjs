@@ -4,9 +4,12 @@
 // finds the failed job in the page, lets the gateway succeed, clicks "Requeue" and checks that the
 // message is then `sent`. Then the delivery-policy cards: sender and policy as the API answers, a
 // policy change and a 422 from the page, a held message, a suppression added (it cancels the held
-// message) and removed on the page, who paused a queue. Both HTML pages (/ops/ui, then /docs)
-// must work under their Content-Security-Policy (no violation in the console). It saves a screenshot
-// (target/ops-ui.png) and always cleans up (service, gateway, browser, scratch database).
+// message) and removed on the page, who paused a queue. Then the templates panel: both built-ins
+// listed, a live preview of the edited text for a seeded customer and a manual record, a 422 for
+// an unknown placeholder shown by the editor, a valid edit saved as version 2. Both HTML pages
+// (/ops/ui, then /docs) must work under their Content-Security-Policy (no violation in the
+// console). It saves screenshots (target/ops-ui.png; the templates card in
+// target/ops-ui-templates.png) and always cleans up (service, gateway, browser, scratch database).
 //
 // Environment: BENGKEL_BIN (default target/debug/bengkel-whatsapp), TEST_DATABASE_URL (a superuser
 // URL of the server where the scratch database is created; default postgres://postgres@127.0.0.1:5432/postgres),
@@ -239,6 +242,138 @@ async function deliveryPolicyChecks({ page, base, token }) {
   await card(`pause-${QUEUE}`).waitFor();
 }
 
+// ---------- the templates panel (README "Templates") ----------
+// Lists the built-in templates as GET /templates does; the live preview renders the text being
+// edited for a seeded customer (and a manual record) without saving it; a body with an unknown
+// placeholder shows the 422's message by the editor and changes nothing; a valid edit is version 2
+// with two versions in the history.
+async function templatesChecks({ page, base, token }) {
+  const call = async (method, p, body, want) => {
+    const r = await api(base, token, method, p, body);
+    if (want && !want.includes(r.status)) throw new Error(`${method} ${p} → ${r.status} ${r.text}`);
+    return r;
+  };
+  const card = (id) => page.getByTestId(id);
+  const KEY = 'maintenance_reminder';
+
+  // A customer whose name already carries the salutation, and a manual record.
+  const customer = (await call('POST', '/customers', {
+    nama: 'Ibu Siti Rahma', hp: '0812 7777 0001',
+    vehicles: [{ no_pol: 'B 77 SR', model: 'Jazz', next_visit_date: '2026-12-01' }],
+  }, [201])).json.data;
+  const record = (await call('POST', '/manual-whatsapp/', {
+    customer_name: 'Bapak Joko', nopol: 'D 1 JK', no_hp: '0812 7777 0002', next_service: '2026-12-15',
+  }, [200, 201])).json.data;
+  const previews = [];
+  const onRequest = (req) => { if (req.method() === 'POST' && /\/templates\/[^/]+\/preview$/.test(req.url())) previews.push(req.postDataJSON()); };
+  page.on('request', onRequest);
+
+  await page.goto(`${base}/ops/ui`);
+  const listed = (await call('GET', '/templates', undefined, [200])).json.data;
+  for (const key of ['maintenance_reminder', 'manual_reminder']) {
+    const t = listed.find((x) => x.key === key);
+    if (!t || !t.builtin || t.current_version !== 1) throw new Error(`GET /templates: ${JSON.stringify(listed)}`);
+    const row = card(`template-row-${key}`);
+    await row.waitFor();
+    const cells = (await row.locator('th, td').allTextContents()).map((c) => c.trim());
+    if (cells[0] !== key || cells[1] !== 'built-in' || cells[2] !== '1' || !cells[3].includes('{nama}')) {
+      throw new Error(`template row ${key}: ${JSON.stringify(cells)}`);
+    }
+  }
+  log('templates panel lists both built-in templates (version 1)');
+
+  // Selecting one shows its current bodies and its history.
+  const seeded = listed.find((x) => x.key === KEY);
+  await card(`template-open-${KEY}`).click();
+  await card('template-editor-title').filter({ hasText: `${KEY} · version 1` }).waitFor();
+  if ((await card('template-body-id').inputValue()) !== seeded.bodies.id
+    || (await card('template-body-en').inputValue()) !== (seeded.bodies.en || '')) {
+    throw new Error('the editor does not show the current id/en bodies');
+  }
+  await card('template-version-row-1').waitFor();
+
+  // Live preview of the text being edited, for the seeded customer.
+  await card('preview-customer').selectOption(customer.id);
+  const draft = 'Halo {salutation} {nama}, servis {no_pol} pada {tanggal}.';
+  await card('template-body-id').fill(draft);
+  const want = 'Halo Ibu Siti Rahma, servis B 77 SR pada 1 Desember 2026.';
+  await waitFor('the live preview of the edited text', 10_000, async () =>
+    (await card('template-preview-text').textContent()) === want
+    && (await card('template-preview-meta').textContent()).includes('unsaved edit of version 1'));
+  log(`live preview: "${want}"`);
+  // Typing is debounced: one preview once the typing stops, not one per key.
+  const before = previews.length;
+  await card('template-body-id').pressSequentially(' Terima kasih', { delay: 40 });
+  await waitFor('the preview of the typed text', 10_000, async () =>
+    (await card('template-preview-text').textContent()) === `${want} Terima kasih`);
+  const typed = previews.length - before;
+  if (typed < 1 || typed > 3) throw new Error(`${typed} preview calls for 13 keys typed (debounce)`);
+  const last = previews[previews.length - 1];
+  if (last.body !== `${draft} Terima kasih` || last.customer_id !== customer.id || last.language !== 'id') {
+    throw new Error(`the preview sent ${JSON.stringify(last)}`);
+  }
+  log(`typing 13 keys made ${typed} preview call(s)`);
+
+  // An unknown placeholder: the 422's message by the editor, nothing else changes.
+  const bad = 'Halo {nama}, kode booking {kode}';
+  const refused = (await call('PUT', `/templates/${KEY}`, { body: bad, language: 'id' }, [422])).json;
+  const message = refused.errors.find((e) => e.field === 'body').message;
+  await card('template-body-id').fill(bad);
+  await card('template-save').click();
+  await card('template-body-error').filter({ hasText: message }).waitFor();
+  await card('template-preview-error').filter({ hasText: '{kode}' }).waitFor();
+  const after422 = (await call('GET', `/templates/${KEY}`, undefined, [200])).json.data;
+  if (after422.current_version !== 1 || after422.versions.length !== 1) throw new Error(`a 422 stored a version: ${JSON.stringify(after422)}`);
+  if ((await card('template-body-id').inputValue()) !== bad) throw new Error('the 422 changed the editor');
+  if (!(await card('template-editor-title').textContent()).includes('version 1')) throw new Error('the 422 changed the version');
+  if ((await card(`template-current-version-${KEY}`).textContent()).trim() !== '1') throw new Error('the 422 changed the list');
+  log(`unknown placeholder refused by the editor: "${(await card('template-body-error').textContent()).trim()}"`);
+
+  // A valid edit: version 2, two versions in the history.
+  const good = 'Halo {salutation} {nama}, kendaraan {no_pol} jatuh tempo servis pada {tanggal}. Hubungi {service_phone}.';
+  await card('template-body-id').fill(good);
+  await card('template-save').click();
+  await card('flash').filter({ hasText: `Template ${KEY} saved (id): version 2` }).waitFor();
+  await card('template-editor-title').filter({ hasText: `${KEY} · version 2` }).waitFor();
+  await card('template-version-row-2').waitFor();
+  const rows = await card('template-versions').locator('tbody tr').count();
+  if (rows !== 2) throw new Error(`the history shows ${rows} versions`);
+  await waitFor('the list to show version 2', 5_000, async () =>
+    (await card(`template-current-version-${KEY}`).textContent()).trim() === '2');
+  const saved = (await call('GET', `/templates/${KEY}`, undefined, [200])).json.data;
+  if (saved.current_version !== 2 || saved.bodies.id !== good || saved.bodies.en !== seeded.bodies.en
+    || saved.versions.length !== 2 || saved.versions[0].created_by !== 'browser') {
+    throw new Error(`after Save: ${JSON.stringify(saved)}`);
+  }
+  if ((await card('template-body-error').textContent()).trim()) throw new Error('the 422 message stayed after a save');
+  await waitFor('the preview of version 2', 10_000, async () =>
+    (await card('template-preview-text').textContent()).startsWith('Halo Ibu Siti Rahma, kendaraan B 77 SR jatuh tempo servis pada 1 Desember 2026.')
+    && (await card('template-preview-meta').textContent()).startsWith('id · version 2'));
+  // An old version's bodies.
+  await card('template-version-1').click();
+  await waitFor('version 1 bodies', 5_000, async () =>
+    (await card('template-version-body-id').textContent()) === seeded.bodies.id);
+  log('saved version 2 from the page; the history shows 2 versions and version 1\'s bodies');
+
+  // The manual template previews a manual record, in English when that body is edited.
+  await card('template-open-manual_reminder').click();
+  await card('template-editor-title').filter({ hasText: 'manual_reminder · version 1' }).waitFor();
+  await card('preview-manual').selectOption(record.id);
+  await waitFor('the manual preview', 10_000, async () => {
+    const t = await card('template-preview-text').textContent();
+    return t.startsWith('Halo Bapak Joko,') && t.includes('D 1 JK') && t.includes('15 Desember 2026');
+  });
+  await card('template-language').selectOption('en');
+  if (!(await card('template-body-id').getAttribute('readonly') !== null)) throw new Error('the id body stays editable in en');
+  await waitFor('the English manual preview', 10_000, async () => {
+    const t = await card('template-preview-text').textContent();
+    return t.startsWith('Hello Bapak Joko,') && t.includes('15 December 2026');
+  });
+  log('manual record preview in id and en');
+  page.off('request', onRequest);
+  await card('templates-card').screenshot({ path: path.join(path.dirname(SCREENSHOT), 'ops-ui-templates.png') });
+}
+
 async function main(cleanup) {
   if (!fs.existsSync(BIN)) throw new Error(`${BIN} not found: run \`cargo build\` first (or set BENGKEL_BIN)`);
   if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found: install Debian's chromium (scripts/browser-test does)`);
@@ -424,6 +559,10 @@ async function main(cleanup) {
 
   await deliveryPolicyChecks({ page, base, token });
   pageChecks();
+  log('delivery-policy cards passed; now the templates panel');
+
+  await templatesChecks({ page, base, token });
+  pageChecks();
 }
 
 const cleanup = [];
@@ -448,7 +587,7 @@ async function finish(failure) {
     console.log('0 passed, 1 failed');
     process.exit(1);
   }
-  console.log(`PASS: ops UI requeue of a failed send, delivery-policy cards and suppressions (${secs} s)`);
+  console.log(`PASS: ops UI requeue of a failed send, delivery-policy cards, suppressions and templates (${secs} s)`);
   console.log('1 passed, 0 failed');
   process.exit(0);
 }

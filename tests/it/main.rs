@@ -19,5 +19,6 @@ mod retries;
 mod sending;
 mod suppressions;
 mod templates;
+mod templates_preview;
 mod throttle;
 mod validation;
