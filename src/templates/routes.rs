@@ -135,17 +135,7 @@ pub async fn save(
             Language::Id
         }),
     };
-    if let Some(text) = text {
-        let n = text.chars().count();
-        if n > MAX_BODY_CHARS {
-            errors.push(FieldError::new(
-                "body",
-                format!("must be at most {MAX_BODY_CHARS} characters (got {n})"),
-            ));
-        } else if let Err(e) = super::check(&key, text) {
-            errors.push(FieldError::new("body", e));
-        }
-    }
+    errors.extend(text.and_then(|t| body_error(&key, t)));
     let Some(text) = text.filter(|_| errors.is_empty()) else {
         return Err(AppError::Validation(errors));
     };
