@@ -16,7 +16,7 @@ use crate::{
         fanout::{MAX_DETAILS, PAGE, final_outcomes, wait_settled},
     },
     suppressions,
-    templates::{self, Current, Language, Subject, Workshop},
+    templates::{Current, Language, Subject, Workshop},
 };
 
 #[derive(Debug, Clone)]
@@ -51,25 +51,23 @@ pub struct Candidate {
     pub language: String,
 }
 
-/// The two walks of a pass, as for vehicles (`reminders::fanout`): `$1..=$2` the walked range,
-/// `$3` the due dates, `$4` only active, `($5, $6)` the cursor, `$7` the page, `$8` the
-/// interval (the last-service walk only).
+/// Records due on `$1` by their `next_service`, after id `$3`, `$4` at a time; `$2` only
+/// active ones. One due date at a time, as for vehicles (`reminders::fanout`).
 const NEXT_SERVICE_WALK: &str =
     "SELECT id, customer_name, nopol, no_hp, next_service, next_service AS walk_date, salutation, language
      FROM manual_whatsapp
-     WHERE next_service >= $1 AND next_service <= $2 AND next_service = ANY($3)
-       AND (NOT $4 OR is_active = 1) AND (next_service, id) > ($5, $6)
-     ORDER BY next_service, id LIMIT $7";
-const LAST_SERVICE_WALK: &str = "SELECT * FROM (
-        SELECT id, customer_name, nopol, no_hp,
-               (last_service + make_interval(months => $8))::date AS next_service,
-               last_service AS walk_date, salutation, language
-        FROM manual_whatsapp
-        WHERE next_service IS NULL AND last_service >= $1 AND last_service <= $2
-          AND (NOT $4 OR is_active = 1) AND (last_service, id) > ($5, $6)
-     ) d
-     WHERE d.next_service = ANY($3)
-     ORDER BY d.walk_date, d.id LIMIT $7";
+     WHERE next_service = $1 AND (NOT $2 OR is_active = 1) AND id > $3
+     ORDER BY id LIMIT $4";
+/// Records with no `next_service` due on `$3` by `last_service` + `$8` months: last services in
+/// `$1..=$2` after `($5, $6)`, `$7` at a time; `$4` only active ones.
+const LAST_SERVICE_WALK: &str = "SELECT id, customer_name, nopol, no_hp,
+            (last_service + make_interval(months => $8))::date AS next_service,
+            last_service AS walk_date, salutation, language
+     FROM manual_whatsapp
+     WHERE next_service IS NULL AND last_service >= $1 AND last_service <= $2
+       AND (last_service + make_interval(months => $8))::date = $3
+       AND (NOT $4 OR is_active = 1) AND (last_service, id) > ($5, $6)
+     ORDER BY last_service, id LIMIT $7";
 
 /// One record of a `send-reminders` answer (seed names).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -78,6 +76,7 @@ pub struct Detail {
     pub id: Uuid,
     pub customer_name: String,
     pub nopol: String,
+    /// The due date: `next_service`, else `last_service` + `SERVICE_INTERVAL_MONTHS`.
     pub next_service: NaiveDate,
     pub days_until_service: i64,
     /// `queued`, `already_queued`, `skipped` (with `reason` `opted out`: the number is on the
@@ -90,8 +89,9 @@ pub struct Detail {
 }
 
 /// The answer of `send-reminders`: the seed's `total_records`, `reminder_sent`,
-/// `reminder_failed` and `details`, plus the queue's view. `eligible` records have
-/// `0 <= next_service - today < days_threshold`; `skipped` are the other records considered.
+/// `reminder_failed` and `details`, plus the queue's view. `eligible` records are due on one of
+/// the pass' days (`send-reminders`: `0..days_threshold-1` days from today); `skipped` are the
+/// other records considered.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[schema(as = ManualReminderSummary)]
 pub struct Summary {
@@ -123,20 +123,16 @@ pub fn message(
 ) -> Option<NewMessage> {
     // Stored numbers are normalized; one that no longer parses is not sent.
     let to = PhoneNumber::parse(&c.no_hp).ok()?;
-    let language = Language::from_db(&c.language);
-    let values = templates::values(
-        &Subject {
-            name: &c.customer_name,
-            salutation: c.salutation.as_deref(),
-            language,
-            no_pol: &c.nopol,
-            model: None,
-            due: c.next_service,
-            today: date,
-        },
-        workshop,
-    );
-    let body = template.render(language, &values);
+    let subject = Subject {
+        name: &c.customer_name,
+        salutation: c.salutation.as_deref(),
+        language: Language::from_db(&c.language),
+        no_pol: &c.nopol,
+        model: None,
+        due: c.next_service,
+        today: date,
+    };
+    let body = template.render(&subject, workshop);
     let mut message = NewMessage::internal(Kind::Manual, to, body, None).from_template(template);
     message.expires_at = Some(expires_at);
     Some(message)
@@ -217,35 +213,39 @@ pub async fn run(pool: &PgPool, pass: &Pass) -> sqlx::Result<Summary> {
         details_truncated: false,
     };
     let due = pass.days_before.due_dates(pass.date);
-    let (first, last) = (due[0], due[due.len() - 1]);
+    let months = pass.interval_months as i32;
     for by_last_service in [false, true] {
-        let (from, to) = if by_last_service {
-            calendar::last_visit_range(first, last, pass.interval_months)
-        } else {
-            (first, last)
-        };
-        let mut cursor = (from, Uuid::nil());
-        loop {
-            let mut query = sqlx::query_as(if by_last_service {
-                LAST_SERVICE_WALK
+        for &date in &due {
+            let (from, to) = if by_last_service {
+                calendar::last_visit_range(date, date, pass.interval_months)
             } else {
-                NEXT_SERVICE_WALK
-            })
-            .bind(from)
-            .bind(to)
-            .bind(&due)
-            .bind(pass.only_active)
-            .bind(cursor.0)
-            .bind(cursor.1)
-            .bind(PAGE);
-            if by_last_service {
-                query = query.bind(pass.interval_months as i32);
-            }
-            let page: Vec<Candidate> = query.fetch_all(pool).await?;
-            let Some(last) = page.last() else { break };
-            cursor = (last.walk_date, last.id);
-            if !remind_page(pool, pass, &page, &mut s).await? {
-                break;
+                (date, date)
+            };
+            let mut cursor = (from, Uuid::nil());
+            loop {
+                let query = if by_last_service {
+                    sqlx::query_as(LAST_SERVICE_WALK)
+                        .bind(from)
+                        .bind(to)
+                        .bind(date)
+                        .bind(pass.only_active)
+                        .bind(cursor.0)
+                        .bind(cursor.1)
+                        .bind(PAGE)
+                        .bind(months)
+                } else {
+                    sqlx::query_as(NEXT_SERVICE_WALK)
+                        .bind(date)
+                        .bind(pass.only_active)
+                        .bind(cursor.1)
+                        .bind(PAGE)
+                };
+                let page: Vec<Candidate> = query.fetch_all(pool).await?;
+                let Some(last) = page.last() else { break };
+                cursor = (last.walk_date, last.id);
+                if !remind_page(pool, pass, &page, &mut s).await? {
+                    break;
+                }
             }
         }
     }

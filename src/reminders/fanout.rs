@@ -121,32 +121,40 @@ pub async fn run(pool: &PgPool, pass: &Pass, run_id: Uuid) -> anyhow::Result<Sum
         details: Vec::new(),
         details_truncated: false,
     };
+    // One due date at a time: each walk is then a plain ordered range of one index (a set of
+    // dates in one query makes the planner sort every match of the window for each page).
     let due = pass.days_before.due_dates(pass.date);
-    let (first, last) = (due[0], due[due.len() - 1]);
+    let months = pass.interval_months as i32;
     for walk in [Walk::NextVisit, Walk::LastVisit] {
-        let (from, to) = match walk {
-            Walk::NextVisit => (first, last),
-            Walk::LastVisit => calendar::last_visit_range(first, last, pass.interval_months),
-        };
-        let mut cursor = (from, Uuid::nil());
-        loop {
-            let mut query = sqlx::query_as(walk.sql())
-                .bind(from)
-                .bind(to)
-                .bind(&due)
-                .bind(cursor.0)
-                .bind(cursor.1)
-                .bind(PAGE);
-            if let Walk::LastVisit = walk {
-                query = query.bind(pass.interval_months as i32);
-            }
-            let page: Vec<Candidate> = query.fetch_all(pool).await?;
-            let Some(last) = page.last() else { break };
-            cursor = (last.walk_date, last.vehicle_id);
-            let full = page.len() as i64 == PAGE;
-            fan_out_page(pool, pass, &page, &mut summary).await?;
-            if !full {
-                break;
+        for &date in &due {
+            let (from, to) = match walk {
+                Walk::NextVisit => (date, date),
+                Walk::LastVisit => calendar::last_visit_range(date, date, pass.interval_months),
+            };
+            let mut cursor = (from, Uuid::nil());
+            loop {
+                let query = match walk {
+                    Walk::NextVisit => sqlx::query_as(NEXT_VISIT_WALK)
+                        .bind(date)
+                        .bind(cursor.1)
+                        .bind(PAGE),
+                    Walk::LastVisit => sqlx::query_as(LAST_VISIT_WALK)
+                        .bind(from)
+                        .bind(to)
+                        .bind(date)
+                        .bind(cursor.0)
+                        .bind(cursor.1)
+                        .bind(PAGE)
+                        .bind(months),
+                };
+                let page: Vec<Candidate> = query.fetch_all(pool).await?;
+                let Some(last) = page.last() else { break };
+                cursor = (last.walk_date, last.vehicle_id);
+                let full = page.len() as i64 == PAGE;
+                fan_out_page(pool, pass, &page, &mut summary).await?;
+                if !full {
+                    break;
+                }
             }
         }
     }
@@ -157,50 +165,39 @@ pub async fn run(pool: &PgPool, pass: &Pass, run_id: Uuid) -> anyhow::Result<Sum
     Ok(summary)
 }
 
-/// The two walks of a pass: each over its own index, in its own order.
+/// The two walks of a pass, each over its own index in its own order.
 #[derive(Debug, Clone, Copy)]
 enum Walk {
-    /// `next_visit_date` on one of the due dates (index `vehicles_next_visit`).
+    /// [`NEXT_VISIT_WALK`].
     NextVisit,
-    /// No `next_visit_date`, and `last_visit_date` + the interval on one of them (index
-    /// `vehicles_last_visit`, over the range of last visits that can be due then).
+    /// [`LAST_VISIT_WALK`].
     LastVisit,
 }
 
-impl Walk {
-    /// `$1..=$2` the walked range, `$3` the due dates, `($4, $5)` the cursor, `$6` the page,
-    /// `$7` the interval in months (the last-visit walk only).
-    fn sql(self) -> &'static str {
-        match self {
-            Self::NextVisit => {
-                "SELECT v.id AS vehicle_id, v.customer_id, v.no_pol, v.model,
-                        v.next_visit_date AS due_date, 'next_visit_date' AS due_source,
-                        v.next_visit_date AS walk_date, c.nama, c.hp, c.salutation, c.language
-                 FROM vehicles v JOIN customers c ON c.id = v.customer_id
-                 WHERE v.next_visit_date >= $1 AND v.next_visit_date <= $2
-                   AND v.next_visit_date = ANY($3)
-                   AND (v.next_visit_date, v.id) > ($4, $5)
-                 ORDER BY v.next_visit_date, v.id
-                 LIMIT $6"
-            }
-            Self::LastVisit => {
-                "SELECT * FROM (
-                    SELECT v.id AS vehicle_id, v.customer_id, v.no_pol, v.model,
-                           (v.last_visit_date + make_interval(months => $7))::date AS due_date,
-                           'last_visit_date' AS due_source,
-                           v.last_visit_date AS walk_date, c.nama, c.hp, c.salutation, c.language
-                    FROM vehicles v JOIN customers c ON c.id = v.customer_id
-                    WHERE v.next_visit_date IS NULL
-                      AND v.last_visit_date >= $1 AND v.last_visit_date <= $2
-                      AND (v.last_visit_date, v.id) > ($4, $5)
-                 ) d
-                 WHERE d.due_date = ANY($3)
-                 ORDER BY d.walk_date, d.vehicle_id
-                 LIMIT $6"
-            }
-        }
-    }
-}
+/// Vehicles due on `$1` by their `next_visit_date`, after id `$2`, `$3` at a time (index
+/// `vehicles_next_visit (next_visit_date, id)`).
+const NEXT_VISIT_WALK: &str = "SELECT v.id AS vehicle_id, v.customer_id, v.no_pol, v.model,
+        v.next_visit_date AS due_date, 'next_visit_date' AS due_source,
+        v.next_visit_date AS walk_date, c.nama, c.hp, c.salutation, c.language
+     FROM vehicles v JOIN customers c ON c.id = v.customer_id
+     WHERE v.next_visit_date = $1 AND v.id > $2
+     ORDER BY v.id
+     LIMIT $3";
+
+/// Vehicles with no `next_visit_date` due on `$3` by `last_visit_date` + `$7` months: last
+/// visits in `$1..=$2` (`calendar::last_visit_range`) after `($4, $5)`, `$6` at a time (partial
+/// index `vehicles_last_visit (last_visit_date, id)`).
+const LAST_VISIT_WALK: &str = "SELECT v.id AS vehicle_id, v.customer_id, v.no_pol, v.model,
+        (v.last_visit_date + make_interval(months => $7))::date AS due_date,
+        'last_visit_date' AS due_source,
+        v.last_visit_date AS walk_date, c.nama, c.hp, c.salutation, c.language
+     FROM vehicles v JOIN customers c ON c.id = v.customer_id
+     WHERE v.next_visit_date IS NULL
+       AND v.last_visit_date >= $1 AND v.last_visit_date <= $2
+       AND (v.last_visit_date + make_interval(months => $7))::date = $3
+       AND (v.last_visit_date, v.id) > ($4, $5)
+     ORDER BY v.last_visit_date, v.id
+     LIMIT $6";
 
 /// Reminders of `date` whose message was delivered.
 pub async fn sent_on(pool: &PgPool, date: NaiveDate) -> sqlx::Result<i64> {

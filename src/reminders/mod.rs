@@ -18,7 +18,7 @@ use chrono_tz::Tz;
 
 use crate::{
     messages::phone::PhoneNumber,
-    templates::{self, Current, Language, Subject, Workshop},
+    templates::{Current, Language, Subject, Workshop},
 };
 
 /// The scheduler's job id and name, as the seed's status endpoint shows them.
@@ -91,22 +91,18 @@ pub fn verdict(c: &Candidate, date: NaiveDate, template: &Current, workshop: &Wo
     let Some(no_pol) = present(&c.no_pol) else {
         return Verdict::Skip("vehicle has no no_pol".into());
     };
-    let language = Language::from_db(&c.language);
-    let values = templates::values(
-        &Subject {
-            name: nama,
-            salutation: c.salutation.as_deref(),
-            language,
-            no_pol,
-            model: present(&c.model),
-            due: c.due_date,
-            today: date,
-        },
-        workshop,
-    );
+    let subject = Subject {
+        name: nama,
+        salutation: c.salutation.as_deref(),
+        language: Language::from_db(&c.language),
+        no_pol,
+        model: present(&c.model),
+        due: c.due_date,
+        today: date,
+    };
     Verdict::Remind {
         to,
-        body: template.render(language, &values),
+        body: template.render(&subject, workshop),
     }
 }
 
@@ -134,9 +130,9 @@ mod tests {
     /// The seeded Indonesian body (migrations/20261201000005_templates_calendar.sql).
     fn seeded() -> Current {
         Current {
-            key: templates::MAINTENANCE.into(),
+            key: crate::templates::MAINTENANCE.into(),
             version: 1,
-            bodies: templates::Bodies {
+            bodies: crate::templates::Bodies {
                 id: "{salutation} {nama} untuk nomor kendaraan {no_pol} sebentar lagi tiba saat pemeliharaan rutin pada tanggal {tanggal_dmy}, daftarkan segera melalui nomor pelayanan kami {service_phone}".into(),
                 en: None,
             },

@@ -7,7 +7,7 @@
 pub mod repo;
 pub mod routes;
 
-use std::collections::HashMap;
+use std::{borrow::Cow, collections::HashMap};
 
 use chrono::{Datelike, NaiveDate};
 use serde::{Deserialize, Serialize};
@@ -158,22 +158,24 @@ pub fn salutation(stored: Option<&str>, name: &str) -> String {
     }
 }
 
-/// A body split into text and placeholders. `{{` and `}}` are literal braces.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A body split into text and placeholders. `{{` and `}}` are literal braces (a text part of
+/// their own). Nothing is copied: a pass renders tens of thousands of messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Part<'a> {
-    Text(std::borrow::Cow<'a, str>),
+    Text(&'a str),
     Placeholder(&'a str),
 }
 
 fn parse(body: &str) -> Result<Vec<Part<'_>>, String> {
-    let mut parts = Vec::new();
-    let mut text = String::new();
+    let mut parts = Vec::with_capacity(16);
     let mut rest = body;
     while let Some(i) = rest.find(['{', '}']) {
-        text.push_str(&rest[..i]);
+        if i > 0 {
+            parts.push(Part::Text(&rest[..i]));
+        }
         let tail = &rest[i..];
         if tail.starts_with("{{") || tail.starts_with("}}") {
-            text.push(tail.as_bytes()[0] as char);
+            parts.push(Part::Text(&tail[..1]));
             rest = &tail[2..];
             continue;
         }
@@ -193,15 +195,11 @@ fn parse(body: &str) -> Result<Vec<Part<'_>>, String> {
                 "has `{{{name}}}`, not a placeholder (lowercase letters, digits, `_`)"
             ));
         }
-        if !text.is_empty() {
-            parts.push(Part::Text(std::mem::take(&mut text).into()));
-        }
         parts.push(Part::Placeholder(name));
         rest = &tail[end + 1..];
     }
-    text.push_str(rest);
-    if !text.is_empty() {
-        parts.push(Part::Text(text.into()));
+    if !rest.is_empty() {
+        parts.push(Part::Text(rest));
     }
     Ok(parts)
 }
@@ -254,20 +252,27 @@ pub fn used(body: &str) -> Vec<String> {
 /// Values of the placeholders.
 pub type Values = HashMap<String, String>;
 
-/// Fills `body`. A placeholder with no value or an empty one renders as nothing, and takes one
-/// space next to it along, so that an empty salutation leaves no double space ("Halo Siti,").
-/// A body that does not parse (saved bodies always do) is returned as it is.
+/// Fills `body` from `values`. See [`render_with`].
 pub fn render(body: &str, values: &Values) -> String {
+    render_with(body, |name| {
+        values.get(name).map(|v| Cow::Borrowed(v.as_str()))
+    })
+}
+
+/// Fills `body`, asking `value` for each placeholder. A placeholder with no value or an empty
+/// one renders as nothing, and takes one space next to it along, so that an empty salutation
+/// leaves no double space ("Halo Siti,"). A body that does not parse (saved bodies always do)
+/// is returned as it is.
+pub fn render_with<'v>(body: &str, value: impl Fn(&str) -> Option<Cow<'v, str>>) -> String {
     let Ok(parts) = parse(body) else {
         return body.to_owned();
     };
-    let mut out = String::with_capacity(body.len() + 32);
+    let mut out = String::with_capacity(body.len() + 64);
     // An empty placeholder just rendered: the space next to it goes too.
     let mut after_empty = false;
     for part in parts {
         match part {
-            Part::Text(t) => {
-                let mut t: &str = &t;
+            Part::Text(mut t) => {
                 if after_empty {
                     let bare = out.is_empty() || out.ends_with([' ', '\n']);
                     match t.strip_prefix(' ') {
@@ -282,9 +287,9 @@ pub fn render(body: &str, values: &Values) -> String {
                 after_empty = false;
                 out.push_str(t);
             }
-            Part::Placeholder(name) => match values.get(name).filter(|v| !v.is_empty()) {
+            Part::Placeholder(name) => match value(name).filter(|v| !v.is_empty()) {
                 Some(v) => {
-                    out.push_str(v);
+                    out.push_str(&v);
                     after_empty = false;
                 }
                 None => after_empty = true,
@@ -317,22 +322,30 @@ pub struct Workshop {
     pub name: String,
 }
 
+impl<'a> Subject<'a> {
+    /// One placeholder's value for this reminder (computed only when the body uses it).
+    pub fn value(&self, name: &str, workshop: &'a Workshop) -> Option<Cow<'a, str>> {
+        Some(match name {
+            "salutation" => Cow::Owned(salutation(self.salutation, self.name)),
+            "nama" => Cow::Borrowed(self.name),
+            "no_pol" => Cow::Borrowed(self.no_pol),
+            "model" => Cow::Borrowed(self.model.unwrap_or_default()),
+            "tanggal" => Cow::Owned(tanggal(self.due, self.language)),
+            "tanggal_dmy" => Cow::Owned(tanggal_dmy(self.due)),
+            "hari" => Cow::Owned((self.due - self.today).num_days().to_string()),
+            "service_phone" => Cow::Borrowed(workshop.service_phone.as_str()),
+            "workshop_name" => Cow::Borrowed(workshop.name.as_str()),
+            _ => return None,
+        })
+    }
+}
+
 /// Every placeholder's value for a reminder.
 pub fn values(s: &Subject<'_>, workshop: &Workshop) -> Values {
-    [
-        ("salutation", salutation(s.salutation, s.name)),
-        ("nama", s.name.to_owned()),
-        ("no_pol", s.no_pol.to_owned()),
-        ("model", s.model.unwrap_or_default().to_owned()),
-        ("tanggal", tanggal(s.due, s.language)),
-        ("tanggal_dmy", tanggal_dmy(s.due)),
-        ("hari", (s.due - s.today).num_days().to_string()),
-        ("service_phone", workshop.service_phone.clone()),
-        ("workshop_name", workshop.name.clone()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+    PLACEHOLDERS
+        .into_iter()
+        .filter_map(|p| Some((p.to_owned(), s.value(p, workshop)?.into_owned())))
+        .collect()
 }
 
 /// One version of a template: its bodies per language.
@@ -363,8 +376,11 @@ pub struct Current {
 }
 
 impl Current {
-    pub fn render(&self, language: Language, values: &Values) -> String {
-        render(self.bodies.for_language(language), values)
+    /// The reminder about `subject`, in its language.
+    pub fn render(&self, subject: &Subject<'_>, workshop: &Workshop) -> String {
+        render_with(self.bodies.for_language(subject.language), |name| {
+            subject.value(name, workshop)
+        })
     }
 }
 

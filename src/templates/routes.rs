@@ -377,9 +377,13 @@ pub async fn preview(
     let language = language.unwrap_or(recipient_language);
     values.extend(given);
     let body = draft.unwrap_or_else(|| current.bodies.for_language(language));
+    // An empty salutation is a value (the name starts with one, or none is wanted).
     let missing: Vec<String> = super::used(body)
         .into_iter()
-        .filter(|p| values.get(p).is_none_or(String::is_empty))
+        .filter(|p| match values.get(p) {
+            None => true,
+            Some(v) => v.is_empty() && p != "salutation",
+        })
         .collect();
     let text = super::render(body, &values);
     Ok(Reply::ok(

@@ -244,6 +244,11 @@ async fn saving_needs_the_ops_role_and_names_every_unknown_placeholder() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["text"], "Halo Rina, promo {gratis}");
     let (status, body) = app
+        .call(app.post("/templates/promo/preview").json(&json!({})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["missing"], json!(["nama"]));
+    let (status, body) = app
         .call(
             app.post("/templates/promo/preview")
                 .json(&json!({"customer_id": uuid::Uuid::nil()})),
@@ -316,8 +321,7 @@ async fn a_new_version_is_what_the_next_fan_out_sends_and_records() {
         (message.as_str(), Some(2))
     );
     let (_, m) = app
-        .call(
-            app.get(&format!(
+        .call(app.get(&format!(
                 "/whatsapp/messages/{}",
                 sqlx::query_scalar::<_, uuid::Uuid>(
                     "SELECT id FROM messages ORDER BY created_at DESC LIMIT 1"
@@ -325,8 +329,7 @@ async fn a_new_version_is_what_the_next_fan_out_sends_and_records() {
                 .fetch_one(&app.db.pool)
                 .await
                 .unwrap()
-            )),
-        )
+            )))
         .await;
     assert_eq!(m["data"]["template_key"], "maintenance_reminder");
     assert_eq!(m["data"]["template_version"], 2);
@@ -336,7 +339,7 @@ async fn a_new_version_is_what_the_next_fan_out_sends_and_records() {
 #[tokio::test]
 async fn salutations_are_never_doubled_and_languages_get_their_month() {
     let app = TestApp::spawn().await;
-    vehicle(&app, "Bapak Joko", "B 10 A", Some(day(0)), None, None, "id").await;
+    let joko = vehicle(&app, "Bapak Joko", "B 10 A", Some(day(0)), None, None, "id").await;
     vehicle(
         &app,
         "Siti",
@@ -423,6 +426,16 @@ async fn salutations_are_never_doubled_and_languages_get_their_month() {
         !m.values().any(|(_, text)| text.contains("  ")),
         "no double spaces"
     );
+    // The preview renders what was sent; the name's own salutation is not a missing value.
+    let (status, body) = app
+        .call(
+            app.post("/templates/maintenance_reminder/preview")
+                .json(&json!({"vehicle_id": joko})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["text"], m["B 10 A"].1.as_str());
+    assert_eq!(body["data"]["missing"], json!([]));
 
     // A manual record in English: the month in English too.
     let (status, body) = app
