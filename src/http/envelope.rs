@@ -22,7 +22,7 @@ pub struct Envelope<T> {
 }
 
 /// One invalid field of a `422`: `{"field", "message"}`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,

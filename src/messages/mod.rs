@@ -4,6 +4,7 @@
 //! [`job`] is the worker that throttles, calls the gateway and records the outcome,
 //! [`routes`] is the HTTP surface.
 
+pub mod batch;
 pub mod decide;
 pub mod job;
 pub mod phone;

@@ -131,14 +131,15 @@ pub async fn store_batch(
 }
 
 /// [`store_batch`] with the message ids chosen by the caller (`ids[i]` for `messages[i]`), for
-/// callers that reference the messages in the same transaction (reminders).
+/// callers that reference the messages in the same transaction (reminders). Returns the ids of
+/// the messages stored `cancelled` because their number opted out.
 pub async fn store_batch_with_ids(
     conn: &mut PgConnection,
     ids: &[Uuid],
     messages: &[NewMessage],
     created_by: &str,
     max_attempts: u32,
-) -> sqlx::Result<()> {
+) -> sqlx::Result<std::collections::HashSet<Uuid>> {
     let n = messages.len();
     let mut jobs = Vec::with_capacity(n);
     let (mut expires, mut windows) = (Vec::with_capacity(n), Vec::with_capacity(n));
@@ -224,7 +225,7 @@ pub async fn store_batch_with_ids(
         let changes: Vec<Change> = blocked.iter().map(|id| opted_out_change(*id)).collect();
         follow(conn, &changes).await?;
     }
-    Ok(())
+    Ok(blocked)
 }
 
 fn opted_out_change(message_id: Uuid) -> Change {

@@ -32,6 +32,7 @@ use crate::{
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/whatsapp/send", post(send))
+        .route("/whatsapp/send-batch", post(super::batch::send_batch))
         .route("/whatsapp/send-simple", post(send_simple))
         .route("/whatsapp/send-with-file", post(send_with_file))
         .route("/whatsapp/send-scheduled", post(send_scheduled))
@@ -74,7 +75,7 @@ impl utoipa::IntoResponses for KeyReused {
     }
 }
 
-fn idempotency_key(headers: &HeaderMap) -> AppResult<Option<String>> {
+pub fn idempotency_key(headers: &HeaderMap) -> AppResult<Option<String>> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
     };

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod auth;
+mod batch;
 mod customers;
 mod deadlines;
 mod durability;

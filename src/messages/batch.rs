@@ -1,0 +1,347 @@
+//! `POST /whatsapp/send-batch` (README "Bulk sending"): up to 1,000 messages in one request, one
+//! transaction and one commit. Every item is checked like a single send; the valid ones are
+//! stored with their jobs, the invalid ones reported by index — a `202` either way. An
+//! `Idempotency-Key` covers the whole batch.
+
+use std::collections::HashMap;
+
+use axum::{extract::State, http::HeaderMap};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sqlx::{PgPool, types::Json};
+use uuid::Uuid;
+
+use super::{
+    Status,
+    repo::{self},
+    request::{self, NewMessage},
+    routes::{IdempotencyKey, KeyReused, idempotency_key},
+};
+use crate::{
+    error::{AppError, AppResult, FieldError},
+    http::{
+        auth::Caller,
+        envelope::{Envelope, Reply},
+        extract::BulkJson,
+        responses::{BadRequest, BodyTimeout, Invalid, TooLarge, Unauthorized, Unavailable},
+    },
+    state::AppState,
+    suppressions::RECIPIENT_OPTED_OUT,
+};
+
+/// The most messages in one batch.
+pub const MAX_ITEMS: usize = 1_000;
+/// The longest `client_ref`.
+pub const MAX_CLIENT_REF: usize = 255;
+
+/// One message of a batch, as the OpenAPI document shows it: the fields of `POST
+/// /whatsapp/send` and a `client_ref` echoed in the answer.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct BatchMessage {
+    #[serde(flatten)]
+    send: request::SendRequest,
+    /// Yours, echoed in this item's result (up to 255 characters), e.g. your invoice number.
+    #[schema(max_length = 255)]
+    client_ref: Option<String>,
+}
+
+/// The body of `POST /whatsapp/send-batch`.
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({"messages": [
+    {"to": "0812 3456 789", "body": "Invoice INV-001 sudah terbit", "client_ref": "INV-001"},
+    {"to": "0813 1111 2222", "body": "Invoice INV-002 sudah terbit", "client_ref": "INV-002", "delay": 60}]}))]
+#[allow(dead_code)]
+pub struct BatchRequest {
+    /// 1 to 1,000 messages.
+    #[schema(min_items = 1, max_items = 1000)]
+    messages: Vec<BatchMessage>,
+}
+
+/// What became of one item.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BatchItem {
+    /// Its position in `messages` (from 0).
+    pub index: usize,
+    /// The stored message (absent when the item was rejected).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
+    /// `queued`, `cancelled` (the number opted out: `last_error`), or `rejected` (see
+    /// `errors`); on a replay, the message's current status.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ref: Option<String>,
+    /// When it is due.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Why it was rejected: one entry per invalid field, as a single send names them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+}
+
+/// The answer of a batch.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BatchAccepted {
+    /// Items stored (with their jobs; an opted-out number's message is stored `cancelled`).
+    pub accepted: usize,
+    /// Items refused: nothing stored for them.
+    pub rejected: usize,
+    /// One per item, in order.
+    pub items: Vec<BatchItem>,
+}
+
+/// An item, checked.
+enum Checked {
+    Valid(NewMessage, Option<String>),
+    Rejected(Vec<FieldError>, Option<String>),
+}
+
+fn check_item(value: &Value) -> Checked {
+    let Some(map) = value.as_object() else {
+        return Checked::Rejected(
+            vec![FieldError::new(
+                "item",
+                "must be an object with `to` and `body`",
+            )],
+            None,
+        );
+    };
+    let mut errors = Vec::new();
+    let client_ref = match map.get("client_ref") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.contains('\0') => {
+            errors.push(FieldError::new(
+                "client_ref",
+                crate::http::extract::NUL_MESSAGE,
+            ));
+            None
+        }
+        Some(Value::String(s)) if s.chars().count() <= MAX_CLIENT_REF => Some(s.clone()),
+        Some(_) => {
+            errors.push(FieldError::new(
+                "client_ref",
+                format!("must be a string of at most {MAX_CLIENT_REF} characters"),
+            ));
+            None
+        }
+    };
+    let without_ref: Map<String, Value> = map
+        .iter()
+        .filter(|(k, _)| k.as_str() != "client_ref")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    match request::from_json(&without_ref) {
+        Ok(new) if errors.is_empty() => Checked::Valid(new, client_ref),
+        Ok(_) => Checked::Rejected(errors, client_ref),
+        Err(AppError::Validation(mut e)) => {
+            e.append(&mut errors);
+            Checked::Rejected(e, client_ref)
+        }
+        Err(other) => {
+            Checked::Rejected(vec![FieldError::new("item", other.to_string())], client_ref)
+        }
+    }
+}
+
+/// Queue up to 1,000 messages at once. Each item takes the fields of `POST /whatsapp/send`
+/// (and the same checks) plus `client_ref`. Valid items are stored with their jobs in one
+/// transaction; invalid ones are reported with their index and errors and nothing is stored for
+/// them. With an `Idempotency-Key` the whole batch is replayed (`200`) or, with a different
+/// body, refused (`409`).
+#[utoipa::path(post, path = "/whatsapp/send-batch", operation_id = "send_batch", tag = "messages",
+    request_body = BatchRequest,
+    params(IdempotencyKey),
+    responses((status = 202, description = "Stored what was valid; every item's result", body = Envelope<BatchAccepted>),
+        (status = 200, description = "`Idempotency-Key` replay: the first answer, with each message's current status", body = Envelope<BatchAccepted>),
+        BadRequest, BodyTimeout, TooLarge, Unauthorized, KeyReused, Invalid, Unavailable),
+    security(("bearer" = [])))]
+pub async fn send_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    BulkJson(body): BulkJson,
+) -> AppResult<Reply<BatchAccepted>> {
+    let key = idempotency_key(&headers)?;
+    let items = match body.get("messages") {
+        Some(Value::Array(items)) if (1..=MAX_ITEMS).contains(&items.len()) => items,
+        Some(Value::Array(items)) => {
+            return Err(AppError::validation(
+                "messages",
+                format!("must hold 1 to {MAX_ITEMS} messages (got {})", items.len()),
+            ));
+        }
+        _ => {
+            return Err(AppError::validation(
+                "messages",
+                format!("is required: an array of 1 to {MAX_ITEMS} messages"),
+            ));
+        }
+    };
+    let checked: Vec<Checked> = items.iter().map(check_item).collect();
+    // The canonical body (object keys sorted) is what a replay is compared with.
+    let fingerprint = body.to_string();
+    let stored = store(
+        &state.pool,
+        &checked,
+        &caller.sub,
+        key.as_deref().map(|k| (k, fingerprint.as_str())),
+        state.config.send_max_attempts,
+    )
+    .await?;
+    match stored {
+        Outcome::Created(result) => {
+            let message = format!(
+                "{} message(s) queued, {} rejected",
+                result.accepted, result.rejected
+            );
+            Ok(Reply::accepted(result, message))
+        }
+        Outcome::Replayed(result) => Ok(Reply::ok(
+            result,
+            "Idempotency-Key replay: this batch was already accepted",
+        )),
+        Outcome::KeyConflict => Err(AppError::Conflict(
+            "Idempotency-Key was already used for a different request".into(),
+        )),
+    }
+}
+
+enum Outcome {
+    Created(BatchAccepted),
+    Replayed(BatchAccepted),
+    KeyConflict,
+}
+
+/// Stores the valid items (and the batch's key) in one transaction.
+async fn store(
+    pool: &PgPool,
+    checked: &[Checked],
+    created_by: &str,
+    key: Option<(&str, &str)>,
+    max_attempts: u32,
+) -> sqlx::Result<Outcome> {
+    let mut tx = pool.begin().await?;
+    let batch_id = Uuid::now_v7();
+    if let Some((key, fingerprint)) = key {
+        let claimed = sqlx::query(
+            "INSERT INTO send_batches (id, idempotency_scope, idempotency_key, request_fingerprint, result)
+             VALUES ($1, $2, $3, $4, '{}') ON CONFLICT (idempotency_scope, idempotency_key) DO NOTHING",
+        )
+        .bind(batch_id)
+        .bind(created_by)
+        .bind(key)
+        .bind(fingerprint)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !claimed {
+            // A committed batch holds the key (a concurrent one waited for its commit).
+            tx.rollback().await?;
+            return replay(pool, created_by, key, fingerprint).await;
+        }
+    }
+    let mut valid: Vec<NewMessage> = Vec::new();
+    let mut ids: Vec<Uuid> = Vec::new();
+    for c in checked {
+        if let Checked::Valid(new, _) = c {
+            valid.push(new.clone());
+            ids.push(Uuid::now_v7());
+        }
+    }
+    let blocked = if valid.is_empty() {
+        Default::default()
+    } else {
+        repo::store_batch_with_ids(&mut tx, &ids, &valid, created_by, max_attempts).await?
+    };
+    let now = Utc::now();
+    let mut stored = ids.iter().zip(&valid);
+    let items: Vec<BatchItem> = checked
+        .iter()
+        .enumerate()
+        .map(|(index, c)| match c {
+            Checked::Valid(_, client_ref) => {
+                let (id, new) = stored.next().expect("one id per valid item");
+                let cancelled = blocked.contains(id);
+                BatchItem {
+                    index,
+                    id: Some(*id),
+                    status: if cancelled { "cancelled" } else { "queued" }.into(),
+                    client_ref: client_ref.clone(),
+                    run_at: Some(new.run_at.unwrap_or(now)),
+                    last_error: cancelled.then(|| RECIPIENT_OPTED_OUT.to_owned()),
+                    errors: None,
+                }
+            }
+            Checked::Rejected(errors, client_ref) => BatchItem {
+                index,
+                id: None,
+                status: "rejected".into(),
+                client_ref: client_ref.clone(),
+                run_at: None,
+                last_error: None,
+                errors: Some(errors.clone()),
+            },
+        })
+        .collect();
+    let result = BatchAccepted {
+        accepted: valid.len(),
+        rejected: checked.len() - valid.len(),
+        items,
+    };
+    if key.is_some() {
+        sqlx::query("UPDATE send_batches SET result = $2 WHERE id = $1")
+            .bind(batch_id)
+            .bind(Json(&result))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(Outcome::Created(result))
+}
+
+/// The batch that holds `key`: its answer with each message's current status, or a conflict
+/// when it was a different request.
+async fn replay(
+    pool: &PgPool,
+    created_by: &str,
+    key: &str,
+    fingerprint: &str,
+) -> sqlx::Result<Outcome> {
+    let row: Option<(String, Json<BatchAccepted>)> = sqlx::query_as(
+        "SELECT request_fingerprint, result FROM send_batches
+         WHERE idempotency_scope = $1 AND idempotency_key = $2",
+    )
+    .bind(created_by)
+    .bind(key)
+    .fetch_optional(pool)
+    .await?;
+    let Some((stored, Json(mut result))) = row else {
+        // Deleted in between: nothing to replay, nothing to conflict with.
+        return Ok(Outcome::KeyConflict);
+    };
+    if stored != fingerprint {
+        return Ok(Outcome::KeyConflict);
+    }
+    let ids: Vec<Uuid> = result.items.iter().filter_map(|i| i.id).collect();
+    let now: HashMap<Uuid, (Status, Option<String>)> =
+        sqlx::query_as::<_, (Uuid, Status, Option<String>)>(
+            "SELECT id, status, last_error FROM messages WHERE id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|(id, status, error)| (id, (status, error)))
+        .collect();
+    for item in &mut result.items {
+        if let Some((status, error)) = item.id.and_then(|id| now.get(&id)) {
+            item.status = status.as_str().to_owned();
+            item.last_error = error.clone();
+        }
+    }
+    Ok(Outcome::Replayed(result))
+}

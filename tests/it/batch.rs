@@ -1,0 +1,195 @@
+//! `POST /whatsapp/send-batch` (SPEC §11): per-item results, 1..=1000 items, one batch-level
+//! `Idempotency-Key`.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::TestApp;
+
+async fn batch(app: &TestApp, body: Value, key: Option<&str>) -> (u16, Value) {
+    let mut req = app.post("/whatsapp/send-batch").json(&body);
+    if let Some(key) = key {
+        req = req.header("Idempotency-Key", key);
+    }
+    app.call(req).await
+}
+
+fn fields(item: &Value) -> Vec<String> {
+    item["errors"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| e["field"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn valid_items_are_kept_and_invalid_ones_reported_by_index() {
+    let app = TestApp::spawn().await;
+    let (status, body) = app
+        .call(
+            app.post("/suppressions")
+                .json(&json!({"phone": "0813 9999 0000", "scope": "all"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = batch(
+        &app,
+        json!({"messages": [
+            {"to": "0812 3456 789", "body": "satu", "client_ref": "INV-1"},
+            {"to": "12", "body": "bad phone", "client_ref": "INV-2"},
+            {"to": "0812 3456 790"},
+            {"to": "0812 3456 791", "body": "later", "delay": 3600, "client_ref": "INV-4"},
+            {"to": "0813 9999 0000", "body": "opted out"},
+            "not an object",
+            {"to": "0812 3456 792", "body": "x", "client_ref": 5, "delay": 1, "schedule": 1},
+            {"to": "0812 3456 793", "body": "nul\u{0}"},
+        ]}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let data = &body["data"];
+    assert_eq!(
+        (data["accepted"].as_u64(), data["rejected"].as_u64()),
+        (Some(3), Some(5)),
+        "{data}"
+    );
+    let items = data["items"].as_array().unwrap();
+    assert_eq!(items.len(), 8);
+    for (i, item) in items.iter().enumerate() {
+        assert_eq!(item["index"], i);
+    }
+    assert_eq!(items[0]["status"], "queued");
+    assert_eq!(items[0]["client_ref"], "INV-1");
+    assert_eq!(items[1]["status"], "rejected");
+    assert_eq!(
+        items[1]["client_ref"], "INV-2",
+        "echoed on a rejected item too"
+    );
+    assert!(items[1].get("id").is_none());
+    assert_eq!(fields(&items[1]), ["to"]);
+    assert_eq!(fields(&items[2]), ["body"]);
+    assert_eq!(items[3]["status"], "queued");
+    assert_eq!(items[4]["status"], "cancelled");
+    assert_eq!(items[4]["last_error"], "recipient opted out");
+    assert_eq!(items[5]["status"], "rejected");
+    assert_eq!(fields(&items[5]), ["item"]);
+    let mut f = fields(&items[6]);
+    f.sort();
+    assert!(
+        f.contains(&"client_ref".to_owned()) && f.len() >= 2,
+        "{f:?}"
+    );
+
+    // Stored: the three valid ones, with jobs for the two that will be sent.
+    assert_eq!(app.count("SELECT count(*) FROM messages").await, 3);
+    assert_eq!(
+        app.count("SELECT count(*) FROM messages WHERE job_id IS NOT NULL")
+            .await,
+        2
+    );
+    let id = items[0]["id"].as_str().unwrap();
+    let m = app
+        .wait_for_status(id, "sent", Duration::from_secs(20))
+        .await;
+    assert_eq!(m["body"], "satu");
+    let later = app.message(items[3]["id"].as_str().unwrap()).await;
+    assert_eq!(later["status"], "queued");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        app.gateway.calls().await,
+        1,
+        "only the immediate, allowed one went out"
+    );
+}
+
+#[tokio::test]
+async fn a_thousand_messages_go_in_one_call_and_a_thousand_and_one_are_refused() {
+    let app = TestApp::spawn().await;
+    let many = |n: usize| {
+        json!({"messages": (0..n)
+            .map(|i| json!({"to": format!("0812{:07}", i), "body": format!("bulk {i}"), "delay": 3600, "client_ref": i.to_string()}))
+            .collect::<Vec<_>>()})
+    };
+    let (status, body) = batch(&app, many(1001), None).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["field"], "messages");
+    assert_eq!(
+        app.count("SELECT count(*) FROM messages").await,
+        0,
+        "nothing stored"
+    );
+    for empty in [
+        json!({"messages": []}),
+        json!({}),
+        json!({"messages": "x"}),
+        json!([1]),
+    ] {
+        let (status, body) = batch(&app, empty, None).await;
+        assert_eq!(status, 422, "{body}");
+    }
+
+    let (status, body) = batch(&app, many(1000), None).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["data"]["accepted"], 1000);
+    assert_eq!(body["data"]["items"][999]["client_ref"], "999");
+    assert_eq!(app.count("SELECT count(*) FROM messages").await, 1000);
+    assert_eq!(
+        app.count("SELECT count(*) FROM apalis.jobs WHERE job_type = 'whatsapp-send'")
+            .await,
+        1000
+    );
+    // Every message is an ordinary one: it can be read and cancelled.
+    let id = body["data"]["items"][500]["id"].as_str().unwrap();
+    let (status, cancelled) = app
+        .call(app.post(&format!("/whatsapp/messages/{id}/cancel")))
+        .await;
+    assert_eq!(status, 200, "{cancelled}");
+}
+
+#[tokio::test]
+async fn one_key_replays_the_same_batch_and_refuses_a_different_one() {
+    let app = TestApp::spawn().await;
+    let body = json!({"messages": [
+        {"to": "0812 3456 789", "body": "a", "delay": 3600, "client_ref": "A"},
+        {"to": "bad", "body": "b"},
+    ]});
+    let (status, first) = batch(&app, body.clone(), Some("batch-1")).await;
+    assert_eq!(status, 202, "{first}");
+    let (status, again) = batch(&app, body.clone(), Some("batch-1")).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["data"]["items"], first["data"]["items"]);
+    assert_eq!(app.count("SELECT count(*) FROM messages").await, 1);
+    // The replay shows the current status.
+    let id = first["data"]["items"][0]["id"].as_str().unwrap();
+    app.call(app.post(&format!("/whatsapp/messages/{id}/cancel")))
+        .await;
+    let (status, third) = batch(&app, body, Some("batch-1")).await;
+    assert_eq!(status, 200, "{third}");
+    assert_eq!(third["data"]["items"][0]["status"], "cancelled");
+    // The same key with another batch.
+    let (status, other) = batch(
+        &app,
+        json!({"messages": [{"to": "0812 3456 789", "body": "different"}]}),
+        Some("batch-1"),
+    )
+    .await;
+    assert_eq!(status, 409, "{other}");
+    assert_eq!(app.count("SELECT count(*) FROM messages").await, 1);
+    // Concurrent duplicates with a fresh key: one batch stored.
+    let body = json!({"messages": [{"to": "0812 3456 700", "body": "once", "delay": 3600}]});
+    let calls = (0..5).map(|_| batch(&app, body.clone(), Some("batch-2")));
+    let results = futures::future::join_all(calls).await;
+    let created = results.iter().filter(|(s, _)| *s == 202).count();
+    assert_eq!(created, 1, "{results:?}");
+    assert!(results.iter().all(|(s, _)| *s == 202 || *s == 200));
+    assert_eq!(
+        app.count("SELECT count(*) FROM messages WHERE body = 'once'")
+            .await,
+        1
+    );
+}
