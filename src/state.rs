@@ -19,11 +19,15 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// The key this process's sandbox gateway accepts, random per process (sandbox mode only).
     pub sandbox_key: Secret,
+    /// Single sends arriving together are stored in groups: one statement, one commit.
+    pub enqueuer: crate::messages::enqueue::Enqueuer,
 }
 
 impl AppState {
     pub fn new(pool: PgPool, config: Arc<Config>, jwt_secret: &[u8], sandbox_key: Secret) -> Self {
+        let enqueuer = crate::messages::enqueue::spawn(pool.clone(), config.send_max_attempts);
         Self {
+            enqueuer,
             pool,
             public_limiter: PublicLimiter::new(config.public_send_rate_per_minute),
             config,

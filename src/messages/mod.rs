@@ -6,6 +6,7 @@
 
 pub mod batch;
 pub mod decide;
+pub mod enqueue;
 pub mod job;
 pub mod phone;
 pub mod repo;

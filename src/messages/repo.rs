@@ -117,6 +117,150 @@ pub async fn store(
     Ok(Stored::Created(message))
 }
 
+/// One `POST /whatsapp/send` (or query-string send) to store, with its idempotency origin.
+#[derive(Debug, Clone)]
+pub struct Enqueue {
+    pub new: NewMessage,
+    pub created_by: String,
+    pub idempotency_key: Option<String>,
+}
+
+/// Stores a group of single sends with one statement and one commit ([`store`] for each, in
+/// effect): the same opt-out and idempotency rules per request — a key already used (also by
+/// another request of the same group) is a replay or a conflict. Answers in order.
+pub async fn store_group(
+    pool: &PgPool,
+    group: &[Enqueue],
+    max_attempts: u32,
+) -> sqlx::Result<Vec<Stored>> {
+    let n = group.len();
+    let ids: Vec<Uuid> = group.iter().map(|_| Uuid::now_v7()).collect();
+    let jobs: Vec<NewJob> = group
+        .iter()
+        .zip(&ids)
+        .map(|(e, id)| NewJob::send(e.new.job(*id), e.new.run_at, max_attempts))
+        .collect();
+    let mut cols = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut keys, mut fingerprints, mut expires, mut windows) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for e in group {
+        cols.0.push(e.new.kind.as_str());
+        cols.1.push(e.new.to.as_str());
+        cols.2.push(e.new.body.as_str());
+        cols.3.push(e.new.file.as_deref());
+        cols.4.push(e.new.run_at);
+        cols.5.push(e.created_by.as_str());
+        keys.push(e.idempotency_key.as_deref());
+        fingerprints.push(e.new.fingerprint.as_str());
+        expires.push(e.new.expires_at);
+        windows.push(e.new.respect_window);
+    }
+    for j in &jobs {
+        cols.6.push(j.id.as_str());
+    }
+    let payloads: Vec<&[u8]> = jobs.iter().map(|j| j.payload.as_slice()).collect();
+    let order: Vec<i32> = (0..n as i32).collect();
+    let mut tx = pool.begin().await?;
+    let inserted: Vec<Message> = sqlx::query_as(concat!(
+        "WITH input AS (
+            SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                 $6::timestamptz[], $7::text[], $8::text[], $9::text[], $10::text[],
+                                 $11::timestamptz[], $12::bool[], $13::bytea[], $14::int[])
+                AS i(id, kind, to_phone, body, file_url, run_at, job_id, created_by, idempotency_key,
+                     fingerprint, expires_at, respect_window, payload, ord)
+         ), m AS (
+            INSERT INTO messages (id, kind, to_phone, body, file_url, run_at, job_id, max_attempts,
+                                  created_by, idempotency_scope, idempotency_key, request_fingerprint,
+                                  expires_at, respect_window, status, last_error, cancelled_at)
+            SELECT i.id, i.kind, i.to_phone, i.body, i.file_url, coalesce(i.run_at, now()),
+                   CASE WHEN s.blocked THEN NULL ELSE i.job_id END, $15, i.created_by, i.created_by,
+                   i.idempotency_key, i.fingerprint, i.expires_at, i.respect_window,
+                   CASE WHEN s.blocked THEN 'cancelled' ELSE 'queued' END,
+                   CASE WHEN s.blocked THEN $16 END,
+                   CASE WHEN s.blocked THEN now() END
+            FROM input i CROSS JOIN LATERAL (SELECT ",
+        crate::suppressed!("i.to_phone", "i.kind"),
+        " AS blocked) s
+            ORDER BY i.ord
+            ON CONFLICT (idempotency_scope, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+            RETURNING *
+         ), queued AS (
+            SELECT m.*, i.payload FROM m JOIN input i ON i.id = m.id WHERE m.job_id IS NOT NULL
+         ), ",
+        crate::enqueue_cte!("queued", "$17", "queued.payload"),
+        "
+         SELECT ",
+        columns!(),
+        " FROM m"
+    ))
+    .bind(&ids)
+    .bind(&cols.0)
+    .bind(&cols.1)
+    .bind(&cols.2)
+    .bind(&cols.3)
+    .bind(&cols.4)
+    .bind(&cols.6)
+    .bind(&cols.5)
+    .bind(&keys)
+    .bind(&fingerprints)
+    .bind(&expires)
+    .bind(&windows)
+    .bind(&payloads)
+    .bind(&order)
+    .bind(max_attempts as i32)
+    .bind(RECIPIENT_OPTED_OUT)
+    .bind(queue::SEND_QUEUE)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut by_id: std::collections::HashMap<Uuid, Message> =
+        inserted.into_iter().map(|m| (m.id, m)).collect();
+    let mut out = Vec::with_capacity(n);
+    for (e, id) in group.iter().zip(&ids) {
+        if let Some(m) = by_id.remove(id) {
+            let counter = if m.job_id.is_some() {
+                "bengkel_messages_enqueued_total"
+            } else {
+                "bengkel_messages_suppressed_total"
+            };
+            metrics::counter!(counter, "kind" => e.new.kind.as_str()).increment(1);
+            out.push(Stored::Created(m));
+            continue;
+        }
+        // Not inserted: its key is held — by a committed message, or by an earlier request of
+        // this group (visible here, in the same transaction).
+        let existing: Option<FingerprintedMessage> = sqlx::query_as(concat!(
+            "SELECT request_fingerprint, ",
+            columns!(),
+            " FROM messages WHERE idempotency_scope = $1 AND idempotency_key = $2"
+        ))
+        .bind(&e.created_by)
+        .bind(e.idempotency_key.as_deref())
+        .fetch_optional(&mut *tx)
+        .await?;
+        out.push(match existing {
+            Some(row) if row.request_fingerprint == e.new.fingerprint => {
+                Stored::Replayed(row.message)
+            }
+            _ => Stored::KeyConflict,
+        });
+    }
+    tx.commit().await?;
+    metrics::histogram!("bengkel_enqueue_group_size").record(n as f64);
+    Ok(out)
+}
+
 /// Stores many messages and their jobs with two set-wise statements on the caller's transaction
 /// (no idempotency keys). Returns the new ids in input order.
 pub async fn store_batch(

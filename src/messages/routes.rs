@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::{
     Accepted, Attempt, Kind, Message, Status,
     phone::PhoneNumber,
-    repo::{self, Cancelled, ListFilter, Origin, Stored},
+    repo::{self, Cancelled, ListFilter, Stored},
     request::{self, NewMessage},
 };
 use crate::{
@@ -99,11 +99,16 @@ async fn enqueue(
     headers: &HeaderMap,
 ) -> AppResult<Reply<Accepted>> {
     let key = idempotency_key(headers)?;
-    let origin = Origin {
-        created_by: scope,
-        idempotency_key: key.as_deref(),
-    };
-    match repo::store(&state.pool, &new, origin, state.config.send_max_attempts).await? {
+    let stored = state
+        .enqueuer
+        .submit(repo::Enqueue {
+            new,
+            created_by: scope.to_owned(),
+            idempotency_key: key,
+        })
+        .await
+        .map_err(|e| AppError::Internal(e.into()))??;
+    match stored {
         Stored::Created(m) => {
             let message = if m.status == Status::Cancelled {
                 "Not sent: the recipient opted out"

@@ -193,3 +193,95 @@ async fn one_key_replays_the_same_batch_and_refuses_a_different_one() {
         1
     );
 }
+
+/// Single sends arriving together are written in groups, and each request still gets its own
+/// answer: a new message, a replay of its key, a conflict, an opted-out number, an invalid body.
+#[tokio::test]
+async fn concurrent_single_sends_are_grouped_and_keep_their_own_results() {
+    let app = TestApp::spawn().await;
+    let (status, body) = app
+        .call(
+            app.post("/suppressions")
+                .json(&json!({"phone": "0813 9999 0000", "scope": "all"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    // 60 plain sends, 5 with one key and one body, 2 with another key and two bodies, 1 to an
+    // opted-out number, 1 invalid: all at once.
+    let mut requests: Vec<(Option<&str>, Value)> = (0..60)
+        .map(|i| {
+            (
+                None,
+                json!({"to": format!("0812{:07}", i), "body": format!("group {i}"), "delay": 3600}),
+            )
+        })
+        .collect();
+    for _ in 0..5 {
+        requests.push((
+            Some("same"),
+            json!({"to": "0812 1111 2222", "body": "same", "delay": 3600}),
+        ));
+    }
+    requests.push((
+        Some("clash"),
+        json!({"to": "0812 1111 3333", "body": "first", "delay": 3600}),
+    ));
+    requests.push((
+        Some("clash"),
+        json!({"to": "0812 1111 3333", "body": "second", "delay": 3600}),
+    ));
+    requests.push((None, json!({"to": "0813 9999 0000", "body": "opted out"})));
+    requests.push((None, json!({"to": "12", "body": "invalid"})));
+    let calls = requests.iter().map(|(key, body)| {
+        let mut req = app.post("/whatsapp/send").json(body);
+        if let Some(key) = key {
+            req = req.header("Idempotency-Key", *key);
+        }
+        app.call(req)
+    });
+    let answers = futures::future::join_all(calls).await;
+
+    for (i, (status, body)) in answers.iter().take(60).enumerate() {
+        assert_eq!(*status, 202, "{body}");
+        let id = body["data"]["id"].as_str().unwrap();
+        let m = app.message(id).await;
+        assert_eq!(
+            m["body"],
+            format!("group {i}"),
+            "each caller gets its own message"
+        );
+    }
+    let same: Vec<&(u16, Value)> = answers[60..65].iter().collect();
+    assert_eq!(
+        same.iter().filter(|(s, _)| *s == 202).count(),
+        1,
+        "{same:?}"
+    );
+    assert!(same.iter().all(|(s, _)| *s == 202 || *s == 200));
+    let ids: std::collections::HashSet<&str> = same
+        .iter()
+        .map(|(_, b)| b["data"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 1, "one message for the key");
+    let clash: Vec<u16> = answers[65..67].iter().map(|(s, _)| *s).collect();
+    let mut sorted = clash.clone();
+    sorted.sort();
+    assert_eq!(sorted, [202, 409], "{:?}", &answers[65..67]);
+    assert_eq!(answers[67].0, 202);
+    assert_eq!(answers[67].1["data"]["status"], "cancelled");
+    assert_eq!(answers[68].0, 422);
+    assert_eq!(answers[68].1["errors"][0]["field"], "to");
+    assert_eq!(
+        app.count("SELECT count(*) FROM messages").await,
+        60 + 1 + 1 + 1
+    );
+
+    // They were written in groups: messages of one group share their transaction.
+    let transactions = app
+        .count("SELECT count(DISTINCT xmin::text) FROM messages")
+        .await;
+    assert!(
+        transactions < 63,
+        "63 messages in {transactions} transactions"
+    );
+}
