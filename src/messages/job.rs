@@ -124,7 +124,13 @@ pub async fn execute(ctx: &SendContext, run: Run, payload: Value) -> Result<(), 
     let slot = if past_deadline || gate == Gate::Probe {
         None
     } else {
-        match ctx.policy.throttle.acquire(rate, burst).await {
+        // A pause also ends the wait for a slot: the job goes back to the queue at once rather
+        // than when its slot comes (a slot given up that way is lost to the rate, not used).
+        let acquired = tokio::select! {
+            acquired = ctx.policy.throttle.acquire(rate, burst) => acquired,
+            () = paused(ctx) => return hold(ctx, run, id, Utc::now(), "paused").await,
+        };
+        match acquired {
             Acquired::Slot(slot) => Some(slot),
             Acquired::Unlimited => None,
             Acquired::RetryAfter(until) => return hold(ctx, run, id, until, "retry_after").await,
@@ -198,6 +204,13 @@ pub async fn execute(ctx: &SendContext, run: Run, payload: Value) -> Result<(), 
     let verdict = verdict_of(&decision, attempt);
     let attempted = attempted(id, attempt, started_at, &decision, class, response);
     settle(ctx, run, verdict, Some(attempted)).await
+}
+
+/// Returns once this process sees the send queue paused.
+async fn paused(ctx: &SendContext) {
+    while !ctx.pauses.is_paused(queue::SEND_QUEUE) {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// A run that waited this long for the cluster's rate counts as held by it.

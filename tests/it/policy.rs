@@ -715,3 +715,48 @@ async fn the_bucket_counts_no_time_twice_when_a_reservation_waits_for_the_row() 
         "{granted} slots granted in {elapsed:.3} s at {rate}/s"
     );
 }
+
+/// A run waiting for its slot of a slow rate gives it up when the queue is paused: its job is
+/// back in the queue at once, not when the slot comes.
+#[tokio::test]
+async fn a_pause_ends_the_wait_for_a_slot() {
+    let app = TestApp::spawn_with(Options {
+        gateway_ok: true,
+        ..Options::default()
+    })
+    .await;
+    set_policy(&app, json!({"rate_per_second": 0.2, "burst": 1})).await;
+    let ids = enqueue(&app, 3, "slow").await;
+    app.gateway.wait_for_calls(1, Duration::from_secs(10)).await;
+    // The other two wait for slots 5 s and 10 s away.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ops(
+        &app,
+        reqwest::Method::POST,
+        "/ops/queues/whatsapp-send/pause",
+        None,
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    loop {
+        let mut waiting = Vec::new();
+        for id in &ids {
+            let m = app.message(id).await;
+            if m["status"] != "sent" {
+                let job = app.job_of(id).await;
+                if job.status != "Pending" {
+                    waiting.push(job.status);
+                }
+            }
+        }
+        if waiting.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "jobs still held by the worker 1.5 s after the pause: {waiting:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.gateway.calls().await, 1);
+}
