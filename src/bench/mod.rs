@@ -17,6 +17,7 @@ use axum::{Json, Router, routing::post};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection, PgPool};
 
+mod ceiling;
 mod fanout;
 mod gateway;
 mod sends;
@@ -62,11 +63,16 @@ pub struct BenchArgs {
     /// 5 % due in the reminder window).
     #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
     pub vehicles: Vec<i64>,
-    /// Which parts to run: any of enqueue, drain, latency, throttle, fanout.
+    /// Messages for the batch enqueue benchmark (1,000 per call, 8 callers).
+    #[arg(long, default_value_t = 50_000)]
+    pub batch_messages: usize,
+    /// Which parts to run: any of ceiling, enqueue, batch, drain, latency, throttle, fanout.
+    /// `ceiling` (PostgreSQL's own insert rates) runs first, and the enqueue figures are then
+    /// also printed as a ratio to it.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "enqueue,drain,latency,throttle,fanout"
+        default_value = "ceiling,enqueue,batch,drain,latency,throttle,fanout"
     )]
     pub only: Vec<String>,
 }
@@ -128,7 +134,14 @@ async fn bench(config: &Config, admin_url: &str, args: &BenchArgs) -> anyhow::Re
         redact(admin_url)
     );
     let gateway = FakeGateway::start().await?;
-    for part in &args.only {
+    let mut ceiling = None;
+    if args.only.iter().any(|p| p == "ceiling") {
+        let scratch = Scratch::create(admin_url).await?;
+        let measured = ceiling::measure(&scratch.url).await;
+        scratch.drop_now().await?;
+        ceiling = Some(measured?);
+    }
+    for part in args.only.iter().filter(|p| *p != "ceiling") {
         if part == "fanout" {
             for &n in &args.vehicles {
                 fanout(config, admin_url, &gateway, n).await?;
@@ -144,7 +157,7 @@ async fn bench(config: &Config, admin_url: &str, args: &BenchArgs) -> anyhow::Re
         )?;
         // The pool of the role the part runs, at its default (or `DB_MAX_CONNECTIONS`) budget.
         let role = match part.as_str() {
-            "enqueue" => ProcessRole::Api,
+            "enqueue" | "batch" => ProcessRole::Api,
             "drain" | "throttle" => ProcessRole::Worker,
             _ => ProcessRole::Serve,
         };
@@ -152,12 +165,13 @@ async fn bench(config: &Config, admin_url: &str, args: &BenchArgs) -> anyhow::Re
         let pool = crate::db::connect(&scratch.url, budget.main).await?;
         crate::db::migrate(&pool).await?;
         let result = match part.as_str() {
-            "enqueue" => enqueue_rate(config, &pool, &gateway, args).await,
+            "enqueue" => enqueue_rate(config, &pool, &gateway, args, ceiling).await,
+            "batch" => batch_rate(config, &pool, &gateway, args, ceiling).await,
             "drain" => drain_rate(config, &pool, &gateway, args).await,
             "latency" => idle_latency(config, &pool, &gateway, args).await,
             "throttle" => throttle_accuracy(&scratch.url, &pool, &gateway, args).await,
             other => Err(anyhow::anyhow!(
-                "unknown benchmark `{other}` (enqueue, drain, latency, throttle, fanout)"
+                "unknown benchmark `{other}` (ceiling, enqueue, batch, drain, latency, throttle, fanout)"
             )),
         };
         pool.close().await;

@@ -7,6 +7,7 @@ pub(super) async fn enqueue_rate(
     pool: &PgPool,
     gateway: &FakeGateway,
     args: &BenchArgs,
+    ceiling: Option<super::ceiling::Ceiling>,
 ) -> anyhow::Result<()> {
     let config = bench_config(base, gateway, &[])?;
     let (running, url) = start(config, ProcessRole::Api, pool).await?;
@@ -56,14 +57,100 @@ pub(super) async fn enqueue_rate(
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs")
         .fetch_one(pool)
         .await?;
+    let rate = latencies.len() as f64 / elapsed.as_secs_f64();
     println!(
-        "\nenqueue  {} POST /whatsapp/send, {} clients: {:.0} req/s; latency p50 {}, p99 {}, max {}; {} errors; {} jobs stored",
+        "\nenqueue  {} POST /whatsapp/send, {} clients: {:.0} req/s{}; latency p50 {}, p99 {}, max {}; {} errors; {} jobs stored",
         latencies.len(),
         args.clients,
-        latencies.len() as f64 / elapsed.as_secs_f64(),
+        rate,
+        ceiling.map_or(String::new(), |c| format!(
+            " ({} the single-row INSERT ceiling)",
+            super::ceiling::Ceiling::ratio(rate, c.single)
+        )),
         ms(percentile(&latencies, 50.0)),
         ms(percentile(&latencies, 99.0)),
         ms(latencies.last().copied().unwrap_or_default()),
+        errors,
+        stored,
+    );
+    Ok(())
+}
+
+/// Batch enqueue: `BATCH_CALLERS` callers posting 1,000-message `POST /whatsapp/send-batch`
+/// calls until `args.batch_messages` are stored.
+pub(super) async fn batch_rate(
+    base: &Config,
+    pool: &PgPool,
+    gateway: &FakeGateway,
+    args: &BenchArgs,
+    ceiling: Option<super::ceiling::Ceiling>,
+) -> anyhow::Result<()> {
+    const BATCH_CALLERS: usize = 8;
+    const PER_CALL: usize = 1_000;
+    let config = bench_config(base, gateway, &[])?;
+    let (running, url) = start(config, ProcessRole::Api, pool).await?;
+    let token = bench_token()?;
+    let client = reqwest::Client::new();
+    let body = json!({"messages": (0..PER_CALL)
+        .map(|i| json!({"to": bench_number(i), "body": "Kendaraan Anda sudah selesai diservis", "delay": 86_400, "client_ref": i.to_string()}))
+        .collect::<Vec<_>>()});
+    let body = Arc::new(serde_json::to_vec(&body)?);
+    let calls = args.batch_messages.div_ceil(PER_CALL);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..BATCH_CALLERS {
+        let (client, url, token, next, body) = (
+            client.clone(),
+            url.clone(),
+            token.clone(),
+            next.clone(),
+            body.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0usize;
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < calls {
+                let t = Instant::now();
+                let res = client
+                    .post(format!("{url}/whatsapp/send-batch"))
+                    .bearer_auth(&token)
+                    .header("Content-Type", "application/json")
+                    .body(body.as_ref().clone())
+                    .send()
+                    .await;
+                match res {
+                    Ok(r) if r.status() == 202 => latencies.push(t.elapsed()),
+                    _ => errors += 1,
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await?;
+        latencies.extend(l);
+        errors += e;
+    }
+    let elapsed = started.elapsed();
+    running.stop().await?;
+    latencies.sort();
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs")
+        .fetch_one(pool)
+        .await?;
+    let rate = stored as f64 / elapsed.as_secs_f64();
+    println!(
+        "
+batch    {} POST /whatsapp/send-batch of {PER_CALL}, {BATCH_CALLERS} callers: {rate:.0} messages/s{}; call p50 {}, p99 {}; {} errors; {} jobs stored",
+        latencies.len(),
+        ceiling.map_or(String::new(), |c| format!(
+            " ({} the 1,000-row INSERT ceiling)",
+            super::ceiling::Ceiling::ratio(rate, c.multi)
+        )),
+        ms(percentile(&latencies, 50.0)),
+        ms(percentile(&latencies, 99.0)),
         errors,
         stored,
     );
