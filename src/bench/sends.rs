@@ -44,16 +44,9 @@ pub(super) async fn enqueue_rate(
             (latencies, errors)
         }));
     }
-    let mut latencies = Vec::with_capacity(args.requests);
-    let mut errors = 0;
-    for t in tasks {
-        let (l, e) = t.await?;
-        latencies.extend(l);
-        errors += e;
-    }
+    let (latencies, errors) = gather(tasks).await?;
     let elapsed = started.elapsed();
     running.stop().await?;
-    latencies.sort();
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs")
         .fetch_one(pool)
         .await?;
@@ -127,16 +120,9 @@ pub(super) async fn batch_rate(
             (latencies, errors)
         }));
     }
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    for t in tasks {
-        let (l, e) = t.await?;
-        latencies.extend(l);
-        errors += e;
-    }
+    let (latencies, errors) = gather(tasks).await?;
     let elapsed = started.elapsed();
     running.stop().await?;
-    latencies.sort();
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs")
         .fetch_one(pool)
         .await?;
@@ -155,6 +141,21 @@ batch    {} POST /whatsapp/send-batch of {PER_CALL}, {BATCH_CALLERS} callers: {r
         stored,
     );
     Ok(())
+}
+
+/// The clients' latencies (sorted) and error count.
+async fn gather(
+    tasks: Vec<tokio::task::JoinHandle<(Vec<Duration>, usize)>>,
+) -> anyhow::Result<(Vec<Duration>, usize)> {
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await?;
+        latencies.extend(l);
+        errors += e;
+    }
+    latencies.sort();
+    Ok((latencies, errors))
 }
 
 pub(super) async fn drain_rate(

@@ -15,6 +15,17 @@ async fn batch(app: &TestApp, body: Value, key: Option<&str>) -> (u16, Value) {
     app.call(req).await
 }
 
+/// Puts `phone` on the opt-out list for every kind.
+async fn opt_out(app: &TestApp, phone: &str) {
+    let (status, body) = app
+        .call(
+            app.post("/suppressions")
+                .json(&json!({"phone": phone, "scope": "all"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+}
+
 fn fields(item: &Value) -> Vec<String> {
     item["errors"]
         .as_array()
@@ -29,13 +40,7 @@ fn fields(item: &Value) -> Vec<String> {
 #[tokio::test]
 async fn valid_items_are_kept_and_invalid_ones_reported_by_index() {
     let app = TestApp::spawn().await;
-    let (status, body) = app
-        .call(
-            app.post("/suppressions")
-                .json(&json!({"phone": "0813 9999 0000", "scope": "all"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    opt_out(&app, "0813 9999 0000").await;
     let (status, body) = batch(
         &app,
         json!({"messages": [
@@ -199,13 +204,7 @@ async fn one_key_replays_the_same_batch_and_refuses_a_different_one() {
 #[tokio::test]
 async fn concurrent_single_sends_are_grouped_and_keep_their_own_results() {
     let app = TestApp::spawn().await;
-    let (status, body) = app
-        .call(
-            app.post("/suppressions")
-                .json(&json!({"phone": "0813 9999 0000", "scope": "all"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    opt_out(&app, "0813 9999 0000").await;
     // 60 plain sends, 5 with one key and one body, 2 with another key and two bodies, 1 to an
     // opted-out number, 1 invalid: all at once.
     let mut requests: Vec<(Option<&str>, Value)> = (0..60)

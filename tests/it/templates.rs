@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use bengkel_whatsapp::templates::{Language, tanggal};
 use chrono::{Months, NaiveDate, Utc};
 use serde_json::{Value, json};
 
@@ -282,27 +283,8 @@ async fn a_new_version_is_what_the_next_fan_out_sends_and_records() {
     let (status, message) = by_plate(&second)["B 2 A"].clone();
     assert_eq!(status, "queued");
     let due = day(1);
-    let months = [
-        "Januari",
-        "Februari",
-        "Maret",
-        "April",
-        "Mei",
-        "Juni",
-        "Juli",
-        "Agustus",
-        "September",
-        "Oktober",
-        "November",
-        "Desember",
-    ];
-    use chrono::Datelike;
-    let tanggal = format!(
-        "{} {} {}",
-        due.day(),
-        months[due.month0() as usize],
-        due.year()
-    );
+    // The month names themselves are checked word for word in `templates` unit tests.
+    let tanggal = tanggal(due, Language::Id);
     assert_eq!(
         message,
         format!("Ibu Rina: Avanza B 2 A servis {tanggal} (H-1) di Bengkel")
@@ -395,33 +377,10 @@ async fn salutations_are_never_doubled_and_languages_get_their_month() {
         m["B 13 A"].1
     );
     assert!(m["B 14 A"].1.starts_with("Dewi untuk"), "{}", m["B 14 A"].1);
-    use chrono::Datelike;
-    let english = [
-        "January",
-        "February",
-        "March",
-        "April",
-        "May",
-        "June",
-        "July",
-        "August",
-        "September",
-        "October",
-        "November",
-        "December",
-    ];
     let d = day(0);
     let en = &m["B 15 A"].1;
     assert!(en.starts_with("Mr. John, your vehicle B 15 A"), "{en}");
-    assert!(
-        en.contains(&format!(
-            "{} {} {}",
-            d.day(),
-            english[d.month0() as usize],
-            d.year()
-        )),
-        "{en}"
-    );
+    assert!(en.contains(&tanggal(d, Language::En)), "{en}");
     assert!(
         !m.values().any(|(_, text)| text.contains("  ")),
         "no double spaces"
@@ -459,12 +418,7 @@ async fn salutations_are_never_doubled_and_languages_get_their_month() {
     let text = body["data"]["message"].as_str().unwrap();
     assert!(text.starts_with("Hello Ms. Jane,"), "{text}");
     assert!(
-        text.contains(&format!(
-            "📅 {} {} {}",
-            d.day(),
-            english[d.month0() as usize],
-            d.year()
-        )),
+        text.contains(&format!("📅 {}", tanggal(d, Language::En))),
         "{text}"
     );
     // The preview renders the same, and sends nothing.
