@@ -145,7 +145,8 @@ pub async fn execute(ctx: &SendContext, run: Run, payload: Value) -> Result<(), 
         give_back(ctx, slot).await;
         return hold(ctx, run, id, Utc::now(), "paused").await;
     }
-    let started_at = Utc::now();
+    // A throttled attempt starts when the throttle let it go.
+    let started_at = slot.as_ref().map_or_else(Utc::now, |s| s.released_at);
     let claim = Claim {
         message_id: id,
         attempt: run.attempt(),

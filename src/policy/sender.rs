@@ -117,8 +117,8 @@ impl Grant {
 
 /// Takes up to `want` slots that open within `horizon`, after giving back `returned` unused
 /// ones. One statement on the sender's row.
-pub async fn reserve(
-    pool: &PgPool,
+pub async fn reserve<'e>(
+    db: impl sqlx::PgExecutor<'e>,
     want: u32,
     returned: u32,
     horizon: Duration,
@@ -154,7 +154,7 @@ pub async fn reserve(
     .bind(f64::from(want))
     .bind(f64::from(returned))
     .bind(horizon.as_secs_f64())
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await
 }
 

@@ -47,6 +47,8 @@ pub enum Acquired {
 pub struct Slot {
     at: Instant,
     fresh: Duration,
+    /// When the throttle let it go (the wall clock read at the check against `fresh`).
+    pub released_at: DateTime<Utc>,
 }
 
 #[derive(Default)]
@@ -70,8 +72,10 @@ struct Anchor {
     db: DateTime<Utc>,
 }
 
-/// An anchor is replaced by a later one with a longer round trip after this.
+/// An anchor is read afresh after this.
 const ANCHOR_FOR: Duration = Duration::from_secs(30);
+/// Round trips per reading of the anchor.
+const PINGS: usize = 3;
 
 impl Anchor {
     fn observe(current: Option<Self>, sent: Instant, received: Instant, db: DateTime<Utc>) -> Self {
@@ -145,8 +149,13 @@ impl Throttle {
             if let Some(at) = pool.slots.pop_front() {
                 drop(pool);
                 tokio::time::sleep_until(at).await;
+                let released_at = Utc::now();
                 if Instant::now() <= at + fresh {
-                    return Acquired::Slot(Slot { at, fresh });
+                    return Acquired::Slot(Slot {
+                        at,
+                        fresh,
+                        released_at,
+                    });
                 }
                 // Woken too late (a starved scheduler): used now, the slot would crowd the
                 // next ones. It goes back; this run takes another.
@@ -155,10 +164,8 @@ impl Throttle {
             }
             let want = self.waiting.load(Ordering::SeqCst).clamp(1, cap);
             let returned = std::mem::take(&mut pool.returned);
-            let sent = Instant::now();
-            match sender::reserve(&self.db, want, returned, HORIZON).await {
-                Ok(Some(grant)) => {
-                    let anchor = self.observe(sent, Instant::now(), grant.now);
+            match self.reserve(want, returned).await {
+                Ok(Some((anchor, grant))) => {
                     if let Some(until) = grant.retry_after_until
                         && until > grant.now
                         && grant.granted == 0
@@ -189,11 +196,43 @@ impl Throttle {
         }
     }
 
-    fn observe(&self, sent: Instant, received: Instant, db: DateTime<Utc>) -> Anchor {
-        let mut anchor = self.anchor.lock().unwrap_or_else(|e| e.into_inner());
-        let next = Anchor::observe(*anchor, sent, received, db);
-        *anchor = Some(next);
-        next
+    /// Reserves slots, with the anchor to place them by.
+    async fn reserve(
+        &self,
+        want: u32,
+        returned: u32,
+    ) -> sqlx::Result<Option<(Anchor, sender::Grant)>> {
+        let mut conn = self.db.acquire().await?;
+        let anchor = self.anchor(&mut conn).await?;
+        let grant = sender::reserve(&mut *conn, want, returned, HORIZON).await?;
+        Ok(grant.map(|g| (anchor, g)))
+    }
+
+    /// The anchor in force, read afresh ([`PINGS`] quick round trips on `conn`, the quickest
+    /// kept) when there is none or it is older than [`ANCHOR_FOR`]. Not read from the
+    /// reservations themselves: their round trip includes the wait for the sender's row (and on
+    /// a connection's first use, preparing the statement), and slots mapped through a slow
+    /// reading would go out late against those mapped through a quick one.
+    async fn anchor(&self, conn: &mut sqlx::PgConnection) -> sqlx::Result<Anchor> {
+        let current = *self.anchor.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(a) = current
+            && a.local.elapsed() < ANCHOR_FOR
+        {
+            return Ok(a);
+        }
+        let mut next = None;
+        for _ in 0..PINGS {
+            let sent = Instant::now();
+            let db: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+                .fetch_one(&mut *conn)
+                .await?;
+            let fresh = Anchor::observe(next, sent, Instant::now(), db);
+            next = Some(fresh);
+        }
+        let next = next
+            .unwrap_or_else(|| Anchor::observe(None, Instant::now(), Instant::now(), Utc::now()));
+        *self.anchor.lock().unwrap_or_else(|e| e.into_inner()) = Some(next);
+        Ok(next)
     }
 
     /// A slot whose call was not made: the next run takes it while it is fresh, else the bucket
