@@ -20,6 +20,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 mod ceiling;
 mod fanout;
 mod gateway;
+mod profile;
 mod sends;
 
 use self::{fanout::fanout, gateway::FakeGateway, sends::*};
@@ -167,7 +168,7 @@ async fn bench(config: &Config, admin_url: &str, args: &BenchArgs) -> anyhow::Re
         let result = match part.as_str() {
             "enqueue" => enqueue_rate(config, &pool, &gateway, args, ceiling).await,
             "batch" => batch_rate(config, &pool, &gateway, args, ceiling).await,
-            "drain" => drain_rate(config, &pool, &gateway, args).await,
+            "drain" => drain_rate(config, &pool, &gateway, args, ceiling).await,
             "latency" => idle_latency(config, &pool, &gateway, args).await,
             "throttle" => throttle_accuracy(&scratch.url, &pool, &gateway, args).await,
             other => Err(anyhow::anyhow!(

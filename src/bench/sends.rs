@@ -163,6 +163,7 @@ pub(super) async fn drain_rate(
     pool: &PgPool,
     gateway: &FakeGateway,
     args: &BenchArgs,
+    ceiling: Option<super::ceiling::Ceiling>,
 ) -> anyhow::Result<()> {
     let fill = Instant::now();
     queue_sends(pool, args.drain, "drain").await?;
@@ -182,6 +183,8 @@ pub(super) async fn drain_rate(
         gateway,
         &[("WORKER_CONCURRENCY", args.concurrency.to_string())],
     )?;
+    super::profile::Snapshot::prepare(pool).await;
+    let before = super::profile::Snapshot::take(pool).await?;
     let started = Instant::now();
     let (running, _) = start(config, ProcessRole::Worker, pool).await?;
     let total = args.drain as i64;
@@ -205,16 +208,25 @@ pub(super) async fn drain_rate(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed();
+    // Idle backends report their statistics within a second.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let after = super::profile::Snapshot::take(pool).await?;
     running.stop().await?;
+    let rate = total as f64 / elapsed.as_secs_f64();
     println!(
-        "drain    {} sends, throttle off, {} slots: {:.2} s → {:.0} sends/s; gateway calls {} (duplicates: {})",
+        "drain    {} sends, throttle off, {} slots: {:.2} s → {:.0} sends/s{}; gateway calls {} (duplicates: {})",
         total,
         args.concurrency,
         elapsed.as_secs_f64(),
-        total as f64 / elapsed.as_secs_f64(),
+        rate,
+        ceiling.map_or(String::new(), |c| format!(
+            " ({} the single-row INSERT ceiling)",
+            super::ceiling::Ceiling::ratio(rate, c.single)
+        )),
         gateway.calls(),
         gateway.calls() as i64 - total,
     );
+    println!("drain    {}", before.per(&after, args.drain, "send"));
     Ok(())
 }
 

@@ -97,6 +97,15 @@ pub struct Change {
     pub status: Status,
     /// Why it failed (the reminder row keeps it as its reason).
     pub error: Option<String>,
+    /// The message's kind when the caller read it; `None`: any follower may have a row.
+    pub kind: Option<Kind>,
+}
+
+impl Change {
+    /// Whether a follower of messages of `kind` may have a row for this one.
+    pub fn may_be(&self, kind: Kind) -> bool {
+        self.kind.is_none_or(|k| k == kind)
+    }
 }
 
 /// `changes` as the three arrays a set-wise statement binds: message ids, statuses, errors.

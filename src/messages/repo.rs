@@ -535,13 +535,16 @@ fn change(message_id: Uuid, status: Status, error: Option<String>) -> Change {
         message_id,
         status,
         error,
+        kind: None,
     }
 }
 
 /// The rows that follow a message (reminder log, manual reminders) follow `changes`.
 async fn follow(conn: &mut PgConnection, changes: &[Change]) -> sqlx::Result<()> {
-    crate::reminders::log::follow(&mut *conn, changes).await?;
-    crate::manual::repo::follow(conn, changes).await
+    // Only what may concern them: a group of ad-hoc sends costs no statement here.
+    let of = |kind| -> Vec<Change> { changes.iter().filter(|c| c.may_be(kind)).cloned().collect() };
+    crate::reminders::log::follow(&mut *conn, &of(Kind::Maintenance)).await?;
+    crate::manual::repo::follow(conn, &of(Kind::Manual)).await
 }
 
 /// The messages of jobs an operator requeued: `queued` again with fresh attempts, due now; their
@@ -739,7 +742,7 @@ pub async fn claim_batch(
                         ELSE i.attempt END AS attempt
             FROM messages m JOIN input i ON i.id = m.id
             ORDER BY m.id FOR UPDATE OF m
-         ), judged AS (
+         ), judged AS MATERIALIZED (
             SELECT b.*,
                 CASE
                   WHEN NOT (b.status IN ('queued', 'retrying') OR (b.status = 'sending' AND $3)) THEN 'skip'
@@ -754,13 +757,16 @@ pub async fn claim_batch(
                            AND (SELECT probe_by FROM s) IS DISTINCT FROM b.id::text) THEN 'circuit_open'
                   WHEN (b.kind <> 'adhoc' OR b.respect_window) AND NOT $4 THEN 'send_window'
                   ELSE 'ok'
-                END AS verdict
+                END AS verdict,
+                -- a lookup per message: as a join, the planner hashed the whole table (one row
+                -- per number ever sent to) on every claim
+                (SELECT r.last_sent_at FROM recipient_sends r WHERE r.phone = b.to_phone) AS last_sent_at
             FROM before b
          ), d AS (
             SELECT j.*,
                 CASE
                   WHEN j.verdict <> 'ok' OR $6 <= 0 THEN j.verdict
-                  WHEN r.last_sent_at > clock_timestamp() - make_interval(secs => $6) THEN 'recipient_spacing'
+                  WHEN j.last_sent_at > clock_timestamp() - make_interval(secs => $6) THEN 'recipient_spacing'
                   WHEN row_number() OVER (PARTITION BY j.to_phone, j.verdict ORDER BY j.id) > 1
                        THEN 'recipient_spacing'
                   ELSE 'ok'
@@ -772,10 +778,10 @@ pub async fn claim_batch(
                       THEN greatest((SELECT reopen_at FROM s), now() + interval '1 second')
                       ELSE now() + interval '5 seconds' END
                   WHEN 'send_window' THEN $5
-                  ELSE greatest(coalesce(r.last_sent_at, clock_timestamp()), clock_timestamp())
+                  ELSE greatest(coalesce(j.last_sent_at, clock_timestamp()), clock_timestamp())
                        + make_interval(secs => greatest($6, 0))
                 END AS until
-            FROM judged j LEFT JOIN recipient_sends r ON r.phone = j.to_phone
+            FROM judged j
          ), sending AS (
             UPDATE messages m SET status = 'sending', attempts = d.attempt, held_until = NULL,
                    held_reason = NULL, updated_at = now()
@@ -978,7 +984,7 @@ async fn record_attempts(
         .iter()
         .map(|r| r.held.as_ref().map(|h| h.1.as_str()))
         .collect();
-    let finished: Vec<(Uuid, Status, Option<String>)> = sqlx::query_as(
+    let finished: Vec<(Uuid, Status, Option<String>, Kind)> = sqlx::query_as(
         "WITH input AS (
             SELECT * FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::text[],
                                  $6::text[], $7::text[], $8::timestamptz[], $9::jsonb[],
@@ -1000,13 +1006,13 @@ async fn record_attempts(
                 updated_at = now()
             FROM input i
             WHERE messages.id = i.message_id AND messages.status IN ('queued', 'sending', 'retrying')
-            RETURNING messages.id, messages.status, messages.last_error
+            RETURNING messages.id, messages.status, messages.last_error, messages.kind
          ), a AS (
             INSERT INTO message_attempts (message_id, attempt, started_at, outcome, class, error)
             SELECT message_id, attempt, started_at, outcome, class, error FROM input
             ON CONFLICT DO NOTHING
          )
-         SELECT id, status, last_error FROM m WHERE status IN ('sent', 'failed')",
+         SELECT id, status, last_error, kind FROM m WHERE status IN ('sent', 'failed')",
     )
     .bind(&ids)
     .bind(&attempts)
@@ -1023,6 +1029,9 @@ async fn record_attempts(
     .await?;
     Ok(finished
         .into_iter()
-        .map(|(id, status, error)| change(id, status, error))
+        .map(|(id, status, error, kind)| Change {
+            kind: Some(kind),
+            ..change(id, status, error)
+        })
         .collect())
 }
