@@ -85,6 +85,9 @@ pub struct BatchItem {
 /// The answer of a batch.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BatchAccepted {
+    /// This call's id, stored as `batch_id` on each of its messages (with the item's
+    /// `client_ref`): `GET /whatsapp/messages?batch=` lists them. The same on a replay.
+    pub batch_id: Uuid,
     /// Items stored (with their jobs; an opted-out number's message is stored `cancelled`).
     pub accepted: usize,
     /// Items refused: nothing stored for them.
@@ -245,17 +248,23 @@ async fn store(
         }
     }
     let mut valid: Vec<NewMessage> = Vec::new();
+    let mut client_refs: Vec<Option<String>> = Vec::new();
     let mut ids: Vec<Uuid> = Vec::new();
     for c in checked {
-        if let Checked::Valid(new, _) = c {
+        if let Checked::Valid(new, client_ref) = c {
             valid.push(new.clone());
+            client_refs.push(client_ref.clone());
             ids.push(Uuid::now_v7());
         }
     }
     let blocked = if valid.is_empty() {
         Default::default()
     } else {
-        repo::store_batch_with_ids(&mut tx, &ids, &valid, created_by, max_attempts).await?
+        let tag = repo::BatchTag {
+            batch_id,
+            client_refs: &client_refs,
+        };
+        repo::store_batch_tagged(&mut tx, &ids, &valid, created_by, max_attempts, Some(tag)).await?
     };
     let now = Utc::now();
     let mut stored = ids.iter().zip(&valid);
@@ -288,6 +297,7 @@ async fn store(
         })
         .collect();
     let result = BatchAccepted {
+        batch_id,
         accepted: valid.len(),
         rejected: checked.len() - valid.len(),
         items,
@@ -311,21 +321,27 @@ async fn replay(
     key: &str,
     fingerprint: &str,
 ) -> sqlx::Result<Outcome> {
-    let row: Option<(String, Json<BatchAccepted>)> = sqlx::query_as(
-        "SELECT request_fingerprint, result FROM send_batches
+    let row: Option<(Uuid, String, Json<Value>)> = sqlx::query_as(
+        "SELECT id, request_fingerprint, result FROM send_batches
          WHERE idempotency_scope = $1 AND idempotency_key = $2",
     )
     .bind(created_by)
     .bind(key)
     .fetch_optional(pool)
     .await?;
-    let Some((stored, Json(mut result))) = row else {
+    let Some((batch_id, stored, Json(mut result))) = row else {
         // Deleted in between: nothing to replay, nothing to conflict with.
         return Ok(Outcome::KeyConflict);
     };
     if stored != fingerprint {
         return Ok(Outcome::KeyConflict);
     }
+    // The row's id is the batch's id; answers stored before there was a `batch_id` lack it.
+    if let Some(fields) = result.as_object_mut() {
+        fields.insert("batch_id".into(), Value::String(batch_id.to_string()));
+    }
+    let mut result: BatchAccepted =
+        serde_json::from_value(result).map_err(|e| sqlx::Error::Decode(e.into()))?;
     let ids: Vec<Uuid> = result.items.iter().filter_map(|i| i.id).collect();
     let now: HashMap<Uuid, (Status, Option<String>)> =
         sqlx::query_as::<_, (Uuid, Status, Option<String>)>(

@@ -154,6 +154,11 @@ pub struct Message {
     pub template_key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template_version: Option<i32>,
+    /// The `POST /whatsapp/send-batch` call that stored it (that answer's `batch_id`; list its
+    /// messages with `GET /whatsapp/messages?batch=`); null for a message sent any other way.
+    pub batch_id: Option<Uuid>,
+    /// The item's `client_ref` in that batch; null when it had none, and outside a batch.
+    pub client_ref: Option<String>,
     pub job_id: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

@@ -322,11 +322,13 @@ pub struct MessagePage {
     next_cursor: Option<Uuid>,
 }
 
-/// Messages, newest first; filters `status`, `kind`, `to`; `limit` ≤ 500; `cursor`.
+/// Messages, newest first; filters `status`, `kind`, `to`, `batch`; `limit` ≤ 500; `cursor`.
 #[utoipa::path(get, path = "/whatsapp/messages", operation_id = "list_messages", tag = "messages",
     params(("status" = Option<Status>, Query), ("kind" = Option<Kind>, Query),
         ("to" = Option<String>, Query, description = "a phone number, any spelling",
             pattern = r"^\s*\+?[ ().-]*(?:0[ ().-]*(?:[0-9][ ().-]*){8,13}|8[ ().-]*(?:[0-9][ ().-]*){7,12}|[1-79][ ().-]*(?:[0-9][ ().-]*){9,14})\s*$"),
+        ("batch" = Option<String>, Query, format = Uuid,
+            description = "only the messages of this `POST /whatsapp/send-batch` call (its `batch_id`)"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "default 50"),
         ("cursor" = Option<String>, Query, format = Uuid, description = "`next_cursor` of the previous page")),
     responses((status = 200, description = "A page of messages", body = Envelope<MessagePage>),
@@ -364,6 +366,16 @@ pub async fn list(
             None
         }
     });
+    let batch = q.get("batch").and_then(|s| match Uuid::parse_str(s) {
+        Ok(b) => Some(b),
+        Err(_) => {
+            bad(
+                "batch",
+                "must be a batch id (a UUID, `batch_id` of a send-batch answer)",
+            );
+            None
+        }
+    });
     let (limit, before) = q.page(&mut errors);
     if !errors.is_empty() {
         return Err(AppError::Validation(errors));
@@ -374,6 +386,7 @@ pub async fn list(
             status,
             kind,
             to,
+            batch,
             before,
             limit,
         },

@@ -6,10 +6,13 @@
 // policy change and a 422 from the page, a held message, a suppression added (it cancels the held
 // message) and removed on the page, who paused a queue. Then the templates panel: both built-ins
 // listed, a live preview of the edited text for a seeded customer and a manual record, a 422 for
-// an unknown placeholder shown by the editor, a valid edit saved as version 2. Both HTML pages
+// an unknown placeholder shown by the editor, a valid edit saved as version 2. Then the messages
+// card: a small batch's messages with their client_ref, the list filtered by clicking a batch id,
+// "More" following the cursor, a bad batch filter refused with the 422 naming it. Both HTML pages
 // (/ops/ui, then /docs) must work under their Content-Security-Policy (no violation in the
 // console). It saves screenshots (target/ops-ui.png; the templates card in
-// target/ops-ui-templates.png) and always cleans up (service, gateway, browser, scratch database).
+// target/ops-ui-templates.png, the messages card in target/ops-ui-messages.png) and always cleans
+// up (service, gateway, browser, scratch database).
 //
 // Environment: BENGKEL_BIN (default target/debug/bengkel-whatsapp), TEST_DATABASE_URL (a superuser
 // URL of the server where the scratch database is created; default postgres://postgres@127.0.0.1:5432/postgres),
@@ -374,6 +377,108 @@ async function templatesChecks({ page, base, token }) {
   await card('templates-card').screenshot({ path: path.join(path.dirname(SCREENSHOT), 'ops-ui-templates.png') });
 }
 
+// ---------- the messages card (README "The ops page") ----------
+// GET /whatsapp/messages with an ops token, newest first: a small batch's messages show their
+// batch (shortened) and client_ref; clicking a batch id lists exactly that batch; "More" appends
+// the next page; a batch filter that is not a UUID shows the 422 naming it.
+async function messagesChecks({ page, base, token }) {
+  const call = async (method, p, body, want) => {
+    const r = await api(base, token, method, p, body);
+    if (want && !want.includes(r.status)) throw new Error(`${method} ${p} → ${r.status} ${r.text}`);
+    return r;
+  };
+  const card = (id) => page.getByTestId(id);
+  const rows = () => card('messages-table').locator('tbody tr[data-testid^="message-row-"]')
+    .evaluateAll((trs) => trs.map((tr) => ({ id: tr.dataset.testid.replace('message-row-', ''), batch: tr.dataset.batch })));
+
+  // Due in an hour (nothing is sent while the test looks): 52 in one batch (more than a page),
+  // then a small batch (one item refused) and a single send.
+  const big = (await call('POST', '/whatsapp/send-batch', {
+    messages: Array.from({ length: 52 }, (_, i) => ({
+      to: `0812 6000 ${String(i).padStart(4, '0')}`, body: `bulk ${i}`, delay: 3600, client_ref: `BULK-${i}`,
+    })),
+  }, [202])).json.data;
+  const small = (await call('POST', '/whatsapp/send-batch', {
+    messages: [
+      { to: '0812 6100 0001', body: 'Invoice INV-001', delay: 3600, client_ref: 'INV-001' },
+      { to: '0812 6100 0002', body: 'Invoice INV-002', delay: 3600, client_ref: 'INV-002' },
+      { to: '0812 6100 0003', body: 'no reference', delay: 3600 },
+      { to: '12', body: 'refused', client_ref: 'INV-BAD' },
+    ],
+  }, [202])).json.data;
+  if (big.accepted !== 52 || small.accepted !== 3 || small.rejected !== 1 || !big.batch_id || !small.batch_id
+    || big.batch_id === small.batch_id) {
+    throw new Error(`send-batch answers: ${JSON.stringify({ big: { ...big, items: undefined }, small })}`);
+  }
+  const single = (await call('POST', '/whatsapp/send', { to: '0812 6100 0009', body: 'single', delay: 3600 }, [202])).json.data;
+  const smallItems = small.items.filter((i) => i.id);
+  log(`sent batch ${small.batch_id} (3 messages, 1 refused), batch ${big.batch_id} (52) and a single send`);
+
+  await page.goto(`${base}/ops/ui`);
+  await card('messages-card').waitFor();
+  // Newest first: the single send, then the small batch (its ids descending), then the big one.
+  const newest = [single.id, ...smallItems.map((i) => i.id).sort().reverse()];
+  await waitFor('the newest messages at the top of the messages card', 15_000, async () =>
+    JSON.stringify((await rows()).slice(0, 4).map((r) => r.id)) === JSON.stringify(newest));
+  for (const item of smallItems) {
+    const row = card(`message-row-${item.id}`);
+    if ((await row.getAttribute('data-batch')) !== small.batch_id) throw new Error(`row ${item.id} is not in batch ${small.batch_id}`);
+    const shown = (await card(`message-batch-${item.id}`).textContent()).trim();
+    if (!shown.startsWith('…') || shown.length < 5 || !small.batch_id.endsWith(shown.slice(1))) {
+      throw new Error(`row ${item.id} shows batch "${shown}" for ${small.batch_id}`);
+    }
+    const ref = card(`message-client-ref-${item.id}`);
+    if (item.client_ref) {
+      if ((await ref.textContent()).trim() !== item.client_ref) throw new Error(`row ${item.id}: client_ref "${await ref.textContent()}"`);
+    } else if (await ref.count()) {
+      throw new Error(`row ${item.id} shows a client_ref it does not have`);
+    }
+    const cells = (await row.locator('td').allTextContents()).map((c) => c.trim());
+    if (!cells.includes('adhoc') || !cells.includes('queued') || !cells.includes('0/8')) throw new Error(`row ${item.id}: ${JSON.stringify(cells)}`);
+  }
+  if (await card(`message-batch-${single.id}`).count()) throw new Error('the single send shows a batch');
+  if ((await rows()).length !== 50 || await card('messages-more').isDisabled()) throw new Error('the first page is not 50 rows with More');
+  log(`messages card: ${(await card(`message-row-${smallItems[0].id}`).innerText()).replace(/\s+/g, ' ')}`);
+
+  // Clicking a batch id lists exactly that batch.
+  await card(`message-batch-${smallItems[1].id}`).click();
+  await waitFor('only the small batch in the list', 10_000, async () => {
+    const r = await rows();
+    return r.length === 3 && r.every((x) => x.batch === small.batch_id);
+  });
+  if ((await card('messages-batch').inputValue()) !== small.batch_id) throw new Error('the batch filter does not show the clicked batch');
+  if (!(await card('messages-more').isDisabled())) throw new Error('More is enabled on a 3-message batch');
+  await card('messages-card').screenshot({ path: path.join(path.dirname(SCREENSHOT), 'ops-ui-messages.png') });
+  log(`clicked the batch id: ${(await rows()).length} rows, all of batch ${small.batch_id}`);
+
+  // The big batch: a page of 50, then More follows the cursor to the last 2.
+  await card('messages-batch').fill(big.batch_id);
+  await waitFor('the first page of the big batch', 10_000, async () => {
+    const r = await rows();
+    return r.length === 50 && r.every((x) => x.batch === big.batch_id);
+  });
+  if (await card('messages-more').isDisabled()) throw new Error('More is disabled with 52 messages in the batch');
+  await card('messages-more').click();
+  await waitFor('all 52 messages of the big batch after More', 10_000, async () => {
+    const r = await rows();
+    return r.length === 52 && r.every((x) => x.batch === big.batch_id) && new Set(r.map((x) => x.id)).size === 52;
+  });
+  if (!(await card('messages-more').isDisabled())) throw new Error('More is still enabled after the last page');
+  const refs = await card('messages-table').locator('[data-testid^="message-client-ref-"]').allTextContents();
+  const want = Array.from({ length: 52 }, (_, i) => `BULK-${i}`).sort();
+  if (JSON.stringify(refs.map((r) => r.trim()).sort()) !== JSON.stringify(want)) throw new Error(`client_refs of the big batch: ${refs}`);
+  log('big batch: 50 rows, More → 52, each with its client_ref');
+
+  // Not a batch id: the 422 names the filter; clearing the filters shows everything again.
+  await card('messages-batch').fill('INV-001');
+  await card('messages-error').filter({ hasText: /422.*batch/ }).waitFor();
+  if ((await card('messages-batch').getAttribute('aria-invalid')) !== 'true') throw new Error('the bad batch filter is not marked invalid');
+  log(`bad batch filter: "${(await card('messages-error').textContent()).trim()}"`);
+  await card('messages-clear').click();
+  await card(`message-row-${single.id}`).waitFor();
+  await card('messages-error').waitFor({ state: 'hidden' });
+}
+
 async function main(cleanup) {
   if (!fs.existsSync(BIN)) throw new Error(`${BIN} not found: run \`cargo build\` first (or set BENGKEL_BIN)`);
   if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found: install Debian's chromium (scripts/browser-test does)`);
@@ -563,6 +668,10 @@ async function main(cleanup) {
 
   await templatesChecks({ page, base, token });
   pageChecks();
+  log('templates panel passed; now the messages card');
+
+  await messagesChecks({ page, base, token });
+  pageChecks();
 }
 
 const cleanup = [];
@@ -587,7 +696,7 @@ async function finish(failure) {
     console.log('0 passed, 1 failed');
     process.exit(1);
   }
-  console.log(`PASS: ops UI requeue of a failed send, delivery-policy cards, suppressions and templates (${secs} s)`);
+  console.log(`PASS: ops UI requeue of a failed send, delivery-policy cards, suppressions, templates and messages (${secs} s)`);
   console.log('1 passed, 0 failed');
   process.exit(0);
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, ops_token};
 
 async fn batch(app: &TestApp, body: Value, key: Option<&str>) -> (u16, Value) {
     let mut req = app.post("/whatsapp/send-batch").json(&body);
@@ -165,10 +165,29 @@ async fn one_key_replays_the_same_batch_and_refuses_a_different_one() {
     ]});
     let (status, first) = batch(&app, body.clone(), Some("batch-1")).await;
     assert_eq!(status, 202, "{first}");
+    let batch_id = first["data"]["batch_id"].as_str().unwrap().to_owned();
     let (status, again) = batch(&app, body.clone(), Some("batch-1")).await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["data"]["items"], first["data"]["items"]);
+    assert_eq!(
+        again["data"]["batch_id"], batch_id,
+        "the replay names the same batch"
+    );
     assert_eq!(app.count("SELECT count(*) FROM messages").await, 1);
+    let stored = app
+        .message(first["data"]["items"][0]["id"].as_str().unwrap())
+        .await;
+    assert_eq!(stored["batch_id"], batch_id);
+    // An answer stored before batches had an id (no `batch_id` in `send_batches.result`) still
+    // replays, with the batch's id.
+    sqlx::query("UPDATE send_batches SET result = result - 'batch_id'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let (status, old) = batch(&app, body.clone(), Some("batch-1")).await;
+    assert_eq!(status, 200, "{old}");
+    assert_eq!(old["data"]["batch_id"], batch_id, "{old}");
+    assert_eq!(old["data"]["items"], first["data"]["items"]);
     // The replay shows the current status.
     let id = first["data"]["items"][0]["id"].as_str().unwrap();
     app.call(app.post(&format!("/whatsapp/messages/{id}/cancel")))
@@ -192,6 +211,12 @@ async fn one_key_replays_the_same_batch_and_refuses_a_different_one() {
     let created = results.iter().filter(|(s, _)| *s == 202).count();
     assert_eq!(created, 1, "{results:?}");
     assert!(results.iter().all(|(s, _)| *s == 202 || *s == 200));
+    let ids: std::collections::HashSet<&Value> = results
+        .iter()
+        .map(|(_, b)| &b["data"]["batch_id"])
+        .collect();
+    assert_eq!(ids.len(), 1, "one batch id for all of them: {results:?}");
+    assert_ne!(ids.into_iter().next(), Some(&json!(batch_id)));
     assert_eq!(
         app.count("SELECT count(*) FROM messages WHERE body = 'once'")
             .await,
@@ -283,4 +308,145 @@ async fn concurrent_single_sends_are_grouped_and_keep_their_own_results() {
         transactions < 63,
         "63 messages in {transactions} transactions"
     );
+}
+
+/// The `data` of `GET /whatsapp/messages?{query}` (with an ops token: the ops page reads it).
+async fn list(app: &TestApp, query: &str) -> Value {
+    let (status, body) = app
+        .call(
+            app.http
+                .get(format!("{}/whatsapp/messages?{query}", app.base))
+                .bearer_auth(ops_token()),
+        )
+        .await;
+    assert_eq!(status, 200, "{query}: {body}");
+    body["data"].clone()
+}
+
+fn ids_of(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A batch's messages remember their call and their `client_ref`: in GET by id, in the list, and
+/// as the list's `batch` filter (paged like the rest of the list). Other messages have neither.
+#[tokio::test]
+async fn a_batch_s_messages_carry_its_id_and_their_client_refs() {
+    let app = TestApp::spawn().await;
+    let (status, single) = app
+        .send(json!({"to": "0812 3456 700", "body": "single", "delay": 3600}))
+        .await;
+    assert_eq!(status, 202, "{single}");
+    let single_id = single["data"]["id"].as_str().unwrap().to_owned();
+    assert!(single["data"].get("batch_id").is_none(), "{single}");
+
+    let (status, a) = batch(
+        &app,
+        json!({"messages": [
+            {"to": "0812 3456 701", "body": "a1", "delay": 3600, "client_ref": "INV-A1"},
+            {"to": "0812 3456 702", "body": "a2", "delay": 3600},
+            {"to": "12", "body": "rejected", "client_ref": "INV-A3"},
+            {"to": "0812 3456 704", "body": "a4", "delay": 3600, "client_ref": null},
+        ]}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202, "{a}");
+    let (status, b) = batch(
+        &app,
+        json!({"messages": [{"to": "0812 3456 705", "body": "b1", "delay": 3600, "client_ref": "INV-B1"}]}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202, "{b}");
+    let a_batch = a["data"]["batch_id"].as_str().unwrap().to_owned();
+    let b_batch = b["data"]["batch_id"].as_str().unwrap().to_owned();
+    assert_ne!(a_batch, b_batch, "each call is its own batch");
+    let a_id = uuid::Uuid::parse_str(&a_batch).unwrap();
+    assert_eq!(a_id.get_version_num(), 7, "a UUIDv7 like the message ids");
+    let item_id = |i: usize| a["data"]["items"][i]["id"].as_str().unwrap().to_owned();
+
+    // GET by id: the batch and the item's client_ref, null when it had none.
+    for (i, client_ref) in [(0, json!("INV-A1")), (1, Value::Null), (3, Value::Null)] {
+        let m = app.message(&item_id(i)).await;
+        assert_eq!(m["batch_id"], a_batch, "{m}");
+        assert_eq!(m["client_ref"], client_ref, "{m}");
+    }
+    let m = app.message(&single_id).await;
+    assert!(
+        m["batch_id"].is_null() && m["client_ref"].is_null(),
+        "a single send has neither, as nulls: {m}"
+    );
+    assert!(m.get("batch_id").is_some() && m.get("client_ref").is_some());
+
+    // The list: newest first, every item with both fields.
+    let all = list(&app, "").await;
+    let items = all["items"].as_array().unwrap();
+    assert_eq!(items.len(), 5);
+    let by_id = |id: &str| items.iter().find(|m| m["id"] == id).unwrap().clone();
+    assert_eq!(by_id(&item_id(0))["client_ref"], "INV-A1");
+    assert_eq!(by_id(&item_id(0))["batch_id"], a_batch);
+    assert_eq!(by_id(&item_id(1))["client_ref"], Value::Null);
+    let b1 = by_id(b["data"]["items"][0]["id"].as_str().unwrap());
+    assert_eq!(
+        (&b1["batch_id"], &b1["client_ref"]),
+        (&json!(b_batch), &json!("INV-B1"))
+    );
+    let s = by_id(&single_id);
+    assert!(s["batch_id"].is_null() && s["client_ref"].is_null(), "{s}");
+
+    // `batch` lists exactly that batch's messages, newest first, and pages with the cursor.
+    let mut want = vec![item_id(0), item_id(1), item_id(3)];
+    want.sort();
+    want.reverse();
+    assert_eq!(ids_of(&list(&app, &format!("batch={a_batch}")).await), want);
+    let first = list(&app, &format!("batch={a_batch}&limit=2")).await;
+    assert_eq!(ids_of(&first), &want[..2]);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let rest = list(&app, &format!("batch={a_batch}&limit=2&cursor={cursor}")).await;
+    assert_eq!(ids_of(&rest), &want[2..]);
+    assert!(rest["next_cursor"].is_null(), "{rest}");
+    assert_eq!(
+        ids_of(&list(&app, &format!("batch={b_batch}")).await),
+        [b1["id"].as_str().unwrap()]
+    );
+    // With the other filters, and a batch nobody sent.
+    assert_eq!(
+        ids_of(
+            &list(
+                &app,
+                &format!("batch={a_batch}&to=0812-3456-702&status=queued")
+            )
+            .await
+        ),
+        [item_id(1)]
+    );
+    assert!(ids_of(&list(&app, &format!("batch={a_batch}&status=sent")).await).is_empty());
+    assert!(ids_of(&list(&app, &format!("batch={}", uuid::Uuid::now_v7())).await).is_empty());
+    assert!(ids_of(&list(&app, &format!("batch={b_batch}&kind=maintenance")).await).is_empty());
+
+    // Anything but a UUID is a 422 naming `batch`, with the other filters' errors beside it.
+    for q in [
+        "batch=nope",
+        "batch=",
+        "batch=INV-A1",
+        "batch=01a212aa-23c0-71db-9e75",
+        "batch=%20",
+    ] {
+        let (status, body) = app.call(app.get(&format!("/whatsapp/messages?{q}"))).await;
+        assert_eq!(status, 422, "{q}: {body}");
+        assert_eq!(body["success"], false);
+        assert_eq!(fields(&body), ["batch"], "{q}: {body}");
+    }
+    let (status, body) = app
+        .call(app.get("/whatsapp/messages?batch=x&status=lost"))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let mut named = fields(&body);
+    named.sort();
+    assert_eq!(named, ["batch", "status"], "{body}");
 }

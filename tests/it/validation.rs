@@ -149,6 +149,7 @@ async fn list_filters_are_validated_and_unknown_ids_are_404() {
         "limit=many",
         "cursor=abc",
         "to=12",
+        "batch=INV-001",
     ] {
         let (status, body) = app.call(app.get(&format!("/whatsapp/messages?{q}"))).await;
         assert_eq!(status, 422, "{q}: {body}");
