@@ -450,3 +450,31 @@ async fn a_batch_s_messages_carry_its_id_and_their_client_refs() {
     named.sort();
     assert_eq!(named, ["batch", "status"], "{body}");
 }
+
+/// A batch announces its due jobs with one NOTIFY, not one per message; jobs due later with none.
+#[tokio::test]
+async fn a_batch_is_announced_to_the_workers_once() {
+    let app = TestApp::spawn().await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&app.db.pool)
+        .await
+        .unwrap();
+    listener.listen("apalis::job::insert").await.unwrap();
+    let due: Vec<Value> = (0..40)
+        .map(|i| json!({"to": format!("0812{i:07}"), "body": format!("now {i}")}))
+        .collect();
+    let (status, body) = batch(&app, json!({"messages": due}), None).await;
+    assert_eq!(status, 202, "{body}");
+    let later: Vec<Value> = (0..10)
+        .map(|i| json!({"to": format!("0813{i:07}"), "body": "later", "delay": 3600}))
+        .collect();
+    let (status, body) = batch(&app, json!({"messages": later}), None).await;
+    assert_eq!(status, 202, "{body}");
+    let mut announced = Vec::new();
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(1), listener.recv()).await {
+        let event: Value = serde_json::from_str(n.payload()).unwrap();
+        if event["job_type"] == "whatsapp-send" {
+            announced.push(event);
+        }
+    }
+    assert_eq!(announced.len(), 1, "{announced:?}");
+}
