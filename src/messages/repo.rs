@@ -777,6 +777,22 @@ pub async fn claim_batch(
     let ids: Vec<Uuid> = claims.iter().map(|c| c.message_id).collect();
     let attempts: Vec<i32> = claims.iter().map(|c| c.attempt).collect();
     let mut tx = pool.begin().await?;
+    if rules.spacing_secs > 0 {
+        // Claims of two groups with a message to the same number take turns: the second reads
+        // that number's last send only once the first has committed it. (Without this, each
+        // statement read the number's row as it was when it began, and two groups claimed in
+        // parallel could both send to one number at once.) Its own statement, so that the
+        // claim's snapshot is taken after the wait; in key order, so that two groups never wait
+        // for each other.
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(k)
+             FROM (SELECT DISTINCT hashtextextended('bengkel-whatsapp:recipient:' || to_phone, 0) AS k
+                   FROM messages WHERE id = ANY($1) ORDER BY k) numbers",
+        )
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+    }
     let rows: Vec<ClaimedRow> = sqlx::query_as(
         concat!(
         "WITH input AS (

@@ -760,3 +760,67 @@ async fn a_pause_ends_the_wait_for_a_slot() {
     }
     assert_eq!(app.gateway.calls().await, 1);
 }
+
+/// Two groups claimed at the same time, each with a message to one number: the second waits
+/// for the first to commit that number's last send and holds its message back. (Each claim
+/// statement used to read the number as it was when it began: here the first claim's commit is
+/// held 500 ms after it recorded the send, and the second began in that time and sent too.)
+#[tokio::test]
+async fn two_groups_claimed_together_send_to_one_number_once() {
+    use bengkel_whatsapp::messages::repo::{self, Claim, ClaimRules, Claimed};
+    let app = TestApp::spawn_with(Options {
+        role: ProcessRole::Api,
+        ..Options::default()
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let (status, body) = app
+            .send(json!({"to": "0812 7400 001", "body": format!("same {i}")}))
+            .await;
+        assert_eq!(status, 202);
+        ids.push(id_of(&body).parse::<uuid::Uuid>().unwrap());
+    }
+    sqlx::raw_sql(
+        "CREATE TABLE slept (x int);
+         CREATE FUNCTION slow_once() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF NOT EXISTS (SELECT 1 FROM slept) THEN
+             INSERT INTO slept VALUES (1);
+             PERFORM pg_sleep(0.5);
+           END IF;
+           RETURN NULL;
+         END $$;
+         CREATE TRIGGER slow_once AFTER INSERT OR UPDATE ON recipient_sends
+           FOR EACH STATEMENT EXECUTE FUNCTION slow_once();",
+    )
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    let rules = ClaimRules {
+        take_interrupted: false,
+        in_window: true,
+        next_opening: chrono::Utc::now(),
+        spacing_secs: 6,
+    };
+    let claim = |id: uuid::Uuid| {
+        let pool = app.db.pool.clone();
+        tokio::spawn(async move {
+            let claims = [Claim {
+                message_id: id,
+                attempt: 1,
+            }];
+            repo::claim_batch(&pool, &claims, rules).await.unwrap()
+        })
+    };
+    let first = claim(ids[0]);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let second = claim(ids[1]);
+    let first = first.await.unwrap();
+    let second = second.await.unwrap();
+    assert!(matches!(first[0], Claimed::Send(_)), "{first:?}");
+    assert!(
+        matches!(&second[0], Claimed::Held { reason, .. } if reason == "recipient_spacing"),
+        "the second group sent to the number too: {second:?}"
+    );
+}
