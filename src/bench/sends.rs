@@ -20,6 +20,8 @@ pub(super) async fn enqueue_rate(
     for _ in 0..args.clients.min(50) {
         client.get(format!("{url}/health")).send().await?;
     }
+    super::profile::Snapshot::prepare(pool).await;
+    let before = super::profile::Snapshot::take(pool).await?;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.clients {
@@ -46,6 +48,7 @@ pub(super) async fn enqueue_rate(
     }
     let (latencies, errors) = gather(tasks).await?;
     let elapsed = started.elapsed();
+    let after = settled_snapshot(pool).await?;
     running.stop().await?;
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs")
         .fetch_one(pool)
@@ -66,7 +69,17 @@ pub(super) async fn enqueue_rate(
         errors,
         stored,
     );
+    println!(
+        "enqueue  {}",
+        before.per(&after, latencies.len(), "request")
+    );
     Ok(())
+}
+
+/// A snapshot once idle backends have reported their statistics (within a second).
+async fn settled_snapshot(pool: &PgPool) -> anyhow::Result<super::profile::Snapshot> {
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    super::profile::Snapshot::take(pool).await
 }
 
 /// Batch enqueue: `BATCH_CALLERS` callers posting 1,000-message `POST /whatsapp/send-batch`
@@ -90,6 +103,8 @@ pub(super) async fn batch_rate(
     let body = Arc::new(serde_json::to_vec(&body)?);
     let calls = args.batch_messages.div_ceil(PER_CALL);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    super::profile::Snapshot::prepare(pool).await;
+    let before = super::profile::Snapshot::take(pool).await?;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..BATCH_CALLERS {
@@ -122,6 +137,7 @@ pub(super) async fn batch_rate(
     }
     let (latencies, errors) = gather(tasks).await?;
     let elapsed = started.elapsed();
+    let after = settled_snapshot(pool).await?;
     running.stop().await?;
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs")
         .fetch_one(pool)
@@ -139,6 +155,10 @@ batch    {} POST /whatsapp/send-batch of {PER_CALL}, {BATCH_CALLERS} callers: {r
         ms(percentile(&latencies, 99.0)),
         errors,
         stored,
+    );
+    println!(
+        "batch    {}",
+        before.per(&after, stored as usize, "message")
     );
     Ok(())
 }
@@ -208,9 +228,7 @@ pub(super) async fn drain_rate(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed();
-    // Idle backends report their statistics within a second.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let after = super::profile::Snapshot::take(pool).await?;
+    let after = settled_snapshot(pool).await?;
     running.stop().await?;
     let rate = total as f64 / elapsed.as_secs_f64();
     println!(
