@@ -76,9 +76,10 @@ pub(super) async fn enqueue_rate(
     Ok(())
 }
 
-/// A snapshot once idle backends have reported their statistics (within a second).
+/// A snapshot once idle backends have reported their statistics: a backend that went idle
+/// less than a second after its last report waits for PostgreSQL's idle interval (10 s).
 async fn settled_snapshot(pool: &PgPool) -> anyhow::Result<super::profile::Snapshot> {
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    tokio::time::sleep(Duration::from_millis(11_000)).await;
     super::profile::Snapshot::take(pool).await
 }
 
