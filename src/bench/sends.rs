@@ -15,7 +15,6 @@ pub(super) async fn enqueue_rate(
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.clients)
         .build()?;
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // Warm the connection pools before measuring.
     for _ in 0..args.clients.min(50) {
         client.get(format!("{url}/health")).send().await?;
@@ -23,30 +22,13 @@ pub(super) async fn enqueue_rate(
     super::profile::Snapshot::prepare(pool).await;
     let before = super::profile::Snapshot::take(pool).await?;
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..args.clients {
-        let (client, url, token, next) = (client.clone(), url.clone(), token.clone(), next.clone());
-        let total = args.requests;
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut errors = 0usize;
-            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
-                let t = Instant::now();
-                let res = client
-                    .post(format!("{url}/whatsapp/send"))
-                    .bearer_auth(&token)
-                    .json(&json!({"to": "0812 3456 789", "body": "Kendaraan Anda sudah selesai diservis", "delay": 86_400}))
-                    .send()
-                    .await;
-                match res {
-                    Ok(r) if r.status() == 202 => latencies.push(t.elapsed()),
-                    _ => errors += 1,
-                }
-            }
-            (latencies, errors)
-        }));
-    }
-    let (latencies, errors) = gather(tasks).await?;
+    let send = move || {
+        client
+            .post(format!("{url}/whatsapp/send"))
+            .bearer_auth(&token)
+            .json(&json!({"to": "0812 3456 789", "body": "Kendaraan Anda sudah selesai diservis", "delay": 86_400}))
+    };
+    let (latencies, errors) = drive(args.clients, args.requests, send).await?;
     let elapsed = started.elapsed();
     let after = settled_snapshot(pool).await?;
     running.stop().await?;
@@ -103,40 +85,17 @@ pub(super) async fn batch_rate(
         .collect::<Vec<_>>()});
     let body = Arc::new(serde_json::to_vec(&body)?);
     let calls = args.batch_messages.div_ceil(PER_CALL);
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     super::profile::Snapshot::prepare(pool).await;
     let before = super::profile::Snapshot::take(pool).await?;
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..BATCH_CALLERS {
-        let (client, url, token, next, body) = (
-            client.clone(),
-            url.clone(),
-            token.clone(),
-            next.clone(),
-            body.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut errors = 0usize;
-            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < calls {
-                let t = Instant::now();
-                let res = client
-                    .post(format!("{url}/whatsapp/send-batch"))
-                    .bearer_auth(&token)
-                    .header("Content-Type", "application/json")
-                    .body(body.as_ref().clone())
-                    .send()
-                    .await;
-                match res {
-                    Ok(r) if r.status() == 202 => latencies.push(t.elapsed()),
-                    _ => errors += 1,
-                }
-            }
-            (latencies, errors)
-        }));
-    }
-    let (latencies, errors) = gather(tasks).await?;
+    let send = move || {
+        client
+            .post(format!("{url}/whatsapp/send-batch"))
+            .bearer_auth(&token)
+            .header("Content-Type", "application/json")
+            .body(body.as_ref().clone())
+    };
+    let (latencies, errors) = drive(BATCH_CALLERS, calls, send).await?;
     let elapsed = started.elapsed();
     let after = settled_snapshot(pool).await?;
     running.stop().await?;
@@ -164,10 +123,33 @@ batch    {} POST /whatsapp/send-batch of {PER_CALL}, {BATCH_CALLERS} callers: {r
     Ok(())
 }
 
-/// The clients' latencies (sorted) and error count.
-async fn gather(
-    tasks: Vec<tokio::task::JoinHandle<(Vec<Duration>, usize)>>,
-) -> anyhow::Result<(Vec<Duration>, usize)> {
+/// `callers` concurrent tasks sending what `request` builds until `total` were sent: the
+/// latencies of the `202`s (sorted) and how many were not.
+async fn drive<F>(
+    callers: usize,
+    total: usize,
+    request: F,
+) -> anyhow::Result<(Vec<Duration>, usize)>
+where
+    F: Fn() -> reqwest::RequestBuilder + Clone + Send + 'static,
+{
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..callers {
+        let (request, next) = (request.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0usize;
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
+                let t = Instant::now();
+                match request().send().await {
+                    Ok(r) if r.status() == 202 => latencies.push(t.elapsed()),
+                    _ => errors += 1,
+                }
+            }
+            (latencies, errors)
+        }));
+    }
     let mut latencies = Vec::new();
     let mut errors = 0;
     for t in tasks {

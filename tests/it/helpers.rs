@@ -573,3 +573,24 @@ pub fn id_of(body: &Value) -> String {
         .unwrap_or_else(|| panic!("no id in {body}"))
         .to_owned()
 }
+
+/// Holds the first write to `table` after its statement for `secs` before it commits (as a slow
+/// WAL flush would); later writes pass at once. The table `slept` notes that it happened.
+pub async fn hold_first_write(pool: &PgPool, table: &str, secs: f64) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE slept (x int);
+         CREATE FUNCTION slow_once() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF NOT EXISTS (SELECT 1 FROM slept) THEN
+             INSERT INTO slept VALUES (1);
+             PERFORM pg_sleep({secs});
+           END IF;
+           RETURN NULL;
+         END $$;
+         CREATE TRIGGER slow_once AFTER INSERT OR UPDATE ON {table}
+           FOR EACH STATEMENT EXECUTE FUNCTION slow_once();"
+    )))
+    .execute(pool)
+    .await
+    .unwrap();
+}

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use wiremock::{Mock, Request, Respond, ResponseTemplate, matchers};
 
 use crate::{
-    helpers::{Options, RealProcess, TestApp, id_of, ops_token},
+    helpers::{Options, RealProcess, TestApp, hold_first_write, id_of, ops_token},
     queue::finished_jobs_of_unfinished_messages,
 };
 
@@ -781,22 +781,7 @@ async fn two_groups_claimed_together_send_to_one_number_once() {
         assert_eq!(status, 202);
         ids.push(id_of(&body).parse::<uuid::Uuid>().unwrap());
     }
-    sqlx::raw_sql(
-        "CREATE TABLE slept (x int);
-         CREATE FUNCTION slow_once() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-           IF NOT EXISTS (SELECT 1 FROM slept) THEN
-             INSERT INTO slept VALUES (1);
-             PERFORM pg_sleep(0.5);
-           END IF;
-           RETURN NULL;
-         END $$;
-         CREATE TRIGGER slow_once AFTER INSERT OR UPDATE ON recipient_sends
-           FOR EACH STATEMENT EXECUTE FUNCTION slow_once();",
-    )
-    .execute(&app.db.pool)
-    .await
-    .unwrap();
+    hold_first_write(&app.db.pool, "recipient_sends", 0.5).await;
     let rules = ClaimRules {
         take_interrupted: false,
         in_window: true,

@@ -6,7 +6,7 @@ use std::{
 use serde_json::json;
 use wiremock::{Mock, Request, Respond, ResponseTemplate, matchers};
 
-use crate::helpers::{Options, TestApp, id_of};
+use crate::helpers::{Options, TestApp, hold_first_write, id_of};
 
 /// Answers `success: true` and notes when each call arrived.
 struct Clocked(Arc<Mutex<Vec<Instant>>>);
@@ -115,22 +115,7 @@ async fn a_slow_reservation_reply_does_not_bunch_the_slots() {
         ..Default::default()
     })
     .await;
-    sqlx::raw_sql(
-        "CREATE TABLE slept (x int);
-         CREATE FUNCTION slow_once() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-           IF NOT EXISTS (SELECT 1 FROM slept) THEN
-             INSERT INTO slept VALUES (1);
-             PERFORM pg_sleep(0.3);
-           END IF;
-           RETURN NEW;
-         END $$;
-         CREATE TRIGGER slow_once AFTER UPDATE ON sender_state
-           FOR EACH ROW EXECUTE FUNCTION slow_once();",
-    )
-    .execute(&app.db.pool)
-    .await
-    .unwrap();
+    hold_first_write(&app.db.pool, "sender_state", 0.3).await;
     for i in 0..6 {
         let (status, _) = app
             .send(json!({"to": "0812345678", "body": format!("s{i}")}))
