@@ -256,8 +256,15 @@ pub async fn start(
         // Read before the first claim: no send goes out under a policy not yet known.
         policy.refresh().await?;
         policy.spawn_refresher(shutdown.clone());
-        let ctx =
-            crate::worker::send_context(pool.clone(), &workers, &config, gateway, pauses, policy);
+        let ctx = crate::messages::context::SendContext::new(
+            pool.clone(),
+            workers.pool.clone(),
+            &config,
+            gateway,
+            pauses,
+            policy,
+            workers.process.clone(),
+        );
         let scheduler = Arc::new(crate::reminders::schedule::SchedulerContext {
             pool: pool.clone(),
             config: config.clone(),

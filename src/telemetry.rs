@@ -54,8 +54,8 @@ fn zero_series() {
         metrics::counter!("bengkel_fanout_runs_total", "trigger" => trigger).increment(0);
     }
     metrics::counter!("bengkel_fanout_reminders_queued_total").increment(0);
-    for reason in crate::policy::HELD_REASONS {
-        metrics::counter!("bengkel_sends_held_total", "reason" => reason).increment(0);
+    for reason in crate::policy::HoldReason::ALL {
+        metrics::counter!("bengkel_sends_held_total", "reason" => reason.as_str()).increment(0);
     }
     metrics::gauge!("bengkel_send_rate_effective").set(0.0);
     metrics::gauge!("bengkel_circuit_open").set(0.0);

@@ -10,62 +10,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::Config,
-    db::batch::Batcher,
-    gateway::StarSender,
-    messages::{
-        decide::RetryPolicy,
-        job::{self, SendContext},
-        repo,
-    },
-    policy::Policy,
-    queue::{self, pause::Pauses},
+    messages::{context::SendContext, job},
+    queue,
     reminders::schedule::SchedulerContext,
 };
 
 /// How long shutdown waits for in-flight sends (longer than one gateway timeout).
 pub fn shutdown_grace(config: &Config) -> Duration {
     config.starsender_timeout + Duration::from_secs(5)
-}
-
-/// A `Retry-After` longer than this is cut to it.
-const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
-
-pub fn send_context(
-    pool: sqlx::PgPool,
-    workers: &queue::Workers,
-    config: &Config,
-    gateway: StarSender,
-    pauses: Pauses,
-    policy: Policy,
-) -> Arc<SendContext> {
-    let retry_ambiguous = config.send_retry_ambiguous;
-    let claim_pool = workers.pool.clone();
-    let claim_policy = policy.clone();
-    let claims = Batcher::spawn(2, 256, move |batch: Arc<Vec<repo::Claim>>| {
-        let pool = claim_pool.clone();
-        // The policy as it stands now, for the whole group.
-        let rules = claim_policy.claim_rules(retry_ambiguous, chrono::Utc::now());
-        async move { repo::claim_batch(&pool, &batch, rules).await }
-    });
-    let outcome_pool = pool.clone();
-    let outcomes = Batcher::spawn(3, 500, move |batch: Arc<Vec<repo::Recorded>>| {
-        let pool = outcome_pool.clone();
-        async move { repo::record_batch(&pool, &batch).await }
-    });
-    Arc::new(SendContext {
-        claims,
-        outcomes,
-        pool,
-        gateway,
-        policy,
-        retry: RetryPolicy {
-            backoff: config.backoff(),
-            retry_ambiguous: config.send_retry_ambiguous,
-            retry_after_cap: RETRY_AFTER_CAP,
-        },
-        pauses,
-        process: workers.process.clone(),
-    })
 }
 
 const SLOTS_PER_WORKER: usize = 8;
@@ -84,9 +36,10 @@ pub async fn run(
     workers: queue::Workers,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    // An apalis worker fetches, dispatches and acknowledges in one loop, and stops dispatching
-    // while it writes acknowledgements: several workers of up to SLOTS_PER_WORKER slots each
-    // keep those round trips overlapping. They share the process' limiter through `ctx`.
+    // Several workers of up to SLOTS_PER_WORKER slots each rather than one with all of them:
+    // each worker's fetch is one round trip that hands out at most its slots, so several keep
+    // fetches overlapping, and a worker whose stream fails (a database outage) restarts
+    // without stopping the others. They share the process' limiter through `ctx`.
     let (count, slots) = split_slots(config.worker_concurrency);
     let send_workers = workers.clone();
     let monitor = Monitor::new()

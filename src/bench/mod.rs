@@ -28,7 +28,7 @@ use crate::{
     app::{self, Database, ProcessRole},
     config::{Config, Secret},
     http::auth::{JwtKeys, Role},
-    messages::{Kind, phone::PhoneNumber, repo, request::NewMessage},
+    messages::{Kind, phone::PhoneNumber, request::NewMessage, store},
 };
 
 #[derive(Debug, clap::Args)]
@@ -277,7 +277,9 @@ async fn queue_sends(pool: &PgPool, n: usize, prefix: &str) -> anyhow::Result<()
             ));
         }
         let mut tx = pool.begin().await?;
-        repo::store_batch(&mut tx, &batch, "bench", 8).await?;
+        let items: Vec<store::Item<'_>> =
+            batch.iter().map(|m| store::Item::new(m, "bench")).collect();
+        store::store(&mut tx, &items, None, 8).await?;
         tx.commit().await?;
     }
     Ok(())

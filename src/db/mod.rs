@@ -1,7 +1,7 @@
 //! The database: connecting, migrating (ours and apalis'), and the embedded default cluster.
 
-pub mod batch;
 pub mod embedded;
+pub mod group_commit;
 
 use std::time::Duration;
 

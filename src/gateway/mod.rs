@@ -83,11 +83,30 @@ impl Outcome {
             | Outcome::Ambiguous { class, .. } => *class,
         }
     }
+
+    /// Why it was not sent (`None` when it was).
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Outcome::Sent { .. } => None,
+            Outcome::Retryable { error, .. }
+            | Outcome::Permanent { error, .. }
+            | Outcome::Ambiguous { error, .. } => Some(error),
+        }
+    }
+
+    /// What the gateway answered, as it answered (kept on the message).
+    pub fn into_response(self) -> Option<Value> {
+        match self {
+            Outcome::Sent { response } => Some(response),
+            Outcome::Retryable { response, .. } | Outcome::Permanent { response, .. } => response,
+            Outcome::Ambiguous { .. } => None,
+        }
+    }
 }
 
 /// The JSON body StarSender expects. `file` only with `messageType: media`.
 #[derive(Debug, Serialize)]
-pub struct SendRequest<'a> {
+pub struct StarSenderBody<'a> {
     #[serde(rename = "messageType")]
     pub message_type: &'static str,
     pub to: &'a str,
@@ -96,7 +115,7 @@ pub struct SendRequest<'a> {
     pub file: Option<&'a str>,
 }
 
-impl<'a> SendRequest<'a> {
+impl<'a> StarSenderBody<'a> {
     pub fn new(to: &'a str, body: &'a str, file: Option<&'a str>) -> Self {
         Self {
             message_type: if file.is_some() { "media" } else { "text" },
@@ -147,7 +166,7 @@ impl StarSender {
     }
 
     /// One call; never panics, every failure becomes an [`Outcome`].
-    pub async fn send(&self, request: &SendRequest<'_>) -> Outcome {
+    pub async fn send(&self, request: &StarSenderBody<'_>) -> Outcome {
         let started = Instant::now();
         let result = self
             .http
@@ -417,13 +436,14 @@ mod tests {
 
     #[test]
     fn request_body_has_media_only_with_a_file() {
-        let text = serde_json::to_value(SendRequest::new("62812", "hi", None)).unwrap();
+        let text = serde_json::to_value(StarSenderBody::new("62812", "hi", None)).unwrap();
         assert_eq!(
             text,
             serde_json::json!({"messageType":"text","to":"62812","body":"hi"})
         );
         let media =
-            serde_json::to_value(SendRequest::new("62812", "hi", Some("https://x/y.pdf"))).unwrap();
+            serde_json::to_value(StarSenderBody::new("62812", "hi", Some("https://x/y.pdf")))
+                .unwrap();
         assert_eq!(media["messageType"], "media");
         assert_eq!(media["file"], "https://x/y.pdf");
     }

@@ -88,7 +88,7 @@ use crate::state::AppState;
         crate::suppressions::routes::add,
         crate::suppressions::routes::list,
         crate::suppressions::routes::remove,
-        crate::messages::batch::send_batch,
+        crate::messages::send_batch::send_batch,
         crate::templates::routes::list,
         crate::templates::routes::one,
         crate::templates::routes::save,

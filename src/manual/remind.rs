@@ -10,7 +10,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::{
-    messages::{Kind, phone::PhoneNumber, repo, request::NewMessage},
+    messages::{Kind, phone::PhoneNumber, request::NewMessage, store},
     reminders::{
         calendar::{self, DaysBefore},
         fanout::{MAX_DETAILS, PAGE, final_outcomes, wait_settled},
@@ -171,7 +171,7 @@ async fn queue(
         .map(|(_, m, id)| (*id, m.clone()))
         .unzip();
     if !new_ids.is_empty() {
-        repo::store_batch_with_ids(conn, &new_ids, &new_messages, "manual", max_attempts).await?;
+        store::store_followed(conn, &new_ids, &new_messages, "manual", max_attempts).await?;
     }
     Ok(inserted)
 }

@@ -26,12 +26,7 @@ use crate::{
             Unavailable,
         },
     },
-    messages::{
-        Accepted, Kind,
-        phone::PhoneNumber,
-        repo::{self as messages_repo, Origin, Stored},
-        request::NewMessage,
-    },
+    messages::{Accepted, Kind, phone::PhoneNumber, request::NewMessage, store},
     reminders::{
         business_date,
         calendar::DaysBefore,
@@ -578,29 +573,20 @@ pub async fn send_custom_message(
 ) -> AppResult<Reply<CustomAccepted>> {
     let (to, text) = custom(&body).map_err(AppError::Validation)?;
     let message = NewMessage::internal(Kind::Manual, to, text.clone(), None);
-    let origin = Origin {
-        created_by: &caller.sub,
-        idempotency_key: None,
-    };
-    let Stored::Created(stored) = messages_repo::store(
+    let stored = store::store_one(
         &state.pool,
         &message,
-        origin,
+        &caller.sub,
         state.config.send_max_attempts,
     )
-    .await?
-    else {
-        return Err(AppError::Internal(anyhow::anyhow!(
-            "a message without a key was not stored"
-        )));
-    };
+    .await?;
     Ok(Reply::accepted(
         CustomAccepted {
             no_hp: stored.to.clone(),
-            accepted: Accepted::from(&stored),
+            accepted: stored.clone(),
             message: text,
         },
-        if stored.job_id.is_none() {
+        if stored.status == crate::messages::Status::Cancelled {
             "Not sent: the recipient opted out"
         } else {
             "Message queued"

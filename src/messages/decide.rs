@@ -7,10 +7,17 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use uuid::Uuid;
+
+use super::Status;
 use crate::{
     gateway::{Class, Outcome},
-    queue::backoff::Backoff,
+    policy::HoldReason,
+    queue::{self, Verdict, backoff::Backoff},
 };
+
+/// A `Retry-After` longer than this is cut to it.
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
 
 /// How retries are spaced.
 #[derive(Debug, Clone, Copy)]
@@ -47,23 +54,155 @@ pub enum Decision {
     /// slows down and holds every call), a 401/403 (the send queue pauses).
     Snooze {
         until: DateTime<Utc>,
-        reason: String,
+        reason: HoldReason,
     },
+}
+
+/// The `bengkel_sends_total` outcome of an attempt (`message_attempts.outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendOutcome {
+    Sent,
+    Retry,
+    Ambiguous,
+    Failed,
+    /// Held by the policy after the call (429, 401): no attempt spent, not counted as a send.
+    Snoozed,
+}
+
+impl SendOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SendOutcome::Sent => "sent",
+            SendOutcome::Retry => "retry",
+            SendOutcome::Ambiguous => "ambiguous",
+            SendOutcome::Failed => "failed",
+            SendOutcome::Snoozed => "snoozed",
+        }
+    }
+
+    /// Counts one send in `bengkel_sends_total` (a snooze is not one).
+    pub fn count(self) {
+        if self != SendOutcome::Snoozed {
+            metrics::counter!("bengkel_sends_total", "outcome" => self.as_str()).increment(1);
+        }
+    }
+}
+
+/// What an attempt ran into (`message_attempts.class`): the gateway's answer, or an attempt cut
+/// off during its call (the process died) found by a later run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptClass {
+    Gateway(Class),
+    Interrupted,
+}
+
+impl AttemptClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptClass::Gateway(class) => class.as_str(),
+            AttemptClass::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// One attempt of a message and its new status, as `record` writes it.
+#[derive(Debug, Clone)]
+pub struct Attempted {
+    pub message_id: Uuid,
+    pub attempt: i32,
+    pub started_at: DateTime<Utc>,
+    pub outcome: SendOutcome,
+    pub class: AttemptClass,
+    pub error: Option<String>,
+    /// The message's new status: `sent`, `retrying`, `failed`, or back to `queued`/`retrying`
+    /// after a held call.
+    pub status: Status,
+    /// For `retrying`: when the job runs again.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// A call the policy does not count (429, 401): held until then, for this reason; the
+    /// message goes back to `status` with one attempt fewer.
+    pub held: Option<(DateTime<Utc>, HoldReason)>,
+    pub response: Option<serde_json::Value>,
 }
 
 impl Decision {
     /// The `bengkel_sends_total` outcome.
-    pub fn metric(&self) -> &'static str {
+    pub fn outcome(&self) -> SendOutcome {
         match self {
-            Decision::Sent => "sent",
+            Decision::Sent => SendOutcome::Sent,
             Decision::RetryAt {
                 ambiguous: false, ..
-            } => "retry",
+            } => SendOutcome::Retry,
             Decision::RetryAt {
                 ambiguous: true, ..
-            } => "ambiguous",
-            Decision::Fail { .. } => "failed",
-            Decision::Snooze { .. } => "snoozed",
+            } => SendOutcome::Ambiguous,
+            Decision::Fail { .. } => SendOutcome::Failed,
+            Decision::Snooze { .. } => SendOutcome::Snoozed,
+        }
+    }
+
+    /// The job's side: a snooze spends no attempt (the run's fetched count stays).
+    pub fn verdict(&self, attempts: i32) -> Verdict {
+        match self {
+            Decision::Sent => Verdict::Complete { attempts },
+            Decision::RetryAt { at, error, .. } => queue::retry_at(*at, attempts, error.clone()),
+            Decision::Fail { reason } => Verdict::Fail {
+                attempts,
+                reason: reason.clone(),
+            },
+            Decision::Snooze { until, reason } => queue::snooze(*until, reason.as_str()),
+        }
+    }
+
+    /// The message's side: attempt `attempt` (started at `started_at`) and its new status.
+    pub fn attempt(
+        &self,
+        message_id: Uuid,
+        attempt: i32,
+        started_at: DateTime<Utc>,
+        class: AttemptClass,
+        response: Option<serde_json::Value>,
+    ) -> Attempted {
+        Attempted {
+            message_id,
+            attempt,
+            started_at,
+            outcome: self.outcome(),
+            class,
+            error: match self {
+                Decision::RetryAt { error, .. } => Some(error.clone()),
+                Decision::Fail { reason } => Some(reason.clone()),
+                Decision::Snooze { reason, .. } => Some(format!("held: {}", reason.as_str())),
+                Decision::Sent => None,
+            },
+            status: match self {
+                Decision::Sent => Status::Sent,
+                Decision::RetryAt { .. } => Status::Retrying,
+                // back to where it was: this call spent no attempt
+                Decision::Snooze { .. } if attempt > 1 => Status::Retrying,
+                Decision::Snooze { .. } => Status::Queued,
+                Decision::Fail { .. } => Status::Failed,
+            },
+            next_attempt_at: match self {
+                Decision::RetryAt { at, .. } => Some(*at),
+                _ => None,
+            },
+            held: match self {
+                Decision::Snooze { until, reason } => Some((*until, *reason)),
+                _ => None,
+            },
+            response,
+        }
+    }
+
+    /// The gateway's hold after a 429 (or 503 with `Retry-After`): until when.
+    pub fn retry_after_until(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Decision::Snooze {
+                until,
+                reason: HoldReason::RetryAfter,
+            } => Some(*until),
+            _ => None,
         }
     }
 }
@@ -89,10 +228,10 @@ pub fn decide(
         }
         now + chrono::Duration::from_std(wait).unwrap_or_default()
     };
-    let snooze = |after: Duration, reason: &str| Decision::Snooze {
+    let snooze = |after: Duration, reason: HoldReason| Decision::Snooze {
         until: now
             + chrono::Duration::from_std(after.min(policy.retry_after_cap)).unwrap_or_default(),
-        reason: reason.into(),
+        reason,
     };
     match outcome {
         Outcome::Sent { .. } => Decision::Sent,
@@ -103,18 +242,18 @@ pub fn decide(
             retry_after,
             ..
         } => match retry_after {
-            Some(after) => snooze(*after, "retry_after"),
-            None => snooze(policy.throttled_min_wait(), "rate_limit"),
+            Some(after) => snooze(*after, HoldReason::RetryAfter),
+            None => snooze(policy.throttled_min_wait(), HoldReason::RateLimit),
         },
         Outcome::Retryable {
             class: Class::ServerError,
             retry_after: Some(after),
             ..
-        } => snooze(*after, "retry_after"),
+        } => snooze(*after, HoldReason::RetryAfter),
         Outcome::Permanent {
             class: Class::Unauthorized,
             ..
-        } => snooze(Duration::ZERO, "paused"),
+        } => snooze(Duration::ZERO, HoldReason::Paused),
         Outcome::Retryable {
             class,
             error,
@@ -206,13 +345,13 @@ mod tests {
         for class in [Class::SuccessFalse, Class::Connect] {
             let d = decide(&retryable(class, None), 1, 8, &policy(), now(), 1.0);
             assert_eq!(wait_of(&d), 10, "{class:?}");
-            assert_eq!(d.metric(), "retry");
+            assert_eq!(d.outcome().as_str(), "retry");
         }
     }
 
     fn snoozed(d: &Decision) -> (i64, &str) {
         match d {
-            Decision::Snooze { until, reason } => ((*until - now()).num_seconds(), reason),
+            Decision::Snooze { until, reason } => ((*until - now()).num_seconds(), reason.as_str()),
             other => panic!("not a snooze: {other:?}"),
         }
     }
@@ -278,7 +417,7 @@ mod tests {
             error: "no answer".into(),
         };
         let d = decide(&timeout, 1, 8, &policy(), now(), 0.0);
-        assert_eq!(d.metric(), "ambiguous");
+        assert_eq!(d.outcome().as_str(), "ambiguous");
         assert_eq!(wait_of(&d), 30);
         let strict = RetryPolicy {
             retry_ambiguous: false,

@@ -1,5 +1,5 @@
 //! Group commit of single sends (README "Bulk sending"): `POST /whatsapp/send` calls that
-//! arrive together are written by one statement and one commit (`repo::store_group`), each
+//! arrive together are written by one statement and one commit ([`store_group`]), each
 //! caller answered with its own result once its group committed. When idle a request is written
 //! at once, alone.
 
@@ -7,8 +7,11 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 
-use super::repo::{self, Enqueue, Stored};
-use crate::{db::batch::Batcher, error::AppError};
+use super::{
+    request::NewMessage,
+    store::{self, Item, Stored},
+};
+use crate::{db::group_commit::GroupCommit, error::AppError};
 
 /// Requests written together at most.
 pub const MAX_GROUP: usize = 64;
@@ -33,7 +36,37 @@ impl From<Failed> for AppError {
     }
 }
 
-pub type Enqueuer = Batcher<Enqueue, Result<Stored, Failed>>;
+/// One `POST /whatsapp/send` (or query-string send) to store, with its idempotency origin.
+#[derive(Debug, Clone)]
+pub struct Enqueue {
+    pub new: NewMessage,
+    pub created_by: String,
+    pub idempotency_key: Option<String>,
+}
+
+/// Stores a group of single sends with one statement and one commit; answers in order (a key
+/// used by an earlier request of the same group is a replay or a conflict, as it would be
+/// after that request's own commit).
+pub async fn store_group(
+    pool: &PgPool,
+    group: &[Enqueue],
+    max_attempts: u32,
+) -> sqlx::Result<Vec<Stored>> {
+    let items: Vec<Item<'_>> = group
+        .iter()
+        .map(|e| Item {
+            idempotency_key: e.idempotency_key.as_deref(),
+            ..Item::new(&e.new, &e.created_by)
+        })
+        .collect();
+    let mut tx = pool.begin().await?;
+    let stored = store::store(&mut tx, &items, None, max_attempts).await?;
+    tx.commit().await?;
+    metrics::histogram!("bengkel_enqueue_group_size").record(group.len() as f64);
+    Ok(stored)
+}
+
+pub type Enqueuer = GroupCommit<Enqueue, Result<Stored, Failed>>;
 
 /// The process' group writer.
 ///
@@ -43,10 +76,10 @@ pub type Enqueuer = Batcher<Enqueue, Result<Stored, Failed>>;
 /// Any other failure (one request the database refuses) is retried by the batcher request by
 /// request, so that it does not fail the others: nothing was committed.
 pub fn spawn(pool: PgPool, max_attempts: u32) -> Enqueuer {
-    Batcher::spawn(WRITERS, MAX_GROUP, move |group: Arc<Vec<Enqueue>>| {
+    GroupCommit::spawn(WRITERS, MAX_GROUP, move |group: Arc<Vec<Enqueue>>| {
         let pool = pool.clone();
         async move {
-            match repo::store_group(&pool, &group, max_attempts).await {
+            match store_group(&pool, &group, max_attempts).await {
                 Ok(stored) => Ok(stored.into_iter().map(Ok).collect()),
                 Err(e) if crate::db::is_transient(&e) => {
                     let failed = Failed {

@@ -1,17 +1,24 @@
 //! WhatsApp messages: validated here, stored with their send job, sent by the worker.
 //!
-//! Follow the names: [`request`] validates, [`repo`] stores (message + job in one transaction),
-//! [`job`] is the worker that throttles, calls the gateway and records the outcome,
-//! [`routes`] is the HTTP surface.
+//! Follow the names: [`request`] validates, [`store`] stores (message + job in one statement),
+//! [`job`] runs a send — [`claim`], the gateway call, [`decide`], [`record`] — with the
+//! [`context`] its process built; [`withdraw`] cancels, expires and requeues, [`read`] reads,
+//! [`routes`] and [`send_batch`] are the HTTP surface.
 
-pub mod batch;
+pub mod claim;
+pub mod context;
 pub mod decide;
 pub mod enqueue;
 pub mod job;
 pub mod phone;
-pub mod repo;
+pub mod read;
+pub mod record;
 pub mod request;
 pub mod routes;
+pub mod send_batch;
+pub mod send_batches;
+pub mod store;
+pub mod withdraw;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -102,6 +109,27 @@ pub struct Change {
 }
 
 impl Change {
+    pub fn new(message_id: Uuid, status: Status, error: Option<String>) -> Self {
+        Self {
+            message_id,
+            status,
+            error,
+            kind: None,
+        }
+    }
+
+    /// A message of `kind` cancelled because its number opted out.
+    pub fn opted_out(message_id: Uuid, kind: Kind) -> Self {
+        Self {
+            kind: Some(kind),
+            ..Self::new(
+                message_id,
+                Status::Cancelled,
+                Some(crate::suppressions::RECIPIENT_OPTED_OUT.to_owned()),
+            )
+        }
+    }
+
     /// Whether a follower of messages of `kind` may have a row for this one.
     pub fn may_be(&self, kind: Kind) -> bool {
         self.kind.is_none_or(|k| k == kind)
@@ -176,11 +204,12 @@ pub struct Attempt {
 }
 
 /// What a `202` answers with (README "Sending").
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Accepted {
     pub id: Uuid,
     pub status: Status,
     pub kind: Kind,
+    #[sqlx(rename = "to_phone")]
     pub to: String,
     pub run_at: DateTime<Utc>,
     /// The message's `last_error`. A new message has one only when it will not be sent:
@@ -188,17 +217,4 @@ pub struct Accepted {
     /// `cancelled`; README "Opt-out"). An `Idempotency-Key` replay shows the current one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
-}
-
-impl From<&Message> for Accepted {
-    fn from(m: &Message) -> Self {
-        Self {
-            id: m.id,
-            status: m.status,
-            kind: m.kind,
-            to: m.to.clone(),
-            run_at: m.run_at,
-            last_error: m.last_error.clone(),
-        }
-    }
 }

@@ -11,14 +11,17 @@ use uuid::Uuid;
 
 use super::{
     Accepted, Attempt, Kind, Message, Status,
+    enqueue::Enqueue,
     phone::PhoneNumber,
-    repo::{self, Cancelled, ListFilter, Stored},
+    read::{self, ListFilter, Owner},
     request::{self, NewMessage},
+    store::Stored,
+    withdraw::{self, Cancelled},
 };
 use crate::{
     error::{AppError, AppResult},
     http::{
-        auth::{Caller, SendCaller},
+        auth::{Caller, Role, SendCaller},
         envelope::{Envelope, Reply},
         extract::{JsonObject, Path, QueryPairs},
         responses::{
@@ -32,7 +35,7 @@ use crate::{
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/whatsapp/send", post(send))
-        .route("/whatsapp/send-batch", post(super::batch::send_batch))
+        .route("/whatsapp/send-batch", post(super::send_batch::send_batch))
         .route("/whatsapp/send-simple", post(send_simple))
         .route("/whatsapp/send-with-file", post(send_with_file))
         .route("/whatsapp/send-scheduled", post(send_scheduled))
@@ -101,7 +104,7 @@ async fn enqueue(
     let key = idempotency_key(headers)?;
     let stored = state
         .enqueuer
-        .submit(repo::Enqueue {
+        .submit(Enqueue {
             new,
             created_by: scope.to_owned(),
             idempotency_key: key,
@@ -117,13 +120,10 @@ async fn enqueue(
             } else {
                 "Message queued"
             };
-            Ok(Reply::accepted(Accepted::from(&m), message))
+            Ok(Reply::accepted(m, message))
         }
         Stored::Replayed(m) => Ok(Reply::ok(
-            Accepted {
-                status: m.status,
-                ..Accepted::from(&m)
-            },
+            m,
             "Idempotency-Key replay: this request was already accepted",
         )),
         Stored::KeyConflict => Err(AppError::Conflict(
@@ -293,16 +293,16 @@ pub struct History {
     security(("bearer" = [])))]
 pub async fn detail(
     State(state): State<AppState>,
-    _: Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> AppResult<Reply<MessageDetail>> {
     let id = message_id(&id)?;
     let mut conn = state.pool.acquire().await?;
-    let message = repo::find(&mut conn, id)
+    let message = read::find(&mut conn, id, owner(&caller))
         .await?
         .ok_or_else(|| AppError::NotFound(format!("message {id} not found")))?;
     drop(conn);
-    let attempts = repo::attempts(&state.pool, id).await?;
+    let attempts = read::attempts(&state.pool, id).await?;
     let history = History {
         created_at: message.created_at,
         first_attempt_at: attempts.first().map(|a| a.started_at),
@@ -336,7 +336,7 @@ pub struct MessagePage {
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
-    _: Caller,
+    caller: Caller,
     q: QueryPairs,
 ) -> AppResult<Reply<MessagePage>> {
     let mut errors = Vec::new();
@@ -380,7 +380,7 @@ pub async fn list(
     if !errors.is_empty() {
         return Err(AppError::Validation(errors));
     }
-    let items = repo::list(
+    let items = read::list(
         &state.pool,
         &ListFilter {
             status,
@@ -389,6 +389,7 @@ pub async fn list(
             batch,
             before,
             limit,
+            owner: owner(&caller),
         },
     )
     .await?;
@@ -411,11 +412,11 @@ pub async fn list(
     security(("bearer" = [])))]
 pub async fn cancel(
     State(state): State<AppState>,
-    _: Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> AppResult<Reply<Message>> {
     let id = message_id(&id)?;
-    match repo::cancel(&state.pool, id).await? {
+    match withdraw::cancel(&state.pool, id, owner(&caller)).await? {
         Cancelled::Done(m) => Ok(Reply::ok(*m, "Message cancelled")),
         Cancelled::NotFound => Err(AppError::NotFound(format!("message {id} not found"))),
         Cancelled::TooLate(status) => Err(AppError::Conflict(format!(
@@ -423,4 +424,10 @@ pub async fn cancel(
             status.as_str()
         ))),
     }
+}
+
+/// A client sees (and cancels) only the messages its token's `sub` created; ops sees all
+/// (README "Callers see their own messages").
+fn owner(caller: &Caller) -> Owner<'_> {
+    (caller.role != Role::Ops).then_some(caller.sub.as_str())
 }

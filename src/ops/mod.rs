@@ -2,7 +2,7 @@
 //! send job changes its message (and reminder) in the same transaction. [`routes`] is the HTTP
 //! surface (role `ops`), [`retention`] the hourly clean-up. The job rows themselves are changed
 //! by the queue's verbs (`queue::requeue`, `cancel_waiting`, `purge`), the messages by
-//! `messages::repo`.
+//! `messages::withdraw`.
 
 pub mod retention;
 pub mod routes;
@@ -249,7 +249,7 @@ pub async fn requeue(pool: &PgPool, id: &str) -> sqlx::Result<Changed> {
         )));
     }
     let jobs = queue::requeue(&mut tx, queue::Requeue::One(id)).await?;
-    messages::repo::requeued(&mut tx, &jobs).await?;
+    messages::withdraw::requeued(&mut tx, &jobs).await?;
     let job = job(&mut tx, id).await?;
     tx.commit().await?;
     Ok(job.map_or(Changed::NotFound, |j| Changed::Done(Box::new(j))))
@@ -278,7 +278,7 @@ pub async fn requeue_many(pool: &PgPool, b: &BulkRequeue) -> sqlx::Result<i64> {
         },
     )
     .await?;
-    messages::repo::requeued(&mut tx, &jobs).await?;
+    messages::withdraw::requeued(&mut tx, &jobs).await?;
     tx.commit().await?;
     Ok(jobs.len() as i64)
 }
@@ -295,7 +295,7 @@ pub async fn cancel(pool: &PgPool, id: &str) -> sqlx::Result<Changed> {
         )));
     }
     queue::cancel_waiting(&mut tx, id).await?;
-    messages::repo::cancelled_job(&mut tx, id).await?;
+    messages::withdraw::cancelled_job(&mut tx, id).await?;
     let job = job(&mut tx, id).await?;
     tx.commit().await?;
     Ok(job.map_or(Changed::NotFound, |j| Changed::Done(Box::new(j))))

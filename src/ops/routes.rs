@@ -24,7 +24,7 @@ use crate::{
             Unauthorized, Unavailable,
         },
     },
-    messages::{Message, repo},
+    messages::{Message, read},
     state::AppState,
 };
 
@@ -240,7 +240,7 @@ pub async fn job(
         .await?
         .ok_or_else(|| AppError::NotFound(format!("job {id} not found")))?;
     let message = match job.message_id {
-        Some(m) => repo::find(&mut conn, m).await?,
+        Some(m) => read::find(&mut conn, m, None).await?,
         None => None,
     };
     drop(conn);

@@ -5,7 +5,7 @@
 //! is refused by its claim instead.
 //!
 //! Passes of several processes do not collide: each takes up to [`BATCH`] messages with
-//! `SKIP LOCKED` per transaction (`messages::repo::expire_due`).
+//! `SKIP LOCKED` per transaction (`messages::withdraw::expire_due`).
 
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::messages::repo;
+use crate::messages::withdraw;
 
 pub const EVERY: Duration = Duration::from_secs(5);
 /// Messages per transaction.
@@ -31,7 +31,7 @@ pub async fn sweep(pool: &PgPool, since: DateTime<Utc>) -> sqlx::Result<u64> {
     let mut total = 0;
     loop {
         let mut tx = pool.begin().await?;
-        let batch = repo::expire_due(&mut tx, since, BATCH).await?;
+        let batch = withdraw::expire_due(&mut tx, since, BATCH).await?;
         tx.commit().await?;
         for (_, kind) in &batch.expired {
             metrics::counter!("bengkel_messages_expired_total", "kind" => kind.as_str())

@@ -3,6 +3,7 @@
 //! slot held.
 
 pub mod expiry;
+pub mod hold;
 pub mod routes;
 pub mod sender;
 pub mod settings;
@@ -29,15 +30,7 @@ const PROBE_RECHECK_SECS: i64 = 5;
 /// Every process has read a change after this (a refresh may take a moment).
 pub const FOLLOWED_WITHIN: Duration = Duration::from_millis(1_500);
 
-/// The metric reasons of `bengkel_sends_held_total`.
-pub const HELD_REASONS: [&str; 6] = [
-    "rate_limit",
-    "retry_after",
-    "circuit_open",
-    "send_window",
-    "recipient_spacing",
-    "paused",
-];
+pub use self::{hold::HoldReason, sender::Circuit};
 
 /// What this process knows of the policy, refreshed every [`REFRESH`].
 #[derive(Debug, Clone)]
@@ -55,6 +48,18 @@ pub struct Policy {
     pub tz: Tz,
 }
 
+/// The delivery policy as it stands when a group of claims is made (`messages::claim`).
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimRules {
+    /// `SEND_RETRY_AMBIGUOUS`: a message found `sending` is sent again.
+    pub take_interrupted: bool,
+    /// Whether now is inside the send window, and when it next opens.
+    pub in_window: bool,
+    pub next_opening: DateTime<Utc>,
+    /// Two calls to one number at least this far apart (0 = no spacing).
+    pub spacing_secs: u32,
+}
+
 /// Where a run stands before it claims its message (from this process' view).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Gate {
@@ -63,7 +68,7 @@ pub enum Gate {
     Probe,
     Hold {
         until: DateTime<Utc>,
-        reason: &'static str,
+        reason: HoldReason,
     },
 }
 
@@ -86,7 +91,7 @@ impl Policy {
         let sender = sender::state(&self.pool).await?;
         if let (Some(settings), Some(sender)) = (settings, sender) {
             metrics::gauge!("bengkel_send_rate_effective").set(sender.rate_effective);
-            metrics::gauge!("bengkel_circuit_open").set(if sender.circuit == "closed" {
+            metrics::gauge!("bengkel_circuit_open").set(if sender.circuit == Circuit::Closed {
                 0.0
             } else {
                 1.0
@@ -134,23 +139,25 @@ impl Policy {
         if let Some(until) = s.retry_after_until.filter(|u| *u > now) {
             return Ok(Gate::Hold {
                 until,
-                reason: "retry_after",
+                reason: HoldReason::RetryAfter,
             });
         }
         let circuit_hold = |until: Option<DateTime<Utc>>| Gate::Hold {
             until: until
                 .filter(|u| *u > now)
                 .unwrap_or(now + chrono::Duration::seconds(1)),
-            reason: "circuit_open",
+            reason: HoldReason::CircuitOpen,
         };
-        match s.circuit.as_str() {
-            "open" if s.reopen_at.is_some_and(|r| r > now) => return Ok(circuit_hold(s.reopen_at)),
-            "half_open" if s.probe_until.is_some_and(|p| p > now) => {
+        match s.circuit {
+            Circuit::Open if s.reopen_at.is_some_and(|r| r > now) => {
+                return Ok(circuit_hold(s.reopen_at));
+            }
+            Circuit::HalfOpen if s.probe_until.is_some_and(|p| p > now) => {
                 // The probe's answer may close the circuit any moment: look again soon.
                 let soon = now + chrono::Duration::seconds(PROBE_RECHECK_SECS);
                 return Ok(circuit_hold(s.probe_until.map(|p| p.min(soon))));
             }
-            "open" | "half_open" => {
+            Circuit::Open | Circuit::HalfOpen => {
                 let lease = Duration::from_secs(60);
                 if sender::try_probe(&self.pool, run_id, lease).await? {
                     let _ = self.refresh().await;
@@ -158,23 +165,19 @@ impl Policy {
                 }
                 return Ok(circuit_hold(None));
             }
-            _ => {}
+            Circuit::Closed => {}
         }
         if window_applies && !view.settings.send_window.contains(now, self.tz) {
             return Ok(Gate::Hold {
                 until: view.settings.send_window.next_opening(now, self.tz),
-                reason: "send_window",
+                reason: HoldReason::SendWindow,
             });
         }
         Ok(Gate::Go)
     }
 
     /// The rules a group of claims is made under.
-    pub fn claim_rules(
-        &self,
-        take_interrupted: bool,
-        now: DateTime<Utc>,
-    ) -> crate::messages::repo::ClaimRules {
+    pub fn claim_rules(&self, take_interrupted: bool, now: DateTime<Utc>) -> ClaimRules {
         let (window, spacing) = match self.view() {
             Some(v) => (
                 v.settings.send_window,
@@ -182,7 +185,7 @@ impl Policy {
             ),
             None => (window::SendWindow::ALWAYS, 0),
         };
-        crate::messages::repo::ClaimRules {
+        ClaimRules {
             take_interrupted,
             in_window: window.contains(now, self.tz),
             next_opening: window.next_opening(now, self.tz),
@@ -203,11 +206,10 @@ impl Policy {
 /// spacing are due again now (each is looked at again at its claim). Returns how many.
 pub async fn wake_held(pool: &PgPool) -> sqlx::Result<u64> {
     let mut conn = pool.acquire().await?;
-    crate::queue::wake(
+    let held = crate::messages::read::held_jobs(
         &mut conn,
-        "SELECT job_id FROM messages
-         WHERE held_reason IN ('send_window', 'recipient_spacing')
-           AND status IN ('queued', 'retrying') AND held_until > now()",
+        &[HoldReason::SendWindow, HoldReason::RecipientSpacing],
     )
-    .await
+    .await?;
+    crate::queue::wake(&mut conn, &held).await
 }

@@ -8,6 +8,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
+use super::HoldReason;
+use crate::gateway::{Class, Outcome};
 use crate::queue::{self, pause};
 
 /// The one sender (a StarSender device).
@@ -17,11 +19,26 @@ pub const RATE_FLOOR: f64 = 0.05;
 /// The first cool-down of an open circuit, doubled after each failed probe up to the cap.
 pub const COOLDOWN_FIRST_SECS: i32 = 30;
 pub const COOLDOWN_MAX_SECS: i32 = 600;
-/// The circuit breaker's queue hold and its pause.
-pub const HOLD_CIRCUIT: &str = "circuit_open";
-pub const HOLD_RETRY_AFTER: &str = "retry_after";
+/// The circuit breaker's queue holds (`queue_holds.reason`, the same words as the messages').
+pub const HOLD_CIRCUIT: HoldReason = HoldReason::CircuitOpen;
+pub const HOLD_RETRY_AFTER: HoldReason = HoldReason::RetryAfter;
+/// Who paused the send queue after a 401/403, and why (`GET /ops/queues`: `paused_by`,
+/// `paused_reason`).
 pub const PAUSED_BY_CIRCUIT: &str = "circuit";
 pub const UNAUTHORIZED_REASON: &str = "gateway unauthorized";
+
+/// The circuit breaker's state (`sender_state.circuit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum Circuit {
+    /// Calls go out.
+    Closed,
+    /// Calls are held for a cool-down.
+    Open,
+    /// One probe call is out; its answer closes or reopens the circuit.
+    HalfOpen,
+}
 
 /// The effective rate: the configured one, or after a 429 the halved rate growing back by 10 %
 /// of the configured rate per minute once 60 s passed without another 429. Over `s`
@@ -57,8 +74,7 @@ pub struct SenderState {
     pub burst: i32,
     /// No call goes out before this (the gateway's `Retry-After`).
     pub retry_after_until: Option<DateTime<Utc>>,
-    /// `closed`, `open` or `half_open`.
-    pub circuit: String,
+    pub circuit: Circuit,
     pub consecutive_failures: i32,
     pub opened_at: Option<DateTime<Utc>>,
     /// When an open circuit lets its probe call through.
@@ -186,7 +202,7 @@ pub async fn rate_limited(
     .execute(&mut *tx)
     .await?;
     if let Some(until) = until {
-        pause::hold(&mut tx, queue::SEND_QUEUE, HOLD_RETRY_AFTER, until).await?;
+        pause::hold(&mut tx, queue::SEND_QUEUE, HOLD_RETRY_AFTER.as_str(), until).await?;
     }
     tx.commit().await
 }
@@ -228,7 +244,7 @@ pub async fn failed(pool: &PgPool, error: &str) -> sqlx::Result<()> {
     .await?;
     if let Some(Some(until)) = reopen {
         tracing::warn!(%until, "gateway circuit open: {error}");
-        pause::hold(&mut tx, queue::SEND_QUEUE, HOLD_CIRCUIT, until).await?;
+        pause::hold(&mut tx, queue::SEND_QUEUE, HOLD_CIRCUIT.as_str(), until).await?;
     }
     tx.commit().await
 }
@@ -249,15 +265,11 @@ pub async fn answered(pool: &PgPool) -> sqlx::Result<()> {
     .fetch_optional(&mut *tx)
     .await?;
     if closed.is_some() {
-        pause::release_hold(&mut tx, queue::SEND_QUEUE, HOLD_CIRCUIT).await?;
+        pause::release_hold(&mut tx, queue::SEND_QUEUE, HOLD_CIRCUIT.as_str()).await?;
         // What the open circuit snoozed goes now, not at the end of a cool-down or a probe's
         // lease.
-        queue::wake(
-            &mut tx,
-            "SELECT job_id FROM messages
-             WHERE held_reason = 'circuit_open' AND status IN ('queued', 'retrying')",
-        )
-        .await?;
+        let held = crate::messages::read::held_jobs(&mut tx, &[HOLD_CIRCUIT]).await?;
+        queue::wake(&mut tx, &held).await?;
     }
     tx.commit().await
 }
@@ -299,10 +311,51 @@ pub async fn try_probe(pool: &PgPool, who: &str, lease: Duration) -> sqlx::Resul
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(until) = until {
-        pause::hold(&mut tx, queue::SEND_QUEUE, HOLD_CIRCUIT, until).await?;
+        pause::hold(&mut tx, queue::SEND_QUEUE, HOLD_CIRCUIT.as_str(), until).await?;
     }
     tx.commit().await?;
     Ok(until.is_some())
+}
+
+/// Tells the sender's shared state what the gateway's answer means for every process: a 429
+/// (or 503 with `Retry-After`) slows the cluster down and holds it until `retry_after_until`
+/// (the decision's snooze, `None` for a 429 without one), a 401/403 pauses the send queue, a
+/// connect/timeout/5xx failure counts toward the circuit, any other answer ends the streak. A
+/// failed write is logged: the message's own outcome is recorded all the same.
+pub async fn observe(
+    policy: &super::Policy,
+    pool: &PgPool,
+    outcome: &Outcome,
+    retry_after_until: Option<DateTime<Utc>>,
+) {
+    let class = outcome.class();
+    let error = outcome.error().unwrap_or_default();
+    let result = match (class, retry_after_until) {
+        (_, Some(until)) => rate_limited(pool, Some(until), error).await,
+        (Class::RateLimited, None) => rate_limited(pool, None, error).await,
+        (Class::Unauthorized, _) => {
+            tracing::error!("gateway refused the device ({error}): pausing the send queue");
+            unauthorized(pool, error).await
+        }
+        (Class::Connect | Class::Timeout | Class::ServerError, _) => failed(pool, error).await,
+        _ => match policy.view() {
+            // Nothing to reset: no write.
+            Some(v)
+                if v.sender.consecutive_failures == 0 && v.sender.circuit == Circuit::Closed =>
+            {
+                Ok(())
+            }
+            _ => answered(pool).await,
+        },
+    };
+    if let Err(e) = result {
+        tracing::warn!("recording the gateway's answer in the sender state failed: {e}");
+        return;
+    }
+    if class != Class::Ok {
+        // Every process learns at its next refresh; this one at once.
+        let _ = policy.refresh().await;
+    }
 }
 
 #[cfg(test)]

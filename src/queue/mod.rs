@@ -100,7 +100,7 @@ pub fn new_job_id() -> String {
 }
 
 /// The common table expression that inserts a message's send job in the same statement as the
-/// message (`store` in `messages::repo`: one round trip per accepted request). `$from` is the CTE
+/// message (`messages::store`: one round trip per accepted request). `$from` is the CTE
 /// with the inserted message rows (`job_id`, `max_attempts`, `run_at`); `$queue` and `$payload`
 /// are the statement's placeholders for the queue name and the payload.
 #[macro_export]
@@ -328,13 +328,17 @@ pub async fn cancel_waiting(conn: &mut PgConnection, job_id: &str) -> sqlx::Resu
     Ok(done.rows_affected() == 1)
 }
 
-/// Makes waiting jobs due now (their `run_at` was a snooze's), without touching their attempts:
-/// `jobs` is a query that selects job ids. Jobs a worker holds are left alone.
-pub async fn wake(conn: &mut PgConnection, jobs: &'static str) -> sqlx::Result<u64> {
-    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+/// Makes waiting jobs due now (their `run_at` was a snooze's), without touching their attempts.
+/// Jobs a worker holds are left alone.
+pub async fn wake(conn: &mut PgConnection, job_ids: &[String]) -> sqlx::Result<u64> {
+    if job_ids.is_empty() {
+        return Ok(0);
+    }
+    let done = sqlx::query(
         "UPDATE apalis.jobs SET run_at = now()
-         WHERE id IN ({jobs}) AND status = 'Pending' AND run_at > now()"
-    )))
+         WHERE id = ANY($1) AND status = 'Pending' AND run_at > now()",
+    )
+    .bind(job_ids)
     .execute(conn)
     .await?;
     Ok(done.rows_affected())

@@ -116,6 +116,16 @@ impl Process {
         }
     }
 
+    /// Whether a run of `job_id` is in flight here (its job is not released by the beat).
+    pub fn is_in_flight(&self, job_id: &str) -> bool {
+        let set = self
+            .inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        set.contains(job_id)
+    }
+
     fn snapshot(&self) -> (Vec<String>, Vec<String>) {
         let live = self.inner.live.lock().unwrap_or_else(|e| e.into_inner());
         let in_flight = self

@@ -19,7 +19,7 @@ use super::{
     verdict,
 };
 use crate::{
-    messages::{Kind, repo, request::NewMessage},
+    messages::{Kind, request::NewMessage, store},
     suppressions,
     templates::{Current, Workshop},
 };
@@ -277,7 +277,7 @@ async fn fan_out_page(
         .map(|(_, m, id)| (*id, m.clone()))
         .unzip();
     if !new_ids.is_empty() {
-        repo::store_batch_with_ids(
+        store::store_followed(
             &mut tx,
             &new_ids,
             &new_messages,

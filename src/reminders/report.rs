@@ -1,6 +1,6 @@
 //! `/whatsapp-report` (README "WhatsApp report", field names of the seed's WHATSAPP_REPORT_DOCUMENTATION.md):
 //! how often each customer + vehicle was reminded. Rows are written only by the send worker's
-//! outcome statement (see `messages::repo::record_batch`), once per delivered reminder.
+//! outcome statement (see `messages::record::record_runs`), once per delivered reminder.
 
 use std::collections::BTreeMap;
 

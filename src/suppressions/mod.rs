@@ -1,9 +1,9 @@
 //! The opt-out list (README "Opt-out"): numbers that asked not to be messaged, per scope.
 //!
 //! Follow the names: [`repo`] adds (cancelling the number's unsent messages in scope through
-//! `messages::repo::cancel_for_recipient`, in the same transaction), lists and removes entries;
+//! `messages::withdraw::cancel_for_recipient`, in the same transaction), lists and removes entries;
 //! [`routes`] is the HTTP surface. Sends to a suppressed number are stored `cancelled` by
-//! `messages::repo::store` / `store_batch_with_ids` (the [`suppressed!`](crate::suppressed)
+//! `messages::store::store` (the [`suppressed!`](crate::suppressed)
 //! condition); the reminder passes skip them with [`OPTED_OUT`].
 
 pub mod repo;
@@ -59,7 +59,7 @@ impl Scope {
 }
 
 /// The kinds scope `reminders` blocks, as SQL (scope `all` blocks every kind); the
-/// [`suppressed!`](crate::suppressed) condition and `messages::repo::cancel_for_recipient` use it.
+/// [`suppressed!`](crate::suppressed) condition and `messages::withdraw::cancel_for_recipient` use it.
 #[macro_export]
 macro_rules! reminder_kinds {
     () => {

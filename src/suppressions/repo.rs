@@ -1,5 +1,5 @@
 //! SQL for `suppressions`. Adding an entry cancels the number's unsent messages in scope in the
-//! same transaction (`messages::repo::cancel_for_recipient`).
+//! same transaction (`messages::withdraw::cancel_for_recipient`).
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use super::{Scope, Suppression};
-use crate::messages::{Kind, repo as messages_repo};
+use crate::messages::{Kind, read, withdraw};
 
 const COLUMNS: &str = "phone, scope, reason, created_by, created_at, updated_at";
 
@@ -53,7 +53,7 @@ pub async fn add(
         .await?;
         (row.entry, row.created)
     };
-    let kinds = messages_repo::cancel_for_recipient(&mut tx, phone, scope).await?;
+    let kinds = withdraw::cancel_for_recipient(&mut tx, phone, scope).await?;
     tx.commit().await?;
     let mut cancelled = BTreeMap::new();
     for kind in kinds {
@@ -87,7 +87,7 @@ pub async fn wait_in_flight(
 ) -> sqlx::Result<bool> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        if messages_repo::in_flight_to(pool, phone, scope).await? == 0 {
+        if read::in_flight_to(pool, phone, scope).await? == 0 {
             return Ok(true);
         }
         if tokio::time::Instant::now() >= deadline {

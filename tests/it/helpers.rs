@@ -372,9 +372,14 @@ impl TestApp {
         self.call(self.post("/whatsapp/send").json(&body)).await
     }
 
+    /// A message as an operator sees it (any caller's, reminders' too).
     pub async fn message(&self, id: &str) -> Value {
         let (status, body) = self
-            .call(self.get(&format!("/whatsapp/messages/{id}")))
+            .call(
+                self.http
+                    .get(format!("{}/whatsapp/messages/{id}", self.base))
+                    .bearer_auth(ops_token()),
+            )
             .await;
         assert_eq!(status, 200, "{body}");
         body["data"].clone()

@@ -13,6 +13,7 @@ mod faults;
 mod hostile;
 mod manual;
 mod ops;
+mod owners;
 mod policy;
 mod queue;
 mod reminders;

@@ -767,7 +767,10 @@ async fn a_pause_ends_the_wait_for_a_slot() {
 /// held 500 ms after it recorded the send, and the second began in that time and sent too.)
 #[tokio::test]
 async fn two_groups_claimed_together_send_to_one_number_once() {
-    use bengkel_whatsapp::messages::repo::{self, Claim, ClaimRules, Claimed};
+    use bengkel_whatsapp::{
+        messages::claim::{Claim, Claimed, claim_many},
+        policy::{ClaimRules, HoldReason},
+    };
     let app = TestApp::spawn_with(Options {
         role: ProcessRole::Api,
         ..Options::default()
@@ -795,7 +798,7 @@ async fn two_groups_claimed_together_send_to_one_number_once() {
                 message_id: id,
                 attempt: 1,
             }];
-            repo::claim_batch(&pool, &claims, rules).await.unwrap()
+            claim_many(&pool, &claims, rules).await.unwrap()
         })
     };
     let first = claim(ids[0]);
@@ -805,7 +808,13 @@ async fn two_groups_claimed_together_send_to_one_number_once() {
     let second = second.await.unwrap();
     assert!(matches!(first[0], Claimed::Send(_)), "{first:?}");
     assert!(
-        matches!(&second[0], Claimed::Held { reason, .. } if reason == "recipient_spacing"),
+        matches!(
+            &second[0],
+            Claimed::Held {
+                reason: HoldReason::RecipientSpacing,
+                ..
+            }
+        ),
         "the second group sent to the number too: {second:?}"
     );
 }

@@ -7,7 +7,7 @@ use chrono::{NaiveDate, Utc};
 use serde_json::{Value, json};
 use wiremock::{Mock, ResponseTemplate, matchers};
 
-use crate::helpers::{Options, RealProcess, TestApp, TestDb, gateway_error};
+use crate::helpers::{Options, RealProcess, TestApp, TestDb, gateway_error, ops_token};
 
 const SERVICE_PHONE: &str = "08551000727";
 
@@ -854,8 +854,19 @@ async fn cancelling_a_reminder_message_cancels_the_reminder_and_a_new_pass_does_
         .as_str()
         .unwrap()
         .to_owned();
+    // A reminder is the service's own message: a client token does not reach it, ops does.
+    let cancel = || app.post(&format!("/whatsapp/messages/{message_id}/cancel"));
+    let (status, _) = app.call(cancel()).await;
+    assert_eq!(status, 404);
     let (status, cancelled) = app
-        .call(app.post(&format!("/whatsapp/messages/{message_id}/cancel")))
+        .call(
+            app.http
+                .post(format!(
+                    "{}/whatsapp/messages/{message_id}/cancel",
+                    app.base
+                ))
+                .bearer_auth(ops_token()),
+        )
         .await;
     assert_eq!(status, 200, "{cancelled}");
     let (_, log) = app.call(app.get("/reminders")).await;

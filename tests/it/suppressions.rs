@@ -651,7 +651,7 @@ async fn a_send_in_flight_finishes_before_the_post_answers() {
 /// and the store is stored `cancelled`, without a job.
 #[tokio::test]
 async fn the_batch_store_cancels_messages_to_opted_out_numbers() {
-    use bengkel_whatsapp::messages::{Kind, phone::PhoneNumber, repo, request::NewMessage};
+    use bengkel_whatsapp::messages::{Kind, phone::PhoneNumber, request::NewMessage, store};
 
     let app = TestApp::spawn().await;
     pause_sends(&app).await;
@@ -666,7 +666,10 @@ async fn the_batch_store_cancels_messages_to_opted_out_numbers() {
         new(Kind::Maintenance, "628130000111"),
     ];
     let mut tx = app.db.pool.begin().await.unwrap();
-    let ids = repo::store_batch(&mut tx, &batch, "test", 3).await.unwrap();
+    let ids: Vec<uuid::Uuid> = batch.iter().map(|_| uuid::Uuid::now_v7()).collect();
+    store::store_followed(&mut tx, &ids, &batch, "test", 3)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     let mut got = Vec::new();
     for id in &ids {

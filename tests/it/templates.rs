@@ -302,19 +302,14 @@ async fn a_new_version_is_what_the_next_fan_out_sends_and_records() {
         (versions[1].0.as_str(), versions[1].2),
         (message.as_str(), Some(2))
     );
-    let (_, m) = app
-        .call(app.get(&format!(
-                "/whatsapp/messages/{}",
-                sqlx::query_scalar::<_, uuid::Uuid>(
-                    "SELECT id FROM messages ORDER BY created_at DESC LIMIT 1"
-                )
-                .fetch_one(&app.db.pool)
-                .await
-                .unwrap()
-            )))
-        .await;
-    assert_eq!(m["data"]["template_key"], "maintenance_reminder");
-    assert_eq!(m["data"]["template_version"], 2);
+    let newest: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM messages ORDER BY created_at DESC LIMIT 1")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    let m = app.message(&newest.to_string()).await;
+    assert_eq!(m["template_key"], "maintenance_reminder");
+    assert_eq!(m["template_version"], 2);
     app.gateway.wait_for_calls(2, Duration::from_secs(20)).await;
 }
 

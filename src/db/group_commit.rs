@@ -10,11 +10,11 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 type Reply<O> = oneshot::Sender<Result<O, String>>;
 type Inbox<I, O> = Arc<Mutex<mpsc::Receiver<(I, Reply<O>)>>>;
 
-pub struct Batcher<I, O> {
+pub struct GroupCommit<I, O> {
     tx: mpsc::Sender<(I, Reply<O>)>,
 }
 
-impl<I, O> Clone for Batcher<I, O> {
+impl<I, O> Clone for GroupCommit<I, O> {
     fn clone(&self) -> Self {
         Self {
             tx: self.tx.clone(),
@@ -24,46 +24,46 @@ impl<I, O> Clone for Batcher<I, O> {
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct BatchError(String);
+pub struct GroupError(String);
 
-impl<I: Clone + Send + Sync + 'static, O: Send + 'static> Batcher<I, O> {
-    /// `write` gets a batch and returns one answer per item, in order. `writers` batches may be
+impl<I: Clone + Send + Sync + 'static, O: Send + 'static> GroupCommit<I, O> {
+    /// `write` gets a group and returns one answer per item, in order. `writers` groups may be
     /// in flight at once (while one waits for its commit the next gathers). A write that fails
     /// because the database is unreachable is retried until it is back; any other failure a
     /// few times, then its callers get the error.
-    pub fn spawn<F, Fut>(writers: usize, max_batch: usize, write: F) -> Self
+    pub fn spawn<F, Fut>(writers: usize, max_group: usize, write: F) -> Self
     where
         F: Fn(Arc<Vec<I>>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = sqlx::Result<Vec<O>>> + Send + 'static,
     {
-        let (tx, rx) = mpsc::channel(4 * max_batch);
+        let (tx, rx) = mpsc::channel(4 * max_group);
         let rx = Arc::new(Mutex::new(rx));
         let write = Arc::new(write);
         for _ in 0..writers.max(1) {
-            tokio::spawn(run(rx.clone(), write.clone(), max_batch));
+            tokio::spawn(run(rx.clone(), write.clone(), max_group));
         }
         Self { tx }
     }
 
-    pub async fn submit(&self, item: I) -> Result<O, BatchError> {
-        let stopped = || BatchError("the batch writer has stopped".into());
+    pub async fn submit(&self, item: I) -> Result<O, GroupError> {
+        let stopped = || GroupError("the group writer has stopped".into());
         let (reply, answer) = oneshot::channel();
         self.tx.send((item, reply)).await.map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?.map_err(BatchError)
+        answer.await.map_err(|_| stopped())?.map_err(GroupError)
     }
 }
 
-async fn run<I, O, F, Fut>(rx: Inbox<I, O>, write: Arc<F>, max_batch: usize)
+async fn run<I, O, F, Fut>(rx: Inbox<I, O>, write: Arc<F>, max_group: usize)
 where
     I: Clone + Send + Sync + 'static,
     O: Send + 'static,
     F: Fn(Arc<Vec<I>>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = sqlx::Result<Vec<O>>> + Send + 'static,
 {
-    let mut gathered = Vec::with_capacity(max_batch);
+    let mut gathered = Vec::with_capacity(max_group);
     loop {
         // Only gathering holds the lock; writing does not, so writers overlap.
-        if rx.lock().await.recv_many(&mut gathered, max_batch).await == 0 {
+        if rx.lock().await.recv_many(&mut gathered, max_group).await == 0 {
             return;
         }
         let (items, replies): (Vec<I>, Vec<Reply<O>>) = gathered.drain(..).unzip();
@@ -111,17 +111,17 @@ where
             Ok(answers) if answers.len() == n => return Ok(answers),
             Ok(answers) => {
                 return Err(format!(
-                    "batch write answered {} of {n} items",
+                    "group write answered {} of {n} items",
                     answers.len()
                 ));
             }
             Err(e) if super::is_transient(&e) => {
-                tracing::warn!(count = n, "batch write waits for the database: {e}");
+                tracing::warn!(count = n, "group write waits for the database: {e}");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_millis(500));
             }
             Err(e) if tries < 3 => {
-                tracing::warn!(count = n, "batch write failed, retrying: {e}");
+                tracing::warn!(count = n, "group write failed, retrying: {e}");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(2));
                 tries += 1;
@@ -141,7 +141,7 @@ mod tests {
     async fn every_caller_gets_its_own_answer_and_items_are_grouped() {
         let batches = Arc::new(AtomicUsize::new(0));
         let seen = batches.clone();
-        let doubler = Batcher::spawn(1, 64, move |items: Arc<Vec<u32>>| {
+        let doubler = GroupCommit::spawn(1, 64, move |items: Arc<Vec<u32>>| {
             seen.fetch_add(1, Ordering::SeqCst);
             async move {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -164,7 +164,7 @@ mod tests {
     async fn one_bad_item_fails_alone_and_the_others_of_its_group_are_written() {
         let gate = Arc::new(tokio::sync::Notify::new());
         let opened = gate.clone();
-        let writer = Batcher::spawn(1, 64, move |items: Arc<Vec<u32>>| {
+        let writer = GroupCommit::spawn(1, 64, move |items: Arc<Vec<u32>>| {
             let gate = opened.clone();
             async move {
                 // Hold the first write so that the rest gather into one group.
@@ -204,7 +204,7 @@ mod tests {
     async fn another_failure_reaches_the_callers_after_a_few_tries() {
         let calls = Arc::new(AtomicUsize::new(0));
         let counted = calls.clone();
-        let broken = Batcher::spawn(1, 8, move |_: Arc<Vec<u32>>| {
+        let broken = GroupCommit::spawn(1, 8, move |_: Arc<Vec<u32>>| {
             counted.fetch_add(1, Ordering::SeqCst);
             async move { Err::<Vec<u32>, _>(sqlx::Error::RowNotFound) }
         });
@@ -216,7 +216,7 @@ mod tests {
     async fn a_write_waits_for_an_unreachable_database() {
         let calls = Arc::new(AtomicUsize::new(0));
         let counted = calls.clone();
-        let flaky = Batcher::spawn(1, 8, move |items: Arc<Vec<u32>>| {
+        let flaky = GroupCommit::spawn(1, 8, move |items: Arc<Vec<u32>>| {
             let n = counted.fetch_add(1, Ordering::SeqCst);
             async move {
                 if n < 5 {

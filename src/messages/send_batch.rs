@@ -9,14 +9,15 @@ use axum::{extract::State, http::HeaderMap};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use sqlx::{PgPool, types::Json};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{
-    Status,
-    repo::{self},
+    Status, read,
     request::{self, NewMessage},
     routes::{IdempotencyKey, KeyReused, idempotency_key},
+    send_batches,
+    store::{self, Stored},
 };
 use crate::{
     error::{AppError, AppResult, FieldError},
@@ -27,7 +28,6 @@ use crate::{
         responses::{BadRequest, BodyTimeout, Invalid, TooLarge, Unauthorized, Unavailable},
     },
     state::AppState,
-    suppressions::RECIPIENT_OPTED_OUT,
 };
 
 /// The most messages in one batch.
@@ -184,8 +184,7 @@ pub async fn send_batch(
         }
     };
     let checked: Vec<Checked> = items.iter().map(check_item).collect();
-    // The canonical body (object keys sorted) is what a replay is compared with.
-    let fingerprint = body.to_string();
+    let fingerprint = send_batches::fingerprint(&body);
     let stored = store(
         &state.pool,
         &checked,
@@ -228,86 +227,74 @@ async fn store(
 ) -> sqlx::Result<Outcome> {
     let mut tx = pool.begin().await?;
     let batch_id = Uuid::now_v7();
-    if let Some((key, fingerprint)) = key {
-        let claimed = sqlx::query(
-            "INSERT INTO send_batches (id, idempotency_scope, idempotency_key, request_fingerprint, result)
-             VALUES ($1, $2, $3, $4, '{}') ON CONFLICT (idempotency_scope, idempotency_key) DO NOTHING",
-        )
-        .bind(batch_id)
-        .bind(created_by)
-        .bind(key)
-        .bind(fingerprint)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !claimed {
-            // A committed batch holds the key (a concurrent one waited for its commit).
-            tx.rollback().await?;
-            return replay(pool, created_by, key, fingerprint).await;
-        }
+    if let Some((key, fingerprint)) = key
+        && !send_batches::take_key(&mut tx, batch_id, created_by, key, fingerprint).await?
+    {
+        tx.rollback().await?;
+        return replay(pool, created_by, key, fingerprint).await;
     }
-    let mut valid: Vec<NewMessage> = Vec::new();
-    let mut client_refs: Vec<Option<String>> = Vec::new();
-    let mut ids: Vec<Uuid> = Vec::new();
-    for c in checked {
-        if let Checked::Valid(new, client_ref) = c {
-            valid.push(new.clone());
-            client_refs.push(client_ref.clone());
-            ids.push(Uuid::now_v7());
-        }
-    }
-    let blocked = if valid.is_empty() {
-        Default::default()
-    } else {
-        let tag = repo::BatchTag {
-            batch_id,
-            client_refs: &client_refs,
-        };
-        repo::store_batch_tagged(&mut tx, &ids, &valid, created_by, max_attempts, Some(tag)).await?
-    };
-    let now = Utc::now();
-    let mut stored = ids.iter().zip(&valid);
+    let items: Vec<store::Item<'_>> = checked
+        .iter()
+        .filter_map(|c| match c {
+            Checked::Valid(new, client_ref) => Some(store::Item {
+                client_ref: client_ref.as_deref(),
+                ..store::Item::new(new, created_by)
+            }),
+            Checked::Rejected(..) => None,
+        })
+        .collect();
+    let stored = store::store(&mut tx, &items, Some(batch_id), max_attempts).await?;
+    let mut stored = stored.into_iter();
     let items: Vec<BatchItem> = checked
         .iter()
         .enumerate()
-        .map(|(index, c)| match c {
-            Checked::Valid(_, client_ref) => {
-                let (id, new) = stored.next().expect("one id per valid item");
-                let cancelled = blocked.contains(id);
-                BatchItem {
+        .map(|(index, c)| {
+            match (
+                c,
+                matches!(c, Checked::Valid(..))
+                    .then(|| stored.next())
+                    .flatten(),
+            ) {
+                (Checked::Valid(_, client_ref), Some(Stored::Created(m))) => BatchItem {
                     index,
-                    id: Some(*id),
-                    status: if cancelled { "cancelled" } else { "queued" }.into(),
+                    id: Some(m.id),
+                    status: m.status.as_str().into(),
                     client_ref: client_ref.clone(),
-                    run_at: Some(new.run_at.unwrap_or(now)),
-                    last_error: cancelled.then(|| RECIPIENT_OPTED_OUT.to_owned()),
+                    run_at: Some(m.run_at),
+                    last_error: m.last_error,
                     errors: None,
-                }
+                },
+                (Checked::Rejected(errors, client_ref), _) => BatchItem {
+                    index,
+                    id: None,
+                    status: "rejected".into(),
+                    client_ref: client_ref.clone(),
+                    run_at: None,
+                    last_error: None,
+                    errors: Some(errors.clone()),
+                },
+                // Items without a key are always stored.
+                (Checked::Valid(_, client_ref), _) => BatchItem {
+                    index,
+                    id: None,
+                    status: "rejected".into(),
+                    client_ref: client_ref.clone(),
+                    run_at: None,
+                    last_error: None,
+                    errors: Some(vec![FieldError::new("item", "was not stored")]),
+                },
             }
-            Checked::Rejected(errors, client_ref) => BatchItem {
-                index,
-                id: None,
-                status: "rejected".into(),
-                client_ref: client_ref.clone(),
-                run_at: None,
-                last_error: None,
-                errors: Some(errors.clone()),
-            },
         })
         .collect();
+    let accepted = items.iter().filter(|i| i.id.is_some()).count();
     let result = BatchAccepted {
         batch_id,
-        accepted: valid.len(),
-        rejected: checked.len() - valid.len(),
+        accepted,
+        rejected: checked.len() - accepted,
         items,
     };
     if key.is_some() {
-        sqlx::query("UPDATE send_batches SET result = $2 WHERE id = $1")
-            .bind(batch_id)
-            .bind(Json(&result))
-            .execute(&mut *tx)
-            .await?;
+        send_batches::save_answer(&mut tx, batch_id, &result).await?;
     }
     tx.commit().await?;
     Ok(Outcome::Created(result))
@@ -321,15 +308,8 @@ async fn replay(
     key: &str,
     fingerprint: &str,
 ) -> sqlx::Result<Outcome> {
-    let row: Option<(Uuid, String, Json<Value>)> = sqlx::query_as(
-        "SELECT id, request_fingerprint, result FROM send_batches
-         WHERE idempotency_scope = $1 AND idempotency_key = $2",
-    )
-    .bind(created_by)
-    .bind(key)
-    .fetch_optional(pool)
-    .await?;
-    let Some((batch_id, stored, Json(mut result))) = row else {
+    let Some((batch_id, stored, mut result)) = send_batches::find(pool, created_by, key).await?
+    else {
         // Deleted in between: nothing to replay, nothing to conflict with.
         return Ok(Outcome::KeyConflict);
     };
@@ -343,12 +323,7 @@ async fn replay(
     let mut result: BatchAccepted =
         serde_json::from_value(result).map_err(|e| sqlx::Error::Decode(e.into()))?;
     let ids: Vec<Uuid> = result.items.iter().filter_map(|i| i.id).collect();
-    let now: HashMap<Uuid, (Status, Option<String>)> =
-        sqlx::query_as::<_, (Uuid, Status, Option<String>)>(
-            "SELECT id, status, last_error FROM messages WHERE id = ANY($1)",
-        )
-        .bind(&ids)
-        .fetch_all(pool)
+    let now: HashMap<Uuid, (Status, Option<String>)> = read::statuses(pool, &ids)
         .await?
         .into_iter()
         .map(|(id, status, error)| (id, (status, error)))

@@ -1,0 +1,92 @@
+//! What a send run needs, one per process and shared by all its workers: the pools, the two
+//! group-commit writers (claims and outcomes), the gateway, the delivery policy.
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+
+use super::{
+    claim::{self, Claim, Claimed},
+    decide::{RETRY_AFTER_CAP, RetryPolicy},
+    record::{self, Recorded},
+};
+use crate::{
+    config::Config,
+    db::group_commit::GroupCommit,
+    gateway::StarSender,
+    policy::Policy,
+    queue::{pause::Pauses, rescue::Process},
+};
+
+/// Claims in flight at once, and the most claims in one statement.
+const CLAIM_WRITERS: usize = 2;
+const CLAIMS_PER_GROUP: usize = 256;
+/// Outcome writes in flight at once, and the most runs recorded in one transaction.
+const OUTCOME_WRITERS: usize = 3;
+const OUTCOMES_PER_GROUP: usize = 500;
+
+pub struct SendContext {
+    pub pool: PgPool,
+    /// Marks messages `sending` in groups, on the relaxed pool (asynchronous commit: a claim
+    /// lost in a crash is a run that never called the gateway; see `db::relaxed`).
+    pub claims: GroupCommit<Claim, Claimed>,
+    /// Writes outcomes and verdicts in groups, durably.
+    pub outcomes: GroupCommit<Recorded, ()>,
+    pub gateway: StarSender,
+    /// The delivery policy: this process' view of it and its share of the cluster's rate.
+    pub policy: Policy,
+    pub retry: RetryPolicy,
+    /// This process' view of paused queues.
+    pub pauses: Pauses,
+    /// This process' runs in flight (for orphan rescue).
+    pub process: Process,
+}
+
+impl SendContext {
+    /// `claim_pool` is the relaxed pool apalis' bookkeeping runs on (`queue::Workers::pool`).
+    pub fn new(
+        pool: PgPool,
+        claim_pool: PgPool,
+        config: &Config,
+        gateway: StarSender,
+        pauses: Pauses,
+        policy: Policy,
+        process: Process,
+    ) -> Arc<Self> {
+        let take_interrupted = config.send_retry_ambiguous;
+        let claim_policy = policy.clone();
+        let claims = GroupCommit::spawn(
+            CLAIM_WRITERS,
+            CLAIMS_PER_GROUP,
+            move |group: Arc<Vec<Claim>>| {
+                let pool = claim_pool.clone();
+                // The policy as it stands now, for the whole group.
+                let rules = claim_policy.claim_rules(take_interrupted, chrono::Utc::now());
+                async move { claim::claim_many(&pool, &group, rules).await }
+            },
+        );
+        let outcome_pool = pool.clone();
+        let outcomes = GroupCommit::spawn(
+            OUTCOME_WRITERS,
+            OUTCOMES_PER_GROUP,
+            move |group: Arc<Vec<Recorded>>| {
+                let pool = outcome_pool.clone();
+                async move { record::record_runs(&pool, &group).await }
+            },
+        );
+        Arc::new(Self {
+            claims,
+            outcomes,
+            pool,
+            gateway,
+            policy,
+            retry: RetryPolicy {
+                backoff: config.backoff(),
+                retry_ambiguous: config.send_retry_ambiguous,
+                retry_after_cap: RETRY_AFTER_CAP,
+            },
+            pauses,
+            process,
+        })
+    }
+}

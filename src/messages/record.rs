@@ -1,0 +1,155 @@
+//! Recording how runs ended: each attempt and its message's new status, the rows that follow a
+//! finished message (reminder log and report, manual record), and each job's verdict — for a
+//! group of runs, in one transaction (`db::group_commit`).
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::{Change, Kind, Status, decide::Attempted};
+use crate::{
+    policy::HoldReason,
+    queue::{self, Run, Verdict},
+};
+
+/// How one run ended: the verdict for its job and, when it called the gateway (or found its
+/// message unsendable), what that does to the message.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub run: Run,
+    pub verdict: Verdict,
+    pub attempted: Option<Attempted>,
+    /// Held back by the policy before its claim: shown on the message.
+    pub held: Option<Held>,
+}
+
+/// A message held back by the delivery policy (`held_until`, `held_reason`).
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub message_id: Uuid,
+    pub until: DateTime<Utc>,
+    pub reason: HoldReason,
+}
+
+/// Records many runs in one transaction: each attempt and its message's new status (one
+/// statement), the rows that follow a finished message (reminder log and report, manual record),
+/// and each job's verdict. A message already finished (a re-run) is not moved again, so a
+/// delivery is counted once.
+pub async fn record_runs(pool: &PgPool, batch: &[Recorded]) -> sqlx::Result<Vec<()>> {
+    let attempted: Vec<&Attempted> = batch.iter().filter_map(|r| r.attempted.as_ref()).collect();
+    let mut tx = pool.begin().await?;
+    if !attempted.is_empty() {
+        let changes = record_attempts(&mut tx, &attempted).await?;
+        follow(&mut tx, &changes).await?;
+    }
+    let held: Vec<&Held> = batch.iter().filter_map(|r| r.held.as_ref()).collect();
+    if !held.is_empty() {
+        mark_held(&mut tx, &held).await?;
+    }
+    let verdicts: Vec<(Run, Verdict)> = batch
+        .iter()
+        .map(|r| (r.run.clone(), r.verdict.clone()))
+        .collect();
+    queue::settle(&mut tx, &verdicts).await?;
+    tx.commit().await?;
+    Ok(vec![(); batch.len()])
+}
+
+/// Shows why unsent messages are held back.
+async fn mark_held(conn: &mut PgConnection, held: &[&Held]) -> sqlx::Result<()> {
+    let ids: Vec<Uuid> = held.iter().map(|h| h.message_id).collect();
+    let untils: Vec<DateTime<Utc>> = held.iter().map(|h| h.until).collect();
+    let reasons: Vec<&str> = held.iter().map(|h| h.reason.as_str()).collect();
+    sqlx::query(
+        "UPDATE messages m SET held_until = h.until, held_reason = h.reason, updated_at = now()
+         FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS h(id, until, reason)
+         WHERE m.id = h.id AND m.status IN ('queued', 'retrying')",
+    )
+    .bind(&ids)
+    .bind(&untils)
+    .bind(&reasons)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Inserts the attempts and moves their messages; returns the messages that finished.
+async fn record_attempts(
+    conn: &mut PgConnection,
+    batch: &[&Attempted],
+) -> sqlx::Result<Vec<Change>> {
+    let ids: Vec<Uuid> = batch.iter().map(|r| r.message_id).collect();
+    let attempts: Vec<i32> = batch.iter().map(|r| r.attempt).collect();
+    let started: Vec<DateTime<Utc>> = batch.iter().map(|r| r.started_at).collect();
+    let outcomes: Vec<&str> = batch.iter().map(|r| r.outcome.as_str()).collect();
+    let classes: Vec<&str> = batch.iter().map(|r| r.class.as_str()).collect();
+    let errors: Vec<Option<&str>> = batch.iter().map(|r| r.error.as_deref()).collect();
+    let statuses: Vec<&str> = batch.iter().map(|r| r.status.as_str()).collect();
+    let nexts: Vec<Option<DateTime<Utc>>> = batch.iter().map(|r| r.next_attempt_at).collect();
+    let responses: Vec<Option<&serde_json::Value>> =
+        batch.iter().map(|r| r.response.as_ref()).collect();
+    let held_untils: Vec<Option<DateTime<Utc>>> =
+        batch.iter().map(|r| r.held.as_ref().map(|h| h.0)).collect();
+    let held_reasons: Vec<Option<&str>> = batch
+        .iter()
+        .map(|r| r.held.as_ref().map(|h| h.1.as_str()))
+        .collect();
+    let finished: Vec<(Uuid, Status, Option<String>, Kind)> = sqlx::query_as(
+        "WITH input AS (
+            SELECT * FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::text[],
+                                 $6::text[], $7::text[], $8::timestamptz[], $9::jsonb[],
+                                 $10::timestamptz[], $11::text[])
+                AS t(message_id, attempt, started_at, outcome, class, error, status, next_at, response,
+                     held_until, held_reason)
+         ), m AS (
+            UPDATE messages SET
+                status = i.status,
+                -- a held call spent no attempt
+                attempts = CASE WHEN i.held_until IS NOT NULL THEN i.attempt - 1 ELSE messages.attempts END,
+                held_until = i.held_until,
+                held_reason = i.held_reason,
+                sent_at = CASE WHEN i.status = 'sent' THEN now() END,
+                failed_at = CASE WHEN i.status = 'failed' THEN now() END,
+                next_attempt_at = i.next_at,
+                last_error = i.error,
+                gateway_response = coalesce(i.response, messages.gateway_response),
+                updated_at = now()
+            FROM input i
+            WHERE messages.id = i.message_id AND messages.status IN ('queued', 'sending', 'retrying')
+            RETURNING messages.id, messages.status, messages.last_error, messages.kind
+         ), a AS (
+            INSERT INTO message_attempts (message_id, attempt, started_at, outcome, class, error)
+            SELECT message_id, attempt, started_at, outcome, class, error FROM input
+            ON CONFLICT DO NOTHING
+         )
+         SELECT id, status, last_error, kind FROM m WHERE status IN ('sent', 'failed')",
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&started)
+    .bind(&outcomes)
+    .bind(&classes)
+    .bind(&errors)
+    .bind(&statuses)
+    .bind(&nexts)
+    .bind(&responses)
+    .bind(&held_untils)
+    .bind(&held_reasons)
+    .fetch_all(conn)
+    .await?;
+    Ok(finished
+        .into_iter()
+        .map(|(id, status, error, kind)| Change {
+            kind: Some(kind),
+            ..Change::new(id, status, error)
+        })
+        .collect())
+}
+
+/// The rows that follow a message (reminder log, manual reminders) follow `changes`.
+pub(super) async fn follow(conn: &mut PgConnection, changes: &[Change]) -> sqlx::Result<()> {
+    // Only what may concern them: a group of ad-hoc sends costs no statement here.
+    let of = |kind| -> Vec<Change> { changes.iter().filter(|c| c.may_be(kind)).cloned().collect() };
+    crate::reminders::log::follow(&mut *conn, &of(Kind::Maintenance)).await?;
+    crate::manual::repo::follow(conn, &of(Kind::Manual)).await
+}
