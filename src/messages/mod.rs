@@ -11,6 +11,7 @@ pub mod decide;
 pub mod enqueue;
 pub mod job;
 pub mod phone;
+pub mod query;
 pub mod read;
 pub mod record;
 pub mod request;
@@ -175,8 +176,7 @@ pub struct Message {
     pub respect_window: bool,
     /// Held back by the delivery policy until then (no attempt spent); see `held_reason`.
     pub held_until: Option<DateTime<Utc>>,
-    /// `rate_limit`, `retry_after`, `circuit_open`, `send_window`, `recipient_spacing` or `paused`.
-    pub held_reason: Option<String>,
+    pub held_reason: Option<crate::policy::HoldReason>,
     /// The template the body was rendered from (reminders), and its version.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template_key: Option<String>,

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use super::{Kind, phone::PhoneNumber};
 use crate::{
     error::{AppError, FieldError},
-    http::extract::{Fields, QueryPairs},
+    http::extract::Fields,
 };
 
 pub const MAX_BODY_CHARS: usize = 4096;
@@ -204,21 +204,21 @@ fn check_deadline(
     Ok(expires_at)
 }
 
-struct Raw<'a> {
-    to: Option<&'a str>,
-    body: Option<&'a str>,
-    file: Option<&'a str>,
-    delay: Option<i64>,
-    schedule: Option<i64>,
-    expires_at: Option<&'a str>,
-    ttl_seconds: Option<i64>,
-    respect_window: Option<bool>,
+pub(super) struct Raw<'a> {
+    pub(super) to: Option<&'a str>,
+    pub(super) body: Option<&'a str>,
+    pub(super) file: Option<&'a str>,
+    pub(super) delay: Option<i64>,
+    pub(super) schedule: Option<i64>,
+    pub(super) expires_at: Option<&'a str>,
+    pub(super) ttl_seconds: Option<i64>,
+    pub(super) respect_window: Option<bool>,
 }
 
-const EXPIRES_AT: &str = "expires_at";
-const TTL_SECONDS: &str = "ttl_seconds";
+pub(super) const EXPIRES_AT: &str = "expires_at";
+pub(super) const TTL_SECONDS: &str = "ttl_seconds";
 
-fn build(
+pub(super) fn build(
     raw: Raw<'_>,
     names: [&str; 5],
     mut errors: Vec<FieldError>,
@@ -360,94 +360,6 @@ pub fn from_json(map: &Map<String, Value>) -> Result<NewMessage, AppError> {
     )
 }
 
-/// An `expires_at` from a query string, where an unencoded `+` of the offset arrives as a space
-/// (`…T21:00:00 07:00`): read as the `+` it was.
-fn query_deadline(raw: &str) -> String {
-    let raw = raw.trim();
-    match raw.rsplit_once(' ') {
-        Some((head, offset))
-            if head.contains('T') && offset.len() == 5 && offset.as_bytes()[2] == b':' =>
-        {
-            format!("{head}+{offset}")
-        }
-        _ => raw.to_owned(),
-    }
-}
-
-/// The query-string endpoints: `phone`, `message`, and `file_url` / `schedule_timestamp_ms`
-/// where the route requires them; optional `expires_at`, `ttl_seconds`, `respect_window` as in
-/// the JSON body (a blank one is absent).
-pub fn from_query(
-    q: &QueryPairs,
-    with_file: bool,
-    with_schedule: bool,
-) -> Result<NewMessage, AppError> {
-    let mut errors = Vec::new();
-    let mut required = |name: &str| {
-        let v = q.get(name).filter(|v| !v.trim().is_empty());
-        if v.is_none() {
-            errors.push(FieldError::new(name, "is required"));
-        }
-        v
-    };
-    let phone = required("phone");
-    let message = required("message");
-    let file = if with_file {
-        required("file_url")
-    } else {
-        None
-    };
-    let schedule_raw = if with_schedule {
-        required("schedule_timestamp_ms")
-    } else {
-        None
-    };
-    let schedule = match schedule_raw.map(|s| s.trim().parse::<i64>()) {
-        Some(Ok(ms)) => Some(ms),
-        Some(Err(_)) => {
-            errors.push(FieldError::new(
-                "schedule_timestamp_ms",
-                "must be an integer (unix milliseconds)",
-            ));
-            None
-        }
-        None => None,
-    };
-    let optional = |name: &str| q.get(name).filter(|v| !v.trim().is_empty());
-    let expires_at = optional(EXPIRES_AT).map(query_deadline);
-    let ttl_seconds = match optional(TTL_SECONDS).map(|s| s.trim().parse::<i64>()) {
-        Some(Ok(n)) => Some(n),
-        Some(Err(_)) => {
-            errors.push(FieldError::new(TTL_SECONDS, "must be an integer"));
-            None
-        }
-        None => None,
-    };
-    let respect_window = optional("respect_window")
-        .is_some()
-        .then(|| q.flag("respect_window", false, &mut errors));
-    build(
-        Raw {
-            to: phone,
-            body: message,
-            file,
-            delay: None,
-            schedule,
-            expires_at: expires_at.as_deref(),
-            ttl_seconds,
-            respect_window,
-        },
-        [
-            "phone",
-            "message",
-            "file_url",
-            "delay",
-            "schedule_timestamp_ms",
-        ],
-        errors,
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -561,28 +473,5 @@ mod tests {
             plain.fingerprint
         );
         assert!(!plain.fingerprint.contains("respect_window"));
-    }
-
-    #[test]
-    fn a_query_string_offset_whose_plus_became_a_space_is_read_as_plus() {
-        assert_eq!(
-            query_deadline("2099-01-01T10:00:00 07:00"),
-            "2099-01-01T10:00:00+07:00"
-        );
-        assert_eq!(
-            query_deadline("2099-01-01T10:00:00Z"),
-            "2099-01-01T10:00:00Z"
-        );
-        assert_eq!(query_deadline("soon please"), "soon please");
-        let q = QueryPairs(vec![
-            ("phone".into(), "08123456789".into()),
-            ("message".into(), "hi".into()),
-            ("expires_at".into(), "2099-01-01T10:00:00 07:00".into()),
-        ]);
-        let m = from_query(&q, false, false).unwrap();
-        assert_eq!(
-            m.expires_at.unwrap().to_rfc3339(),
-            "2099-01-01T03:00:00+00:00"
-        );
     }
 }

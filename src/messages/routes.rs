@@ -13,6 +13,7 @@ use super::{
     Accepted, Attempt, Kind, Message, Status,
     enqueue::Enqueue,
     phone::PhoneNumber,
+    query::{self, QueryRoute},
     read::{self, ListFilter, Owner},
     request::{self, NewMessage},
     store::Stored,
@@ -169,7 +170,7 @@ pub async fn send_simple(
     headers: HeaderMap,
     q: QueryPairs,
 ) -> AppResult<Reply<Accepted>> {
-    let new = request::from_query(&q, false, false)?;
+    let new = query::from_query(&q, QueryRoute::Simple)?;
     enqueue(&state, new, &caller.scope(), &headers).await
 }
 
@@ -187,7 +188,7 @@ pub async fn send_with_file(
     headers: HeaderMap,
     q: QueryPairs,
 ) -> AppResult<Reply<Accepted>> {
-    let new = request::from_query(&q, true, false)?;
+    let new = query::from_query(&q, QueryRoute::WithFile)?;
     enqueue(&state, new, &caller.scope(), &headers).await
 }
 
@@ -205,7 +206,7 @@ pub async fn send_scheduled(
     headers: HeaderMap,
     q: QueryPairs,
 ) -> AppResult<Reply<Accepted>> {
-    let new = request::from_query(&q, false, true)?;
+    let new = query::from_query(&q, QueryRoute::Scheduled)?;
     enqueue(&state, new, &caller.scope(), &headers).await
 }
 

@@ -12,7 +12,10 @@ pub mod backoff;
 pub mod pause;
 pub mod rescue;
 pub mod sampler;
+mod verdict;
 pub mod wakeup;
+
+pub use self::verdict::{Run, Verdict, retry_at, settle, snooze};
 
 use std::time::Duration;
 
@@ -20,7 +23,6 @@ use apalis_core::backend::ext::poll_strategy::PollWith;
 use apalis_postgres::PostgresStorage;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -49,6 +51,20 @@ pub mod status {
     pub const FAILED: &str = "Failed";
     /// Finished without success: failed for good, or cancelled (`last_result` says which).
     pub const KILLED: &str = "Killed";
+}
+
+/// SQL: a job that waits to run — due later, snoozed, or failed with attempts left (its retry
+/// is due at `run_at`) — over the columns of `apalis.jobs` (optionally qualified).
+macro_rules! waiting {
+    () => {
+        waiting!("")
+    };
+    ($t:literal) => {
+        concat!(
+            "(", $t, "status = 'Pending' OR (", $t, "status = 'Failed' AND ", $t,
+            "attempts < ", $t, "max_attempts))"
+        )
+    };
 }
 
 /// `last_result` of a cancelled job (the `job_states` view looks for exactly this).
@@ -153,174 +169,16 @@ pub async fn enqueue(conn: &mut PgConnection, queue: &str, jobs: Vec<NewJob>) ->
     Ok(done.rows_affected())
 }
 
-/// One run of a job: which job, which worker fetched it, and the job's `attempts` when it was
-/// fetched. A verdict is applied only while the row is still held by exactly this run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Run {
-    pub job_id: String,
-    pub worker: String,
-    pub fetched_attempts: i32,
-}
-
-impl Run {
-    /// The attempt number this run is (1-based), as apalis counts it.
-    pub fn attempt(&self) -> i32 {
-        self.fetched_attempts.saturating_add(1)
-    }
-}
-
-/// How a run ends. Built by the job (for sends: `messages::decide`), applied by [`settle`].
-#[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
-    /// Finished; `attempts` is the attempt that finished it.
-    Complete { attempts: i32 },
-    /// Back to the queue at `at` for another attempt; `attempts` were spent.
-    RetryAt {
-        at: DateTime<Utc>,
-        attempts: i32,
-        error: String,
-    },
-    /// Finished without success; no further runs.
-    Fail { attempts: i32, reason: String },
-    /// Back to the queue until `until`, **no attempt spent**, no slot held: a paused queue, and
-    /// every hold of the delivery policy.
-    Snooze {
-        until: DateTime<Utc>,
-        reason: String,
-    },
-    /// Its message was cancelled while the job was held.
-    Cancelled { attempts: i32 },
-    /// Its message passed its deadline unsent (README "Delivery policy": deadlines); shown as
-    /// `cancelled` like a cancel.
-    Expired { attempts: i32 },
-}
-
-/// Snoozes a run: see [`Verdict::Snooze`].
-pub fn snooze(until: DateTime<Utc>, reason: impl Into<String>) -> Verdict {
-    Verdict::Snooze {
-        until,
-        reason: reason.into(),
-    }
-}
-
-/// Retries a run at `at`: see [`Verdict::RetryAt`].
-pub fn retry_at(at: DateTime<Utc>, attempts: i32, error: impl Into<String>) -> Verdict {
-    Verdict::RetryAt {
-        at,
-        attempts,
-        error: error.into(),
-    }
-}
-
-impl Verdict {
-    /// (status, attempts, run_at, last_result) of the job row; `None` attempts = unchanged.
-    fn row(&self) -> (&'static str, Option<i32>, Option<DateTime<Utc>>, Value) {
-        match self {
-            Verdict::Complete { attempts } => {
-                (status::DONE, Some(*attempts), None, json!({"Ok": null}))
-            }
-            Verdict::RetryAt {
-                at,
-                attempts,
-                error,
-            } => (
-                status::FAILED,
-                Some(*attempts),
-                Some(*at),
-                json!({"Err": error}),
-            ),
-            Verdict::Fail { attempts, reason } => (
-                status::KILLED,
-                Some(*attempts),
-                None,
-                json!({"Err": reason}),
-            ),
-            Verdict::Snooze { until, reason } => (
-                status::PENDING,
-                None,
-                Some(*until),
-                json!({"Snoozed": reason}),
-            ),
-            Verdict::Cancelled { attempts } => (
-                status::KILLED,
-                Some(*attempts),
-                None,
-                serde_json::from_str(CANCELLED_RESULT).unwrap_or(Value::Null),
-            ),
-            Verdict::Expired { attempts } => (
-                status::KILLED,
-                Some(*attempts),
-                None,
-                serde_json::from_str(EXPIRED_RESULT).unwrap_or(Value::Null),
-            ),
-        }
-    }
-}
-
-/// Applies verdicts to their runs in one statement on the caller's transaction. A run whose row
-/// is no longer held by it (rescued as an orphan and taken by another run) is left alone.
-/// Returns how many rows changed.
-pub async fn settle(conn: &mut PgConnection, verdicts: &[(Run, Verdict)]) -> sqlx::Result<u64> {
-    if verdicts.is_empty() {
-        return Ok(0);
-    }
-    let n = verdicts.len();
-    let (mut ids, mut workers, mut fetched) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut statuses, mut attempts, mut run_ats, mut results) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for (run, verdict) in verdicts {
-        let (status, att, run_at, result) = verdict.row();
-        ids.push(run.job_id.as_str());
-        workers.push(run.worker.as_str());
-        fetched.push(run.fetched_attempts);
-        statuses.push(status);
-        attempts.push(att);
-        run_ats.push(run_at);
-        results.push(result);
-    }
-    let done = sqlx::query(
-        "UPDATE apalis.jobs j SET
-            status = i.status,
-            attempts = coalesce(i.attempts, j.attempts),
-            run_at = coalesce(i.run_at, j.run_at),
-            lock_by = NULL,
-            lock_at = NULL,
-            done_at = CASE WHEN i.status = 'Pending' THEN NULL ELSE now() END,
-            last_result = i.result
-         FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::int[], $6::timestamptz[], $7::jsonb[])
-              AS i(id, worker, fetched, status, attempts, run_at, result)
-         WHERE j.id = i.id AND j.lock_by = i.worker AND j.attempts = i.fetched
-           AND j.status IN ('Queued', 'Running')",
-    )
-    .bind(&ids)
-    .bind(&workers)
-    .bind(&fetched)
-    .bind(&statuses)
-    .bind(&attempts)
-    .bind(&run_ats)
-    .bind(&results)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
-}
-
 /// Cancels a job that is waiting (due later, snoozed, or waiting for a retry); one a worker holds
 /// is left alone (its run finds the message cancelled and settles as [`Verdict::Cancelled`]).
 /// Returns whether it was cancelled.
 pub async fn cancel_waiting(conn: &mut PgConnection, job_id: &str) -> sqlx::Result<bool> {
-    let done = sqlx::query(
+    let done = sqlx::query(concat!(
         "UPDATE apalis.jobs SET status = 'Killed', done_at = now(), lock_by = NULL, lock_at = NULL,
                 last_result = $2::jsonb
-         WHERE id = $1 AND (status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts))",
-    )
+         WHERE id = $1 AND ",
+        waiting!()
+    ))
     .bind(job_id)
     .bind(CANCELLED_RESULT)
     .execute(conn)
@@ -350,17 +208,18 @@ pub async fn cancel_waiting_many(conn: &mut PgConnection, job_ids: &[String]) ->
     if job_ids.is_empty() {
         return Ok(0);
     }
-    let done = sqlx::query(
+    let done = sqlx::query(concat!(
         "WITH picked AS (
             SELECT id FROM apalis.jobs
-            WHERE id = ANY($1)
-              AND (status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts))
+            WHERE id = ANY($1) AND ",
+        waiting!(),
+        "
             ORDER BY id FOR UPDATE
          )
          UPDATE apalis.jobs SET status = 'Killed', done_at = now(), lock_by = NULL, lock_at = NULL,
                 last_result = $2::jsonb
          FROM picked WHERE apalis.jobs.id = picked.id",
-    )
+    ))
     .bind(job_ids)
     .bind(CANCELLED_RESULT)
     .execute(conn)
@@ -381,7 +240,7 @@ pub async fn expire_waiting(
     if job_ids.is_empty() {
         return Ok(Vec::new());
     }
-    sqlx::query_scalar(
+    sqlx::query_scalar(concat!(
         "WITH locked AS (
             SELECT id, status, attempts, max_attempts FROM apalis.jobs
             WHERE id = ANY($1)
@@ -390,11 +249,12 @@ pub async fn expire_waiting(
             UPDATE apalis.jobs j SET status = 'Killed', done_at = now(), lock_by = NULL,
                    lock_at = NULL, last_result = $2::jsonb
             FROM locked l
-            WHERE j.id = l.id
-              AND (l.status = 'Pending' OR (l.status = 'Failed' AND l.attempts < l.max_attempts))
+            WHERE j.id = l.id AND ",
+        waiting!("l."),
+        "
          )
          SELECT id FROM locked",
-    )
+    ))
     .bind(job_ids)
     .bind(EXPIRED_RESULT)
     .fetch_all(conn)
@@ -473,14 +333,6 @@ pub async fn purge(conn: &mut PgConnection, older_than_days: i32) -> sqlx::Resul
     .execute(conn)
     .await?;
     Ok(done.rows_affected())
-}
-
-/// The `max_attempts` of a job as stored when it was enqueued: the only source of the limit.
-pub async fn max_attempts(conn: &mut PgConnection, job_id: &str) -> sqlx::Result<Option<i32>> {
-    sqlx::query_scalar("SELECT max_attempts FROM apalis.jobs WHERE id = $1")
-        .bind(job_id)
-        .fetch_optional(conn)
-        .await
 }
 
 pub type Storage<Args> = PollWith<PostgresStorage<Args>, wakeup::Wakeup>;
