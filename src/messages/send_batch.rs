@@ -82,6 +82,20 @@ pub struct BatchItem {
     pub errors: Option<Vec<FieldError>>,
 }
 
+impl BatchItem {
+    fn rejected(index: usize, client_ref: &Option<String>, errors: Vec<FieldError>) -> Self {
+        Self {
+            index,
+            id: None,
+            status: "rejected".into(),
+            client_ref: client_ref.clone(),
+            run_at: None,
+            last_error: None,
+            errors: Some(errors),
+        }
+    }
+}
+
 /// The answer of a batch.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BatchAccepted {
@@ -264,25 +278,15 @@ async fn store(
                     last_error: m.last_error,
                     errors: None,
                 },
-                (Checked::Rejected(errors, client_ref), _) => BatchItem {
-                    index,
-                    id: None,
-                    status: "rejected".into(),
-                    client_ref: client_ref.clone(),
-                    run_at: None,
-                    last_error: None,
-                    errors: Some(errors.clone()),
-                },
+                (Checked::Rejected(errors, client_ref), _) => {
+                    BatchItem::rejected(index, client_ref, errors.clone())
+                }
                 // Items without a key are always stored.
-                (Checked::Valid(_, client_ref), _) => BatchItem {
+                (Checked::Valid(_, client_ref), _) => BatchItem::rejected(
                     index,
-                    id: None,
-                    status: "rejected".into(),
-                    client_ref: client_ref.clone(),
-                    run_at: None,
-                    last_error: None,
-                    errors: Some(vec![FieldError::new("item", "was not stored")]),
-                },
+                    client_ref,
+                    vec![FieldError::new("item", "was not stored")],
+                ),
             }
         })
         .collect();

@@ -61,8 +61,15 @@ macro_rules! waiting {
     };
     ($t:literal) => {
         concat!(
-            "(", $t, "status = 'Pending' OR (", $t, "status = 'Failed' AND ", $t,
-            "attempts < ", $t, "max_attempts))"
+            "(",
+            $t,
+            "status = 'Pending' OR (",
+            $t,
+            "status = 'Failed' AND ",
+            $t,
+            "attempts < ",
+            $t,
+            "max_attempts))"
         )
     };
 }

@@ -164,4 +164,3 @@ pub async fn settle(conn: &mut PgConnection, verdicts: &[(Run, Verdict)]) -> sql
     .await?;
     Ok(done.rows_affected())
 }
-
