@@ -16,10 +16,12 @@ use uuid::Uuid;
 use crate::{
     error::{AppError, AppResult},
     http::{
-        auth::Caller,
+        auth::{Caller, OpsCaller},
         envelope::{Envelope, Reply},
         extract::{Path, QueryPairs},
-        responses::{BadPathParameter, BadRequest, Invalid, NotFound, Unauthorized, Unavailable},
+        responses::{
+            BadPathParameter, BadRequest, Forbidden, Invalid, NotFound, Unauthorized, Unavailable,
+        },
     },
     state::AppState,
 };
@@ -235,15 +237,15 @@ pub async fn by_customer_vehicle(
     Ok(Reply::ok(row, "WhatsApp report"))
 }
 
-/// Deletes one report row.
+/// Deletes one report row. Role `ops`.
 #[utoipa::path(delete, path = "/whatsapp-report/{report_id}", operation_id = "delete_report", tag = "whatsapp-report",
     params(("report_id" = String, Path, format = Uuid, description = "the report row id")),
     responses((status = 200, description = "Deleted", body = Envelope<ReportDeleted>),
-        BadRequest, BadPathParameter, Unauthorized, NotFound, Unavailable),
+        BadRequest, BadPathParameter, Unauthorized, Forbidden, NotFound, Unavailable),
     security(("bearer" = [])))]
 pub async fn remove(
     State(state): State<AppState>,
-    _: Caller,
+    OpsCaller(caller): OpsCaller,
     Path(report_id): Path<String>,
 ) -> AppResult<Reply<ReportDeleted>> {
     let id = uuid_param(&report_id, "report")?;
@@ -254,6 +256,7 @@ pub async fn remove(
     if done.rows_affected() == 0 {
         return Err(AppError::NotFound(format!("report {id} not found")));
     }
+    tracing::warn!(by = caller.sub, report_id = %id, "WhatsApp report row deleted");
     Ok(Reply::ok(
         ReportDeleted {
             message: "Report berhasil dihapus",
@@ -263,15 +266,15 @@ pub async fn remove(
 }
 
 /// Sets `frequency` back to 0: all rows, or one customer's (`id_customer`), or one customer +
-/// vehicle (`id_customer` and `id_vehicle`). Rows are kept.
+/// vehicle (`id_customer` and `id_vehicle`). Rows are kept. Role `ops`.
 #[utoipa::path(post, path = "/whatsapp-report/reset-frequency", operation_id = "reset_report_frequency", tag = "whatsapp-report",
     params(("id_customer" = Option<String>, Query, format = Uuid), ("id_vehicle" = Option<String>, Query, format = Uuid)),
     responses((status = 200, description = "How many rows were reset", body = Envelope<Count>),
-        BadRequest, Unauthorized, Invalid, Unavailable),
+        BadRequest, Unauthorized, Forbidden, Invalid, Unavailable),
     security(("bearer" = [])))]
 pub async fn reset_frequency(
     State(state): State<AppState>,
-    _: Caller,
+    OpsCaller(caller): OpsCaller,
     q: QueryPairs,
 ) -> AppResult<Reply<Count>> {
     let parse = |field: &str| -> AppResult<Option<Uuid>> {
@@ -292,6 +295,13 @@ pub async fn reset_frequency(
     .execute(&state.pool)
     .await?;
     let count = done.rows_affected();
+    tracing::warn!(
+        by = caller.sub,
+        ?customer,
+        ?vehicle,
+        count,
+        "WhatsApp report frequency reset"
+    );
     let message = match (customer, vehicle) {
         (None, None) => format!("Frequency untuk {count} report berhasil direset"),
         (Some(c), None) => format!("Frequency untuk {count} report customer {c} berhasil direset"),

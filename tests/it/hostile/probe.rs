@@ -3,9 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+use bengkel_whatsapp::http::auth::Role;
 use serde_json::{Value, json};
 
-use crate::helpers::{Options, TestApp, ops_token};
+use crate::helpers::{Options, TestApp, id_of, ops_token, token};
 
 fn fields(body: &Value) -> Vec<String> {
     body["errors"]
@@ -115,4 +116,195 @@ async fn runs_waiting_for_a_slot_of_a_slow_rate_take_up_a_faster_one_within_seco
         raised.elapsed()
     );
     app.wait_all_sent(Duration::from_secs(5)).await;
+}
+
+/// A 403 in the envelope, naming the role.
+fn forbidden(status: u16, body: &Value) {
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["success"], false, "{body}");
+    assert!(
+        body["message"].as_str().unwrap_or_default().contains("ops"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_token_cannot_change_the_schedule_or_the_report() {
+    let app = TestApp::spawn().await;
+    let (status, customer) = app
+        .call(app.post("/customers").json(&json!({
+            "nama": "Budi", "hp": "0812345678", "vehicles": [{"no_pol": "B 1 X"}]
+        })))
+        .await;
+    assert_eq!(status, 201, "{customer}");
+    let customer_id = id_of(&customer);
+    let report_id: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO whatsapp_report (id_customer, id_vehicle, last_message_date, frequency)
+         SELECT customer_id, id, now(), 3 FROM vehicles RETURNING id",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    let (_, schedule_before) = app
+        .call(app.get("/scheduler/maintenance-reminder/status"))
+        .await;
+
+    for path in [
+        "/scheduler/maintenance-reminder/start?hour=3&minute=0",
+        "/scheduler/maintenance-reminder/stop",
+        "/whatsapp-report/reset-frequency",
+        &format!("/whatsapp-report/reset-frequency?id_customer={customer_id}"),
+    ] {
+        let (status, body) = app.call(app.post(path)).await;
+        forbidden(status, &body);
+    }
+    let (status, body) = app
+        .call(
+            app.http
+                .delete(format!("{}/whatsapp-report/{report_id}", app.base))
+                .bearer_auth(&app.token),
+        )
+        .await;
+    forbidden(status, &body);
+
+    // Nothing changed.
+    let (_, schedule_after) = app
+        .call(app.get("/scheduler/maintenance-reminder/status"))
+        .await;
+    assert_eq!(schedule_after, schedule_before);
+    assert_eq!(
+        app.count("SELECT frequency::bigint FROM whatsapp_report")
+            .await,
+        3
+    );
+
+    // An operator may.
+    let (status, body) = app
+        .call(app.ops_post("/scheduler/maintenance-reminder/stop"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = app
+        .call(app.ops_post("/whatsapp-report/reset-frequency"))
+        .await;
+    assert_eq!((status, body["data"]["count"].as_u64()), (200, Some(1)));
+    let (status, body) = app
+        .call(app.ops_delete(&format!("/whatsapp-report/{report_id}")))
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+async fn suppress(app: &TestApp, who: &str, body: Value) -> (u16, Value) {
+    app.call(
+        app.http
+            .post(format!("{}/suppressions", app.base))
+            .bearer_auth(token(who, Role::Client, Duration::from_secs(600)))
+            .json(&body),
+    )
+    .await
+}
+
+async fn listed(app: &TestApp, phone: &str) -> Value {
+    let (status, body) = app
+        .call(app.get(&format!("/suppressions?phone={phone}")))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["data"]["items"][0].clone()
+}
+
+#[tokio::test]
+async fn only_an_operator_removes_or_narrows_an_opt_out_and_every_change_keeps_who_and_when() {
+    let app = TestApp::spawn().await;
+    let phone = "628123450001";
+    let (status, body) = suppress(
+        &app,
+        "front-desk",
+        json!({"phone": phone, "scope": "all", "reason": "asked"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let first = listed(&app, phone).await;
+    assert_eq!(
+        (first["created_by"].as_str(), first["updated_by"].as_str()),
+        (Some("front-desk"), Some("front-desk")),
+        "{first}"
+    );
+
+    // Another client can neither take the number off the list nor narrow it.
+    let (status, body) = app
+        .call(
+            app.http
+                .delete(format!("{}/suppressions/{phone}", app.base))
+                .bearer_auth(token("intruder", Role::Client, Duration::from_secs(600))),
+        )
+        .await;
+    forbidden(status, &body);
+    let (status, body) = suppress(
+        &app,
+        "intruder",
+        json!({"phone": phone, "scope": "reminders", "reason": "changed my mind"}),
+    )
+    .await;
+    forbidden(status, &body);
+    assert_eq!(listed(&app, phone).await, first, "nothing changed");
+
+    // Adding and widening stay open to any client.
+    let other = "628123450002";
+    let (status, _) = suppress(&app, "crm", json!({"phone": other, "scope": "reminders"})).await;
+    assert_eq!(status, 201);
+    let (status, body) = suppress(&app, "intruder", json!({"phone": other, "scope": "all"})).await;
+    assert_eq!(status, 200, "{body}");
+    let widened = listed(&app, other).await;
+    assert_eq!(
+        (
+            widened["scope"].as_str(),
+            widened["created_by"].as_str(),
+            widened["updated_by"].as_str()
+        ),
+        (Some("all"), Some("crm"), Some("intruder"))
+    );
+    assert!(widened["updated_at"].as_str() >= widened["created_at"].as_str());
+
+    // An operator may narrow and remove.
+    let (status, body) = app
+        .call(
+            app.ops_post("/suppressions")
+                .json(&json!({"phone": phone, "scope": "reminders"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["updated_by"], "operator");
+    let (status, body) = app
+        .call(app.ops_delete(&format!("/suppressions/{phone}")))
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // What happened to the number, by whom and when: the removal too.
+    let (status, body) = app
+        .call(app.get("/suppressions/0812-3450-001/changes"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let changes: Vec<(String, String, String)> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            assert!(c["changed_at"].is_string(), "{c}");
+            (
+                c["action"].as_str().unwrap().to_owned(),
+                c["scope"].as_str().unwrap().to_owned(),
+                c["changed_by"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let want = [
+        ("added", "all", "front-desk"),
+        ("changed", "reminders", "operator"),
+        ("removed", "reminders", "operator"),
+    ]
+    .map(|(a, s, b)| (a.to_owned(), s.to_owned(), b.to_owned()));
+    assert_eq!(changes, want);
+    let (status, _) = app
+        .call(app.get("/suppressions/628999999999/changes"))
+        .await;
+    assert_eq!(status, 404);
 }
