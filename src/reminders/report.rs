@@ -103,8 +103,13 @@ fn window(q: &QueryPairs) -> AppResult<(i64, i64)> {
     }
 }
 
-const COLUMNS: &str =
-    "id, id_customer, id_vehicle, last_message_date, frequency, created_at, updated_at";
+/// The columns of a [`Report`], as a literal: every statement here is a `&'static str` built at
+/// compile time (`concat!`), nothing is formatted into SQL at run time.
+macro_rules! columns {
+    () => {
+        "id, id_customer, id_vehicle, last_message_date, frequency, created_at, updated_at"
+    };
+}
 
 /// Every report row, most recently messaged first; `limit` (≤ 1000, default 100), `offset`.
 #[utoipa::path(get, path = "/whatsapp-report/", operation_id = "list_reports", tag = "whatsapp-report",
@@ -119,9 +124,11 @@ pub async fn list(
     q: QueryPairs,
 ) -> AppResult<Reply<Vec<Report>>> {
     let (limit, offset) = window(&q)?;
-    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM whatsapp_report ORDER BY last_message_date DESC, id LIMIT $1 OFFSET $2"
-    )))
+    let rows = sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM whatsapp_report ORDER BY last_message_date DESC, id LIMIT $1 OFFSET $2"
+    ))
     .bind(limit)
     .bind(offset)
     .fetch_all(&state.pool)
@@ -199,9 +206,11 @@ pub async fn by_customer(
     Path(id_customer): Path<String>,
 ) -> AppResult<Reply<Vec<Report>>> {
     let id = uuid_param(&id_customer, "customer")?;
-    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM whatsapp_report WHERE id_customer = $1 ORDER BY last_message_date DESC"
-    )))
+    let rows = sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM whatsapp_report WHERE id_customer = $1 ORDER BY last_message_date DESC"
+    ))
     .bind(id)
     .fetch_all(&state.pool)
     .await?;
@@ -222,9 +231,11 @@ pub async fn by_customer_vehicle(
 ) -> AppResult<Reply<Report>> {
     let customer = uuid_param(&id_customer, "customer")?;
     let vehicle = uuid_param(&id_vehicle, "vehicle")?;
-    let row: Option<Report> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM whatsapp_report WHERE id_customer = $1 AND id_vehicle = $2"
-    )))
+    let row: Option<Report> = sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM whatsapp_report WHERE id_customer = $1 AND id_vehicle = $2"
+    ))
     .bind(customer)
     .bind(vehicle)
     .fetch_optional(&state.pool)

@@ -308,3 +308,21 @@ async fn only_an_operator_removes_or_narrows_an_opt_out_and_every_change_keeps_w
         .await;
     assert_eq!(status, 404);
 }
+
+/// SQL is never pasted together at run time: the report's statements are static text (a
+/// `concat!` of literals), whatever a request carries.
+#[test]
+fn the_report_builds_no_sql_at_run_time() {
+    let source = include_str!("../../../src/reminders/report.rs");
+    for pasted in [
+        "AssertSqlSafe",
+        "format!(\"SELECT",
+        "format!(\"UPDATE",
+        "format!(\"DELETE",
+    ] {
+        assert!(
+            !source.contains(pasted),
+            "src/reminders/report.rs formats SQL at run time ({pasted})"
+        );
+    }
+}
