@@ -326,3 +326,208 @@ fn the_report_builds_no_sql_at_run_time() {
         );
     }
 }
+
+/// `body` sent as it is, with a client token.
+fn raw(app: &TestApp, method: reqwest::Method, path: &str, body: &str) -> reqwest::RequestBuilder {
+    app.http
+        .request(method, format!("{}{path}", app.base))
+        .bearer_auth(&app.token)
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+}
+
+#[tokio::test]
+async fn a_body_that_names_a_key_twice_is_a_400_naming_it_and_nothing_happens() {
+    let app = TestApp::spawn().await;
+    let ops = ops_token();
+    let cases: Vec<(reqwest::RequestBuilder, &str)> = vec![
+        (
+            raw(
+                &app,
+                reqwest::Method::POST,
+                "/whatsapp/send",
+                r#"{"to": "628111111111", "body": "hi", "to": "628222222222"}"#,
+            ),
+            "(at `to`)",
+        ),
+        (
+            raw(
+                &app,
+                reqwest::Method::POST,
+                "/whatsapp/send-batch",
+                r#"{"messages": [{"to": "628111111111", "body": "a"},
+                                {"to": "628111111112", "body": "b", "body": "c"}]}"#,
+            ),
+            "(at `messages[1].body`)",
+        ),
+        (
+            raw(
+                &app,
+                reqwest::Method::POST,
+                "/customers/bulk-import",
+                r#"{"customers": [{"nama": "Ani", "hp": "0812345678", "hp": "0812345679"}]}"#,
+            ),
+            "(at `customers[0].hp`)",
+        ),
+        (
+            raw(
+                &app,
+                reqwest::Method::POST,
+                "/suppressions",
+                r#"{"phone": "628111111111", "scope": "all", "scope": "reminders"}"#,
+            ),
+            "(at `scope`)",
+        ),
+        (
+            raw(
+                &app,
+                reqwest::Method::POST,
+                "/manual-whatsapp/send-reminders",
+                r#"{"only_active": true, "only_active": false}"#,
+            ),
+            "(at `only_active`)",
+        ),
+        (
+            app.http
+                .put(format!("{}/ops/policy", app.base))
+                .bearer_auth(&ops)
+                .header("content-type", "application/json")
+                .body(r#"{"burst": 2, "burst": 3}"#),
+            "(at `burst`)",
+        ),
+    ];
+    for (req, at) in cases {
+        let (status, body) = app.call(req).await;
+        assert_eq!(status, 400, "{at}: {body}");
+        assert_eq!(body["success"], false);
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains("appears twice") && message.contains(at),
+            "{at}: {message}"
+        );
+    }
+    assert_eq!(app.count("SELECT count(*) FROM messages").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM customers").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM suppressions").await, 0);
+    assert_eq!(app.gateway.calls().await, 0);
+    assert_eq!(policy(&app).await["burst"], 1);
+}
+
+#[tokio::test]
+async fn a_nul_in_a_key_or_string_outside_the_items_of_a_bulk_body_is_a_422_naming_it() {
+    let app = TestApp::spawn().await;
+    let cases = [
+        (
+            "/whatsapp/send-batch",
+            json!({"messages": [{"to": "628111111111", "body": "a"}], "\u{0}": 1}),
+            "\\u0000",
+        ),
+        (
+            "/whatsapp/send-batch",
+            json!({"messages": [{"to": "628111111111", "body": "a"}], "note": {"x": "\u{0}"}}),
+            "note.x",
+        ),
+        (
+            "/customers/bulk-import",
+            json!({"customers": [{"nama": "Ani", "hp": "0812345678"}], "source\u{0}": "crm"}),
+            "source\\u0000",
+        ),
+    ];
+    for (path, body, field) in cases {
+        let (status, answer) = app.call(app.post(path).json(&body)).await;
+        assert_eq!(status, 422, "{body}: {answer}");
+        assert_eq!(fields(&answer), [field], "{body}: {answer}");
+    }
+    assert_eq!(app.count("SELECT count(*) FROM messages").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM customers").await, 0);
+    // Inside an item it stays that item's error.
+    let (status, answer) = app
+        .call(app.post("/whatsapp/send-batch").json(&json!({"messages": [
+            {"to": "628111111111", "body": "a"},
+            {"to": "628111111112", "body": "b", "x\u{0}": 1},
+        ]})))
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["data"]["accepted"], 1);
+    assert_eq!(answer["data"]["items"][1]["status"], "rejected");
+}
+
+#[tokio::test]
+async fn two_idempotency_key_headers_are_a_400_naming_the_header() {
+    let app = TestApp::spawn().await;
+    for (path, body) in [
+        (
+            "/whatsapp/send",
+            json!({"to": "628111111111", "body": "hi"}),
+        ),
+        (
+            "/whatsapp/send-batch",
+            json!({"messages": [{"to": "628111111111", "body": "hi"}]}),
+        ),
+    ] {
+        for (first, second) in [("a", "b"), ("a", "a")] {
+            let (status, answer) = app
+                .call(
+                    app.post(path)
+                        .header("Idempotency-Key", first)
+                        .header("Idempotency-Key", second)
+                        .json(&body),
+                )
+                .await;
+            assert_eq!(status, 400, "{path}: {answer}");
+            assert!(
+                answer["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("Idempotency-Key"),
+                "{answer}"
+            );
+        }
+    }
+    let (status, answer) = app
+        .call(
+            app.http
+                .post(format!(
+                    "{}/whatsapp/send-simple?phone=628111111111&message=hi",
+                    app.base
+                ))
+                .bearer_auth(&app.token)
+                .header("Idempotency-Key", "a")
+                .header("Idempotency-Key", "b"),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(app.count("SELECT count(*) FROM messages").await, 0);
+}
+
+#[tokio::test]
+async fn a_single_send_key_and_a_batch_key_live_in_separate_spaces() {
+    let app = TestApp::spawn().await;
+    let key = "invoice-7";
+    let single = json!({"to": "628111111111", "body": "one"});
+    let batch = json!({"messages": [{"to": "628111111112", "body": "two"}]});
+    let send = |body: &Value| {
+        app.post("/whatsapp/send")
+            .header("Idempotency-Key", key)
+            .json(body)
+    };
+    let send_batch = |body: &Value| {
+        app.post("/whatsapp/send-batch")
+            .header("Idempotency-Key", key)
+            .json(body)
+    };
+    let (status, first) = app.call(send(&single)).await;
+    assert_eq!(status, 202, "{first}");
+    // The same key on the batch endpoint is another key: no 409, a batch of its own.
+    let (status, first_batch) = app.call(send_batch(&batch)).await;
+    assert_eq!(status, 202, "{first_batch}");
+    // Each replays in its own space.
+    let (status, again) = app.call(send(&single)).await;
+    assert_eq!((status, &again["data"]["id"]), (200, &first["data"]["id"]));
+    let (status, again) = app.call(send_batch(&batch)).await;
+    assert_eq!(
+        (status, &again["data"]["batch_id"]),
+        (200, &first_batch["data"]["batch_id"])
+    );
+    assert_eq!(app.count("SELECT count(*) FROM messages").await, 2);
+}
