@@ -22,7 +22,7 @@ use crate::error::AppError;
 
 /// Request headers that name one thing: sent twice, one reader could take the first and another
 /// the last, so the request is refused whole rather than one of them used silently.
-pub const SINGLE_VALUED: [&str; 1] = ["idempotency-key"];
+pub const SINGLE_VALUED: [&str; 1] = ["Idempotency-Key"];
 
 /// Refuses a request that repeats a [`SINGLE_VALUED`] header: 400 naming it.
 pub async fn single_valued(req: Request, next: Next) -> Response {
@@ -35,15 +35,11 @@ pub async fn single_valued(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-/// The first [`SINGLE_VALUED`] header `headers` holds more than once, as it is usually written.
+/// The first [`SINGLE_VALUED`] header `headers` holds more than once (names match in any case).
 fn repeated(headers: &HeaderMap) -> Option<&'static str> {
     SINGLE_VALUED
-        .iter()
-        .find(|name| headers.get_all(**name).iter().nth(1).is_some())
-        .map(|name| match *name {
-            "idempotency-key" => "Idempotency-Key",
-            other => other,
-        })
+        .into_iter()
+        .find(|name| headers.get_all(*name).iter().nth(1).is_some())
 }
 
 /// The largest HTML page the policy is computed for (ours are a few tens of kB).

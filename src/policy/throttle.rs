@@ -182,8 +182,9 @@ impl Throttle {
             }
             if let Some(at) = pool.slots.pop_front() {
                 drop(pool);
-                // Within HORIZON by construction; bounded all the same.
-                tokio::time::sleep_until(at.min(now + MAX_WAIT)).await;
+                // Within HORIZON (its offset clamped to MAX_WAIT): not cut short, or the slot
+                // would be used before the bucket opened it.
+                tokio::time::sleep_until(at).await;
                 let released_at = Utc::now();
                 if Instant::now() <= at + fresh {
                     return Acquired::Slot(Slot {
