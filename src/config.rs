@@ -49,7 +49,9 @@ pub struct Config {
     pub starsender_api_url: String,
     pub starsender_api_key: Option<Secret>,
     pub starsender_timeout: Duration,
-    pub send_rate_per_second: u32,
+    /// `SEND_RATE_PER_SECOND`: `0` (no throttle) or from [`crate::policy::sender::RATE_FLOOR`]
+    /// to [`crate::policy::settings::MAX_RATE`]; initial setting.
+    pub send_rate_per_second: f64,
     pub send_burst: u32,
     pub send_max_attempts: u32,
     pub send_backoff_base: Duration,
@@ -131,7 +133,7 @@ impl Config {
             )?,
             starsender_api_key: env.get("STARSENDER_API_KEY").map(Secret::new),
             starsender_timeout: Duration::from_secs(env.positive("STARSENDER_TIMEOUT_SECS", 30)?),
-            send_rate_per_second: env.parse("SEND_RATE_PER_SECOND", 1u32)?,
+            send_rate_per_second: env.rate("SEND_RATE_PER_SECOND", 1.0)?,
             send_burst: env.positive("SEND_BURST", 1)? as u32,
             send_max_attempts: env.positive("SEND_MAX_ATTEMPTS", 8)? as u32,
             send_backoff_base,
@@ -260,6 +262,17 @@ impl Env<'_> {
         Ok(value)
     }
 
+    /// A rate in calls per second: `0` (no limit) or a finite number in the policy's range
+    /// (`PUT /ops/policy` accepts the same).
+    fn rate(&self, var: &'static str, default: f64) -> Result<f64, ConfigError> {
+        let value: f64 = self.parse(var, default)?;
+        if crate::policy::settings::valid_rate(value) {
+            Ok(value)
+        } else {
+            Err(self.invalid(var, crate::policy::settings::RATE_RULE))
+        }
+    }
+
     fn boolean(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
         match self.get(var).map(str::to_ascii_lowercase).as_deref() {
             None => Ok(default),
@@ -295,7 +308,7 @@ mod tests {
     fn defaults_match_the_spec() {
         let c = parse(&[]).unwrap();
         assert_eq!(c.bind_addr.to_string(), "0.0.0.0:8000");
-        assert_eq!(c.send_rate_per_second, 1);
+        assert_eq!(c.send_rate_per_second, 1.0);
         assert_eq!(c.send_max_attempts, 8);
         assert_eq!(c.send_backoff_base, Duration::from_secs(10));
         assert_eq!(c.worker_concurrency, 4);
@@ -346,6 +359,10 @@ mod tests {
         assert_eq!(err.var, "SEND_WINDOW");
         let err = parse(&[("CIRCUIT_FAILURE_THRESHOLD", "0")]).unwrap_err();
         assert_eq!(err.var, "CIRCUIT_FAILURE_THRESHOLD");
+        for bad in ["0.01", "1e-30", "-1", "NaN", "inf", "10001", "fast"] {
+            let err = parse(&[("SEND_RATE_PER_SECOND", bad)]).unwrap_err();
+            assert_eq!(err.var, "SEND_RATE_PER_SECOND", "{bad}");
+        }
         for var in [
             "HTTP_HEADER_TIMEOUT_SECS",
             "HTTP_BODY_TIMEOUT_SECS",
@@ -357,6 +374,17 @@ mod tests {
                 assert_eq!(err.var, var, "{var}={bad}");
             }
         }
+    }
+
+    #[test]
+    fn the_send_rate_is_zero_or_at_least_the_floor() {
+        for (raw, rate) in [("0", 0.0), ("0.05", 0.05), ("0.5", 0.5), ("20", 20.0)] {
+            let c = parse(&[("SEND_RATE_PER_SECOND", raw)]).unwrap();
+            assert_eq!(c.send_rate_per_second, rate, "{raw}");
+        }
+        let err = parse(&[("SEND_RATE_PER_SECOND", "0.049")]).unwrap_err();
+        assert!(err.to_string().contains("SEND_RATE_PER_SECOND"), "{err}");
+        assert!(err.to_string().contains("0.05"), "{err}");
     }
 
     #[test]

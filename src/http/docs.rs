@@ -88,6 +88,7 @@ use crate::state::AppState;
         crate::suppressions::routes::add,
         crate::suppressions::routes::list,
         crate::suppressions::routes::remove,
+        crate::suppressions::routes::changes,
         crate::messages::send_batch::send_batch,
         crate::templates::routes::list,
         crate::templates::routes::one,
@@ -102,7 +103,7 @@ use crate::state::AppState;
          (name = "whatsapp-report", description = "How often each customer + vehicle was reminded"),
          (name = "manual-whatsapp", description = "Customers kept outside the customer table, reminded through the same queue"),
          (name = "ops", description = "Operations (role ops): queues, jobs, requeue, cancel, pause, purge"),
-         (name = "suppressions", description = "The opt-out list: numbers that must not be messaged (any valid token, role client or ops)"),
+         (name = "suppressions", description = "The opt-out list: numbers that must not be messaged. Any valid token reads it, adds a number or widens its scope; narrowing (all → reminders) and removing need role ops"),
          (name = "templates", description = "Message texts with versions, one body per language; saved with role ops, previewed without sending"))
 )]
 pub struct ApiDoc;
@@ -198,6 +199,19 @@ mod tests {
         response["content"]["application/json"]["schema"]["$ref"].as_str()
     }
 
+    /// Changes outside `/ops/` that need role `ops` (SPEC §3), and `POST /suppressions`, which
+    /// needs it to narrow an opt-out.
+    const OPS_ONLY: [(&str, &str); 8] = [
+        ("POST", "/scheduler/maintenance-reminder/start"),
+        ("POST", "/scheduler/maintenance-reminder/stop"),
+        ("POST", "/whatsapp-report/reset-frequency"),
+        ("DELETE", "/whatsapp-report/{report_id}"),
+        ("DELETE", "/suppressions/{phone}"),
+        ("POST", "/suppressions"),
+        ("PUT", "/templates/{key}"),
+        ("PUT", "/ops/policy"),
+    ];
+
     /// Every operation lists what its extractors and lookups can answer, each error with the
     /// error envelope, each JSON success with an envelope.
     #[test]
@@ -216,7 +230,8 @@ mod tests {
             let token = security.iter().any(|s| s.get("bearer").is_some());
             need(token, "401", "takes a token");
             need(
-                path.starts_with("/ops/") && path != "/ops/ui",
+                path.starts_with("/ops/") && path != "/ops/ui"
+                    || OPS_ONLY.contains(&(method.as_str(), path.as_str())),
                 "403",
                 "needs role ops",
             );
@@ -422,7 +437,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(seen, 5 + 6, "phone fields and parameters checked");
+        assert_eq!(seen, 5 + 7, "phone fields and parameters checked");
 
         let mut job_ids = 0;
         for (_, path, op) in operations(&doc) {

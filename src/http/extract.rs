@@ -7,9 +7,15 @@
 //! a 500. It is refused where input is parsed, once per kind of input: [`nul_paths`] walks a JSON
 //! value; the body readers refuse a body that has any (422 naming each field), [`QueryPairs`] a
 //! query value (422 naming the parameter), [`Path`] a path parameter (422 naming it). A bulk
-//! import reads its body with [`BulkJson`], which leaves the check to the validation of each item:
-//! [`Fields::new`], where every item validator starts, reports the item's NUL fields as its
-//! errors, so that one bad item fails alone and the valid ones are kept.
+//! import reads its body with [`BulkJson`], which checks everything but the items and leaves the
+//! items to their validation: [`Fields::new`], where every item validator starts, reports the
+//! item's NUL fields as its errors, so that one bad item fails alone and the valid ones are kept.
+//!
+//! **Duplicate keys.** An object that names a key twice (`{"to": "A", "to": "B"}`) is read by
+//! most parsers as its last value and by some as its first: whoever checked the body and whoever
+//! acts on it could read different requests. Every body is parsed by [`parse_json`], which
+//! refuses such an object (400 naming the key and where it is) in the same single pass that
+//! builds the value.
 
 use axum::{
     body::Bytes,
@@ -19,8 +25,10 @@ use axum::{
     },
     http::{header, request::Parts},
 };
-use serde::de::DeserializeOwned;
-use serde_json::{Map, Value};
+use std::cell::RefCell;
+
+use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
 
 use crate::error::{AppError, FieldError};
 
@@ -150,9 +158,148 @@ async fn json_or_empty<S: Send + Sync>(req: Request, state: &S) -> Result<Option
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    serde_json::from_slice::<Value>(&bytes)
-        .map(Some)
-        .map_err(|e| AppError::BadRequest(format!("malformed JSON: {e}")))
+    parse_json(&bytes).map(Some)
+}
+
+/// A request body as JSON: malformed JSON, or an object that names a key twice, is a 400 (the
+/// latter naming the key and its path). One pass: the check is made while the value is built.
+pub fn parse_json(bytes: &[u8]) -> Result<Value, AppError> {
+    let trail = RefCell::new(Vec::new());
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed = UniqueKeys { trail: &trail }
+        .deserialize(&mut de)
+        .and_then(|value| de.end().map(|()| value));
+    parsed.map_err(|e| {
+        let trail = trail.into_inner();
+        match trail.first() {
+            // Filled only on the way out of a duplicate: innermost first.
+            Some(key) => {
+                let path = trail.iter().rev().fold(String::new(), |mut path, segment| {
+                    if !path.is_empty() && !segment.starts_with('[') {
+                        path.push('.');
+                    }
+                    path.push_str(segment);
+                    path
+                });
+                AppError::BadRequest(format!(
+                    "malformed JSON: the key \"{}\" appears twice in one object (at `{}`); \
+                     each key may appear once",
+                    clipped(key),
+                    clipped(&path)
+                ))
+            }
+            None => AppError::BadRequest(format!("malformed JSON: {e}")),
+        }
+    })
+}
+
+/// At most [`SHOWN_CHARS`] characters of a name a client sent, for a message.
+fn clipped(name: &str) -> String {
+    match name.char_indices().nth(SHOWN_CHARS) {
+        None => name.to_owned(),
+        Some((at, _)) => format!("{}…", &name[..at]),
+    }
+}
+
+const SHOWN_CHARS: usize = 100;
+
+/// Builds a [`Value`] like `serde_json`'s own deserializer, but refuses an object with a key
+/// it has seen already. On that error `trail` gets the key, then each enclosing key or `[index]`
+/// as the error travels out.
+struct UniqueKeys<'a> {
+    trail: &'a RefCell<Vec<String>>,
+}
+
+impl UniqueKeys<'_> {
+    fn note(&self, segment: impl FnOnce() -> String) {
+        let mut trail = self.trail.borrow_mut();
+        if !trail.is_empty() {
+            trail.push(segment());
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for UniqueKeys<'_> {
+    type Value = Value;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for UniqueKeys<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        // JSON has no NaN or infinity: `from_f64` always gives a number here.
+        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        loop {
+            match seq.next_element_seed(UniqueKeys { trail: self.trail }) {
+                Ok(Some(item)) => items.push(item),
+                Ok(None) => return Ok(Value::Array(items)),
+                Err(e) => {
+                    self.note(|| format!("[{}]", items.len()));
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                self.trail.borrow_mut().push(shown(&key));
+                return Err(de::Error::custom("duplicate key"));
+            }
+            match map.next_value_seed(UniqueKeys { trail: self.trail }) {
+                Ok(value) => {
+                    object.insert(key, value);
+                }
+                Err(e) => {
+                    self.note(|| shown(&key));
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Value::Object(object))
+    }
 }
 
 /// Refuses a value with NUL characters: 422 naming every such field.
@@ -189,16 +336,45 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     }
 }
 
-/// A bulk-import body: JSON (any value) whose NUL characters are left to the validation of each
-/// item ([`Fields::new`]), so that one bad item does not fail the others.
+/// A bulk-import body: JSON whose items — the elements of the root array, or of an array
+/// directly under the root object (`{"customers": [...]}`) — have their NUL characters left to
+/// the validation of each item ([`Fields::new`]), so that one bad item does not fail the others.
+/// A NUL anywhere else (a key of the root object, another value) is a 422 naming it.
 pub struct BulkJson(pub Value);
 
 impl<S: Send + Sync> FromRequest<S> for BulkJson {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        required(json_or_empty(req, state).await?).map(Self)
+        let value = required(json_or_empty(req, state).await?)?;
+        let paths = nul_paths_outside_items(&value);
+        if paths.is_empty() {
+            Ok(Self(value))
+        } else {
+            Err(AppError::Validation(nul_errors(paths)))
+        }
     }
+}
+
+/// [`nul_paths`] of a bulk body, skipping its items (see [`BulkJson`]).
+fn nul_paths_outside_items(value: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    match value {
+        Value::Array(_) => {}
+        Value::Object(map) => {
+            for (key, item) in map {
+                let mut path = shown(key);
+                if key.contains('\0') {
+                    out.push(path.clone());
+                }
+                if !item.is_array() {
+                    walk(item, &mut path, &mut out);
+                }
+            }
+        }
+        other => walk(other, &mut String::new(), &mut out),
+    }
+    out
 }
 
 /// A request body that must be a JSON object without NUL characters.
@@ -455,6 +631,76 @@ impl<'a> Fields<'a> {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod json_tests {
+    use super::*;
+
+    fn refused(body: &str) -> String {
+        match parse_json(body.as_bytes()) {
+            Err(AppError::BadRequest(message)) => message,
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_key_twice_in_one_object_is_refused_naming_it_and_where() {
+        let m = refused(r#"{"to": "6281", "body": "x", "to": "6282"}"#);
+        assert!(
+            m.contains("\"to\" appears twice") && m.contains("(at `to`)"),
+            "{m}"
+        );
+        let m = refused(r#"{"messages": [{"to": "1"}, {"to": "2", "body": "a", "body": "b"}]}"#);
+        assert!(m.contains("(at `messages[1].body`)"), "{m}");
+        let m = refused(r#"[{"a": {"b\u0000": 1, "b\u0000": 2}}]"#);
+        assert!(m.contains("(at `[0].a.b\\u0000`)"), "{m}");
+        // the same key in different objects, and escapes that only look alike, are fine
+        let v =
+            parse_json(br#"{"a": {"k": 1}, "b": {"k": 2}, "k": 3, "\u006b2": 4, "k\u0032": 5}"#);
+        assert!(v.is_err(), "k2 spelled twice is the same key");
+        let v = parse_json(br#"{"a": {"k": 1}, "b": {"k": 2}, "k": 3}"#).unwrap();
+        assert_eq!(v, serde_json::json!({"a": {"k": 1}, "b": {"k": 2}, "k": 3}));
+    }
+
+    #[test]
+    fn values_come_out_as_serde_json_reads_them() {
+        let body = r#"{"n": [0, -1, 18446744073709551615, 1.5, 1e300, -0.0], "s": "é\n", "t": true,
+                       "z": null, "o": {}, "a": []}"#;
+        assert_eq!(
+            parse_json(body.as_bytes()).unwrap(),
+            serde_json::from_str::<Value>(body).unwrap()
+        );
+        for bad in ["{", "[1,]", "{\"a\": 1} x", "1e400", "\"\\ud800\""] {
+            let m = refused(bad);
+            assert!(m.starts_with("malformed JSON: "), "{bad}: {m}");
+            assert!(!m.contains("twice"), "{bad}: {m}");
+        }
+        let long = "k".repeat(5000);
+        let m = refused(&format!(r#"{{"{long}": 1, "{long}": 2}}"#));
+        assert!(m.len() < 400, "{m}");
+        let deep = "[".repeat(200) + &"]".repeat(200);
+        assert!(refused(&deep).contains("recursion limit"));
+    }
+
+    #[test]
+    fn a_bulk_body_leaves_its_items_to_their_validation_and_checks_the_rest() {
+        let body = serde_json::json!({
+            "customers": [{"nama": "\u{0}"}, "\u{0}"],
+            "\u{0}": 1,
+            "note": "a\u{0}",
+            "deep": {"x": ["\u{0}"]}
+        });
+        assert_eq!(
+            nul_paths_outside_items(&body),
+            ["\\u0000", "deep.x[0]", "note"]
+        );
+        assert!(nul_paths_outside_items(&serde_json::json!([{"a\u{0}": 1}])).is_empty());
+        assert_eq!(
+            nul_paths_outside_items(&serde_json::json!("\u{0}")),
+            ["body"]
+        );
     }
 }
 

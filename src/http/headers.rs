@@ -1,5 +1,5 @@
-//! Headers for browsers, set on the way out of the router so that every page gets them, whoever
-//! serves it (`/ops/ui`, `/docs`):
+//! Request headers that must come once ([`single_valued`]), and headers for browsers, set on the
+//! way out of the router so that every page gets them, whoever serves it (`/ops/ui`, `/docs`):
 //!
 //! - every response: `X-Content-Type-Options: nosniff`;
 //! - an HTML page: a `Content-Security-Policy` that lets run exactly the page's own inline
@@ -10,13 +10,37 @@
 
 use axum::{
     body::Body,
+    extract::Request,
     http::{HeaderMap, HeaderValue, header},
+    middleware::Next,
     response::{IntoResponse, Response},
 };
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
 use crate::error::AppError;
+
+/// Request headers that name one thing: sent twice, one reader could take the first and another
+/// the last, so the request is refused whole rather than one of them used silently.
+pub const SINGLE_VALUED: [&str; 1] = ["Idempotency-Key"];
+
+/// Refuses a request that repeats a [`SINGLE_VALUED`] header: 400 naming it.
+pub async fn single_valued(req: Request, next: Next) -> Response {
+    if let Some(name) = repeated(req.headers()) {
+        return AppError::BadRequest(format!(
+            "the {name} header appears more than once; send it once"
+        ))
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// The first [`SINGLE_VALUED`] header `headers` holds more than once (names match in any case).
+fn repeated(headers: &HeaderMap) -> Option<&'static str> {
+    SINGLE_VALUED
+        .into_iter()
+        .find(|name| headers.get_all(*name).iter().nth(1).is_some())
+}
 
 /// The largest HTML page the policy is computed for (ours are a few tens of kB).
 const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -123,6 +147,18 @@ fn inline_blocks<'a>(html: &'a str, tag: &str) -> Vec<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_single_valued_header_sent_twice_is_named() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(repeated(&headers), None);
+        headers.append("idempotency-key", HeaderValue::from_static("a"));
+        headers.append("x-other", HeaderValue::from_static("1"));
+        headers.append("x-other", HeaderValue::from_static("2"));
+        assert_eq!(repeated(&headers), None);
+        headers.append("Idempotency-Key", HeaderValue::from_static("a"));
+        assert_eq!(repeated(&headers), Some("Idempotency-Key"));
+    }
 
     #[test]
     fn the_policy_names_each_inline_block_by_hash_and_nothing_else() {

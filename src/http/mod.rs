@@ -66,6 +66,7 @@ pub fn router(state: AppState, surface: Surface) -> Router {
     app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(middleware::from_fn(headers::single_valued))
         .layer(middleware::map_response(envelope::envelope_errors))
         .layer(middleware::map_response(headers::security_headers))
         .layer(middleware::from_fn(record_metrics))

@@ -53,9 +53,10 @@ macro_rules! error_responses {
 }
 
 error_responses! {
-    /// Malformed input the handler reads: JSON that does not parse or is not an object, a
-    /// query string or path that is not valid UTF-8.
-    BadRequest = 400, "Malformed request: a body that is not the JSON expected (or not JSON at all), or a query string or path that cannot be decoded";
+    /// Malformed input the handler reads: JSON that does not parse, is not an object or names
+    /// a key twice in one object, a query string or path that is not valid UTF-8, a header
+    /// that must come once sent twice (`Idempotency-Key`).
+    BadRequest = 400, "Malformed request: a body that is not the JSON expected (or not JSON at all, or an object that names a key twice), a query string or path that cannot be decoded, or an `Idempotency-Key` header sent more than once";
     /// Any route behind `Caller` / `OpsCaller`.
     Unauthorized = 401, "No bearer token, or one that is invalid or expired",
         "WWW-Authenticate": "`Bearer`";

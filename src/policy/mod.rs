@@ -32,6 +32,19 @@ pub const FOLLOWED_WITHIN: Duration = Duration::from_millis(1_500);
 
 pub use self::{hold::HoldReason, sender::Circuit};
 
+/// `secs` seconds as a [`Duration`] from `ZERO` to `max`: computed from rates read from the
+/// database, a wait may come out negative, NaN or beyond what a `Duration` holds, and
+/// `Duration::from_secs_f64` panics on those.
+pub fn clamped_secs(secs: f64, max: Duration) -> Duration {
+    if secs.is_nan() || secs <= 0.0 {
+        Duration::ZERO
+    } else if secs >= max.as_secs_f64() {
+        max
+    } else {
+        Duration::try_from_secs_f64(secs).map_or(max, |d| d.min(max))
+    }
+}
+
 /// What this process knows of the policy, refreshed every [`REFRESH`].
 #[derive(Debug, Clone)]
 pub struct View {
@@ -96,6 +109,7 @@ impl Policy {
             } else {
                 1.0
             });
+            self.throttle.follow(sender.rate_effective, settings.burst);
             if let Ok(mut v) = self.view.write() {
                 *v = Some(View { settings, sender });
             }

@@ -67,7 +67,8 @@ pub struct PolicyChange {
     send_window: Option<String>,
     #[schema(minimum = 0, maximum = 86400)]
     recipient_min_interval_secs: Option<u32>,
-    /// Gateway calls per second for the whole cluster; 0 = no limit.
+    /// Gateway calls per second for the whole cluster: 0 = no limit, else from 0.05 (the floor:
+    /// anything between 0 and 0.05 is a `422`) to 10000.
     #[schema(minimum = 0, maximum = 10000)]
     rate_per_second: Option<f64>,
     #[schema(minimum = 1, maximum = 10000)]

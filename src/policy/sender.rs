@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
-use super::HoldReason;
+use super::{HoldReason, clamped_secs, throttle};
 use crate::gateway::{Class, Outcome};
 use crate::queue::{self, pause};
 
@@ -113,21 +113,23 @@ pub struct Grant {
 }
 
 impl Grant {
-    /// How long after `now` the `i`-th slot (1-based) opens.
+    /// How long after `now` the `i`-th slot (1-based) opens: within the reservation's horizon
+    /// by construction, and never more than [`throttle::MAX_WAIT`].
     pub fn offset(&self, i: i32) -> Duration {
         if self.rate <= 0.0 {
             return Duration::ZERO;
         }
-        Duration::from_secs_f64(((f64::from(i) - self.tokens) / self.rate).max(0.0))
+        clamped_secs((f64::from(i) - self.tokens) / self.rate, throttle::MAX_WAIT)
     }
 
-    /// When to ask again after a grant of nothing.
+    /// When to ask again after a grant of nothing: when the next slot could come within
+    /// `horizon`, but never later than [`throttle::MAX_WAIT`] (the policy may change meanwhile).
     pub fn next_try(&self, horizon: Duration) -> Duration {
         if self.rate <= 0.0 {
             return Duration::from_millis(100);
         }
-        let until_one = ((1.0 - self.tokens) / self.rate - horizon.as_secs_f64()).max(0.0);
-        Duration::from_secs_f64(until_one)
+        let until_one = (1.0 - self.tokens) / self.rate - horizon.as_secs_f64();
+        clamped_secs(until_one, throttle::MAX_WAIT)
     }
 }
 
@@ -385,5 +387,22 @@ mod tests {
             Duration::from_millis(250)
         );
         assert_eq!(grant(0.0, 0.0).offset(5), Duration::ZERO);
+    }
+
+    #[test]
+    fn waits_from_any_rate_are_bounded_and_never_panic() {
+        for rate in [1e-30, 1e-7, f64::MIN_POSITIVE, 0.05] {
+            let g = grant(-3.0, rate);
+            assert!(g.offset(1_000) <= throttle::MAX_WAIT, "{rate}");
+            assert!(
+                g.next_try(Duration::from_millis(250)) <= throttle::MAX_WAIT,
+                "{rate}"
+            );
+        }
+        let nan = grant(f64::NAN, 1.0);
+        assert_eq!(nan.offset(1), Duration::ZERO);
+        assert_eq!(nan.next_try(Duration::ZERO), Duration::ZERO);
+        let inf = grant(f64::NEG_INFINITY, 1.0);
+        assert_eq!(inf.offset(1), throttle::MAX_WAIT);
     }
 }

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
-use super::window::SendWindow;
+use super::{sender::RATE_FLOOR, window::SendWindow};
 use crate::{config::Config, error::FieldError};
 
 /// What `GET /ops/policy` shows and every process follows.
@@ -32,6 +32,16 @@ fn as_text<S: serde::Serializer>(w: &SendWindow, s: S) -> Result<S::Ok, S::Error
 /// The largest rate and burst accepted (far beyond what any WhatsApp number survives).
 pub const MAX_RATE: f64 = 10_000.0;
 pub const MAX_BURST: u32 = 10_000;
+
+/// What a configured rate may be, in the words of a refusal.
+pub const RATE_RULE: &str = "must be 0 (no limit) or a number from 0.05 to 10000 calls per second";
+
+/// A configured rate is `0` (no limit) or from [`RATE_FLOOR`] to [`MAX_RATE`]. Below the floor a
+/// slot would open days apart: a send would wait longer than any deadline, and a run waiting
+/// for it would hold its worker slot all that time.
+pub fn valid_rate(rate: f64) -> bool {
+    rate == 0.0 || (RATE_FLOOR..=MAX_RATE).contains(&rate)
+}
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -70,7 +80,7 @@ pub async fn seed(pool: &PgPool, config: &Config) -> sqlx::Result<()> {
     )
     .bind(config.send_window.to_string())
     .bind(config.recipient_min_interval_secs as i32)
-    .bind(f64::from(config.send_rate_per_second))
+    .bind(config.send_rate_per_second)
     .bind(config.send_burst as i32)
     .bind(config.circuit_failure_threshold as i32)
     .execute(pool)
@@ -129,13 +139,8 @@ impl Change {
         match obj.get("rate_per_second") {
             None | Some(serde_json::Value::Null) => {}
             Some(v) => match v.as_f64() {
-                Some(r) if r.is_finite() && (0.0..=MAX_RATE).contains(&r) => {
-                    change.rate_per_second = Some(r)
-                }
-                _ => errors.push(FieldError::new(
-                    "rate_per_second",
-                    format!("must be a number from 0 (no limit) to {MAX_RATE}"),
-                )),
+                Some(r) if valid_rate(r) => change.rate_per_second = Some(r),
+                _ => errors.push(FieldError::new("rate_per_second", RATE_RULE)),
             },
         }
         match obj.get("send_window") {
@@ -220,5 +225,22 @@ mod tests {
                 .rate_per_second,
             Some(0.5)
         );
+    }
+
+    #[test]
+    fn a_rate_is_zero_or_between_the_floor_and_the_maximum() {
+        for ok in [0.0, 0.05, 1.0, 10_000.0] {
+            assert_eq!(
+                Change::from_json(&json!({ "rate_per_second": ok }))
+                    .unwrap()
+                    .rate_per_second,
+                Some(ok)
+            );
+        }
+        for bad in [1e-30, 1e-7, 0.049, -0.0001, 10_000.5, 1e300] {
+            let errors = Change::from_json(&json!({ "rate_per_second": bad })).unwrap_err();
+            assert_eq!(errors[0].field, "rate_per_second", "{bad}");
+            assert_eq!(errors[0].message, RATE_RULE);
+        }
     }
 }

@@ -5,6 +5,11 @@
 //! never more than open within [`HORIZON`]: a process that dies loses at most that, never the
 //! limit. A slot a run did not use (its message was held back at the claim) goes to the next
 //! waiting run while it is fresh, or back to the bucket with the next reservation.
+//!
+//! No wait lasts longer than the policy in force needs: a run that got no slot sleeps until the
+//! next one could open, never more than [`MAX_WAIT`], and at once asks again when this process
+//! reads a new rate or burst ([`Throttle::follow`]) — so a policy change reaches runs already
+//! waiting within the refresh interval plus one reservation.
 
 use std::{
     collections::VecDeque,
@@ -17,9 +22,12 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use tokio::{sync::Mutex, time::Instant};
+use tokio::{
+    sync::{Mutex, watch},
+    time::Instant,
+};
 
-use super::sender;
+use super::{clamped_secs, sender};
 
 /// Slots are reserved only when they open within this.
 pub const HORIZON: Duration = Duration::from_millis(250);
@@ -27,9 +35,12 @@ pub const HORIZON: Duration = Duration::from_millis(250);
 /// between two slots — is given back rather than used late (used late, it would crowd the next
 /// second).
 pub const FRESH: Duration = Duration::from_millis(100);
+/// The longest a run sleeps without asking the bucket again: whatever the rate said when it
+/// went to sleep, it learns the bucket's current one at least this often.
+pub const MAX_WAIT: Duration = Duration::from_secs(1);
 
 fn fresh_for(rate: f64) -> Duration {
-    FRESH.min(Duration::from_secs_f64(0.5 / rate.max(0.01)))
+    clamped_secs(0.5 / rate, FRESH)
 }
 
 /// What a run gets from the throttle.
@@ -56,7 +67,13 @@ struct Pool {
     slots: VecDeque<Instant>,
     /// Unused slots to hand back to the bucket with the next reservation.
     returned: u32,
+    /// The bucket had nothing to give before this: the runs of this process wait for it
+    /// together rather than each asking again. Cleared when the policy changes.
+    not_before: Option<Instant>,
 }
+
+/// The rate and burst this process last read (`None` before the first reading).
+type Pace = Option<(f64, u32)>;
 
 /// How this process reads the bucket's clock (the database's): a slot is a database time, used
 /// at the matching local instant. Taken from the reservation with the shortest round trip in
@@ -113,6 +130,7 @@ pub struct Throttle {
     pool: Arc<Mutex<Pool>>,
     waiting: Arc<AtomicU32>,
     anchor: Arc<std::sync::Mutex<Option<Anchor>>>,
+    pace: Arc<watch::Sender<Pace>>,
 }
 
 impl Throttle {
@@ -122,20 +140,36 @@ impl Throttle {
             pool: Arc::default(),
             waiting: Arc::default(),
             anchor: Arc::default(),
+            pace: Arc::new(watch::channel(None).0),
         }
     }
 
+    /// The rate and burst this process just read: runs waiting for a slot take them up at once.
+    pub fn follow(&self, rate: f64, burst: u32) {
+        self.pace.send_if_modified(|pace| {
+            let changed = *pace != Some((rate, burst));
+            *pace = Some((rate, burst));
+            changed
+        });
+    }
+
     /// Waits for a slot of the cluster's rate (`rate` and `burst` as this process last read
-    /// them; the bucket itself uses the database's).
+    /// them, replaced by newer readings while it waits; the bucket itself uses the database's).
     pub async fn acquire(&self, rate: f64, burst: u32) -> Acquired {
-        if rate <= 0.0 {
-            return Acquired::Unlimited;
-        }
+        let mut changes = self.pace.subscribe();
+        let (mut rate, mut burst) = (rate, burst);
         self.waiting.fetch_add(1, Ordering::SeqCst);
         let _waiting = Waiting(&self.waiting);
-        let cap = burst.max(1);
-        let fresh = fresh_for(rate);
         loop {
+            let latest = *changes.borrow_and_update();
+            if let Some(pace) = latest {
+                (rate, burst) = pace;
+            }
+            if rate <= 0.0 {
+                return Acquired::Unlimited;
+            }
+            let cap = burst.max(1);
+            let fresh = fresh_for(rate);
             let mut pool = self.pool.lock().await;
             let now = Instant::now();
             while let Some(at) = pool.slots.front().copied() {
@@ -148,6 +182,8 @@ impl Throttle {
             }
             if let Some(at) = pool.slots.pop_front() {
                 drop(pool);
+                // Within HORIZON (its offset clamped to MAX_WAIT): not cut short, or the slot
+                // would be used before the bucket opened it.
                 tokio::time::sleep_until(at).await;
                 let released_at = Utc::now();
                 if Instant::now() <= at + fresh {
@@ -162,6 +198,12 @@ impl Throttle {
                 self.pool.lock().await.returned += 1;
                 continue;
             }
+            if let Some(until) = pool.not_before.filter(|t| *t > now) {
+                // Another run of this process just found the bucket empty.
+                drop(pool);
+                self.pause(until.min(now + MAX_WAIT), &mut changes).await;
+                continue;
+            }
             let want = self.waiting.load(Ordering::SeqCst).clamp(1, cap);
             let returned = std::mem::take(&mut pool.returned);
             match self.reserve(want, returned).await {
@@ -172,14 +214,22 @@ impl Throttle {
                     {
                         return Acquired::RetryAfter(until);
                     }
+                    if grant.rate <= 0.0 && grant.granted == 0 {
+                        // The limit was lifted: the bucket no longer refills.
+                        return Acquired::Unlimited;
+                    }
                     let base = anchor.local_of(grant.now);
                     for i in 1..=grant.granted {
                         pool.slots.push_back(base + grant.offset(i));
                     }
                     if grant.granted == 0 {
+                        let until = Instant::now()
+                            + grant
+                                .next_try(HORIZON)
+                                .clamp(Duration::from_millis(5), MAX_WAIT);
+                        pool.not_before = Some(until);
                         drop(pool);
-                        tokio::time::sleep(grant.next_try(HORIZON).max(Duration::from_millis(5)))
-                            .await;
+                        self.pause(until, &mut changes).await;
                     }
                 }
                 Ok(None) => {
@@ -192,6 +242,17 @@ impl Throttle {
                     tracing::debug!("reserving send slots failed: {e}");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
+            }
+        }
+    }
+
+    /// Sleeps until `until`, or until this process reads a new rate or burst: then every
+    /// waiting run asks the bucket again at once.
+    async fn pause(&self, until: Instant, changes: &mut watch::Receiver<Pace>) {
+        tokio::select! {
+            () = tokio::time::sleep_until(until) => {}
+            Ok(()) = changes.changed() => {
+                self.pool.lock().await.not_before = None;
             }
         }
     }

@@ -16,10 +16,12 @@ use uuid::Uuid;
 use crate::{
     error::{AppError, AppResult},
     http::{
-        auth::Caller,
+        auth::{Caller, OpsCaller},
         envelope::{Envelope, Reply},
         extract::{Path, QueryPairs},
-        responses::{BadPathParameter, BadRequest, Invalid, NotFound, Unauthorized, Unavailable},
+        responses::{
+            BadPathParameter, BadRequest, Forbidden, Invalid, NotFound, Unauthorized, Unavailable,
+        },
     },
     state::AppState,
 };
@@ -101,8 +103,13 @@ fn window(q: &QueryPairs) -> AppResult<(i64, i64)> {
     }
 }
 
-const COLUMNS: &str =
-    "id, id_customer, id_vehicle, last_message_date, frequency, created_at, updated_at";
+/// The columns of a [`Report`], as a literal: every statement here is a `&'static str` built at
+/// compile time (`concat!`), nothing is formatted into SQL at run time.
+macro_rules! columns {
+    () => {
+        "id, id_customer, id_vehicle, last_message_date, frequency, created_at, updated_at"
+    };
+}
 
 /// Every report row, most recently messaged first; `limit` (≤ 1000, default 100), `offset`.
 #[utoipa::path(get, path = "/whatsapp-report/", operation_id = "list_reports", tag = "whatsapp-report",
@@ -117,9 +124,11 @@ pub async fn list(
     q: QueryPairs,
 ) -> AppResult<Reply<Vec<Report>>> {
     let (limit, offset) = window(&q)?;
-    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM whatsapp_report ORDER BY last_message_date DESC, id LIMIT $1 OFFSET $2"
-    )))
+    let rows = sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM whatsapp_report ORDER BY last_message_date DESC, id LIMIT $1 OFFSET $2"
+    ))
     .bind(limit)
     .bind(offset)
     .fetch_all(&state.pool)
@@ -197,9 +206,11 @@ pub async fn by_customer(
     Path(id_customer): Path<String>,
 ) -> AppResult<Reply<Vec<Report>>> {
     let id = uuid_param(&id_customer, "customer")?;
-    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM whatsapp_report WHERE id_customer = $1 ORDER BY last_message_date DESC"
-    )))
+    let rows = sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM whatsapp_report WHERE id_customer = $1 ORDER BY last_message_date DESC"
+    ))
     .bind(id)
     .fetch_all(&state.pool)
     .await?;
@@ -220,9 +231,11 @@ pub async fn by_customer_vehicle(
 ) -> AppResult<Reply<Report>> {
     let customer = uuid_param(&id_customer, "customer")?;
     let vehicle = uuid_param(&id_vehicle, "vehicle")?;
-    let row: Option<Report> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM whatsapp_report WHERE id_customer = $1 AND id_vehicle = $2"
-    )))
+    let row: Option<Report> = sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM whatsapp_report WHERE id_customer = $1 AND id_vehicle = $2"
+    ))
     .bind(customer)
     .bind(vehicle)
     .fetch_optional(&state.pool)
@@ -235,15 +248,15 @@ pub async fn by_customer_vehicle(
     Ok(Reply::ok(row, "WhatsApp report"))
 }
 
-/// Deletes one report row.
+/// Deletes one report row. Role `ops`.
 #[utoipa::path(delete, path = "/whatsapp-report/{report_id}", operation_id = "delete_report", tag = "whatsapp-report",
     params(("report_id" = String, Path, format = Uuid, description = "the report row id")),
     responses((status = 200, description = "Deleted", body = Envelope<ReportDeleted>),
-        BadRequest, BadPathParameter, Unauthorized, NotFound, Unavailable),
+        BadRequest, BadPathParameter, Unauthorized, Forbidden, NotFound, Unavailable),
     security(("bearer" = [])))]
 pub async fn remove(
     State(state): State<AppState>,
-    _: Caller,
+    OpsCaller(caller): OpsCaller,
     Path(report_id): Path<String>,
 ) -> AppResult<Reply<ReportDeleted>> {
     let id = uuid_param(&report_id, "report")?;
@@ -254,6 +267,7 @@ pub async fn remove(
     if done.rows_affected() == 0 {
         return Err(AppError::NotFound(format!("report {id} not found")));
     }
+    tracing::warn!(by = caller.sub, report_id = %id, "WhatsApp report row deleted");
     Ok(Reply::ok(
         ReportDeleted {
             message: "Report berhasil dihapus",
@@ -263,15 +277,15 @@ pub async fn remove(
 }
 
 /// Sets `frequency` back to 0: all rows, or one customer's (`id_customer`), or one customer +
-/// vehicle (`id_customer` and `id_vehicle`). Rows are kept.
+/// vehicle (`id_customer` and `id_vehicle`). Rows are kept. Role `ops`.
 #[utoipa::path(post, path = "/whatsapp-report/reset-frequency", operation_id = "reset_report_frequency", tag = "whatsapp-report",
     params(("id_customer" = Option<String>, Query, format = Uuid), ("id_vehicle" = Option<String>, Query, format = Uuid)),
     responses((status = 200, description = "How many rows were reset", body = Envelope<Count>),
-        BadRequest, Unauthorized, Invalid, Unavailable),
+        BadRequest, Unauthorized, Forbidden, Invalid, Unavailable),
     security(("bearer" = [])))]
 pub async fn reset_frequency(
     State(state): State<AppState>,
-    _: Caller,
+    OpsCaller(caller): OpsCaller,
     q: QueryPairs,
 ) -> AppResult<Reply<Count>> {
     let parse = |field: &str| -> AppResult<Option<Uuid>> {
@@ -292,6 +306,13 @@ pub async fn reset_frequency(
     .execute(&state.pool)
     .await?;
     let count = done.rows_affected();
+    tracing::warn!(
+        by = caller.sub,
+        ?customer,
+        ?vehicle,
+        count,
+        "WhatsApp report frequency reset"
+    );
     let message = match (customer, vehicle) {
         (None, None) => format!("Frequency untuk {count} report berhasil direset"),
         (Some(c), None) => format!("Frequency untuk {count} report customer {c} berhasil direset"),

@@ -16,10 +16,10 @@ use super::{business_date, calendar::DaysBefore, fanout, schedule};
 use crate::{
     error::{AppError, AppResult, FieldError},
     http::{
-        auth::Caller,
+        auth::{Caller, OpsCaller},
         envelope::{Envelope, Reply},
         extract::{DATE_MESSAGE, QueryPairs, parse_date},
-        responses::{BadRequest, Invalid, Unauthorized, Unavailable},
+        responses::{BadRequest, Forbidden, Invalid, Unauthorized, Unavailable},
     },
     state::AppState,
 };
@@ -104,17 +104,17 @@ pub struct Changed {
 
 /// Enables the daily fan-out, optionally at a new `hour` (0–23) / `minute` (0–59) in
 /// `APP_TIMEZONE` and with a new calendar (`days_before`). Persisted: every process follows
-/// within seconds.
+/// within seconds. Role `ops`.
 #[utoipa::path(post, path = "/scheduler/maintenance-reminder/start", operation_id = "start_scheduler", tag = "reminders",
     params(("hour" = Option<i64>, Query, minimum = 0, maximum = 23), ("minute" = Option<i64>, Query, minimum = 0, maximum = 59),
         ("days_before" = Option<String>, Query, pattern = r"^\s*[0-9]{1,3}\s*(,\s*[0-9]{1,3}\s*){0,30}$",
          description = "days before the due date on which reminders go out, e.g. `3,1` (each 0–366)")),
     responses((status = 200, description = "Enabled; the new status", body = Envelope<Changed>),
-        BadRequest, Unauthorized, Invalid, Unavailable),
+        BadRequest, Unauthorized, Forbidden, Invalid, Unavailable),
     security(("bearer" = [])))]
 pub async fn start(
     State(state): State<AppState>,
-    _: Caller,
+    OpsCaller(caller): OpsCaller,
     q: QueryPairs,
 ) -> AppResult<Reply<Changed>> {
     let mut errors = Vec::new();
@@ -139,6 +139,7 @@ pub async fn start(
         days_before.as_ref(),
     )
     .await?;
+    tracing::warn!(by = caller.sub, hour, minute, "reminder scheduler started");
     let message =
         format!("Scheduler dimulai. Job akan berjalan setiap hari jam {hour:02}:{minute:02}");
     let status = schedule::status(&state.pool, &state.config).await?;
@@ -151,13 +152,17 @@ pub async fn start(
     ))
 }
 
-/// Disables the daily fan-out (persisted). `run-now` still works.
+/// Disables the daily fan-out (persisted). `run-now` still works. Role `ops`.
 #[utoipa::path(post, path = "/scheduler/maintenance-reminder/stop", operation_id = "stop_scheduler", tag = "reminders",
     responses((status = 200, description = "Disabled; the new status", body = Envelope<Changed>),
-        Unauthorized, Unavailable),
+        Unauthorized, Forbidden, Unavailable),
     security(("bearer" = [])))]
-pub async fn stop(State(state): State<AppState>, _: Caller) -> AppResult<Reply<Changed>> {
+pub async fn stop(
+    State(state): State<AppState>,
+    OpsCaller(caller): OpsCaller,
+) -> AppResult<Reply<Changed>> {
     schedule::set(&state.pool, &state.config, false, None, None).await?;
+    tracing::warn!(by = caller.sub, "reminder scheduler stopped");
     let message = "Scheduler dihentikan".to_owned();
     let status = schedule::status(&state.pool, &state.config).await?;
     Ok(Reply::ok(

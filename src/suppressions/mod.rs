@@ -95,6 +95,8 @@ pub struct Suppression {
     /// The `sub` of the token that first added the number.
     pub created_by: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// The `sub` of the token that made the last change (scope or reason).
+    pub updated_by: Option<String>,
     pub updated_at: DateTime<Utc>,
 }
 

@@ -1,5 +1,7 @@
-//! SQL for `suppressions`. Adding an entry cancels the number's unsent messages in scope in the
-//! same transaction (`messages::withdraw::cancel_for_recipient`).
+//! SQL for `suppressions` and its history `suppression_changes`. Adding an entry cancels the
+//! number's unsent messages in scope in the same transaction
+//! (`messages::withdraw::cancel_for_recipient`); every change is recorded with who made it and when
+//! in the same transaction as the change.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -9,9 +11,22 @@ use sqlx::PgPool;
 use super::{Scope, Suppression};
 use crate::messages::{Kind, read, withdraw};
 
-const COLUMNS: &str = "phone, scope, reason, created_by, created_at, updated_at";
+/// The columns of a [`Suppression`], as a literal so that statements stay `&'static str`.
+macro_rules! columns {
+    () => {
+        "phone, scope, reason, created_by, created_at, updated_by, updated_at"
+    };
+}
 
 /// What [`add`] did.
+pub enum AddOutcome {
+    Added(Added),
+    /// The number is opted out of everything and the caller may not narrow that to reminders
+    /// only: nothing changed.
+    NarrowingRefused,
+}
+
+/// What [`add`] stored.
 pub struct Added {
     pub entry: Suppression,
     /// The number was not on the list before.
@@ -26,33 +41,43 @@ impl Added {
     }
 }
 
-/// Puts `phone` on the list with `scope` and `reason` (replacing both if it is there), and
-/// cancels its unsent messages in scope, their jobs and reminder rows, in one transaction.
+/// Puts `phone` on the list with `scope` and `reason` (replacing both if it is there, unless
+/// that narrows scope `all` to `reminders` and `may_narrow` is false), and cancels its unsent
+/// messages in scope, their jobs and reminder rows, in one transaction with the change's record.
 pub async fn add(
     pool: &PgPool,
     phone: &str,
     scope: Scope,
     reason: Option<&str>,
-    created_by: &str,
-) -> sqlx::Result<Added> {
+    by: &str,
+    may_narrow: bool,
+) -> sqlx::Result<AddOutcome> {
     let mut tx = pool.begin().await?;
-    // `xmax = 0`: the row was inserted, not updated.
-    let (entry, created): (Suppression, bool) = {
-        let row: SuppressionRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO suppressions (phone, scope, reason, created_by)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (phone) DO UPDATE SET
-                 scope = excluded.scope, reason = excluded.reason, updated_at = now()
-             RETURNING {COLUMNS}, (xmax = 0) AS created"
-        )))
-        .bind(phone)
-        .bind(scope)
-        .bind(reason)
-        .bind(created_by)
-        .fetch_one(&mut *tx)
-        .await?;
-        (row.entry, row.created)
+    // `xmax = 0`: the row was inserted, not updated. No row: the update was refused (the
+    // check sits in the statement, so a concurrent change cannot slip between check and write).
+    let row: Option<SuppressionRow> = sqlx::query_as(concat!(
+        "INSERT INTO suppressions (phone, scope, reason, created_by, updated_by)
+         VALUES ($1, $2, $3, $4, $4)
+         ON CONFLICT (phone) DO UPDATE SET
+             scope = excluded.scope, reason = excluded.reason,
+             updated_by = excluded.updated_by, updated_at = now()
+         WHERE $5 OR NOT (suppressions.scope = 'all' AND excluded.scope = 'reminders')
+         RETURNING ",
+        columns!(),
+        ", (xmax = 0) AS created"
+    ))
+    .bind(phone)
+    .bind(scope)
+    .bind(reason)
+    .bind(by)
+    .bind(may_narrow)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(SuppressionRow { entry, created }) = row else {
+        return Ok(AddOutcome::NarrowingRefused);
     };
+    let action = if created { "added" } else { "changed" };
+    record(&mut tx, &entry, action, by).await?;
     let kinds = withdraw::cancel_for_recipient(&mut tx, phone, scope).await?;
     tx.commit().await?;
     let mut cancelled = BTreeMap::new();
@@ -62,11 +87,57 @@ pub async fn add(
     for (kind, n) in &cancelled {
         metrics::counter!("bengkel_messages_suppressed_total", "kind" => *kind).increment(*n);
     }
-    Ok(Added {
+    Ok(AddOutcome::Added(Added {
         entry,
         created,
         cancelled,
-    })
+    }))
+}
+
+/// Notes a change of `entry` (as it is after it; as it was, for `removed`) by `by`.
+async fn record(
+    tx: &mut sqlx::PgConnection,
+    entry: &Suppression,
+    action: &str,
+    by: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO suppression_changes (phone, action, scope, reason, changed_by)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&entry.phone)
+    .bind(action)
+    .bind(entry.scope)
+    .bind(&entry.reason)
+    .bind(by)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// One recorded change of an entry.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = SuppressionChange)]
+pub struct Change {
+    /// `added`, `changed` or `removed`.
+    pub action: String,
+    /// The scope after the change (before it, for `removed`).
+    pub scope: Scope,
+    pub reason: Option<String>,
+    /// The `sub` of the token that made it.
+    pub changed_by: String,
+    pub changed_at: DateTime<Utc>,
+}
+
+/// The changes of `phone`, oldest first.
+pub async fn changes(pool: &PgPool, phone: &str) -> sqlx::Result<Vec<Change>> {
+    sqlx::query_as(
+        "SELECT action, scope, reason, changed_by, changed_at FROM suppression_changes
+         WHERE phone = $1 ORDER BY changed_at, id",
+    )
+    .bind(phone)
+    .fetch_all(pool)
+    .await
 }
 
 #[derive(sqlx::FromRow)]
@@ -129,12 +200,14 @@ pub async fn list(
     after: Option<&Cursor>,
     limit: i64,
 ) -> sqlx::Result<Vec<Suppression>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM suppressions
+    sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM suppressions
          WHERE ($1::text IS NULL OR phone = $1)
            AND ($2::timestamptz IS NULL OR (created_at, phone) < ($2, $3::text))
          ORDER BY created_at DESC, phone DESC LIMIT $4"
-    )))
+    ))
     .bind(phone)
     .bind(after.map(|c| c.created_at))
     .bind(after.map(|c| c.phone.as_str()))
@@ -143,15 +216,22 @@ pub async fn list(
     .await
 }
 
-/// Takes `phone` off the list; the entry removed, if there was one. Messages cancelled when it
-/// was added stay cancelled.
-pub async fn remove(pool: &PgPool, phone: &str) -> sqlx::Result<Option<Suppression>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "DELETE FROM suppressions WHERE phone = $1 RETURNING {COLUMNS}"
-    )))
+/// Takes `phone` off the list (by `by`, recorded); the entry removed, if there was one.
+/// Messages cancelled when it was added stay cancelled.
+pub async fn remove(pool: &PgPool, phone: &str, by: &str) -> sqlx::Result<Option<Suppression>> {
+    let mut tx = pool.begin().await?;
+    let removed: Option<Suppression> = sqlx::query_as(concat!(
+        "DELETE FROM suppressions WHERE phone = $1 RETURNING ",
+        columns!()
+    ))
     .bind(phone)
-    .fetch_optional(pool)
-    .await
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(entry) = &removed {
+        record(&mut tx, entry, "removed", by).await?;
+    }
+    tx.commit().await?;
+    Ok(removed)
 }
 
 /// The numbers among `phones` that have opted out of `kind`'s messages: one statement for a

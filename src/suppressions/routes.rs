@@ -1,5 +1,7 @@
-//! `/suppressions`: the opt-out list (README "Opt-out"). Any valid token (role `client` or
-//! `ops`).
+//! `/suppressions`: the opt-out list (README "Opt-out"). Any valid token may read the list, add
+//! a number or widen its scope (`reminders` → `all`); narrowing it (`all` → `reminders`) or
+//! removing a number needs role `ops`, so that one caller cannot undo another's opt-out. Every
+//! change keeps who made it and when (`updated_by`, `updated_at`, and `…/changes`).
 
 use axum::{
     Router,
@@ -14,12 +16,12 @@ use super::{MAX_REASON_CHARS, Scope, Suppression, repo};
 use crate::{
     error::{AppError, AppResult, FieldError},
     http::{
-        auth::Caller,
+        auth::{Caller, OpsCaller, Role},
         envelope::{Envelope, Reply},
         extract::{Fields, JsonObject, Path, QueryPairs},
         responses::{
-            BadPathParameter, BadRequest, BodyTimeout, Invalid, NotFound, TooLarge, Unauthorized,
-            Unavailable,
+            BadPathParameter, BadRequest, BodyTimeout, Forbidden, Invalid, NotFound, TooLarge,
+            Unauthorized, Unavailable,
         },
     },
     messages::phone::PhoneNumber,
@@ -30,6 +32,23 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/suppressions", get(list).post(add))
         .route("/suppressions/{phone}", delete(remove))
+        .route("/suppressions/{phone}/changes", get(changes))
+}
+
+/// `403` of `POST /suppressions`: a client narrowing an opt-out.
+pub struct NarrowingForbidden;
+
+impl utoipa::IntoResponses for NarrowingForbidden {
+    fn responses() -> std::collections::BTreeMap<
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
+    > {
+        crate::http::responses::error_response(
+            403,
+            "The number is opted out of everything (`all`) and only role `ops` may narrow that to `reminders`",
+            &[],
+        )
+    }
 }
 
 /// The body of `POST /suppressions` as the OpenAPI document shows it; [`validate`] checks it.
@@ -106,12 +125,13 @@ fn validate(body: &Map<String, Value>) -> Result<Valid, Vec<FieldError>> {
 /// once (`last_error` = `recipient opted out`) and a send to it being made right now finishes
 /// before this answers, so nothing in scope reaches the gateway afterwards. Later sends to it
 /// are accepted and stored `cancelled`; the reminder passes skip it (`opted out`). Any valid
-/// token (role `client` or `ops`).
+/// token may add a number or widen its scope; narrowing `all` to `reminders` needs role `ops`
+/// (`403`, nothing changes).
 #[utoipa::path(post, path = "/suppressions", operation_id = "add_suppression", tag = "suppressions",
     request_body = SuppressionRequest,
     responses((status = 201, description = "The number was added", body = Envelope<SuppressionAdded>),
         (status = 200, description = "The number was already on the list: its scope and reason are replaced", body = Envelope<SuppressionAdded>),
-        BadRequest, BodyTimeout, TooLarge, Unauthorized, Invalid, Unavailable),
+        BadRequest, BodyTimeout, TooLarge, Unauthorized, NarrowingForbidden, Invalid, Unavailable),
     security(("bearer" = [])))]
 pub async fn add(
     State(state): State<AppState>,
@@ -120,14 +140,30 @@ pub async fn add(
 ) -> AppResult<Reply<SuppressionAdded>> {
     let valid = validate(&body).map_err(AppError::Validation)?;
     let phone = valid.phone.as_str();
-    let added = repo::add(
+    let outcome = repo::add(
         &state.pool,
         phone,
         valid.scope,
         valid.reason.as_deref(),
         &caller.sub,
+        caller.role == Role::Ops,
     )
     .await?;
+    let added = match outcome {
+        repo::AddOutcome::Added(added) => added,
+        repo::AddOutcome::NarrowingRefused => {
+            return Err(AppError::Forbidden(format!(
+                "{phone} is opted out of all messages; narrowing that to reminders needs role `ops`"
+            )));
+        }
+    };
+    tracing::info!(
+        by = caller.sub,
+        phone,
+        scope = valid.scope.as_str(),
+        created = added.created,
+        "opt-out added or changed"
+    );
     // A run that claimed a message to this number before the commit is calling the gateway:
     // it finishes first (its gateway call is bounded by STARSENDER_TIMEOUT_SECS).
     let within = state.config.starsender_timeout + std::time::Duration::from_secs(5);
@@ -223,25 +259,49 @@ pub async fn list(
 }
 
 /// Take a number off the list: sends to it go out again (messages cancelled while it was on
-/// the list stay cancelled). Any valid token.
+/// the list stay cancelled). Role `ops`; the removal is recorded (`…/changes`).
 #[utoipa::path(delete, path = "/suppressions/{phone}", operation_id = "remove_suppression", tag = "suppressions",
     params(("phone" = String, Path, description = "the number, any spelling (`0812-3456-789`)",
         pattern = r"^\s*\+?[ ().-]*(?:0[ ().-]*(?:[0-9][ ().-]*){8,13}|8[ ().-]*(?:[0-9][ ().-]*){7,12}|[1-79][ ().-]*(?:[0-9][ ().-]*){9,14})\s*$")),
     responses((status = 200, description = "Removed: the entry as it was", body = Envelope<Suppression>),
-        BadRequest, BadPathParameter, Unauthorized, NotFound, Unavailable),
+        BadRequest, BadPathParameter, Unauthorized, Forbidden, NotFound, Unavailable),
     security(("bearer" = [])))]
 pub async fn remove(
     State(state): State<AppState>,
-    _: Caller,
+    OpsCaller(caller): OpsCaller,
     Path(raw): Path<String>,
 ) -> AppResult<Reply<Suppression>> {
     // A number that does not parse is on no list.
     let not_found = || AppError::NotFound(format!("{raw} is not on the opt-out list"));
     let phone = PhoneNumber::parse(&raw).map_err(|_| not_found())?;
-    let removed = repo::remove(&state.pool, phone.as_str())
+    let removed = repo::remove(&state.pool, phone.as_str(), &caller.sub)
         .await?
         .ok_or_else(not_found)?;
+    tracing::warn!(by = caller.sub, phone = phone.as_str(), "opt-out removed");
     Ok(Reply::ok(removed, "Number removed from the opt-out list"))
+}
+
+/// Every change of a number's entry, oldest first: added, changed (scope or reason replaced),
+/// removed — each with the `sub` of the token that made it and when. Any valid token.
+#[utoipa::path(get, path = "/suppressions/{phone}/changes", operation_id = "suppression_changes", tag = "suppressions",
+    params(("phone" = String, Path, description = "the number, any spelling (`0812-3456-789`)",
+        pattern = r"^\s*\+?[ ().-]*(?:0[ ().-]*(?:[0-9][ ().-]*){8,13}|8[ ().-]*(?:[0-9][ ().-]*){7,12}|[1-79][ ().-]*(?:[0-9][ ().-]*){9,14})\s*$")),
+    responses((status = 200, description = "The changes, oldest first", body = Envelope<Vec<repo::Change>>),
+        BadRequest, BadPathParameter, Unauthorized, NotFound, Unavailable),
+    security(("bearer" = [])))]
+pub async fn changes(
+    State(state): State<AppState>,
+    _: Caller,
+    Path(raw): Path<String>,
+) -> AppResult<Reply<Vec<repo::Change>>> {
+    let not_found = || AppError::NotFound(format!("{raw} was never on the opt-out list"));
+    let phone = PhoneNumber::parse(&raw).map_err(|_| not_found())?;
+    let changes = repo::changes(&state.pool, phone.as_str()).await?;
+    if changes.is_empty() {
+        return Err(not_found());
+    }
+    let n = changes.len();
+    Ok(Reply::ok(changes, format!("{n} change(s)")))
 }
 
 #[cfg(test)]

@@ -599,3 +599,19 @@ pub async fn hold_first_write(pool: &PgPool, table: &str, secs: f64) {
     .await
     .unwrap();
 }
+
+impl TestApp {
+    /// A `POST` with an ops token.
+    pub fn ops_post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(ops_token())
+    }
+
+    /// A `DELETE` with an ops token.
+    pub fn ops_delete(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .delete(format!("{}{path}", self.base))
+            .bearer_auth(ops_token())
+    }
+}

@@ -508,7 +508,7 @@ async fn the_report_api_matches_what_was_sent_and_can_be_reset_and_deleted() {
     assert_eq!(status, 404);
 
     let (status, reset) = app
-        .call(app.post(&format!("/whatsapp-report/reset-frequency?id_customer={a}")))
+        .call(app.ops_post(&format!("/whatsapp-report/reset-frequency?id_customer={a}")))
         .await;
     assert_eq!(status, 200, "{reset}");
     assert_eq!(reset["data"]["count"], 2);
@@ -520,7 +520,7 @@ async fn the_report_api_matches_what_was_sent_and_can_be_reset_and_deleted() {
         json!({"0": 2, "2": 1})
     );
     let (status, _) = app
-        .call(app.post("/whatsapp-report/reset-frequency?id_customer=nope"))
+        .call(app.ops_post("/whatsapp-report/reset-frequency?id_customer=nope"))
         .await;
     assert_eq!(status, 422);
 
@@ -534,16 +534,14 @@ async fn the_report_api_matches_what_was_sent_and_can_be_reset_and_deleted() {
         .as_str()
         .unwrap()
         .to_owned();
-    let del = || {
-        app.http
-            .delete(format!("{}/whatsapp-report/{report_id}", app.base))
-            .bearer_auth(&app.token)
-    };
+    let del = || app.ops_delete(&format!("/whatsapp-report/{report_id}"));
     let (status, deleted) = app.call(del()).await;
     assert_eq!(status, 200);
     assert_eq!(deleted["data"]["message"], "Report berhasil dihapus");
     assert_eq!(app.call(del()).await.0, 404);
-    let (status, all) = app.call(app.post("/whatsapp-report/reset-frequency")).await;
+    let (status, all) = app
+        .call(app.ops_post("/whatsapp-report/reset-frequency"))
+        .await;
     assert_eq!((status, all["data"]["count"].as_i64()), (200, Some(2)));
     assert_eq!(
         app.call(app.get("/whatsapp-report/")).await.1["data"]
@@ -613,7 +611,7 @@ async fn start_stop_and_status_round_trip_and_are_shared_by_every_process() {
     })
     .await;
     let (status, started) = app
-        .call(app.post("/scheduler/maintenance-reminder/start?hour=8&minute=30"))
+        .call(app.ops_post("/scheduler/maintenance-reminder/start?hour=8&minute=30"))
         .await;
     assert_eq!(status, 200, "{started}");
     assert_eq!(
@@ -642,7 +640,7 @@ async fn start_stop_and_status_round_trip_and_are_shared_by_every_process() {
     assert!(next > Utc::now() && next < Utc::now() + chrono::Duration::days(1));
 
     let (status, stopped) = app
-        .call(app.post("/scheduler/maintenance-reminder/stop"))
+        .call(app.ops_post("/scheduler/maintenance-reminder/stop"))
         .await;
     assert_eq!(
         (status, stopped["data"]["message"].as_str()),
@@ -679,7 +677,7 @@ async fn start_stop_and_status_round_trip_and_are_shared_by_every_process() {
 
     for bad in ["hour=24", "hour=-1", "minute=60", "hour=seven"] {
         let (status, body) = app
-            .call(app.post(&format!("/scheduler/maintenance-reminder/start?{bad}")))
+            .call(app.ops_post(&format!("/scheduler/maintenance-reminder/start?{bad}")))
             .await;
         assert_eq!(status, 422, "{bad}: {body}");
     }
@@ -691,7 +689,7 @@ async fn start_stop_and_status_round_trip_and_are_shared_by_every_process() {
         "a rejected start changes nothing"
     );
     let (_, started) = app
-        .call(app.post("/scheduler/maintenance-reminder/start"))
+        .call(app.ops_post("/scheduler/maintenance-reminder/start"))
         .await;
     assert_eq!(
         started["data"]["jobs"][0]["trigger"], "cron[hour='8', minute='30']",
@@ -746,7 +744,7 @@ async fn two_serve_processes_send_each_reminder_once_at_the_scheduled_minute() {
         return; // the next minute is tomorrow in Jakarta: the vehicles' window would move
     }
     let (status, body) = app
-        .call(app.post(&format!(
+        .call(app.ops_post(&format!(
             "/scheduler/maintenance-reminder/start?hour={hour}&minute={minute}"
         )))
         .await;

@@ -28,9 +28,7 @@ async fn suppress(app: &TestApp, phone: &str, scope: &str) -> (u16, Value) {
 }
 
 fn delete(app: &TestApp, phone: &str) -> reqwest::RequestBuilder {
-    app.http
-        .delete(format!("{}/suppressions/{phone}", app.base))
-        .bearer_auth(&app.token)
+    app.ops_delete(&format!("/suppressions/{phone}"))
 }
 
 async fn send(app: &TestApp, to: &str, body: Value) -> Value {

@@ -464,12 +464,12 @@ async fn the_calendar_reminds_only_on_its_days_and_is_shared_through_the_schedul
     assert_eq!(reminded, ["C 0", "C 1", "C 2"], "2,1,0 by default");
 
     let (status, body) = app
-        .call(app.post("/scheduler/maintenance-reminder/start?days_before=2,0"))
+        .call(app.ops_post("/scheduler/maintenance-reminder/start?days_before=2,0"))
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["days_before"], json!([2, 0]));
     let (status, body) = app
-        .call(app.post("/scheduler/maintenance-reminder/start?days_before=2,x"))
+        .call(app.ops_post("/scheduler/maintenance-reminder/start?days_before=2,x"))
         .await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["errors"][0]["field"], "days_before");

@@ -8,6 +8,7 @@ mod envelope;
 mod metrics;
 mod nul;
 mod pages;
+mod probe;
 mod sandbox;
 mod slow_clients;
 
