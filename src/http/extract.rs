@@ -25,11 +25,14 @@ use axum::{
     },
     http::{header, request::Parts},
 };
-use std::cell::RefCell;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
 
-use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Number, Value};
-
+use super::json::{nul_errors, shown, walk};
+pub use super::{
+    fields::Fields,
+    json::{nul_paths, parse_json},
+};
 use crate::error::{AppError, FieldError};
 
 /// The largest request body read (the router's `DefaultBodyLimit` is set to the same value).
@@ -37,61 +40,6 @@ pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 
 /// The message of a field that contains a NUL character.
 pub const NUL_MESSAGE: &str = "must not contain NUL characters (\\u0000)";
-
-/// The paths (`nama`, `vehicles[0].no_pol`, `[3].nopol`) of the strings and object keys in `value`
-/// that contain a NUL character; a string at the root is `body`.
-pub fn nul_paths(value: &Value) -> Vec<String> {
-    let mut out = Vec::new();
-    walk(value, &mut String::new(), &mut out);
-    out
-}
-
-fn walk(value: &Value, path: &mut String, out: &mut Vec<String>) {
-    match value {
-        Value::String(s) if s.contains('\0') => out.push(if path.is_empty() {
-            "body".to_owned()
-        } else {
-            path.clone()
-        }),
-        Value::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                let len = path.len();
-                path.push_str(&format!("[{i}]"));
-                walk(item, path, out);
-                path.truncate(len);
-            }
-        }
-        Value::Object(map) => walk_map(map, path, out),
-        _ => {}
-    }
-}
-
-fn walk_map(map: &Map<String, Value>, path: &mut String, out: &mut Vec<String>) {
-    for (key, item) in map {
-        let len = path.len();
-        if !path.is_empty() {
-            path.push('.');
-        }
-        path.push_str(&shown(key));
-        if key.contains('\0') {
-            out.push(path.clone());
-        }
-        walk(item, path, out);
-        path.truncate(len);
-    }
-}
-
-/// A name as it can be shown in an error (a NUL as `\u0000`).
-fn shown(name: &str) -> String {
-    name.replace('\0', "\\u0000")
-}
-
-fn nul_errors(paths: Vec<String>) -> Vec<FieldError> {
-    paths
-        .into_iter()
-        .map(|p| FieldError::new(p, NUL_MESSAGE))
-        .collect()
-}
 
 /// A date as the API writes it, `YYYY-MM-DD` with a year from 0001 to 9999. chrono alone also
 /// takes signed and longer years (`-5000-01-01`), which PostgreSQL refuses ("date out of range"):
@@ -159,147 +107,6 @@ async fn json_or_empty<S: Send + Sync>(req: Request, state: &S) -> Result<Option
         return Ok(None);
     }
     parse_json(&bytes).map(Some)
-}
-
-/// A request body as JSON: malformed JSON, or an object that names a key twice, is a 400 (the
-/// latter naming the key and its path). One pass: the check is made while the value is built.
-pub fn parse_json(bytes: &[u8]) -> Result<Value, AppError> {
-    let trail = RefCell::new(Vec::new());
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let parsed = UniqueKeys { trail: &trail }
-        .deserialize(&mut de)
-        .and_then(|value| de.end().map(|()| value));
-    parsed.map_err(|e| {
-        let trail = trail.into_inner();
-        match trail.first() {
-            // Filled only on the way out of a duplicate: innermost first.
-            Some(key) => {
-                let path = trail.iter().rev().fold(String::new(), |mut path, segment| {
-                    if !path.is_empty() && !segment.starts_with('[') {
-                        path.push('.');
-                    }
-                    path.push_str(segment);
-                    path
-                });
-                AppError::BadRequest(format!(
-                    "malformed JSON: the key \"{}\" appears twice in one object (at `{}`); \
-                     each key may appear once",
-                    clipped(key),
-                    clipped(&path)
-                ))
-            }
-            None => AppError::BadRequest(format!("malformed JSON: {e}")),
-        }
-    })
-}
-
-/// At most [`SHOWN_CHARS`] characters of a name a client sent, for a message.
-fn clipped(name: &str) -> String {
-    match name.char_indices().nth(SHOWN_CHARS) {
-        None => name.to_owned(),
-        Some((at, _)) => format!("{}…", &name[..at]),
-    }
-}
-
-const SHOWN_CHARS: usize = 100;
-
-/// Builds a [`Value`] like `serde_json`'s own deserializer, but refuses an object with a key
-/// it has seen already. On that error `trail` gets the key, then each enclosing key or `[index]`
-/// as the error travels out.
-struct UniqueKeys<'a> {
-    trail: &'a RefCell<Vec<String>>,
-}
-
-impl UniqueKeys<'_> {
-    fn note(&self, segment: impl FnOnce() -> String) {
-        let mut trail = self.trail.borrow_mut();
-        if !trail.is_empty() {
-            trail.push(segment());
-        }
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for UniqueKeys<'_> {
-    type Value = Value;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for UniqueKeys<'_> {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
-    }
-
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        // JSON has no NaN or infinity: `from_f64` always gives a number here.
-        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        loop {
-            match seq.next_element_seed(UniqueKeys { trail: self.trail }) {
-                Ok(Some(item)) => items.push(item),
-                Ok(None) => return Ok(Value::Array(items)),
-                Err(e) => {
-                    self.note(|| format!("[{}]", items.len()));
-                    return Err(e);
-                }
-            }
-        }
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut object = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if object.contains_key(&key) {
-                self.trail.borrow_mut().push(shown(&key));
-                return Err(de::Error::custom("duplicate key"));
-            }
-            match map.next_value_seed(UniqueKeys { trail: self.trail }) {
-                Ok(value) => {
-                    object.insert(key, value);
-                }
-                Err(e) => {
-                    self.note(|| shown(&key));
-                    return Err(e);
-                }
-            }
-        }
-        Ok(Value::Object(object))
-    }
 }
 
 /// Refuses a value with NUL characters: 422 naming every such field.
@@ -551,89 +358,6 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
     }
 }
 
-/// Field readers that collect errors instead of stopping at the first one.
-pub struct Fields<'a> {
-    map: &'a Map<String, Value>,
-    pub errors: Vec<FieldError>,
-}
-
-impl<'a> Fields<'a> {
-    /// Starts the validation of one object (a body or an item of a bulk import): a string or key
-    /// anywhere in it that contains a NUL character is already an error.
-    pub fn new(map: &'a Map<String, Value>) -> Self {
-        let mut paths = Vec::new();
-        walk_map(map, &mut String::new(), &mut paths);
-        Self {
-            map,
-            errors: nul_errors(paths),
-        }
-    }
-
-    fn error(&mut self, field: &str, message: impl Into<String>) {
-        self.errors.push(FieldError::new(field, message));
-    }
-
-    pub fn required_str(&mut self, field: &str) -> Option<&'a str> {
-        match self.map.get(field) {
-            None | Some(Value::Null) => {
-                self.error(field, "is required");
-                None
-            }
-            Some(Value::String(s)) => Some(s.as_str()),
-            Some(_) => {
-                self.error(field, "must be a string");
-                None
-            }
-        }
-    }
-
-    pub fn optional_str(&mut self, field: &str) -> Option<&'a str> {
-        match self.map.get(field) {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s.as_str()),
-            Some(_) => {
-                self.error(field, "must be a string");
-                None
-            }
-        }
-    }
-
-    /// `true` or `false`; anything else (`"true"`, `1`) is an error.
-    pub fn optional_bool(&mut self, field: &str) -> Option<bool> {
-        match self.map.get(field) {
-            None | Some(Value::Null) => None,
-            Some(Value::Bool(b)) => Some(*b),
-            Some(_) => {
-                self.error(field, "must be true or false");
-                None
-            }
-        }
-    }
-
-    /// An integer; `5.0` is one too (JSON and JSON Schema do not tell them apart, and some
-    /// clients write every number with a fraction).
-    pub fn optional_i64(&mut self, field: &str) -> Option<i64> {
-        match self.map.get(field) {
-            None | Some(Value::Null) => None,
-            Some(Value::Number(n)) => match n.as_i64().or_else(|| {
-                n.as_f64()
-                    .filter(|f| f.fract() == 0.0 && *f >= -(2f64.powi(63)) && *f < 2f64.powi(63))
-                    .map(|f| f as i64)
-            }) {
-                Some(v) => Some(v),
-                None => {
-                    self.error(field, "must be an integer");
-                    None
-                }
-            },
-            Some(_) => {
-                self.error(field, "must be an integer");
-                None
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod json_tests {
     use super::*;
@@ -701,28 +425,6 @@ mod json_tests {
             nul_paths_outside_items(&serde_json::json!("\u{0}")),
             ["body"]
         );
-    }
-}
-
-#[cfg(test)]
-mod field_tests {
-    use super::Fields;
-
-    #[test]
-    fn integers_may_be_written_with_a_zero_fraction() {
-        let body =
-            serde_json::json!({"a": 5, "b": 36500.0, "c": 2.5, "d": 1e300, "e": "5", "f": -3.0});
-        let map = body.as_object().unwrap();
-        let mut f = Fields::new(map);
-        assert_eq!(f.optional_i64("a"), Some(5));
-        assert_eq!(f.optional_i64("b"), Some(36_500));
-        assert_eq!(f.optional_i64("c"), None);
-        assert_eq!(f.optional_i64("d"), None);
-        assert_eq!(f.optional_i64("e"), None);
-        assert_eq!(f.optional_i64("f"), Some(-3));
-        assert_eq!(f.optional_i64("missing"), None);
-        let fields: Vec<&str> = f.errors.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["c", "d", "e"]);
     }
 }
 

@@ -4,8 +4,10 @@ pub mod auth;
 pub mod docs;
 pub mod envelope;
 pub mod extract;
+pub mod fields;
 pub mod headers;
 pub mod health;
+pub mod json;
 pub mod responses;
 pub mod server;
 

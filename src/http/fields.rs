@@ -1,0 +1,112 @@
+//! Reading an object's fields one by one, collecting every error instead of stopping at the
+//! first (a client gets all its invalid fields at once as 422 `errors[]`).
+
+use serde_json::{Map, Value};
+
+use super::json::{nul_errors, walk_map};
+use crate::error::FieldError;
+
+/// Field readers that collect errors instead of stopping at the first one.
+pub struct Fields<'a> {
+    map: &'a Map<String, Value>,
+    pub errors: Vec<FieldError>,
+}
+
+impl<'a> Fields<'a> {
+    /// Starts the validation of one object (a body or an item of a bulk import): a string or key
+    /// anywhere in it that contains a NUL character is already an error.
+    pub fn new(map: &'a Map<String, Value>) -> Self {
+        let mut paths = Vec::new();
+        walk_map(map, &mut String::new(), &mut paths);
+        Self {
+            map,
+            errors: nul_errors(paths),
+        }
+    }
+
+    fn error(&mut self, field: &str, message: impl Into<String>) {
+        self.errors.push(FieldError::new(field, message));
+    }
+
+    pub fn required_str(&mut self, field: &str) -> Option<&'a str> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => {
+                self.error(field, "is required");
+                None
+            }
+            Some(Value::String(s)) => Some(s.as_str()),
+            Some(_) => {
+                self.error(field, "must be a string");
+                None
+            }
+        }
+    }
+
+    pub fn optional_str(&mut self, field: &str) -> Option<&'a str> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.as_str()),
+            Some(_) => {
+                self.error(field, "must be a string");
+                None
+            }
+        }
+    }
+
+    /// `true` or `false`; anything else (`"true"`, `1`) is an error.
+    pub fn optional_bool(&mut self, field: &str) -> Option<bool> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => {
+                self.error(field, "must be true or false");
+                None
+            }
+        }
+    }
+
+    /// An integer; `5.0` is one too (JSON and JSON Schema do not tell them apart, and some
+    /// clients write every number with a fraction).
+    pub fn optional_i64(&mut self, field: &str) -> Option<i64> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => match n.as_i64().or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f >= -(2f64.powi(63)) && *f < 2f64.powi(63))
+                    .map(|f| f as i64)
+            }) {
+                Some(v) => Some(v),
+                None => {
+                    self.error(field, "must be an integer");
+                    None
+                }
+            },
+            Some(_) => {
+                self.error(field, "must be an integer");
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Fields;
+
+    #[test]
+    fn integers_may_be_written_with_a_zero_fraction() {
+        let body =
+            serde_json::json!({"a": 5, "b": 36500.0, "c": 2.5, "d": 1e300, "e": "5", "f": -3.0});
+        let map = body.as_object().unwrap();
+        let mut f = Fields::new(map);
+        assert_eq!(f.optional_i64("a"), Some(5));
+        assert_eq!(f.optional_i64("b"), Some(36_500));
+        assert_eq!(f.optional_i64("c"), None);
+        assert_eq!(f.optional_i64("d"), None);
+        assert_eq!(f.optional_i64("e"), None);
+        assert_eq!(f.optional_i64("f"), Some(-3));
+        assert_eq!(f.optional_i64("missing"), None);
+        let fields: Vec<&str> = f.errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["c", "d", "e"]);
+    }
+}
