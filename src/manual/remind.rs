@@ -84,12 +84,15 @@ pub struct Detail {
     pub next_service: NaiveDate,
     pub days_until_service: i64,
     /// `queued`, `already_queued`, `skipped` (with `reason` `opted out`: the number is on the
-    /// opt-out list); after `wait_seconds` also `sent` / `failed` / `expired`.
+    /// opt-out list; `text too long`: the rendered text is over 4,096 characters); after
+    /// `wait_seconds` also `sent` / `failed` / `expired`.
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub message_id: Option<Uuid>,
-    pub message: String,
+    /// The text; absent when it is too long to send.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// The answer of `send-reminders`: the seed's `total_records`, `reminder_sent`,
@@ -265,8 +268,8 @@ impl pass::Pass for Pass {
         let message = match outcome {
             // A record whose number no longer parses is counted, not listed (as the seed).
             Outcome::Skipped(Skip::Refused(_)) => return None,
-            Outcome::Skipped(Skip::OptedOut(m)) => m.body.clone(),
-            _ => outcome.text().unwrap_or_default().to_owned(),
+            Outcome::Skipped(Skip::OptedOut(m)) => Some(m.body.clone()),
+            _ => outcome.text().map(str::to_owned),
         };
         Some(Detail {
             id: c.id,

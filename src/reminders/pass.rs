@@ -8,7 +8,8 @@
 //! [`MAX_DETAILS`] details, whatever the number of candidates.
 //!
 //! Before anything is stored, a candidate is skipped when its pass refuses it (incomplete
-//! data) or when its number is on the opt-out list (`opted out`, one query per page).
+//! data), when its text is over `templates::MAX_TEXT_CHARS` (`text too long`), or when its
+//! number is on the opt-out list (`opted out`, one query per page).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -22,7 +23,7 @@ use uuid::Uuid;
 
 use crate::{
     messages::{Kind, repo, request::NewMessage},
-    suppressions,
+    suppressions, templates,
 };
 
 /// Candidates per page (and per transaction).
@@ -111,6 +112,8 @@ pub enum Outcome<'a> {
 pub enum Skip<'a> {
     /// The pass' own rule (incomplete data, an unusable number): its reason.
     Refused(&'a str),
+    /// The rendered text is over `templates::MAX_TEXT_CHARS`.
+    TooLong,
     /// The number is on the opt-out list: the message it would have had.
     OptedOut(&'a NewMessage),
 }
@@ -129,6 +132,7 @@ impl Outcome<'_> {
     pub fn reason(&self) -> Option<String> {
         match self {
             Self::Skipped(Skip::Refused(reason)) => Some((*reason).to_owned()),
+            Self::Skipped(Skip::TooLong) => Some(templates::TEXT_TOO_LONG.to_owned()),
             Self::Skipped(Skip::OptedOut(_)) => Some(suppressions::OPTED_OUT.to_owned()),
             Self::Queued { .. } | Self::AlreadyQueued { .. } => None,
         }
@@ -217,6 +221,7 @@ pub async fn walk<P: Pass>(pool: &PgPool, pass: &P) -> sqlx::Result<Walked<P::De
 enum Judged {
     Remind(NewMessage),
     Refused(String),
+    TooLong,
 }
 
 async fn remind_page<P: Pass>(
@@ -225,9 +230,11 @@ async fn remind_page<P: Pass>(
     page: &[P::Candidate],
     walked: &mut Walked<P::Detail>,
 ) -> sqlx::Result<()> {
+    // A text too long is dropped at once: a page of them would otherwise be held in memory.
     let judged: Vec<Judged> = page
         .iter()
         .map(|c| match pass.judge(c) {
+            Ok(m) if templates::check_text(&m.body).is_err() => Judged::TooLong,
             Ok(m) => Judged::Remind(m),
             Err(reason) => Judged::Refused(reason),
         })
@@ -296,6 +303,7 @@ async fn remind_page<P: Pass>(
     for ((c, judged), id) in page.iter().zip(&judged).zip(&ids) {
         let outcome = match (judged, id) {
             (Judged::Refused(reason), _) => Outcome::Skipped(Skip::Refused(reason)),
+            (Judged::TooLong, _) => Outcome::Skipped(Skip::TooLong),
             (Judged::Remind(m), None) => Outcome::Skipped(Skip::OptedOut(m)),
             (Judged::Remind(m), Some(id)) if inserted.contains(id) => Outcome::Queued {
                 message_id: *id,
