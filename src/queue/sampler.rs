@@ -30,7 +30,7 @@ pub async fn sample(pool: &PgPool) -> sqlx::Result<()> {
     .await?;
     let mut queues: Vec<&str> = rows.iter().map(|r| r.queue.as_str()).collect();
     queues.push(super::SEND_QUEUE);
-    queues.push(crate::reminders::schedule::FANOUT_QUEUE);
+    queues.push(super::FANOUT_QUEUE);
     queues.sort_unstable();
     queues.dedup();
     for queue in queues {
