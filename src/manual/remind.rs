@@ -192,8 +192,11 @@ impl pass::Pass for Pass {
     type Candidate = Candidate;
     type Detail = Detail;
 
-    const KIND: Kind = Kind::Manual;
     const CREATED_BY: &'static str = CREATED_BY;
+
+    fn kind(&self) -> Kind {
+        Kind::Manual
+    }
 
     fn max_attempts(&self) -> u32 {
         self.max_attempts

@@ -128,8 +128,11 @@ impl pass::Pass for Pass {
     type Candidate = Candidate;
     type Detail = Detail;
 
-    const KIND: Kind = Kind::Maintenance;
     const CREATED_BY: &'static str = "fanout";
+
+    fn kind(&self) -> Kind {
+        Kind::Maintenance
+    }
 
     fn max_attempts(&self) -> u32 {
         self.max_attempts

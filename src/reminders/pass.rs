@@ -35,17 +35,19 @@ pub const MAX_DETAILS: usize = 1_000;
 pub trait Pass: Sync {
     /// One ordered walk over the candidates (e.g. `calendar::DueWalk`: one due date by one
     /// index); a pass makes several in turn.
-    type Walk: Sync;
+    type Walk: Send + Sync;
     /// Where a walk has got to: the last candidate's position in the walk's order.
     type Cursor: Send + Sync;
     type Candidate: Send + Sync;
     /// One candidate in the response.
     type Detail: Send;
 
-    /// The kind of its messages, which says which opt-outs apply.
-    const KIND: Kind;
     /// `created_by` of its messages.
     const CREATED_BY: &'static str;
+
+    /// The kind of its messages, which says which opt-outs apply (a method: a campaign's
+    /// depends on the campaign).
+    fn kind(&self) -> Kind;
 
     fn max_attempts(&self) -> u32;
 
@@ -247,7 +249,7 @@ async fn remind_page<P: Pass>(
             _ => None,
         })
         .collect();
-    let blocked = suppressions::repo::blocked_among(pool, &phones, P::KIND).await?;
+    let blocked = suppressions::repo::blocked_among(pool, &phones, pass.kind()).await?;
     // The message id of each candidate that is reminded, chosen before its reminder row.
     let ids: Vec<Option<Uuid>> = judged
         .iter()
