@@ -204,9 +204,6 @@ impl pass::Pass for Pass {
 
     fn walks(&self) -> Vec<(DueWalk, (NaiveDate, Uuid))> {
         calendar::due_walks(&self.days_before, self.date, self.interval_months)
-            .into_iter()
-            .map(|w| (w, w.start()))
-            .collect()
     }
 
     async fn page(

@@ -155,7 +155,7 @@ pub enum DueWalk {
 
 impl DueWalk {
     /// The cursor before the walk's first record: (walk date, id).
-    pub fn start(self) -> (NaiveDate, uuid::Uuid) {
+    fn start(self) -> (NaiveDate, uuid::Uuid) {
         match self {
             Self::Next { due } => (due, uuid::Uuid::nil()),
             Self::Last { from, .. } => (from, uuid::Uuid::nil()),
@@ -163,17 +163,22 @@ impl DueWalk {
     }
 }
 
-/// The walks of a pass on business date `date`: explicit next visits first, then last visits,
-/// one due date at a time. Each walk is then a plain ordered range of one index (a set of dates
-/// in one query makes the planner sort every match of the window for each page).
-pub fn due_walks(days_before: &DaysBefore, date: NaiveDate, months: u32) -> Vec<DueWalk> {
+/// The walks of a pass on business date `date`, each with the cursor before its first record:
+/// explicit next visits first, then last visits, one due date at a time. Each walk is then a
+/// plain ordered range of one index (a set of dates in one query makes the planner sort every
+/// match of the window for each page).
+pub fn due_walks(
+    days_before: &DaysBefore,
+    date: NaiveDate,
+    months: u32,
+) -> Vec<(DueWalk, (NaiveDate, uuid::Uuid))> {
     let due = days_before.due_dates(date);
     let next = due.iter().map(|&due| DueWalk::Next { due });
     let last = due.iter().map(|&due| {
         let (from, to) = last_visit_range(due, due, months);
         DueWalk::Last { due, from, to }
     });
-    next.chain(last).collect()
+    next.chain(last).map(|w| (w, w.start())).collect()
 }
 
 #[cfg(test)]
@@ -219,7 +224,8 @@ mod tests {
     #[test]
     fn a_pass_walks_next_visits_first_then_last_visits_a_due_date_at_a_time() {
         let days = "1,0".parse::<DaysBefore>().unwrap();
-        let walks = due_walks(&days, d(2026, 12, 1), 4);
+        let (walks, starts): (Vec<_>, Vec<_>) =
+            due_walks(&days, d(2026, 12, 1), 4).into_iter().unzip();
         assert_eq!(
             walks,
             [
@@ -241,8 +247,8 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(walks[0].start(), (d(2026, 12, 1), uuid::Uuid::nil()));
-        assert_eq!(walks[2].start(), (d(2026, 8, 1), uuid::Uuid::nil()));
+        assert_eq!(starts[0], (d(2026, 12, 1), uuid::Uuid::nil()));
+        assert_eq!(starts[2], (d(2026, 8, 1), uuid::Uuid::nil()));
     }
 
     #[test]

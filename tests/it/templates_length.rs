@@ -42,12 +42,28 @@ async fn customer(app: &TestApp, nama: &str, hp: &str, no_pol: &str) -> String {
     id_of(&created)
 }
 
-/// The details of a pass answer, by the value of `field`.
+/// The detail of a pass answer whose `field` is `value`.
 fn detail<'a>(summary: &'a Value, field: &str, value: &str) -> &'a Value {
     summary["details"]
         .as_array()
         .and_then(|d| d.iter().find(|d| d[field] == value))
         .unwrap_or_else(|| panic!("no detail with {field} {value}: {summary}"))
+}
+
+/// A pass answer over a long and a short name: the long one skipped as `text too long` with
+/// neither text nor message, the short one queued with its 1,500 characters.
+fn check_pass(summary: &Value, field: &str, long: &str, short: &str) {
+    assert_eq!(summary["eligible"], 2, "{summary}");
+    assert_eq!(summary["reminder_queued"], 1, "{summary}");
+    assert_eq!(summary["skipped"], 1, "{summary}");
+    let long = detail(summary, field, long);
+    assert_eq!(long["status"], "skipped", "{long}");
+    assert_eq!(long["reason"], "text too long", "{long}");
+    assert!(long.get("message").is_none(), "{long}");
+    assert!(long["message_id"].is_null(), "{long}");
+    let short = detail(summary, field, short);
+    assert_eq!(short["status"], "queued", "{short}");
+    assert_eq!(short["message"].as_str().map(str::len), Some(1_500));
 }
 
 #[tokio::test]
@@ -62,18 +78,7 @@ async fn a_reminder_that_renders_over_4096_characters_is_skipped_as_text_too_lon
         .call(app.post("/scheduler/maintenance-reminder/run-now"))
         .await;
     assert_eq!(status, 200, "{body}");
-    let summary = &body["data"];
-    assert_eq!(summary["eligible"], 2, "{summary}");
-    assert_eq!(summary["reminder_queued"], 1, "{summary}");
-    assert_eq!(summary["skipped"], 1, "{summary}");
-    let long = detail(summary, "no_pol", "B 1 LONG");
-    assert_eq!(long["status"], "skipped", "{long}");
-    assert_eq!(long["reason"], "text too long", "{long}");
-    assert!(long.get("message").is_none(), "{long}");
-    assert!(long.get("message_id").is_none(), "{long}");
-    let short = detail(summary, "no_pol", "B 2 SHORT");
-    assert_eq!(short["status"], "queued", "{short}");
-    assert_eq!(short["message"].as_str().map(str::len), Some(1_500));
+    check_pass(&body["data"], "no_pol", "B 1 LONG", "B 2 SHORT");
 
     // Nothing stored for the skipped vehicle: a later (fixed) template can still remind it.
     assert_eq!(app.count("SELECT count(*) FROM reminders").await, 1);
@@ -105,17 +110,7 @@ async fn a_manual_reminder_that_renders_over_4096_characters_is_skipped_as_text_
         .call(app.post("/manual-whatsapp/send-reminders").json(&json!({})))
         .await;
     assert_eq!(status, 200, "{body}");
-    let summary = &body["data"];
-    assert_eq!(summary["eligible"], 2, "{summary}");
-    assert_eq!(summary["reminder_queued"], 1, "{summary}");
-    assert_eq!(summary["skipped"], 1, "{summary}");
-    let long = detail(summary, "nopol", "M 1 LONG");
-    assert_eq!(long["status"], "skipped", "{long}");
-    assert_eq!(long["reason"], "text too long", "{long}");
-    assert!(long.get("message").is_none(), "{long}");
-    assert_eq!(long["message_id"], Value::Null, "{long}");
-    let short = detail(summary, "nopol", "M 2 SHORT");
-    assert_eq!(short["status"], "queued", "{short}");
+    check_pass(&body["data"], "nopol", "M 1 LONG", "M 2 SHORT");
     assert_eq!(app.count("SELECT count(*) FROM manual_reminders").await, 1);
 
     // The daily run's manual pass skips it the same way.

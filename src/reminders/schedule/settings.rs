@@ -87,16 +87,29 @@ pub async fn set(
     .await
 }
 
-/// A schedule at `hour:minute`, enabled, last changed at `set` (RFC 3339).
+/// What the schedule's unit tests share.
 #[cfg(test)]
-pub(super) fn at(hour: i32, minute: i32, set: &str) -> Settings {
-    Settings {
-        enabled: true,
-        hour,
-        minute,
-        days_before: None,
-        updated_at: DateTime::parse_from_rfc3339(set)
-            .map(|t| t.with_timezone(&Utc))
-            .unwrap_or_default(),
+pub(super) mod fixtures {
+    use chrono::{DateTime, Utc};
+    use chrono_tz::Tz;
+
+    use super::Settings;
+
+    pub const JKT: Tz = chrono_tz::Asia::Jakarta;
+
+    /// An instant (RFC 3339).
+    pub fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    /// A schedule at `hour:minute`, enabled, last changed at `set` (RFC 3339).
+    pub fn settings(hour: i32, minute: i32, set: &str) -> Settings {
+        Settings {
+            enabled: true,
+            hour,
+            minute,
+            days_before: None,
+            updated_at: at(set),
+        }
     }
 }

@@ -137,12 +137,10 @@ pub async fn healthy(pool: &PgPool, config: &Config, s: &Settings) -> sqlx::Resu
 
 #[cfg(test)]
 mod tests {
-    use super::{super::settings::at as settings, *};
-
-    fn at(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-    }
-    const JKT: Tz = chrono_tz::Asia::Jakarta;
+    use super::{
+        super::settings::fixtures::{JKT, at, settings},
+        *,
+    };
 
     #[test]
     fn status_texts_are_the_seeds() {

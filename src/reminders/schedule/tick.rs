@@ -112,12 +112,10 @@ pub async fn claim(pool: &PgPool, due: &Due) -> sqlx::Result<bool> {
 
 #[cfg(test)]
 mod tests {
-    use super::{super::settings::at as settings, *};
-
-    fn at(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-    }
-    const JKT: Tz = chrono_tz::Asia::Jakarta;
+    use super::{
+        super::settings::fixtures::{JKT, at, settings},
+        *,
+    };
 
     #[test]
     fn a_tick_is_due_once_its_time_has_come() {
