@@ -215,75 +215,101 @@ pub async fn start(
         http_shutdown,
     ));
     tracing::info!(%local, ?role, "listening");
-    tokio::spawn(crate::queue::sampler::run(pool.clone(), shutdown.clone()));
 
-    let workers = if role == ProcessRole::Api {
-        None
-    } else {
-        let sandbox_url = format!("http://{}{}", loopback(local), sandbox::SEND_PATH);
-        let gateway =
-            StarSender::from_config(&config, Some(sandbox_url), state.sandbox_key.clone())?;
-        tracing::info!(
-            gateway = gateway.url(),
-            concurrency = config.worker_concurrency,
-            "send workers starting"
-        );
-        let pauses = crate::queue::pause::Pauses::default();
-        pauses.refresh(&pool).await?;
-        pauses.spawn_refresher(pool.clone(), shutdown.clone());
-        tokio::spawn(crate::ops::retention::run(
-            pool.clone(),
-            config.job_retention_days,
-            shutdown.clone(),
-        ));
-        tokio::spawn(crate::policy::expiry::run(pool.clone(), shutdown.clone()));
-        let budget = budget(&config, role)?;
-        let workers = crate::queue::Workers {
-            process: crate::queue::rescue::Process::new(),
-            wakeups: crate::queue::wakeup::Wakeups::default(),
-            pool: db::relaxed(&pool, budget.relaxed),
-        };
-        // Registered before any worker fetches, so that no job is held by an unknown process.
-        workers.process.register(&pool).await?;
-        // The beat outlives the workers: it keeps this process alive in others' eyes while
-        // in-flight sends finish, then releases what is left.
-        let workers_stopped = CancellationToken::new();
-        let beat = workers.process.spawn(pool.clone(), workers_stopped.clone());
-        workers
-            .wakeups
-            .spawn_listener(pool.clone(), shutdown.clone());
-        let policy = crate::policy::Policy::new(pool.clone(), config.app_timezone);
-        // Read before the first claim: no send goes out under a policy not yet known.
-        policy.refresh().await?;
-        policy.spawn_refresher(shutdown.clone());
-        let ctx = crate::messages::context::SendContext::new(
-            pool.clone(),
-            workers.pool.clone(),
-            &config,
-            gateway,
-            pauses,
-            policy,
-            workers.process.clone(),
-        );
-        let scheduler = Arc::new(crate::reminders::schedule::SchedulerContext {
-            pool: pool.clone(),
-            config: config.clone(),
-        });
-        let worker_shutdown = shutdown.clone();
-        Some(tokio::spawn(async move {
-            let result =
-                crate::worker::run(config.clone(), ctx, scheduler, workers, worker_shutdown).await;
-            workers_stopped.cancel();
-            let _ = beat.await;
-            result
-        }))
+    let prepared = match role {
+        ProcessRole::Api => None,
+        _ => Some(prepare_workers(&config, role, local, &state, &pool, &shutdown).await?),
     };
+    let workers_stopped = CancellationToken::new();
+    let beat = crate::maintenance::start(
+        &pool,
+        &config,
+        &shutdown,
+        prepared
+            .as_ref()
+            .map(|p| (&p.workers.process, workers_stopped.clone())),
+    );
+    let workers = prepared.map(|p| {
+        let worker_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let result =
+                crate::worker::run(config, p.ctx, p.scheduler, p.workers, worker_shutdown).await;
+            // The beat outlived the workers; now it releases what they left.
+            workers_stopped.cancel();
+            if let Some(beat) = beat {
+                let _ = beat.await;
+            }
+            result
+        })
+    });
     Ok(Running {
         local_addr: local,
         state,
         shutdown,
         server,
         workers,
+    })
+}
+
+/// The send workers and the scheduler of a process, ready to run.
+struct Prepared {
+    workers: crate::queue::Workers,
+    ctx: Arc<crate::messages::context::SendContext>,
+    scheduler: Arc<crate::reminders::schedule::SchedulerContext>,
+}
+
+/// Everything the workers need before they start: the gateway, the pauses and the policy read
+/// once, and this process registered with the queue (before any of its workers fetches, so that
+/// no job is held by an unknown process).
+async fn prepare_workers(
+    config: &Arc<Config>,
+    role: ProcessRole,
+    local: SocketAddr,
+    state: &AppState,
+    pool: &PgPool,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Prepared> {
+    let sandbox_url = format!("http://{}{}", loopback(local), sandbox::SEND_PATH);
+    let gateway = StarSender::from_config(config, Some(sandbox_url), state.sandbox_key.clone())?;
+    tracing::info!(
+        gateway = gateway.url(),
+        concurrency = config.worker_concurrency,
+        "send workers starting"
+    );
+    let pauses = crate::queue::pause::Pauses::default();
+    pauses.refresh(pool).await?;
+    pauses.spawn_refresher(pool.clone(), shutdown.clone());
+    let budget = budget(config, role)?;
+    let workers = crate::queue::Workers {
+        process: crate::queue::rescue::Process::new(),
+        wakeups: crate::queue::wakeup::Wakeups::default(),
+        pool: db::relaxed(pool, budget.relaxed),
+    };
+    workers.process.register(pool).await?;
+    workers
+        .wakeups
+        .spawn_listener(pool.clone(), shutdown.clone());
+    let policy = crate::policy::Policy::new(pool.clone(), config.app_timezone);
+    // Read before the first claim: no send goes out under a policy not yet known.
+    policy.refresh().await?;
+    policy.spawn_refresher(shutdown.clone());
+    let ctx = crate::messages::context::SendContext::new(
+        pool.clone(),
+        workers.pool.clone(),
+        config,
+        gateway,
+        pauses,
+        policy,
+        workers.process.clone(),
+    );
+    let scheduler = Arc::new(crate::reminders::schedule::SchedulerContext {
+        pool: pool.clone(),
+        config: config.clone(),
+    });
+    Ok(Prepared {
+        workers,
+        ctx,
+        scheduler,
     })
 }
 

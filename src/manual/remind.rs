@@ -1,6 +1,7 @@
 //! Reminders for manual records, through the send pipeline (kind `manual`): keyed
 //! `(manual_id, reminder_date)` under a unique index, so `send-reminders` run twice — or
 //! concurrently — queues each record once a day; `{id}/send-reminder?force=true` adds another.
+//! `send-reminders` (and the daily run's manual pass) is a [`pass::Pass`].
 
 use std::collections::{HashMap, HashSet};
 
@@ -12,12 +13,15 @@ use uuid::Uuid;
 use crate::{
     messages::{Kind, phone::PhoneNumber, request::NewMessage, store},
     reminders::{
-        calendar::{self, DaysBefore},
-        fanout::{MAX_DETAILS, PAGE, final_outcomes, wait_settled},
+        calendar::{self, DaysBefore, DueWalk},
+        pass::{self, Followers, Outcome, Skip},
     },
     suppressions,
     templates::{Current, Language, Subject, Workshop},
 };
+
+/// `created_by` of manual reminders.
+const CREATED_BY: &str = "manual";
 
 #[derive(Debug, Clone)]
 pub struct Pass {
@@ -52,7 +56,7 @@ pub struct Candidate {
 }
 
 /// Records due on `$1` by their `next_service`, after id `$3`, `$4` at a time; `$2` only
-/// active ones. One due date at a time, as for vehicles (`reminders::fanout`).
+/// active ones. One due date at a time, as for vehicles (`calendar::due_walks`).
 const NEXT_SERVICE_WALK: &str =
     "SELECT id, customer_name, nopol, no_hp, next_service, next_service AS walk_date, salutation, language
      FROM manual_whatsapp
@@ -80,12 +84,15 @@ pub struct Detail {
     pub next_service: NaiveDate,
     pub days_until_service: i64,
     /// `queued`, `already_queued`, `skipped` (with `reason` `opted out`: the number is on the
-    /// opt-out list); after `wait_seconds` also `sent` / `failed` / `expired`.
+    /// opt-out list; `text too long`: the rendered text is over 4,096 characters); after
+    /// `wait_seconds` also `sent` / `failed` / `expired`.
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub message_id: Option<Uuid>,
-    pub message: String,
+    /// The text; absent when it is too long to send.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// The answer of `send-reminders`: the seed's `total_records`, `reminder_sent`,
@@ -107,10 +114,6 @@ pub struct Summary {
     pub details: Vec<Detail>,
     pub details_truncated: bool,
 }
-
-/// Today's manual reminders whose message is still on its way.
-const OPEN: &str = "SELECT count(*) FROM manual_reminders r JOIN messages m ON m.id = r.message_id
-     WHERE r.reminder_date = $1 AND m.status IN ('queued', 'sending', 'retrying')";
 
 /// What a record's reminder says, rendered from `template` for the record's salutation and
 /// language.
@@ -138,18 +141,17 @@ pub fn message(
     Some(message)
 }
 
-/// Inserts reminder rows (+ their messages and jobs) for `rows`; returns the message ids of
-/// the rows that were new. `forced` rows are never in conflict.
-async fn queue(
+/// Inserts a reminder row of `date` for each `(record, message id)`; returns the message ids
+/// of the rows that were new. `forced` rows are never in conflict.
+async fn insert_rows(
     conn: &mut PgConnection,
     date: NaiveDate,
-    rows: &[(Uuid, NewMessage, Uuid)],
+    rows: &[(Uuid, Uuid)],
     forced: bool,
-    max_attempts: u32,
 ) -> sqlx::Result<HashSet<Uuid>> {
     let ids: Vec<Uuid> = rows.iter().map(|_| Uuid::now_v7()).collect();
     let manual_ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
-    let message_ids: Vec<Uuid> = rows.iter().map(|r| r.2).collect();
+    let message_ids: Vec<Uuid> = rows.iter().map(|r| r.1).collect();
     let inserted: Vec<Uuid> = sqlx::query_scalar(
         "INSERT INTO manual_reminders (id, manual_id, reminder_date, forced, message_id)
          SELECT r.id, r.manual_id, $3, $4, r.message_id
@@ -162,18 +164,9 @@ async fn queue(
     .bind(date)
     .bind(forced)
     .bind(&message_ids)
-    .fetch_all(&mut *conn)
+    .fetch_all(conn)
     .await?;
-    let inserted: HashSet<Uuid> = inserted.into_iter().collect();
-    let (new_ids, new_messages): (Vec<Uuid>, Vec<NewMessage>) = rows
-        .iter()
-        .filter(|r| inserted.contains(&r.2))
-        .map(|(_, m, id)| (*id, m.clone()))
-        .unzip();
-    if !new_ids.is_empty() {
-        store::store_followed(conn, &new_ids, &new_messages, "manual", max_attempts).await?;
-    }
-    Ok(inserted)
+    Ok(inserted.into_iter().collect())
 }
 
 /// The message of the (unforced) reminder a record already has for `date`.
@@ -193,163 +186,128 @@ async fn existing(
     Ok(rows.into_iter().collect())
 }
 
-/// `send-reminders`: every record in the window, a page per transaction.
+impl pass::Pass for Pass {
+    type Walk = DueWalk;
+    type Cursor = (NaiveDate, Uuid);
+    type Candidate = Candidate;
+    type Detail = Detail;
+
+    const CREATED_BY: &'static str = CREATED_BY;
+
+    fn kind(&self) -> Kind {
+        Kind::Manual
+    }
+
+    fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    fn walks(&self) -> Vec<(DueWalk, (NaiveDate, Uuid))> {
+        calendar::due_walks(&self.days_before, self.date, self.interval_months)
+    }
+
+    async fn page(
+        &self,
+        pool: &PgPool,
+        walk: &DueWalk,
+        after: &(NaiveDate, Uuid),
+        limit: i64,
+    ) -> sqlx::Result<Vec<Candidate>> {
+        let query = match *walk {
+            DueWalk::Next { due } => sqlx::query_as(NEXT_SERVICE_WALK)
+                .bind(due)
+                .bind(self.only_active)
+                .bind(after.1)
+                .bind(limit),
+            DueWalk::Last { due, from, to } => sqlx::query_as(LAST_SERVICE_WALK)
+                .bind(from)
+                .bind(to)
+                .bind(due)
+                .bind(self.only_active)
+                .bind(after.0)
+                .bind(after.1)
+                .bind(limit)
+                .bind(self.interval_months as i32),
+        };
+        query.fetch_all(pool).await
+    }
+
+    fn cursor(c: &Candidate) -> (NaiveDate, Uuid) {
+        (c.walk_date, c.id)
+    }
+
+    fn key(c: &Candidate) -> Uuid {
+        c.id
+    }
+
+    fn judge(&self, c: &Candidate) -> Result<NewMessage, String> {
+        message(
+            c,
+            self.date,
+            &self.template,
+            &self.workshop,
+            self.expires_at,
+        )
+        .ok_or_else(|| "the stored phone number is not valid".to_owned())
+    }
+
+    async fn follow(
+        &self,
+        conn: &mut PgConnection,
+        rows: &[(&Candidate, Uuid)],
+    ) -> sqlx::Result<HashSet<Uuid>> {
+        let rows: Vec<(Uuid, Uuid)> = rows.iter().map(|(c, id)| (c.id, *id)).collect();
+        insert_rows(conn, self.date, &rows, false).await
+    }
+
+    async fn existing(&self, pool: &PgPool, keys: &[Uuid]) -> sqlx::Result<HashMap<Uuid, Uuid>> {
+        existing(pool, self.date, keys).await
+    }
+
+    fn detail(&self, c: &Candidate, outcome: Outcome<'_>) -> Option<Detail> {
+        let message = match outcome {
+            // A record whose number no longer parses is counted, not listed (as the seed).
+            Outcome::Skipped(Skip::Refused(_)) => return None,
+            Outcome::Skipped(Skip::OptedOut(m)) => Some(m.body.clone()),
+            _ => outcome.text().map(str::to_owned),
+        };
+        Some(Detail {
+            id: c.id,
+            customer_name: c.customer_name.clone(),
+            nopol: c.nopol.clone(),
+            next_service: c.next_service,
+            days_until_service: (c.next_service - self.date).num_days(),
+            status: outcome.status().into(),
+            reason: outcome.reason(),
+            message_id: outcome.message_id(),
+            message,
+        })
+    }
+}
+
+/// `send-reminders`: every record in the window ([`pass::walk`]).
 pub async fn run(pool: &PgPool, pass: &Pass) -> sqlx::Result<Summary> {
     let total_records: i64 =
         sqlx::query_scalar("SELECT count(*) FROM manual_whatsapp WHERE NOT $1 OR is_active = 1")
             .bind(pass.only_active)
             .fetch_one(pool)
             .await?;
+    let walked = pass::walk(pool, pass).await?;
     let mut s = Summary {
         date: pass.date,
         total_records,
-        eligible: 0,
-        reminder_queued: 0,
-        already_queued: 0,
-        skipped: 0,
+        eligible: walked.eligible,
+        reminder_queued: walked.reminder_queued,
+        already_queued: walked.already_queued,
+        // The records outside the window count as skipped too (the seed's count).
+        skipped: walked.skipped + total_records - walked.eligible.min(total_records),
         reminder_sent: 0,
         reminder_failed: 0,
-        details: Vec::new(),
-        details_truncated: false,
+        details: walked.details,
+        details_truncated: walked.details_truncated,
     };
-    let due = pass.days_before.due_dates(pass.date);
-    let months = pass.interval_months as i32;
-    for by_last_service in [false, true] {
-        for &date in &due {
-            let (from, to) = if by_last_service {
-                calendar::last_visit_range(date, date, pass.interval_months)
-            } else {
-                (date, date)
-            };
-            let mut cursor = (from, Uuid::nil());
-            loop {
-                let query = if by_last_service {
-                    sqlx::query_as(LAST_SERVICE_WALK)
-                        .bind(from)
-                        .bind(to)
-                        .bind(date)
-                        .bind(pass.only_active)
-                        .bind(cursor.0)
-                        .bind(cursor.1)
-                        .bind(PAGE)
-                        .bind(months)
-                } else {
-                    sqlx::query_as(NEXT_SERVICE_WALK)
-                        .bind(date)
-                        .bind(pass.only_active)
-                        .bind(cursor.1)
-                        .bind(PAGE)
-                };
-                let page: Vec<Candidate> = query.fetch_all(pool).await?;
-                let Some(last) = page.last() else { break };
-                cursor = (last.walk_date, last.id);
-                if !remind_page(pool, pass, &page, &mut s).await? {
-                    break;
-                }
-            }
-        }
-    }
-    s.skipped += total_records - s.eligible.min(total_records);
     counts(pool, &mut s).await?;
     Ok(s)
-}
-
-/// Queues a page's reminders and notes them in the summary; false when it was the last page.
-async fn remind_page(
-    pool: &PgPool,
-    pass: &Pass,
-    page: &[Candidate],
-    s: &mut Summary,
-) -> sqlx::Result<bool> {
-    let full = page.len() as i64 == PAGE;
-    {
-        let built: Vec<(Uuid, NewMessage)> = page
-            .iter()
-            .filter_map(|c| {
-                let m = message(
-                    c,
-                    pass.date,
-                    &pass.template,
-                    &pass.workshop,
-                    pass.expires_at,
-                )?;
-                Some((c.id, m))
-            })
-            .collect();
-        // Numbers on the opt-out list (README "Opt-out"): one query for the page.
-        let phones: Vec<&str> = built.iter().map(|(_, m)| m.to.as_str()).collect();
-        let blocked = suppressions::repo::blocked_among(pool, &phones, Kind::Manual).await?;
-        let (opted_out, rows): (Vec<_>, Vec<_>) = built
-            .into_iter()
-            .map(|(id, m)| (id, m, Uuid::now_v7()))
-            .partition(|(_, m, _)| blocked.contains(m.to.as_str()));
-        let opted_out: HashMap<Uuid, String> = opted_out
-            .into_iter()
-            .map(|(id, m, _)| (id, m.body))
-            .collect();
-        let mut tx = pool.begin().await?;
-        let inserted = queue(&mut tx, pass.date, &rows, false, pass.max_attempts).await?;
-        tx.commit().await?;
-        let others: Vec<Uuid> = rows
-            .iter()
-            .filter(|r| !inserted.contains(&r.2))
-            .map(|r| r.0)
-            .collect();
-        let earlier = if others.is_empty() || s.details.len() >= MAX_DETAILS {
-            HashMap::new()
-        } else {
-            existing(pool, pass.date, &others).await?
-        };
-        let by_record: HashMap<Uuid, &(Uuid, NewMessage, Uuid)> =
-            rows.iter().map(|r| (r.0, r)).collect();
-        for c in page {
-            s.eligible += 1;
-            let Some((_, m, message_id)) = by_record.get(&c.id).copied() else {
-                s.skipped += 1;
-                if let Some(body) = opted_out.get(&c.id) {
-                    if s.details.len() < MAX_DETAILS {
-                        s.details.push(Detail {
-                            id: c.id,
-                            customer_name: c.customer_name.clone(),
-                            nopol: c.nopol.clone(),
-                            next_service: c.next_service,
-                            days_until_service: (c.next_service - pass.date).num_days(),
-                            status: "skipped".into(),
-                            reason: Some(suppressions::OPTED_OUT.into()),
-                            message_id: None,
-                            message: body.clone(),
-                        });
-                    } else {
-                        s.details_truncated = true;
-                    }
-                }
-                continue;
-            };
-            let (status, message_id) = if inserted.contains(message_id) {
-                s.reminder_queued += 1;
-                ("queued", Some(*message_id))
-            } else {
-                s.already_queued += 1;
-                ("already_queued", earlier.get(&c.id).copied())
-            };
-            if s.details.len() < MAX_DETAILS {
-                s.details.push(Detail {
-                    id: c.id,
-                    customer_name: c.customer_name.clone(),
-                    nopol: c.nopol.clone(),
-                    next_service: c.next_service,
-                    days_until_service: (c.next_service - pass.date).num_days(),
-                    status: status.into(),
-                    reason: None,
-                    message_id,
-                    message: m.body.clone(),
-                });
-            } else {
-                s.details_truncated = true;
-            }
-        }
-    }
-    Ok(full)
 }
 
 async fn counts(pool: &PgPool, s: &mut Summary) -> sqlx::Result<()> {
@@ -364,17 +322,20 @@ async fn counts(pool: &PgPool, s: &mut Summary) -> sqlx::Result<()> {
     Ok(())
 }
 
+impl pass::Listed for Detail {
+    fn message_id(&self) -> Option<Uuid> {
+        self.message_id
+    }
+
+    fn finish(&mut self, status: String, reason: Option<String>) {
+        self.status = status;
+        self.reason = reason;
+    }
+}
+
 /// `wait_seconds`: waits for today's manual reminders, then reports each listed record.
 pub async fn wait(pool: &PgPool, s: &mut Summary, wait: std::time::Duration) -> sqlx::Result<()> {
-    wait_settled(pool, OPEN, s.date, wait).await?;
-    let ids: Vec<Uuid> = s.details.iter().filter_map(|d| d.message_id).collect();
-    let outcomes = final_outcomes(pool, &ids).await?;
-    for d in &mut s.details {
-        if let Some((status, reason)) = d.message_id.and_then(|id| outcomes.get(&id)) {
-            d.status = status.clone();
-            d.reason = reason.clone();
-        }
-    }
+    pass::settle(pool, Followers::Manual, s.date, wait, &mut s.details).await?;
     counts(pool, s).await
 }
 
@@ -412,19 +373,30 @@ pub async fn send_one(
         return Ok(Some(Single::OptedOut { message: m.body }));
     }
     let message_id = Uuid::now_v7();
-    let body = m.body.clone();
     let mut tx = pool.begin().await?;
-    let inserted = queue(&mut tx, date, &[(c.id, m, message_id)], force, max_attempts).await?;
+    let queued = insert_rows(&mut tx, date, &[(c.id, message_id)], force)
+        .await?
+        .contains(&message_id);
+    if queued {
+        store::store_followed(
+            &mut tx,
+            &[message_id],
+            std::slice::from_ref(&m),
+            CREATED_BY,
+            max_attempts,
+        )
+        .await?;
+    }
     tx.commit().await?;
-    if inserted.contains(&message_id) {
+    if queued {
         return Ok(Some(Single::Queued {
             message_id,
-            message: body,
+            message: m.body,
         }));
     }
     let earlier = existing(pool, date, &[c.id]).await?;
     Ok(Some(Single::AlreadyQueued {
         message_id: earlier.get(&c.id).copied(),
-        message: body,
+        message: m.body,
     }))
 }

@@ -27,7 +27,7 @@ pub async fn cancel_for_recipient(
     phone: &str,
     scope: Scope,
 ) -> sqlx::Result<Vec<Kind>> {
-    // Rows are locked in id order, as `claim_batch` locks them: no deadlock with a claim.
+    // Rows are locked in id order, as `claim::claim_many` locks them: no deadlock with a claim.
     let rows: Vec<(Uuid, Kind, Option<String>)> = sqlx::query_as(concat!(
         "WITH picked AS (
             SELECT id FROM messages

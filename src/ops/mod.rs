@@ -1,10 +1,9 @@
-//! Operations (README "Operations"): what operators see and change about jobs and queues. Every change to a
-//! send job changes its message (and reminder) in the same transaction. [`routes`] is the HTTP
-//! surface (role `ops`), [`retention`] the hourly clean-up. The job rows themselves are changed
-//! by the queue's verbs (`queue::requeue`, `cancel_waiting`, `purge`), the messages by
-//! `messages::withdraw`.
+//! Operations (README "Operations"): what operators see and change about jobs and queues. Every
+//! change to a send job changes its message (and reminder) in the same transaction. [`routes`]
+//! is the HTTP surface (role `ops`); the hourly clean-up is `maintenance::retention`. The job
+//! rows themselves are changed by the queue's verbs (`queue::requeue`, `cancel_waiting`,
+//! `purge`), the messages by `messages::withdraw`.
 
-pub mod retention;
 pub mod routes;
 
 use chrono::{DateTime, Utc};

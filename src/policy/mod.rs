@@ -2,7 +2,6 @@
 //! number safe. A job held back by the policy is snoozed (`queue::snooze`): no attempt spent, no
 //! slot held.
 
-pub mod expiry;
 pub mod hold;
 pub mod routes;
 pub mod sender;

@@ -11,7 +11,6 @@
 pub mod backoff;
 pub mod pause;
 pub mod rescue;
-pub mod sampler;
 mod verdict;
 pub mod wakeup;
 

@@ -1,9 +1,10 @@
 //! Jobs held by a worker that will never finish them go back to the queue: `rescue_orphans`.
 //!
 //! Liveness is per **process**, not per apalis worker: every process with workers has a row in
-//! `queue_processes` and beats it every [`BEAT`] on a connection of its own (a saturated pool
-//! cannot starve it). Its apalis workers are named `{queue}@{process}.{slot}-{n}`, so a held job
-//! names its process. Two kinds of orphans:
+//! `queue_processes` and beats it every second on a connection of its own (a saturated pool
+//! cannot starve it) — the periodic service is `maintenance::rescue`, its verbs are here
+//! ([`Process::beat`], [`Process::leave`]). Its apalis workers are named
+//! `{queue}@{process}.{slot}-{n}`, so a held job names its process. Two kinds of orphans:
 //!
 //! - jobs of a process that stopped beating [`DEAD_AFTER`] ago (`kill -9`, a lost machine) are
 //!   rescued by any other live process — but only by one that has itself beaten without a break
@@ -21,15 +22,12 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use sqlx::{Connection, PgConnection, PgPool};
-use tokio_util::sync::CancellationToken;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-/// How often a process beats and looks for orphans.
-pub const BEAT: Duration = Duration::from_secs(1);
 /// A process that has not beaten for this long is dead.
 pub const DEAD_AFTER: Duration = Duration::from_secs(10);
 
@@ -153,51 +151,9 @@ impl Process {
         Ok(())
     }
 
-    /// Beats and rescues every [`BEAT`] until `shutdown`, then releases what this process still
-    /// holds and marks itself gone (so that others need not wait for [`DEAD_AFTER`]).
-    pub fn spawn(&self, pool: PgPool, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let mut conn: Option<PgConnection> = None;
-            // Since when this process' own beats have succeeded without a break.
-            let mut healthy_since: Option<Instant> = None;
-            let mut tick = tokio::time::interval(BEAT);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tick.tick() => {}
-                }
-                if conn.is_none() {
-                    conn = PgConnection::connect_with(pool.connect_options().as_ref())
-                        .await
-                        .map_err(|e| tracing::debug!("queue heartbeat cannot connect: {e}"))
-                        .ok();
-                }
-                let Some(c) = conn.as_mut() else {
-                    healthy_since = None;
-                    continue;
-                };
-                let trusted = healthy_since.is_some_and(|t| t.elapsed() >= DEAD_AFTER);
-                match this.beat(c, trusted).await {
-                    Ok(()) => {
-                        healthy_since.get_or_insert_with(Instant::now);
-                    }
-                    Err(e) => {
-                        tracing::debug!("queue heartbeat failed: {e}");
-                        healthy_since = None;
-                        conn = None;
-                    }
-                }
-            }
-            if let Err(e) = this.leave(&pool).await {
-                tracing::warn!("could not release this process' jobs on shutdown: {e}");
-            }
-        })
-    }
-
-    /// One beat: our row, our retired workers' jobs, and (when `trusted`) dead processes' jobs.
-    async fn beat(&self, conn: &mut PgConnection, trusted: bool) -> sqlx::Result<()> {
+    /// One beat: our row, our retired workers' jobs, and (when `trusted`: this process' own
+    /// beats have succeeded without a break for [`DEAD_AFTER`]) dead processes' jobs.
+    pub async fn beat(&self, conn: &mut PgConnection, trusted: bool) -> sqlx::Result<()> {
         sqlx::query("UPDATE queue_processes SET last_seen = now() WHERE id = $1")
             .bind(self.id())
             .execute(&mut *conn)
@@ -216,9 +172,10 @@ impl Process {
         Ok(())
     }
 
-    /// On shutdown, after the workers stopped: nothing of ours is in flight any more (or it
-    /// outlived the grace period and is left to the others' rescue).
-    async fn leave(&self, pool: &PgPool) -> sqlx::Result<()> {
+    /// On shutdown, after the workers stopped: releases what this process still holds and marks
+    /// itself gone (so that others need not wait for [`DEAD_AFTER`]). Nothing of ours is in
+    /// flight any more (or it outlived the grace period and is left to the others' rescue).
+    pub async fn leave(&self, pool: &PgPool) -> sqlx::Result<()> {
         let mut conn = pool.acquire().await?;
         let (_, in_flight) = self.snapshot();
         release_retired(&mut conn, self.id(), &[], &in_flight).await?;

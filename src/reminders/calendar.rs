@@ -139,6 +139,48 @@ pub fn last_visit_range(first: NaiveDate, last: NaiveDate, months: u32) -> (Naiv
     (back(first), back(last) + chrono::Days::new(3))
 }
 
+/// One ordered walk of a reminder pass over one index: the records due on `due`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DueWalk {
+    /// Due by an explicit next visit (`next_visit_date`, `next_service`); walked by id.
+    Next { due: NaiveDate },
+    /// No next visit: due by the last visit plus the interval; walked by (last visit, id) over
+    /// the last visits `from..=to` ([`last_visit_range`]).
+    Last {
+        due: NaiveDate,
+        from: NaiveDate,
+        to: NaiveDate,
+    },
+}
+
+impl DueWalk {
+    /// The cursor before the walk's first record: (walk date, id).
+    fn start(self) -> (NaiveDate, uuid::Uuid) {
+        match self {
+            Self::Next { due } => (due, uuid::Uuid::nil()),
+            Self::Last { from, .. } => (from, uuid::Uuid::nil()),
+        }
+    }
+}
+
+/// The walks of a pass on business date `date`, each with the cursor before its first record:
+/// explicit next visits first, then last visits, one due date at a time. Each walk is then a
+/// plain ordered range of one index (a set of dates in one query makes the planner sort every
+/// match of the window for each page).
+pub fn due_walks(
+    days_before: &DaysBefore,
+    date: NaiveDate,
+    months: u32,
+) -> Vec<(DueWalk, (NaiveDate, uuid::Uuid))> {
+    let due = days_before.due_dates(date);
+    let next = due.iter().map(|&due| DueWalk::Next { due });
+    let last = due.iter().map(|&due| {
+        let (from, to) = last_visit_range(due, due, months);
+        DueWalk::Last { due, from, to }
+    });
+    next.chain(last).map(|w| (w, w.start())).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +219,36 @@ mod tests {
             Some((d(2027, 2, 28), DueSource::LastVisitDate))
         );
         assert_eq!(due_date(None, None, 4), None);
+    }
+
+    #[test]
+    fn a_pass_walks_next_visits_first_then_last_visits_a_due_date_at_a_time() {
+        let days = "1,0".parse::<DaysBefore>().unwrap();
+        let (walks, starts): (Vec<_>, Vec<_>) =
+            due_walks(&days, d(2026, 12, 1), 4).into_iter().unzip();
+        assert_eq!(
+            walks,
+            [
+                DueWalk::Next {
+                    due: d(2026, 12, 1)
+                },
+                DueWalk::Next {
+                    due: d(2026, 12, 2)
+                },
+                DueWalk::Last {
+                    due: d(2026, 12, 1),
+                    from: d(2026, 8, 1),
+                    to: d(2026, 8, 4)
+                },
+                DueWalk::Last {
+                    due: d(2026, 12, 2),
+                    from: d(2026, 8, 2),
+                    to: d(2026, 8, 5)
+                },
+            ]
+        );
+        assert_eq!(starts[0], (d(2026, 12, 1), uuid::Uuid::nil()));
+        assert_eq!(starts[2], (d(2026, 8, 1), uuid::Uuid::nil()));
     }
 
     #[test]

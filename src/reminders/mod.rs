@@ -1,7 +1,8 @@
 //! Maintenance reminders (README "Maintenance reminders"): who is due, what they are told, the daily fan-out that
 //! queues one idempotent reminder per vehicle and date, and its schedule.
 //!
-//! Follow the names: [`fanout`] is one pass (set-wise, a page of vehicles per transaction),
+//! Follow the names: [`pass`] is the paged walk every reminder pass shares (a page per
+//! transaction, set-wise), [`fanout`] the vehicles' pass,
 //! [`schedule`] decides when a pass runs (apalis-cron ticks, ticks claimed in the database),
 //! [`log`] keeps each reminder row in step with its message, [`report`] is the
 //! `whatsapp_report` table, [`routes`] the HTTP surface.
@@ -9,6 +10,7 @@
 pub mod calendar;
 pub mod fanout;
 pub mod log;
+pub mod pass;
 pub mod report;
 pub mod routes;
 pub mod schedule;

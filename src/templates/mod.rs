@@ -1,11 +1,14 @@
 //! Message templates (README "Templates"): texts kept in the database with versions, one body
 //! per language, `{placeholder}` syntax; the salutation rule and dates per language.
 //!
-//! [`render`] fills a body, [`salutation`] decides how a person is addressed, [`repo`] keeps
-//! the versions, [`routes`] is the HTTP surface.
+//! [`render`] fills a body, [`salutation`] decides how a person is addressed, [`check_text`]
+//! how long a rendered text may be, [`repo`] keeps the versions, [`routes`] is the HTTP surface.
 
+mod length;
 pub mod repo;
 pub mod routes;
+
+pub use length::{MAX_TEXT_CHARS, TEXT_TOO_LONG, TooLong, check_text};
 
 use std::{borrow::Cow, collections::HashMap};
 

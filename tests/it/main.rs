@@ -21,6 +21,7 @@ mod retries;
 mod sending;
 mod suppressions;
 mod templates;
+mod templates_length;
 mod templates_preview;
 mod throttle;
 mod validation;

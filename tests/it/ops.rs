@@ -499,7 +499,7 @@ async fn retention_deletes_only_old_finished_jobs_once_an_hour_in_one_process() 
         .unwrap();
     }
     let runs = futures::future::join_all(
-        (0..4).map(|_| bengkel_whatsapp::ops::retention::run_once(&db.pool, 14)),
+        (0..4).map(|_| bengkel_whatsapp::maintenance::retention::run_once(&db.pool, 14)),
     )
     .await;
     let ran: Vec<u64> = runs.into_iter().filter_map(|r| r.unwrap()).collect();
@@ -509,7 +509,7 @@ async fn retention_deletes_only_old_finished_jobs_once_an_hour_in_one_process() 
         "one of four concurrent processes ran it and deleted the two old finished jobs"
     );
     assert_eq!(
-        bengkel_whatsapp::ops::retention::run_once(&db.pool, 14)
+        bengkel_whatsapp::maintenance::retention::run_once(&db.pool, 14)
             .await
             .unwrap(),
         None,
@@ -525,7 +525,7 @@ async fn retention_deletes_only_old_finished_jobs_once_an_hour_in_one_process() 
         .await
         .unwrap();
     assert_eq!(
-        bengkel_whatsapp::ops::retention::run_once(&db.pool, 1)
+        bengkel_whatsapp::maintenance::retention::run_once(&db.pool, 1)
             .await
             .unwrap(),
         Some(1),

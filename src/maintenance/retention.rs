@@ -8,6 +8,8 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::queue;
+
 pub const CHECK_EVERY: Duration = Duration::from_secs(60);
 const TASK: &str = "retention";
 
@@ -34,7 +36,7 @@ pub async fn run_once(pool: &PgPool, retention_days: u32) -> sqlx::Result<Option
         return Ok(None);
     }
     let days = i32::try_from(retention_days).unwrap_or(i32::MAX);
-    let deleted = super::purge(&mut tx, days).await?;
+    let deleted = queue::purge(&mut tx, days).await?;
     sqlx::query(
         "INSERT INTO maintenance_runs (task, last_run_at, last_result) VALUES ($1, now(), $2)
          ON CONFLICT (task) DO UPDATE SET last_run_at = now(), last_result = excluded.last_result",
@@ -50,6 +52,7 @@ pub async fn run_once(pool: &PgPool, retention_days: u32) -> sqlx::Result<Option
     Ok(Some(deleted))
 }
 
+/// Checks every [`CHECK_EVERY`] until `shutdown`.
 pub async fn run(pool: PgPool, retention_days: u32, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(CHECK_EVERY);
     loop {

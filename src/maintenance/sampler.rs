@@ -7,6 +7,8 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::queue::{FANOUT_QUEUE, QUEUES, SEND_QUEUE};
+
 pub const PERIOD: Duration = Duration::from_secs(5);
 const STATES: [&str; 5] = ["pending", "running", "done", "failed", "cancelled"];
 
@@ -29,8 +31,8 @@ pub async fn sample(pool: &PgPool) -> sqlx::Result<()> {
     .fetch_all(pool)
     .await?;
     let mut queues: Vec<&str> = rows.iter().map(|r| r.queue.as_str()).collect();
-    queues.push(super::SEND_QUEUE);
-    queues.push(crate::reminders::schedule::FANOUT_QUEUE);
+    queues.push(SEND_QUEUE);
+    queues.push(FANOUT_QUEUE);
     queues.sort_unstable();
     queues.dedup();
     for queue in queues {
@@ -53,7 +55,7 @@ pub async fn sample(pool: &PgPool) -> sqlx::Result<()> {
     let paused: Vec<String> = sqlx::query_scalar("SELECT queue FROM queue_pauses")
         .fetch_all(pool)
         .await?;
-    for queue in crate::ops::QUEUES {
+    for queue in QUEUES {
         let value = if paused.iter().any(|p| p == queue) {
             1.0
         } else {
@@ -71,6 +73,7 @@ pub async fn sample(pool: &PgPool) -> sqlx::Result<()> {
     Ok(())
 }
 
+/// Samples every [`PERIOD`] until `shutdown`.
 pub async fn run(pool: PgPool, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(PERIOD);
     loop {
