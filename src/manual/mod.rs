@@ -6,6 +6,7 @@
 pub mod remind;
 pub mod repo;
 pub mod routes;
+pub mod sends;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;

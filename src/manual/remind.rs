@@ -353,6 +353,8 @@ pub enum Single {
     OptedOut {
         message: String,
     },
+    /// The text renders longer than a message may be: nothing queued.
+    TooLong(crate::templates::TooLong),
 }
 
 /// One record's reminder for `date`, whatever its `next_service` window; idempotent per record
@@ -368,6 +370,9 @@ pub async fn send_one(
     let Some(m) = message(c, date, template, workshop, expires_at) else {
         return Ok(None);
     };
+    if let Err(too_long) = crate::templates::check_text(&m.body) {
+        return Ok(Some(Single::TooLong(too_long)));
+    }
     let blocked = suppressions::repo::blocked_among(pool, &[m.to.as_str()], Kind::Manual).await?;
     if !blocked.is_empty() {
         return Ok(Some(Single::OptedOut { message: m.body }));

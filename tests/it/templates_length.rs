@@ -121,6 +121,25 @@ async fn a_manual_reminder_that_renders_over_4096_characters_is_skipped_as_text_
     let manual = &body["data"]["manual"];
     assert_eq!(manual["skipped"], 1, "{body}");
     assert_eq!(manual["already_queued"], 1, "{body}");
+
+    // One record's reminder (`{id}/send-reminder`, even forced) is skipped the same way.
+    let id: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM manual_whatsapp WHERE nopol = 'M 1 LONG'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    let (status, body) = app
+        .call(app.post(&format!("/manual-whatsapp/{id}/send-reminder?force=true")))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["status"], "skipped", "{body}");
+    assert_eq!(body["data"]["reason"], "text too long", "{body}");
+    assert_eq!(app.count("SELECT count(*) FROM manual_reminders").await, 1);
+    assert_eq!(
+        app.count("SELECT count(*) FROM messages WHERE length(body) > 4096")
+            .await,
+        0
+    );
 }
 
 #[tokio::test]
