@@ -405,7 +405,10 @@ mod tests {
             serde_json::from_value(schema(name)["enum"].clone()).unwrap()
         };
         assert_eq!(values("QueueName"), crate::ops::QUEUES);
-        assert_eq!(values("JobStatus"), crate::ops::STATES);
+        assert_eq!(
+            values("JobStatus"),
+            crate::ops::JobState::ALL.map(crate::ops::JobState::as_str)
+        );
         assert_eq!(values("SuppressionScope"), ["reminders", "all"]);
         assert_eq!(
             prop("SuppressionRequest", "reason", "maxLength"),

@@ -7,15 +7,14 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::queue::{FANOUT_QUEUE, QUEUES, SEND_QUEUE};
+use crate::queue::{FANOUT_QUEUE, JobState, QUEUES, SEND_QUEUE};
 
 pub const PERIOD: Duration = Duration::from_secs(5);
-const STATES: [&str; 5] = ["pending", "running", "done", "failed", "cancelled"];
 
 #[derive(sqlx::FromRow)]
 struct Row {
     queue: String,
-    state: String,
+    state: JobState,
     jobs: i64,
     oldest_due_secs: Option<f64>,
 }
@@ -36,12 +35,12 @@ pub async fn sample(pool: &PgPool) -> sqlx::Result<()> {
     queues.sort_unstable();
     queues.dedup();
     for queue in queues {
-        for state in STATES {
+        for state in JobState::ALL {
             let n = rows
                 .iter()
                 .find(|r| r.queue == queue && r.state == state)
                 .map_or(0, |r| r.jobs);
-            metrics::gauge!("bengkel_queue_jobs", "queue" => queue.to_owned(), "status" => state)
+            metrics::gauge!("bengkel_queue_jobs", "queue" => queue.to_owned(), "status" => state.as_str())
                 .set(n as f64);
         }
         let oldest = rows

@@ -188,25 +188,17 @@ pub async fn follow(
         return Ok(());
     }
     let (ids, statuses, errors) = crate::messages::change_columns(changes);
-    sqlx::query(
-        "WITH c AS (
-            SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[]) AS t(message_id, status, error)
-         ), r AS (
-            UPDATE manual_reminders SET
-                status = c.status,
-                sent_at = CASE WHEN c.status = 'sent' THEN now() END,
-                reason = CASE WHEN c.status IN ('failed', 'expired') THEN c.error END,
-                updated_at = now()
-            FROM c
-            WHERE manual_reminders.message_id = c.message_id
-            RETURNING manual_reminders.manual_id, manual_reminders.status
-         )
-         UPDATE manual_whatsapp SET
+    sqlx::query(concat!(
+        crate::follow_cte!(
+            "manual_reminders",
+            "manual_reminders.manual_id, manual_reminders.status"
+        ),
+        "UPDATE manual_whatsapp SET
              reminder_sent_count = reminder_sent_count + d.n,
              last_reminder_sent = now()
          FROM (SELECT manual_id, count(*) AS n FROM r WHERE status = 'sent' GROUP BY manual_id) d
          WHERE manual_whatsapp.id = d.manual_id",
-    )
+    ))
     .bind(&ids)
     .bind(&statuses)
     .bind(&errors)

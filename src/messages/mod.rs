@@ -137,6 +137,29 @@ impl Change {
     }
 }
 
+/// SQL: the changes bound as `$1..$3` ([`change_columns`]) as `c`, and the rows of `$table`
+/// (a follower's table, with `message_id`, `status`, `sent_at`, `reason`) moved to their
+/// message's status as `r`, returning `$returning`. A follower writes what follows from `r`.
+#[macro_export]
+macro_rules! follow_cte {
+    ($table:literal, $returning:literal) => {
+        concat!(
+            "WITH c AS (
+                SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[]) AS t(message_id, status, error)
+             ), r AS (
+                UPDATE ", $table, " SET
+                    status = c.status,
+                    sent_at = CASE WHEN c.status = 'sent' THEN now() END,
+                    reason = CASE WHEN c.status IN ('failed', 'expired') THEN c.error END,
+                    updated_at = now()
+                FROM c
+                WHERE ", $table, ".message_id = c.message_id
+                RETURNING ", $returning, "
+             ) "
+        )
+    };
+}
+
 /// `changes` as the three arrays a set-wise statement binds: message ids, statuses, errors.
 pub fn change_columns(changes: &[Change]) -> (Vec<Uuid>, Vec<&'static str>, Vec<Option<&str>>) {
     (

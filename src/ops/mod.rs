@@ -14,10 +14,10 @@ use uuid::Uuid;
 
 use crate::{messages, queue};
 
+/// A job's ops status (the `job_states` view).
+pub use crate::queue::JobState;
 /// The queues this service runs.
 pub use crate::queue::QUEUES;
-/// The ops job statuses (the `job_states` view).
-pub const STATES: [&str; 5] = ["pending", "running", "done", "failed", "cancelled"];
 
 /// A job id (a ULID, Crockford base32 in either case) as `ulid::Ulid::from_string` reads it, for
 /// the OpenAPI document (the annotations repeat it; a test checks them).
@@ -31,20 +31,6 @@ pub enum QueueName {
     WhatsappSend,
     #[serde(rename = "reminder-fanout")]
     ReminderFanout,
-}
-
-/// A job status (the values of [`STATES`]): `pending` waiting (scheduled or to be retried),
-/// `failed` with no attempt left, `cancelled` withdrawn (cancelled, or its message passed its
-/// deadline unsent). For the OpenAPI document.
-#[derive(Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-#[allow(dead_code)]
-pub enum JobStatus {
-    Pending,
-    Running,
-    Done,
-    Failed,
-    Cancelled,
 }
 
 /// `POST /ops/jobs/requeue` (all optional; the body may be empty), for the OpenAPI document.
@@ -101,7 +87,7 @@ pub struct QueueSummary {
 }
 
 pub async fn queues(pool: &PgPool) -> sqlx::Result<Vec<QueueSummary>> {
-    let rows: Vec<(String, String, i64, Option<f64>)> = sqlx::query_as(
+    let rows: Vec<(String, JobState, i64, Option<f64>)> = sqlx::query_as(
         "SELECT queue, state, count(*),
                 extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'pending' AND run_at <= now()))::float8
          FROM job_states GROUP BY queue, state",
@@ -122,12 +108,12 @@ pub async fn queues(pool: &PgPool) -> sqlx::Result<Vec<QueueSummary>> {
             let mut counts = Counts::default();
             let mut oldest = 0.0_f64;
             for (_, state, n, age) in rows.iter().filter(|r| r.0 == queue) {
-                match state.as_str() {
-                    "pending" => counts.pending = *n,
-                    "running" => counts.running = *n,
-                    "done" => counts.done = *n,
-                    "failed" => counts.failed = *n,
-                    _ => counts.cancelled = *n,
+                match state {
+                    JobState::Pending => counts.pending = *n,
+                    JobState::Running => counts.running = *n,
+                    JobState::Done => counts.done = *n,
+                    JobState::Failed => counts.failed = *n,
+                    JobState::Cancelled => counts.cancelled = *n,
                 }
                 oldest = oldest.max(age.unwrap_or(0.0));
             }
@@ -149,8 +135,7 @@ pub async fn queues(pool: &PgPool) -> sqlx::Result<Vec<QueueSummary>> {
 pub struct Job {
     pub id: String,
     pub queue: String,
-    #[schema(value_type = JobStatus)]
-    pub status: String,
+    pub status: JobState,
     pub attempts: i32,
     pub max_attempts: i32,
     pub run_at: DateTime<Utc>,
@@ -177,7 +162,7 @@ macro_rules! job_select {
 
 pub struct JobFilter {
     pub queue: Option<String>,
-    pub status: Option<String>,
+    pub status: Option<JobState>,
     pub message_id: Option<Uuid>,
     pub before: Option<String>,
     pub limit: i64,
@@ -194,7 +179,7 @@ pub async fn jobs(pool: &PgPool, f: &JobFilter) -> sqlx::Result<Vec<Job>> {
          ORDER BY s.id DESC LIMIT $5"
     ))
     .bind(&f.queue)
-    .bind(&f.status)
+    .bind(f.status.map(JobState::as_str))
     .bind(f.message_id)
     .bind(&f.before)
     .bind(f.limit)
@@ -229,7 +214,7 @@ pub enum Changed {
 }
 
 /// Locks a job and reads its ops status.
-async fn lock_state(conn: &mut PgConnection, id: &str) -> sqlx::Result<Option<String>> {
+async fn lock_state(conn: &mut PgConnection, id: &str) -> sqlx::Result<Option<JobState>> {
     sqlx::query_scalar("SELECT state FROM job_states WHERE id = $1 FOR UPDATE")
         .bind(id)
         .fetch_optional(conn)
@@ -242,9 +227,10 @@ pub async fn requeue(pool: &PgPool, id: &str) -> sqlx::Result<Changed> {
     let Some(state) = lock_state(&mut tx, id).await? else {
         return Ok(Changed::NotFound);
     };
-    if state != "failed" && state != "cancelled" {
+    if !matches!(state, JobState::Failed | JobState::Cancelled) {
         return Ok(Changed::Conflict(format!(
-            "job {id} is {state}; only failed or cancelled jobs can be requeued"
+            "job {id} is {}; only failed or cancelled jobs can be requeued",
+            state.as_str()
         )));
     }
     let jobs = queue::requeue(&mut tx, queue::Requeue::One(id)).await?;
@@ -256,7 +242,7 @@ pub async fn requeue(pool: &PgPool, id: &str) -> sqlx::Result<Changed> {
 
 pub struct BulkRequeue {
     pub queue: Option<String>,
-    pub status: String,
+    pub status: JobState,
     pub failed_after: Option<DateTime<Utc>>,
     pub failed_before: Option<DateTime<Utc>>,
     pub limit: i64,
@@ -269,7 +255,7 @@ pub async fn requeue_many(pool: &PgPool, b: &BulkRequeue) -> sqlx::Result<i64> {
     let jobs = queue::requeue(
         &mut tx,
         queue::Requeue::Many {
-            state: &b.status,
+            state: b.status,
             queue: b.queue.as_deref(),
             finished_after: b.failed_after,
             finished_before: b.failed_before,
@@ -288,9 +274,10 @@ pub async fn cancel(pool: &PgPool, id: &str) -> sqlx::Result<Changed> {
     let Some(state) = lock_state(&mut tx, id).await? else {
         return Ok(Changed::NotFound);
     };
-    if state != "pending" {
+    if state != JobState::Pending {
         return Ok(Changed::Conflict(format!(
-            "job {id} is {state}; only pending jobs can be cancelled"
+            "job {id} is {}; only pending jobs can be cancelled",
+            state.as_str()
         )));
     }
     queue::cancel_waiting(&mut tx, id).await?;

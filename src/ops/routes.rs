@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{BulkRequeue, Changed, Job, JobFilter, QUEUES, QueueSummary, STATES};
+use super::{BulkRequeue, Changed, Job, JobFilter, JobState, QUEUES, QueueSummary};
 use crate::{
     error::{AppError, AppResult, FieldError},
     http::{
@@ -140,7 +140,7 @@ pub struct JobPage {
 /// Jobs, newest first: filters `queue`, `status` (pending, running, done, failed, cancelled),
 /// `message_id`; `limit` (≤ 500, default 50) and `cursor`.
 #[utoipa::path(get, path = "/ops/jobs", operation_id = "list_jobs", tag = "ops",
-    params(("queue" = Option<super::QueueName>, Query), ("status" = Option<super::JobStatus>, Query),
+    params(("queue" = Option<super::QueueName>, Query), ("status" = Option<JobState>, Query),
         ("message_id" = Option<String>, Query, format = Uuid),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "default 50"),
         ("cursor" = Option<String>, Query, pattern = "^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$", description = "`next_cursor` of the previous page")),
@@ -168,15 +168,14 @@ pub async fn jobs(
         }
     });
     let status = q.get("status").and_then(|raw| {
-        if STATES.contains(&raw) {
-            Some(raw.to_owned())
-        } else {
+        let state = JobState::parse(raw);
+        if state.is_none() {
             errors.push(FieldError::new(
                 "status",
-                format!("must be one of {}", STATES.join(", ")),
+                format!("must be one of {}", JobState::names()),
             ));
-            None
         }
+        state
     });
     let message_id = q.get("message_id").and_then(|raw| {
         Uuid::parse_str(raw)
@@ -333,7 +332,9 @@ pub async fn requeue_many(
 ) -> AppResult<Reply<Requeued>> {
     let mut f = Fields::new(&body);
     let queue = f.optional_str("queue").map(str::to_owned);
-    let status = f.optional_str("status").unwrap_or("failed").to_owned();
+    let status = f
+        .optional_str("status")
+        .map_or(Some(JobState::Failed), JobState::parse);
     let failed_after = timestamp(&mut f, "failed_after");
     let failed_before = timestamp(&mut f, "failed_before");
     let limit = f.optional_i64("limit");
@@ -346,9 +347,13 @@ pub async fn requeue_many(
             format!("must be one of {}", QUEUES.join(", ")),
         ));
     }
-    if status != "failed" && status != "cancelled" {
-        errors.push(FieldError::new("status", "must be failed or cancelled"));
-    }
+    let status = match status {
+        Some(s @ (JobState::Failed | JobState::Cancelled)) => s,
+        _ => {
+            errors.push(FieldError::new("status", "must be failed or cancelled"));
+            JobState::Failed
+        }
+    };
     let limit = match limit {
         None => 1000,
         Some(n) if (1..=10_000).contains(&n) => n,

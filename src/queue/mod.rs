@@ -35,6 +35,52 @@ pub const QUEUES: [&str; 2] = [SEND_QUEUE, FANOUT_QUEUE];
 /// How often an idle worker looks for due jobs that no NOTIFY announced (scheduled, retries).
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
+/// A job's status as operators see it (the `job_states` view over apalis' statuses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+#[schema(as = JobStatus)]
+pub enum JobState {
+    /// Waiting: due now or later (scheduled, snoozed, or to be retried).
+    Pending,
+    /// Held by a worker.
+    Running,
+    Done,
+    /// No attempt left: exhausted, permanent, or aborted.
+    Failed,
+    /// Withdrawn: cancelled, or its message passed its deadline unsent.
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 5] = [
+        JobState::Pending,
+        JobState::Running,
+        JobState::Done,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+
+    /// `pending, running, …`, for an error message.
+    pub fn names() -> String {
+        Self::ALL.map(Self::as_str).join(", ")
+    }
+}
+
 /// apalis' job statuses, as stored in `apalis.jobs.status`. The ops statuses built over them are
 /// the `job_states` view (migrations/20261125000002_job_states.sql).
 pub mod status {
@@ -273,7 +319,7 @@ pub enum Requeue<'a> {
     One(&'a str),
     /// Up to `limit` jobs in ops state `state` (`failed`/`cancelled`), oldest first.
     Many {
-        state: &'a str,
+        state: JobState,
         queue: Option<&'a str>,
         finished_after: Option<DateTime<Utc>>,
         finished_before: Option<DateTime<Utc>>,
@@ -293,7 +339,7 @@ pub async fn requeue(conn: &mut PgConnection, which: Requeue<'_>) -> sqlx::Resul
             limit,
         } => (
             None,
-            Some(state),
+            Some(state.as_str()),
             queue,
             finished_after,
             finished_before,

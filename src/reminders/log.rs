@@ -14,20 +14,12 @@ pub async fn follow(conn: &mut PgConnection, changes: &[Change]) -> sqlx::Result
         return Ok(());
     }
     let (ids, statuses, errors) = crate::messages::change_columns(changes);
-    sqlx::query(
-        "WITH c AS (
-            SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[]) AS t(message_id, status, error)
-         ), r AS (
-            UPDATE reminders SET
-                status = c.status,
-                sent_at = CASE WHEN c.status = 'sent' THEN now() END,
-                reason = CASE WHEN c.status IN ('failed', 'expired') THEN c.error END,
-                updated_at = now()
-            FROM c
-            WHERE reminders.message_id = c.message_id
-            RETURNING reminders.customer_id, reminders.vehicle_id, reminders.status
-         )
-         INSERT INTO whatsapp_report (id_customer, id_vehicle, last_message_date, frequency)
+    sqlx::query(concat!(
+        crate::follow_cte!(
+            "reminders",
+            "reminders.customer_id, reminders.vehicle_id, reminders.status"
+        ),
+        "INSERT INTO whatsapp_report (id_customer, id_vehicle, last_message_date, frequency)
          SELECT r.customer_id, r.vehicle_id, now(), count(*)
          FROM r
          -- a vehicle or customer deleted since the fan-out has no report row to keep
@@ -39,7 +31,7 @@ pub async fn follow(conn: &mut PgConnection, changes: &[Change]) -> sqlx::Result
              frequency = whatsapp_report.frequency + excluded.frequency,
              last_message_date = excluded.last_message_date,
              updated_at = now()",
-    )
+    ))
     .bind(&ids)
     .bind(&statuses)
     .bind(&errors)
