@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, ops_token};
+use crate::helpers::{TestApp, fields, ops_token};
 
 async fn batch(app: &TestApp, body: Value, key: Option<&str>) -> (u16, Value) {
     let mut req = app.post("/whatsapp/send-batch").json(&body);
@@ -24,17 +24,6 @@ async fn opt_out(app: &TestApp, phone: &str) {
         )
         .await;
     assert_eq!(status, 201, "{body}");
-}
-
-fn fields(item: &Value) -> Vec<String> {
-    item["errors"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|e| e["field"].as_str().unwrap_or_default().to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::{
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Gateway, TestDb, env_for, token};
+use crate::helpers::{Gateway, TestDb, env_for, http_status, metric, token};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bengkel-whatsapp");
 
@@ -364,24 +364,6 @@ fn without_database_url_an_embedded_cluster_is_created_and_reused() {
     term(&mut second);
     assert!(!pid_file.exists(), "the last one out stops it");
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// A plain HTTP/1.0 GET on 127.0.0.1 for sync tests: the status code, if any answer came.
-fn http_status(port: u16, path: &str) -> Option<u16> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).ok()?;
-    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
-}
-
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)
-            .and_then(|rest| rest.trim().parse().ok())
-    })
 }
 
 /// Scrapes `/metrics` until `ok` (the sampler refreshes database gauges every 5 s).

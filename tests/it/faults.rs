@@ -13,7 +13,7 @@ use sqlx::Connection;
 use wiremock::{Mock, Request, Respond, ResponseTemplate, matchers};
 
 use crate::{
-    helpers::{Options, RealProcess, TestApp, id_of},
+    helpers::{Options, RealProcess, TestApp, admin_url, id_of},
     queue::finished_jobs_of_unfinished_messages,
 };
 
@@ -84,11 +84,6 @@ async fn enqueue(app: &TestApp, n: usize, tag: &str) -> Vec<String> {
         ids.push(id_of(&body));
     }
     ids
-}
-
-fn admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// The test database is unreachable for `outage`: new connections refused, every existing one

@@ -2,17 +2,9 @@
 
 use std::time::Duration;
 
-use chrono::{NaiveDate, Utc};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, gateway_error};
-
-fn day(offset: i64) -> NaiveDate {
-    Utc::now()
-        .with_timezone(&chrono_tz::Asia::Jakarta)
-        .date_naive()
-        + chrono::Duration::days(offset)
-}
+use crate::helpers::{TestApp, day, gateway_error};
 
 async fn create(app: &TestApp, body: Value) -> (u16, Value) {
     app.call(app.post("/manual-whatsapp/").json(&body)).await

@@ -9,33 +9,7 @@ use bengkel_whatsapp::app::ProcessRole;
 use serde_json::{Value, json};
 use wiremock::{Mock, ResponseTemplate, matchers};
 
-use crate::helpers::{Options, TestApp, TestDb, gateway_error, id_of, ops_token};
-
-async fn ops(
-    app: &TestApp,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = app
-        .http
-        .request(method, format!("{}{path}", app.base))
-        .bearer_auth(ops_token());
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    app.call(req).await
-}
-
-async fn ops_get(app: &TestApp, path: &str) -> Value {
-    let (status, body) = ops(app, reqwest::Method::GET, path, None).await;
-    assert_eq!(status, 200, "{path}: {body}");
-    body["data"].clone()
-}
-
-async fn ops_post(app: &TestApp, path: &str, body: Option<Value>) -> (u16, Value) {
-    ops(app, reqwest::Method::POST, path, body).await
-}
+use crate::helpers::{Options, TestApp, TestDb, gateway_error, id_of, ops_call, ops_get, ops_post};
 
 async fn send(app: &TestApp, to: &str, body: &str) -> String {
     let (status, res) = app.send(json!({"to": to, "body": body})).await;
@@ -67,7 +41,10 @@ async fn ops_needs_a_token_with_the_ops_role() {
         assert_eq!(status, 401, "{path} without a token");
         let (status, _) = app.call(app.get(path)).await;
         assert_eq!(status, 403, "{path} with a client token");
-        assert_eq!(ops(&app, reqwest::Method::GET, path, None).await.0, 200);
+        assert_eq!(
+            ops_call(&app, reqwest::Method::GET, path, None).await.0,
+            200
+        );
     }
     let (status, _) = app
         .call(app.post("/ops/purge").json(&json!({"older_than_days": 1})))
@@ -183,7 +160,7 @@ async fn queue_counts_match_what_was_sent_and_failed() {
         (Some(1), Some(8))
     );
 
-    let (status, bad_filter) = ops(
+    let (status, bad_filter) = ops_call(
         &app,
         reqwest::Method::GET,
         "/ops/jobs?status=broken&queue=nope&message_id=1&limit=0",
@@ -197,13 +174,13 @@ async fn queue_counts_match_what_was_sent_and_failed() {
         "{bad_filter}"
     );
     assert_eq!(
-        ops(&app, reqwest::Method::GET, "/ops/jobs/not-a-job", None)
+        ops_call(&app, reqwest::Method::GET, "/ops/jobs/not-a-job", None)
             .await
             .0,
         404
     );
     assert_eq!(
-        ops(
+        ops_call(
             &app,
             reqwest::Method::GET,
             &format!("/ops/jobs/{}", ulid::Ulid::generate()),

@@ -7,19 +7,9 @@ use chrono::{NaiveDate, Utc};
 use serde_json::{Value, json};
 use wiremock::{Mock, ResponseTemplate, matchers};
 
-use crate::helpers::{Options, RealProcess, TestApp, TestDb, gateway_error};
+use crate::helpers::{Options, RealProcess, TestApp, TestDb, day, gateway_error, today};
 
 const SERVICE_PHONE: &str = "08551000727";
-
-fn today() -> NaiveDate {
-    Utc::now()
-        .with_timezone(&chrono_tz::Asia::Jakarta)
-        .date_naive()
-}
-
-fn day(offset: i64) -> NaiveDate {
-    today() + chrono::Duration::days(offset)
-}
 
 fn text(nama: &str, no_pol: &str, visit: NaiveDate) -> String {
     format!(

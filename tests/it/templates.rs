@@ -4,20 +4,10 @@
 use std::time::Duration;
 
 use bengkel_whatsapp::templates::{Language, tanggal};
-use chrono::{Months, NaiveDate, Utc};
+use chrono::{Months, NaiveDate};
 use serde_json::{Value, json};
 
-use crate::helpers::{Options, TestApp, ops_token, token};
-
-fn today() -> NaiveDate {
-    Utc::now()
-        .with_timezone(&chrono_tz::Asia::Jakarta)
-        .date_naive()
-}
-
-fn day(offset: i64) -> NaiveDate {
-    today() + chrono::Duration::days(offset)
-}
+use crate::helpers::{Options, TestApp, day, ops_request, token};
 
 /// A customer with one vehicle `no_pol`, its dates and the customer's salutation/language set
 /// in the database; returns the vehicle id.
@@ -93,14 +83,8 @@ fn by_plate(summary: &Value) -> std::collections::HashMap<String, (String, Strin
         .collect()
 }
 
-fn ops(app: &TestApp, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-    app.http
-        .request(method, format!("{}{path}", app.base))
-        .bearer_auth(ops_token())
-}
-
 async fn put_template(app: &TestApp, key: &str, body: Value) -> (u16, Value) {
-    app.call(ops(app, reqwest::Method::PUT, &format!("/templates/{key}")).json(&body))
+    app.call(ops_request(app, reqwest::Method::PUT, &format!("/templates/{key}")).json(&body))
         .await
 }
 
