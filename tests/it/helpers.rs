@@ -21,7 +21,7 @@ mod read;
 mod wait;
 
 pub use dates::{day, today};
-pub use ops::{ops_call, ops_get, ops_post, ops_request, pause_sends, resume_sends};
+pub use ops::{ops_call, ops_get, ops_ok, ops_post, ops_request, pause_sends, resume_sends};
 pub use read::{fields, http_status, metric};
 pub use wait::{ready, wait_until};
 

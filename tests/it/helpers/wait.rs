@@ -6,6 +6,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::TestApp;
+
 /// How often a condition is looked at again.
 const POLL: Duration = Duration::from_millis(25);
 
@@ -28,4 +30,27 @@ pub async fn wait_until<T, E: Display>(
 /// `Ok` when `done`, else why not (for [`wait_until`] on a plain condition).
 pub fn ready(done: bool, why: impl FnOnce() -> String) -> Result<(), String> {
     if done { Ok(()) } else { Err(why()) }
+}
+
+impl TestApp {
+    /// Waits until no worker holds the job of an unsent message (each is back in the queue,
+    /// snoozed or waiting for its retry) and no message is `sending`: on a paused or held queue,
+    /// which hands out no job, nothing can reach the gateway after that.
+    pub async fn wait_handed_back(&self, within: Duration) {
+        wait_until(within, async || {
+            let held: Vec<(String, String, String)> = sqlx::query_as(
+                "SELECT m.id::text, m.status, j.status FROM messages m
+                 JOIN apalis.jobs j ON j.id = m.job_id
+                 WHERE m.status = 'sending'
+                    OR m.status IN ('queued', 'retrying') AND j.status IN ('Queued', 'Running')",
+            )
+            .fetch_all(&self.db.pool)
+            .await
+            .expect("the unsent messages' jobs");
+            ready(held.is_empty(), || {
+                format!("held by a worker (message, its status, its job's): {held:?}")
+            })
+        })
+        .await;
+    }
 }
