@@ -93,7 +93,7 @@ async fn valid_items_are_kept_and_invalid_ones_reported_by_index() {
     assert_eq!(m["body"], "satu");
     let later = app.message(items[3]["id"].as_str().unwrap()).await;
     assert_eq!(later["status"], "queued");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.wait_idle(Duration::from_secs(5)).await;
     assert_eq!(
         app.gateway.calls().await,
         1,

@@ -30,19 +30,6 @@ async fn job_of(app: &TestApp, message_id: &str) -> Value {
     page["items"][0].clone()
 }
 
-/// Sends a message without a deadline and waits until it is delivered: the workers run, so
-/// whatever the gateway has not seen by then was not sent.
-async fn delivered_control(app: &TestApp) -> String {
-    let (status, body) = app
-        .send(json!({"to": "0812 9999 0000", "body": "control"}))
-        .await;
-    assert_eq!(status, 202, "{body}");
-    let id = id_of(&body);
-    app.wait_for_status(&id, "sent", Duration::from_secs(10))
-        .await;
-    id
-}
-
 /// The next midnight in Asia/Jakarta (no daylight saving there).
 fn next_local_midnight() -> DateTime<Utc> {
     let next = today().succ_opt().unwrap().and_hms_opt(0, 0, 0).unwrap();
@@ -288,7 +275,7 @@ async fn an_unsent_message_expires_at_its_deadline_and_is_never_sent() {
     assert_eq!(job_of(&app, &id).await["status"], "cancelled");
 
     resume_sends(&app).await;
-    delivered_control(&app).await;
+    app.deliver_control().await;
     assert_eq!(app.gateway.sent_field("body").await, ["control"]);
 
     let text = reqwest::get(format!("{}/metrics", app.base))
@@ -381,7 +368,7 @@ async fn a_reminder_not_sent_by_the_end_of_its_day_expires_with_its_reminder_row
     assert_eq!(body["data"]["reminder_sent"], 0);
 
     resume_sends(&app).await;
-    delivered_control(&app).await;
+    app.deliver_control().await;
     assert_eq!(app.gateway.sent_field("body").await, ["control"]);
     assert_eq!(app.count("SELECT count(*) FROM whatsapp_report").await, 0);
 }

@@ -313,7 +313,7 @@ async fn send_reminders_takes_the_window_and_only_active_and_never_repeats_a_day
         wider["reminder_queued"], 2,
         "only the records not yet reminded today"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.wait_idle(Duration::from_secs(5)).await;
     assert_eq!(app.gateway.calls().await, 4);
     assert_eq!(
         app.call(
@@ -445,7 +445,7 @@ async fn a_single_reminder_ignores_the_window_and_repeats_only_when_forced() {
         Duration::from_secs(10),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.wait_idle(Duration::from_secs(5)).await;
     assert_eq!(app.gateway.calls().await, 2);
     assert_eq!(get(&app, &id).await["reminder_sent_count"], 2);
     let summary = send_reminders(&app, json!({"days_threshold": 60})).await;

@@ -6,7 +6,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::TestApp;
+use serde_json::json;
+
+use super::{TestApp, id_of};
 
 /// How often a condition is looked at again.
 const POLL: Duration = Duration::from_millis(25);
@@ -33,6 +35,46 @@ pub fn ready(done: bool, why: impl FnOnce() -> String) -> Result<(), String> {
 }
 
 impl TestApp {
+    /// Waits until no send can happen now: no send job is fetched or running, none is due, no
+    /// message is `sending`. What the gateway has seen by then is all it will see until a job
+    /// scheduled for later comes due (a retry, a delay, a snooze) — a test that expects none
+    /// checks the jobs' states. Not for a paused queue, whose due jobs stay due.
+    pub async fn wait_idle(&self, within: Duration) {
+        wait_until(within, async || {
+            let (busy, sending): (i64, i64) = sqlx::query_as(
+                "SELECT (SELECT count(*) FROM apalis.jobs
+                         WHERE job_type = 'whatsapp-send'
+                           AND (status IN ('Queued', 'Running')
+                                OR (status = 'Pending'
+                                    OR (status = 'Failed' AND attempts < max_attempts))
+                                   AND run_at <= now())),
+                        (SELECT count(*) FROM messages WHERE status = 'sending')",
+            )
+            .fetch_one(&self.db.pool)
+            .await
+            .expect("the send queue's state");
+            ready(busy + sending == 0, || {
+                format!("{busy} send job(s) due or running, {sending} message(s) sending")
+            })
+        })
+        .await;
+    }
+
+    /// Sends a message to a number of its own and waits until it is delivered and the queue is
+    /// idle: the workers have run since everything due before it, so whatever the gateway has
+    /// not seen by then was not sent. Returns its id.
+    pub async fn deliver_control(&self) -> String {
+        let (status, body) = self
+            .send(json!({"to": "0812 9999 0000", "body": "control"}))
+            .await;
+        assert_eq!(status, 202, "{body}");
+        let id = id_of(&body);
+        self.wait_for_status(&id, "sent", Duration::from_secs(10))
+            .await;
+        self.wait_idle(Duration::from_secs(10)).await;
+        id
+    }
+
     /// Waits until no worker holds the job of an unsent message (each is back in the queue,
     /// snoozed or waiting for its retry) and no message is `sending`: on a paused or held queue,
     /// which hands out no job, nothing can reach the gateway after that.
