@@ -7,7 +7,9 @@ use chrono::{NaiveDate, Utc};
 use serde_json::{Value, json};
 use wiremock::{Mock, ResponseTemplate, matchers};
 
-use crate::helpers::{Options, RealProcess, TestApp, TestDb, day, gateway_error, today};
+use crate::helpers::{
+    Options, RealProcess, TestApp, TestDb, day, gateway_error, ready, today, wait_until,
+};
 
 const SERVICE_PHONE: &str = "08551000727";
 
@@ -173,7 +175,9 @@ async fn eligible_vehicles_with_incomplete_data_are_skipped_with_a_reason() {
     );
     assert_eq!(reasons[3], "vehicle has no no_pol");
     assert_eq!(app.count("SELECT count(*) FROM reminders").await, 0);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every send is a stored message with its job: none, so nothing can reach the gateway.
+    assert_eq!(app.count("SELECT count(*) FROM messages").await, 0);
+    app.wait_idle(Duration::from_secs(5)).await;
     assert_eq!(app.gateway.calls().await, 0);
 }
 
@@ -222,7 +226,7 @@ async fn a_second_run_queues_nothing_and_reports_the_first_runs_messages() {
     app.gateway.wait_for_calls(2, Duration::from_secs(10)).await;
     let third = run_now(&app, "").await;
     assert_eq!(third["reminder_queued"], 0);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.wait_idle(Duration::from_secs(5)).await;
     assert_eq!(app.gateway.calls().await, 2);
     assert_eq!(app.count("SELECT count(*) FROM messages").await, 2);
 }
@@ -273,7 +277,7 @@ async fn six_concurrent_runs_create_each_reminder_once() {
     app.gateway
         .wait_for_calls(30, Duration::from_secs(20))
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.wait_idle(Duration::from_secs(5)).await;
     let calls = delivered(&app).await;
     assert_eq!(calls.len(), 30);
     assert_eq!(
@@ -330,11 +334,13 @@ async fn a_retried_reminder_is_counted_once_in_the_report() {
         .execute(&app.db.pool)
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while app.count(&format!("SELECT count(*) FROM apalis.jobs j JOIN messages m ON m.job_id = j.id WHERE m.id = '{mid}' AND j.status = 'Done'")).await == 0 {
-        assert!(std::time::Instant::now() < deadline, "the re-run did not finish");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(Duration::from_secs(10), async || {
+        let job = app.job_of(&mid).await;
+        ready(job.status == "Done", || {
+            format!("the re-run did not finish: {job:?}")
+        })
+    })
+    .await;
     assert_eq!(
         app.gateway.calls().await,
         2,
@@ -700,6 +706,56 @@ async fn start_stop_and_status_round_trip_and_are_shared_by_every_process() {
     assert_eq!(status, 401);
 }
 
+/// Notes every claim of a scheduler tick in `tick_claims` (which process, which tick), also the
+/// claims that lose: a trigger before the insert, which runs before the conflict is found.
+async fn note_tick_claims(pool: &sqlx::PgPool) {
+    sqlx::raw_sql(
+        "CREATE TABLE tick_claims (process text, tick_at timestamptz);
+         CREATE FUNCTION note_tick_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF NEW.tick_at IS NOT NULL THEN
+             INSERT INTO tick_claims VALUES (current_setting('application_name'), NEW.tick_at);
+           END IF;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER note_tick_claim BEFORE INSERT ON fanout_runs
+           FOR EACH ROW EXECUTE FUNCTION note_tick_claim();",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// Waits until each of the processes `pids` has tried to claim the tick that was run: then
+/// none of them runs it again, whatever time passes.
+async fn wait_for_tick_claims(app: &TestApp, pids: &[u32]) {
+    let names: Vec<String> = pids
+        .iter()
+        .map(|pid| format!("bengkel-whatsapp/{pid}"))
+        .collect();
+    // A process started just now needs a moment to start up and tick (every 2 s).
+    wait_until(Duration::from_secs(20), async || {
+        let claimed: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT c.process FROM tick_claims c
+             JOIN fanout_runs r ON r.tick_at = c.tick_at WHERE c.process = ANY($1)",
+        )
+        .bind(&names)
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap();
+        ready(claimed.len() == names.len(), || {
+            format!("of {names:?}, only {claimed:?} tried to claim the tick")
+        })
+    })
+    .await;
+    assert_eq!(
+        app.count("SELECT count(DISTINCT tick_at) FROM tick_claims")
+            .await,
+        1,
+        "every claim was of the one tick"
+    );
+}
+
 /// (hour, minute) in Jakarta of `now + offset`.
 fn jakarta_time(offset: chrono::Duration) -> (u32, u32, NaiveDate) {
     use chrono::Timelike;
@@ -717,7 +773,8 @@ async fn two_serve_processes_send_each_reminder_once_at_the_scheduled_minute() {
         ..Options::default()
     })
     .await;
-    let _processes = [
+    note_tick_claims(&app.db.pool).await;
+    let processes = [
         RealProcess::start(&app, "serve"),
         RealProcess::start(&app, "serve"),
         RealProcess::start(&app, "worker"),
@@ -742,8 +799,21 @@ async fn two_serve_processes_send_each_reminder_once_at_the_scheduled_minute() {
         .await;
     assert_eq!(status, 200, "{body}");
     app.gateway.wait_for_calls(4, Duration::from_secs(90)).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    app.wait_idle(Duration::from_secs(10)).await;
     assert_eq!(app.gateway.calls().await, 4, "each reminder sent once");
+    // Every process has ticked since the tick came and tried to claim it.
+    let pids: Vec<u32> = processes.iter().map(RealProcess::pid).collect();
+    wait_for_tick_claims(&app, &pids).await;
+    // The run records its counts after its messages are queued (and maybe sent).
+    wait_until(Duration::from_secs(10), async || {
+        let unfinished = app
+            .count("SELECT count(*) FROM fanout_runs WHERE status NOT IN ('done', 'failed')")
+            .await;
+        ready(unfinished == 0, || {
+            format!("{unfinished} fan-out run(s) not finished")
+        })
+    })
+    .await;
     let runs: Vec<(String, String)> = sqlx::query_as("SELECT trigger, status FROM fanout_runs")
         .fetch_all(&app.db.pool)
         .await
@@ -794,6 +864,7 @@ async fn a_process_started_after_a_missed_tick_catches_up() {
         .execute(&db.pool)
         .await
         .unwrap();
+    note_tick_claims(&db.pool).await;
 
     let app = TestApp::spawn_on(db, Options::default()).await;
     let calls = app.gateway.wait_for_calls(1, Duration::from_secs(20)).await;
@@ -806,8 +877,9 @@ async fn a_process_started_after_a_missed_tick_catches_up() {
             .unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].0, "catch_up");
-    let _restart = app.another_process(ProcessRole::Serve).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let restart = RealProcess::start(&app, "serve");
+    wait_for_tick_claims(&app, &[restart.pid()]).await;
+    app.wait_idle(Duration::from_secs(10)).await;
     assert_eq!(
         app.count("SELECT count(*) FROM fanout_runs").await,
         1,
@@ -865,10 +937,10 @@ async fn cancelling_a_reminder_message_cancels_the_reminder_and_a_new_pass_does_
             .bearer_auth(&ops),
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    app.deliver_control().await;
     assert_eq!(
-        app.gateway.calls().await,
-        0,
+        app.gateway.sent_field("body").await,
+        ["control"],
         "a cancelled reminder is not sent"
     );
 }
