@@ -8,7 +8,7 @@ use std::{
 
 use serde_json::json;
 
-use super::{TestApp, id_of};
+use super::{TestApp, TestDb, id_of};
 
 /// How often a condition is looked at again.
 const POLL: Duration = Duration::from_millis(25);
@@ -34,11 +34,8 @@ pub fn ready(done: bool, why: impl FnOnce() -> String) -> Result<(), String> {
     if done { Ok(()) } else { Err(why()) }
 }
 
-impl TestApp {
-    /// Waits until no send can happen now: no send job is fetched or running, none is due, no
-    /// message is `sending`. What the gateway has seen by then is all it will see until a job
-    /// scheduled for later comes due (a retry, a delay, a snooze) — a test that expects none
-    /// checks the jobs' states. Not for a paused queue, whose due jobs stay due.
+impl TestDb {
+    /// [`TestApp::wait_idle`], for a test that runs only processes of its own.
     pub async fn wait_idle(&self, within: Duration) {
         wait_until(within, async || {
             let (busy, sending): (i64, i64) = sqlx::query_as(
@@ -50,7 +47,7 @@ impl TestApp {
                                    AND run_at <= now())),
                         (SELECT count(*) FROM messages WHERE status = 'sending')",
             )
-            .fetch_one(&self.db.pool)
+            .fetch_one(&self.pool)
             .await
             .expect("the send queue's state");
             ready(busy + sending == 0, || {
@@ -58,6 +55,16 @@ impl TestApp {
             })
         })
         .await;
+    }
+}
+
+impl TestApp {
+    /// Waits until no send can happen now: no send job is fetched or running, none is due, no
+    /// message is `sending`. What the gateway has seen by then is all it will see until a job
+    /// scheduled for later comes due (a retry, a delay, a snooze) — a test that expects none
+    /// checks the jobs' states. Not for a paused queue, whose due jobs stay due.
+    pub async fn wait_idle(&self, within: Duration) {
+        self.db.wait_idle(within).await;
     }
 
     /// Sends a message to a number of its own and waits until it is delivered and the queue is
