@@ -13,7 +13,7 @@ use sqlx::Connection;
 use wiremock::{Mock, Request, Respond, ResponseTemplate, matchers};
 
 use crate::{
-    helpers::{Options, RealProcess, TestApp, admin_url, id_of},
+    helpers::{Options, RealProcess, TestApp, admin_url, id_of, ready, wait_until},
     queue::finished_jobs_of_unfinished_messages,
 };
 
@@ -126,14 +126,13 @@ async fn a_database_outage_mid_drain_loses_nothing_sends_nothing_twice_and_resum
     let ids = enqueue(&app, 240, "outage").await;
     let _w1 = RealProcess::start(&app, "worker");
     let _w2 = RealProcess::start(&app, "worker");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while gateway.count() < 40 {
-        assert!(
-            Instant::now() < deadline,
-            "the workers did not start sending"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(Duration::from_secs(30), async || {
+        let calls = gateway.count();
+        ready(calls >= 40, || {
+            format!("the workers did not start sending ({calls} calls)")
+        })
+    })
+    .await;
 
     // Longer than any retry budget a writer could have, as a stopped server would be.
     database_outage(&app.db.name, Duration::from_secs(20)).await;
@@ -190,15 +189,15 @@ async fn a_killed_workers_jobs_are_picked_up_within_fifteen_seconds() {
         .await
         .unwrap()
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let held = loop {
+    let held = wait_until(Duration::from_secs(30), async || {
         let held = held_by_victim().await;
-        if !held.is_empty() {
-            break held;
+        if held.is_empty() {
+            Err("the victim never held a job")
+        } else {
+            Ok(held)
         }
-        assert!(Instant::now() < deadline, "the victim never held a job");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     victim.kill_9();
     let killed = Instant::now();
 
@@ -208,8 +207,8 @@ async fn a_killed_workers_jobs_are_picked_up_within_fifteen_seconds() {
         .fetch_one(&app.db.pool)
         .await
         .unwrap();
-    let deadline = killed + Duration::from_secs(15);
-    loop {
+    let since_kill = Duration::from_secs(15).saturating_sub(killed.elapsed());
+    wait_until(since_kill, async || {
         let still: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM apalis.jobs j
              WHERE j.id = ANY($1) AND j.status IN ('Queued', 'Running')
@@ -220,15 +219,11 @@ async fn a_killed_workers_jobs_are_picked_up_within_fifteen_seconds() {
         .fetch_one(&app.db.pool)
         .await
         .unwrap();
-        if still == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{still} job(s) of the killed worker still held 15 s after the kill"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        ready(still == 0, || {
+            format!("{still} job(s) of the killed worker still held 15 s after the kill")
+        })
+    })
+    .await;
     let picked_up = killed.elapsed();
 
     app.wait_all_sent(Duration::from_secs(60)).await;
