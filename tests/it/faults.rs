@@ -1,78 +1,16 @@
 //! Real faults while real worker processes drain: the database goes away mid-drain, a worker is
 //! killed with SIGKILL. Counted at the gateway, per message.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use bengkel_whatsapp::app::ProcessRole;
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::Connection;
-use wiremock::{Mock, Request, Respond, ResponseTemplate, matchers};
 
 use crate::{
-    helpers::{Options, RealProcess, TestApp, admin_url, id_of, ready, wait_until},
+    helpers::{Options, RealProcess, Recorder, TestApp, admin_url, id_of, ready, wait_until},
     queue::finished_jobs_of_unfinished_messages,
 };
-
-/// A gateway that answers `success: true` after `delay` and remembers when each body arrived.
-#[derive(Clone)]
-struct Recorder {
-    calls: Arc<Mutex<Vec<(Instant, String)>>>,
-    delay: Duration,
-}
-
-impl Respond for Recorder {
-    fn respond(&self, request: &Request) -> ResponseTemplate {
-        let body = serde_json::from_slice::<Value>(&request.body)
-            .ok()
-            .and_then(|v| v["body"].as_str().map(str::to_owned))
-            .unwrap_or_default();
-        self.calls.lock().unwrap().push((Instant::now(), body));
-        ResponseTemplate::new(200)
-            .set_body_json(json!({"success": true, "message": "Message sent"}))
-            .set_delay(self.delay)
-    }
-}
-
-impl Recorder {
-    async fn mount(app: &TestApp, delay: Duration) -> Self {
-        let recorder = Self {
-            calls: Arc::default(),
-            delay,
-        };
-        Mock::given(matchers::method("POST"))
-            .and(matchers::path("/api/send"))
-            .respond_with(recorder.clone())
-            .mount(&app.gateway.server)
-            .await;
-        recorder
-    }
-
-    fn count(&self) -> usize {
-        self.calls.lock().unwrap().len()
-    }
-
-    fn per_body(&self) -> HashMap<String, usize> {
-        let mut per = HashMap::new();
-        for (_, body) in self.calls.lock().unwrap().iter() {
-            *per.entry(body.clone()).or_default() += 1;
-        }
-        per
-    }
-
-    fn first_call_after(&self, t: Instant) -> Option<Instant> {
-        self.calls
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(at, _)| *at)
-            .filter(|at| *at > t)
-            .min()
-    }
-}
 
 async fn enqueue(app: &TestApp, n: usize, tag: &str) -> Vec<String> {
     let mut ids = Vec::with_capacity(n);
@@ -122,7 +60,7 @@ async fn a_database_outage_mid_drain_loses_nothing_sends_nothing_twice_and_resum
         ..Options::default()
     })
     .await;
-    let gateway = Recorder::mount(&app, Duration::from_millis(150)).await;
+    let gateway = Recorder::mount_slow(&app, Duration::from_millis(150)).await;
     let ids = enqueue(&app, 240, "outage").await;
     let _w1 = RealProcess::start(&app, "worker");
     let _w2 = RealProcess::start(&app, "worker");
@@ -171,7 +109,7 @@ async fn a_killed_workers_jobs_are_picked_up_within_fifteen_seconds() {
     })
     .await;
     // Slow calls, so that the worker to be killed is holding jobs when it dies.
-    let gateway = Recorder::mount(&app, Duration::from_millis(1500)).await;
+    let gateway = Recorder::mount_slow(&app, Duration::from_millis(1500)).await;
     // The survivor has been alive (and beating) from the start.
     let _survivor = app.another_process(ProcessRole::Worker).await;
     let mut victim = RealProcess::start(&app, "worker");

@@ -18,11 +18,13 @@ use wiremock::{Mock, MockServer, ResponseTemplate, matchers};
 mod dates;
 mod ops;
 mod read;
+mod recorder;
 mod wait;
 
 pub use dates::{day, today};
 pub use ops::{ops_call, ops_get, ops_ok, ops_post, ops_request, pause_sends, resume_sends};
 pub use read::{fields, http_status, metric};
+pub use recorder::Recorder;
 pub use wait::{ready, wait_until};
 
 pub const JWT_SECRET: &str = "integration-test-secret-of-32-bytes-at-least";
@@ -376,6 +378,15 @@ impl TestApp {
     /// `POST /whatsapp/send` with a JSON body.
     pub async fn send(&self, body: Value) -> (u16, Value) {
         self.call(self.post("/whatsapp/send").json(&body)).await
+    }
+
+    /// `POST /scheduler/maintenance-reminder/run-now{query}`: the pass's summary.
+    pub async fn run_now(&self, query: &str) -> Value {
+        let (status, body) = self
+            .call(self.post(&format!("/scheduler/maintenance-reminder/run-now{query}")))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["data"].clone()
     }
 
     pub async fn message(&self, id: &str) -> Value {

@@ -2,143 +2,18 @@
 //! the cluster-wide rate, the gateway's Retry-After, the circuit breaker, the send window, the
 //! per-recipient spacing and the claim's opt-out check.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use bengkel_whatsapp::app::ProcessRole;
 use serde_json::{Value, json};
-use wiremock::{Mock, Request, Respond, ResponseTemplate, matchers};
 
 use crate::{
     helpers::{
-        Options, OtherProcess, RealProcess, TestApp, hold_first_write, id_of, ops_get, ops_ok,
-        ops_token, pause_sends, ready, resume_sends, wait_until,
+        Options, OtherProcess, RealProcess, Recorder, TestApp, hold_first_write, id_of, ops_get,
+        ops_ok, ops_token, pause_sends, ready, resume_sends, wait_until,
     },
     queue::finished_jobs_of_unfinished_messages,
 };
-
-/// A call: when it arrived, to whom, the text, the status answered.
-type Call = (Instant, String, String, u16);
-/// What the next calls get: status, `Retry-After`, how many more (`u32::MAX`: until healed).
-type Answer = (u16, Option<&'static str>, u32);
-
-/// A gateway that notes every call (when, to whom, what) and answers what it is told: `ok`, or
-/// a status (with a `Retry-After`) for the next calls.
-#[derive(Clone, Default)]
-struct Gateway {
-    calls: Arc<Mutex<Vec<Call>>>,
-    next: Arc<Mutex<Option<Answer>>>,
-}
-
-impl Respond for Gateway {
-    fn respond(&self, request: &Request) -> ResponseTemplate {
-        let v = serde_json::from_slice::<Value>(&request.body).unwrap_or_default();
-        let to = v["to"].as_str().unwrap_or_default().to_owned();
-        let body = v["body"].as_str().unwrap_or_default().to_owned();
-        let mut next = self.next.lock().unwrap();
-        let answer = match next.as_mut() {
-            Some((status, after, left)) if *left > 0 => {
-                if *left != u32::MAX {
-                    *left -= 1;
-                }
-                let mut r = ResponseTemplate::new(*status)
-                    .set_body_json(json!({"success": false, "message": "refused"}));
-                if let Some(after) = after {
-                    r = r.insert_header("Retry-After", *after);
-                }
-                Some((*status, r))
-            }
-            _ => None,
-        };
-        let (status, response) = answer.unwrap_or_else(|| {
-            (
-                200,
-                ResponseTemplate::new(200)
-                    .set_body_json(json!({"success": true, "message": "Message sent"})),
-            )
-        });
-        self.calls
-            .lock()
-            .unwrap()
-            .push((Instant::now(), to, body, status));
-        response
-    }
-}
-
-impl Gateway {
-    async fn mount(app: &TestApp) -> Self {
-        let g = Self::default();
-        Mock::given(matchers::method("POST"))
-            .and(matchers::path("/api/send"))
-            .respond_with(g.clone())
-            .mount(&app.gateway.server)
-            .await;
-        g
-    }
-
-    fn answer(&self, status: u16, retry_after: Option<&'static str>, times: u32) {
-        *self.next.lock().unwrap() = Some((status, retry_after, times));
-    }
-
-    fn heal(&self) {
-        *self.next.lock().unwrap() = None;
-    }
-
-    fn count(&self) -> usize {
-        self.calls.lock().unwrap().len()
-    }
-
-    fn times(&self) -> Vec<Instant> {
-        let mut t: Vec<Instant> = self.calls.lock().unwrap().iter().map(|c| c.0).collect();
-        t.sort();
-        t
-    }
-
-    fn times_to(&self, to: &str) -> Vec<Instant> {
-        let mut t: Vec<Instant> = self
-            .calls
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|c| c.1 == to)
-            .map(|c| c.0)
-            .collect();
-        t.sort();
-        t
-    }
-
-    fn first_with(&self, status: u16) -> Option<Instant> {
-        self.calls
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|c| c.3 == status)
-            .map(|c| c.0)
-            .min()
-    }
-
-    /// Successful calls per message body.
-    fn delivered(&self) -> HashMap<String, usize> {
-        let mut per = HashMap::new();
-        for c in self.calls.lock().unwrap().iter().filter(|c| c.3 == 200) {
-            *per.entry(c.2.clone()).or_default() += 1;
-        }
-        per
-    }
-
-    async fn wait_for(&self, n: usize, within: Duration) {
-        wait_until(within, async || {
-            let seen = self.count();
-            ready(seen >= n, || {
-                format!("gateway saw {seen} call(s), expected {n}")
-            })
-        })
-        .await;
-    }
-}
 
 /// Changes the policy, for processes that start after it: a process reads the policy before
 /// its first claim. (A running process follows within 2 s, and nothing it shows says when it
@@ -190,7 +65,7 @@ async fn enqueue(app: &TestApp, n: usize, tag: &str) -> Vec<String> {
 }
 
 /// An API-only app with the recording gateway, for a test that runs `workers` worker processes.
-async fn api_with_gateway(workers: usize) -> (TestApp, Gateway) {
+async fn api_with_gateway(workers: usize) -> (TestApp, Recorder) {
     let app = TestApp::spawn_with(Options {
         role: ProcessRole::Api,
         gateway_ok: false,
@@ -198,7 +73,7 @@ async fn api_with_gateway(workers: usize) -> (TestApp, Gateway) {
         ..Options::default()
     })
     .await;
-    let gateway = Gateway::mount(&app).await;
+    let gateway = Recorder::mount(&app).await;
     (app, gateway)
 }
 
@@ -564,7 +439,7 @@ async fn spacing_holds_per_number_without_slowing_other_numbers() {
         json!({"recipient_min_interval_secs": 2}),
     )
     .await;
-    let gateway = Gateway::mount(&app).await;
+    let gateway = Recorder::mount(&app).await;
     for i in 0..3 {
         app.send(json!({"to": "0812 7100 001", "body": format!("same {i}")}))
             .await;

@@ -47,14 +47,6 @@ async fn customer(
     (body["data"]["id"].as_str().unwrap().to_owned(), ids)
 }
 
-async fn run_now(app: &TestApp, query: &str) -> Value {
-    let (status, body) = app
-        .call(app.post(&format!("/scheduler/maintenance-reminder/run-now{query}")))
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body["data"].clone()
-}
-
 /// (to, body) of every gateway call.
 async fn delivered(app: &TestApp) -> Vec<(String, String)> {
     app.gateway
@@ -98,7 +90,7 @@ async fn only_vehicles_due_today_to_two_days_ahead_are_reminded_with_the_exact_t
     let vehicles: Vec<(Option<&str>, i64)> = plates.iter().map(|(p, d)| (Some(*p), *d)).collect();
     customer(&app, Some("Budi Santoso"), Some("0812 3456 789"), &vehicles).await;
 
-    let summary = run_now(&app, "?wait_seconds=20").await;
+    let summary = app.run_now("?wait_seconds=20").await;
     assert_eq!(summary["date"], today().to_string());
     assert_eq!(summary["total_customers"], 1);
     assert_eq!(
@@ -147,7 +139,7 @@ async fn eligible_vehicles_with_incomplete_data_are_skipped_with_a_reason() {
     customer(&app, Some("HP Salah"), Some("12ab"), &[(Some("B 12 A"), 1)]).await;
     customer(&app, Some("Tanpa Nopol"), Some("08123456789"), &[(None, 2)]).await;
 
-    let summary = run_now(&app, "").await;
+    let summary = app.run_now("").await;
     assert_eq!(
         (
             summary["eligible"].as_i64(),
@@ -191,7 +183,7 @@ async fn a_second_run_queues_nothing_and_reports_the_first_runs_messages() {
         &[(Some("D 1 X"), 0), (Some("D 2 X"), 1)],
     )
     .await;
-    let first = run_now(&app, "").await;
+    let first = app.run_now("").await;
     assert_eq!(first["reminder_queued"], 2);
     let first_ids: HashSet<String> = first["details"]
         .as_array()
@@ -200,7 +192,7 @@ async fn a_second_run_queues_nothing_and_reports_the_first_runs_messages() {
         .map(|d| d["message_id"].as_str().unwrap().to_owned())
         .collect();
 
-    let second = run_now(&app, "").await;
+    let second = app.run_now("").await;
     assert_eq!(
         (
             second["reminder_queued"].as_i64(),
@@ -224,7 +216,7 @@ async fn a_second_run_queues_nothing_and_reports_the_first_runs_messages() {
     );
 
     app.gateway.wait_for_calls(2, Duration::from_secs(10)).await;
-    let third = run_now(&app, "").await;
+    let third = app.run_now("").await;
     assert_eq!(third["reminder_queued"], 0);
     app.wait_idle(Duration::from_secs(5)).await;
     assert_eq!(app.gateway.calls().await, 2);
@@ -249,7 +241,7 @@ async fn six_concurrent_runs_create_each_reminder_once() {
         )
         .await;
     }
-    let runs = futures::future::join_all((0..6).map(|_| run_now(&app, ""))).await;
+    let runs = futures::future::join_all((0..6).map(|_| app.run_now(""))).await;
     let queued: i64 = runs
         .iter()
         .map(|r| r["reminder_queued"].as_i64().unwrap())
@@ -304,7 +296,7 @@ async fn a_retried_reminder_is_counted_once_in_the_report() {
     )
     .await;
 
-    let summary = run_now(&app, "?wait_seconds=30").await;
+    let summary = app.run_now("?wait_seconds=30").await;
     assert_eq!(
         statuses(&summary),
         vec![("L 5 R".into(), "sent".into())],
@@ -383,7 +375,7 @@ async fn wait_seconds_reports_sent_and_failed_per_vehicle() {
     )
     .await;
 
-    let summary = run_now(&app, "?wait_seconds=20").await;
+    let summary = app.run_now("?wait_seconds=20").await;
     let mut got = statuses(&summary);
     got.sort();
     assert_eq!(
@@ -451,13 +443,13 @@ async fn the_report_api_matches_what_was_sent_and_can_be_reset_and_deleted() {
         &[(Some("B 200 B"), 2)],
     )
     .await;
-    run_now(&app, "?wait_seconds=20").await;
+    app.run_now("?wait_seconds=20").await;
     // A second delivery to B's vehicle (a later day's reminder).
     sqlx::query("UPDATE reminders SET reminder_date = reminder_date - 1")
         .execute(&app.db.pool)
         .await
         .unwrap();
-    let again = run_now(&app, "?wait_seconds=20").await;
+    let again = app.run_now("?wait_seconds=20").await;
     assert_eq!(again["reminder_queued"], 3);
 
     let (_, stats) = app.call(app.get("/whatsapp-report/statistics")).await;
@@ -560,7 +552,7 @@ async fn the_reminder_log_filters_and_rejects_bad_filters() {
         &[(Some("E 1 A"), 0), (Some("E 2 A"), 1)],
     )
     .await;
-    run_now(&app, "?wait_seconds=20").await;
+    app.run_now("?wait_seconds=20").await;
     let (_, all) = app
         .call(app.get(&format!("/reminders?date={}", today())))
         .await;
@@ -911,7 +903,7 @@ async fn cancelling_a_reminder_message_cancels_the_reminder_and_a_new_pass_does_
         &[(Some("G 1 B"), 0)],
     )
     .await;
-    let summary = run_now(&app, "").await;
+    let summary = app.run_now("").await;
     let message_id = summary["details"][0]["message_id"]
         .as_str()
         .unwrap()
@@ -923,7 +915,7 @@ async fn cancelling_a_reminder_message_cancels_the_reminder_and_a_new_pass_does_
     let (_, log) = app.call(app.get("/reminders")).await;
     assert_eq!(log["data"]["items"][0]["status"], "cancelled");
     assert_eq!(log["data"]["items"][0]["message_status"], "cancelled");
-    let again = run_now(&app, "").await;
+    let again = app.run_now("").await;
     assert_eq!(
         (
             again["reminder_queued"].as_i64(),
