@@ -235,18 +235,7 @@ async fn a_failed_message_is_requeued_by_id_and_in_bulk_and_sent_exactly_once_mo
     app.wait_for_status(&second, "sent", Duration::from_secs(10))
         .await;
     app.wait_idle(Duration::from_secs(5)).await;
-    let bodies: Vec<String> = app
-        .gateway
-        .requests()
-        .await
-        .iter()
-        .map(|r| {
-            r.body_json::<Value>().unwrap()["body"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let bodies = app.gateway.sent_field("body").await;
     assert_eq!(
         bodies.iter().filter(|b| *b == "first").count(),
         2,
@@ -389,18 +378,7 @@ async fn pausing_on_one_process_stops_another_within_two_seconds_and_resume_send
         assert_eq!(m["attempts"], 1, "{m}");
     }
     app.wait_idle(Duration::from_secs(5)).await;
-    let bodies: HashSet<String> = app
-        .gateway
-        .requests()
-        .await
-        .iter()
-        .map(|r| {
-            r.body_json::<Value>().unwrap()["body"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let bodies: HashSet<String> = app.gateway.sent_field("body").await.into_iter().collect();
     assert_eq!(
         (app.gateway.calls().await, bodies.len()),
         (10, 10),
