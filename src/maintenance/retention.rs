@@ -33,6 +33,9 @@ pub async fn run_once(pool: &PgPool, retention_days: u32) -> sqlx::Result<Option
     .fetch_one(&mut *tx)
     .await?;
     if !due {
+        // Ended here, not when the pool next uses this connection: until then the lock would
+        // stay held and every process' next check would skip its turn.
+        tx.rollback().await?;
         return Ok(None);
     }
     let days = i32::try_from(retention_days).unwrap_or(i32::MAX);

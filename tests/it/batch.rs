@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, ops_token};
+use crate::helpers::{TestApp, fields, ops_token};
 
 async fn batch(app: &TestApp, body: Value, key: Option<&str>) -> (u16, Value) {
     let mut req = app.post("/whatsapp/send-batch").json(&body);
@@ -24,17 +24,6 @@ async fn opt_out(app: &TestApp, phone: &str) {
         )
         .await;
     assert_eq!(status, 201, "{body}");
-}
-
-fn fields(item: &Value) -> Vec<String> {
-    item["errors"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|e| e["field"].as_str().unwrap_or_default().to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -104,7 +93,7 @@ async fn valid_items_are_kept_and_invalid_ones_reported_by_index() {
     assert_eq!(m["body"], "satu");
     let later = app.message(items[3]["id"].as_str().unwrap()).await;
     assert_eq!(later["status"], "queued");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.wait_idle(Duration::from_secs(5)).await;
     assert_eq!(
         app.gateway.calls().await,
         1,

@@ -3,10 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value, json};
 
-use crate::helpers::{Options, TestApp, gateway_error, id_of, ops_token};
+use crate::helpers::{
+    Options, TestApp, fields, gateway_error, id_of, metric, ops_get, ops_post, pause_sends,
+    resume_sends, today,
+};
 
 /// The sweep runs every 5 s: a message is expired within 15 s of its deadline.
 const EXPIRY: Duration = Duration::from_secs(15);
@@ -15,79 +18,16 @@ fn at(t: DateTime<Utc>) -> String {
     t.to_rfc3339()
 }
 
-fn fields(body: &Value) -> Vec<String> {
-    body["errors"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no errors in {body}"))
-        .iter()
-        .map(|e| e["field"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 fn timestamp(v: &Value) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("not a time: {v}")))
         .unwrap()
         .with_timezone(&Utc)
 }
 
-async fn ops_post(app: &TestApp, path: &str) -> (u16, Value) {
-    app.call(
-        app.http
-            .post(format!("{}{path}", app.base))
-            .bearer_auth(ops_token()),
-    )
-    .await
-}
-
-async fn ops_get(app: &TestApp, path: &str) -> Value {
-    let (status, body) = app
-        .call(
-            app.http
-                .get(format!("{}{path}", app.base))
-                .bearer_auth(ops_token()),
-        )
-        .await;
-    assert_eq!(status, 200, "{path}: {body}");
-    body["data"].clone()
-}
-
-async fn pause_sends(app: &TestApp, paused: bool) {
-    let action = if paused { "pause" } else { "resume" };
-    let (status, body) = ops_post(app, &format!("/ops/queues/whatsapp-send/{action}")).await;
-    assert_eq!(status, 200, "{body}");
-}
-
 /// The ops view of a message's job.
 async fn job_of(app: &TestApp, message_id: &str) -> Value {
     let page = ops_get(app, &format!("/ops/jobs?message_id={message_id}")).await;
     page["items"][0].clone()
-}
-
-/// Sends a message without a deadline and waits until it is delivered: the workers run, so
-/// whatever the gateway has not seen by then was not sent.
-async fn delivered_control(app: &TestApp) -> String {
-    let (status, body) = app
-        .send(json!({"to": "0812 9999 0000", "body": "control"}))
-        .await;
-    assert_eq!(status, 202, "{body}");
-    let id = id_of(&body);
-    app.wait_for_status(&id, "sent", Duration::from_secs(10))
-        .await;
-    id
-}
-
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)
-            .and_then(|rest| rest.trim().parse().ok())
-    })
-}
-
-/// Today in the default `APP_TIMEZONE` (Asia/Jakarta).
-fn today() -> NaiveDate {
-    Utc::now()
-        .with_timezone(&chrono_tz::Asia::Jakarta)
-        .date_naive()
 }
 
 /// The next midnight in Asia/Jakarta (no daylight saving there).
@@ -283,7 +223,7 @@ async fn ttl_seconds_and_expires_at_set_the_deadline_and_are_part_of_the_request
 #[tokio::test]
 async fn an_unsent_message_expires_at_its_deadline_and_is_never_sent() {
     let app = TestApp::spawn().await;
-    pause_sends(&app, true).await;
+    pause_sends(&app).await;
     let (status, body) = app
         .send(json!({"to": "0812 3456 789", "body": "too late", "ttl_seconds": 2}))
         .await;
@@ -328,14 +268,14 @@ async fn an_unsent_message_expires_at_its_deadline_and_is_never_sent() {
 
     // An operator's requeue makes it `queued` again; its deadline being past, it expires again.
     let job_id = job["id"].as_str().unwrap();
-    let (status, body) = ops_post(&app, &format!("/ops/jobs/{job_id}/requeue")).await;
+    let (status, body) = ops_post(&app, &format!("/ops/jobs/{job_id}/requeue"), None).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["message_status"], "queued");
     app.wait_for_status(&id, "expired", EXPIRY).await;
     assert_eq!(job_of(&app, &id).await["status"], "cancelled");
 
-    pause_sends(&app, false).await;
-    delivered_control(&app).await;
+    resume_sends(&app).await;
+    app.deliver_control().await;
     assert_eq!(app.gateway.sent_field("body").await, ["control"]);
 
     let text = reqwest::get(format!("{}/metrics", app.base))
@@ -385,7 +325,7 @@ async fn a_message_waiting_for_a_retry_expires_without_another_attempt() {
 #[tokio::test]
 async fn a_reminder_not_sent_by_the_end_of_its_day_expires_with_its_reminder_row() {
     let app = TestApp::spawn().await;
-    pause_sends(&app, true).await;
+    pause_sends(&app).await;
     let (status, body) = app
         .call(app.post("/customers").json(&json!({
             "nama": "Budi", "hp": "0812 3456 789",
@@ -427,8 +367,8 @@ async fn a_reminder_not_sent_by_the_end_of_its_day_expires_with_its_reminder_row
     assert_eq!(detail["status"], "expired", "{body}");
     assert_eq!(body["data"]["reminder_sent"], 0);
 
-    pause_sends(&app, false).await;
-    delivered_control(&app).await;
+    resume_sends(&app).await;
+    app.deliver_control().await;
     assert_eq!(app.gateway.sent_field("body").await, ["control"]);
     assert_eq!(app.count("SELECT count(*) FROM whatsapp_report").await, 0);
 }
@@ -436,7 +376,7 @@ async fn a_reminder_not_sent_by_the_end_of_its_day_expires_with_its_reminder_row
 #[tokio::test]
 async fn a_manual_reminder_expires_at_the_end_of_its_day_and_counts_nothing() {
     let app = TestApp::spawn().await;
-    pause_sends(&app, true).await;
+    pause_sends(&app).await;
     let (status, body) = app
         .call(app.post("/manual-whatsapp/").json(&json!({
             "customer_name": "Joko", "nopol": "B 2 Y", "no_hp": "08123456789",

@@ -8,7 +8,7 @@ use std::{
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Gateway, TestDb, env_for, token};
+use crate::helpers::{Gateway, TestDb, env_for, http_status, metric, ready, token, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bengkel-whatsapp");
 
@@ -36,16 +36,15 @@ impl Proc {
             .spawn()
             .expect("spawn the binary");
         let base = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = reqwest::get(format!("{base}/health/ready")).await
-                && r.status() == 200
-            {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{cmd} did not become ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_until(Duration::from_secs(30), async || {
+            let status = reqwest::get(format!("{base}/health/ready"))
+                .await
+                .map(|r| r.status().as_u16());
+            ready(matches!(status, Ok(200)), || {
+                format!("{cmd} did not become ready: {status:?}")
+            })
+        })
+        .await;
         Self { child, base }
     }
 
@@ -99,6 +98,14 @@ async fn message_status(db: &TestDb, id: &str) -> String {
         .unwrap()
 }
 
+async fn wait_for_sent(db: &TestDb, id: &str) {
+    wait_until(Duration::from_secs(10), async || {
+        let status = message_status(db, id).await;
+        ready(status == "sent", || format!("message {id} is {status}"))
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_scheduled_message_survives_kill_9_and_is_sent_once_after_restart() {
     let db = TestDb::with_processes(1).await;
@@ -118,7 +125,15 @@ async fn a_scheduled_message_survives_kill_9_and_is_sent_once_after_restart() {
     let id = body["data"]["id"].as_str().unwrap().to_owned();
     first.kill_9();
 
-    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    // The clock moves on past the schedule while nobody runs.
+    sqlx::query(
+        "UPDATE apalis.jobs SET run_at = now() - interval '1 second'
+         WHERE id = (SELECT job_id FROM messages WHERE id = $1::uuid)",
+    )
+    .bind(&id)
+    .execute(&db.pool)
+    .await
+    .unwrap();
     assert_eq!(gateway.calls().await, 0, "nobody is running");
     assert_eq!(message_status(&db, &id).await, "queued");
 
@@ -126,15 +141,8 @@ async fn a_scheduled_message_survives_kill_9_and_is_sent_once_after_restart() {
     gateway.wait_for_calls(1, Duration::from_secs(5)).await;
     // The outcome is recorded after the call (grouped with others): on a loaded machine that
     // has taken more than a second.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while message_status(&db, &id).await != "sent" {
-        assert!(
-            Instant::now() < deadline,
-            "not recorded as sent within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    wait_for_sent(&db, &id).await;
+    db.wait_idle(Duration::from_secs(10)).await;
     assert_eq!(gateway.calls().await, 1, "sent exactly once");
 }
 
@@ -156,7 +164,15 @@ async fn a_backlog_enqueued_by_api_is_drained_once_by_a_later_worker() {
         .await;
         assert_eq!(status, 202);
     }
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    // `api` runs no workers: none registered, no job ever taken.
+    let (workers, taken): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM queue_processes),
+                (SELECT count(*) FROM apalis.jobs WHERE status <> 'Pending' OR lock_by IS NOT NULL)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((workers, taken), (0, 0), "api runs no workers");
     assert_eq!(gateway.calls().await, 0, "api never calls the gateway");
     assert!(api.terminate().success());
 
@@ -169,7 +185,7 @@ async fn a_backlog_enqueued_by_api_is_drained_once_by_a_later_worker() {
     .await;
     assert_eq!(status, 404, "worker serves no business endpoints");
     gateway.wait_for_calls(20, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    db.wait_idle(Duration::from_secs(10)).await;
     let requests = gateway.requests().await;
     assert_eq!(requests.len(), 20);
     let bodies: std::collections::HashSet<String> = requests
@@ -366,28 +382,9 @@ fn without_database_url_an_embedded_cluster_is_created_and_reused() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A plain HTTP/1.0 GET on 127.0.0.1 for sync tests: the status code, if any answer came.
-fn http_status(port: u16, path: &str) -> Option<u16> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).ok()?;
-    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
-}
-
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)
-            .and_then(|rest| rest.trim().parse().ok())
-    })
-}
-
 /// Scrapes `/metrics` until `ok` (the sampler refreshes database gauges every 5 s).
 async fn scrape_until(base: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    wait_until(Duration::from_secs(15), async || {
         let text = reqwest::get(format!("{base}/metrics"))
             .await
             .unwrap()
@@ -395,14 +392,12 @@ async fn scrape_until(base: &str, what: &str, ok: impl Fn(&str) -> bool) -> Stri
             .await
             .unwrap();
         if ok(&text) {
-            return text;
+            Ok(text)
+        } else {
+            Err(format!("metrics never showed {what}:\n{text}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "metrics never showed {what}:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -640,11 +635,7 @@ async fn in_sandbox_mode_a_message_is_sent_to_the_built_in_gateway_and_listed() 
     let (status, body) = post_json(&proc.base, "/whatsapp/send", json!({"to": "+62 812-3456-789", "body": "Halo sandbox", "file": "https://example.com/a.pdf"})).await;
     assert_eq!(status, 202, "{body}");
     let id = body["data"]["id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while message_status(&db, &id).await != "sent" {
-        assert!(Instant::now() < deadline, "not sent through the sandbox");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_sent(&db, &id).await;
     // The listing needs a token (any role).
     let listed: Value = reqwest::Client::new()
         .get(format!("{}/sandbox/starsender/messages", proc.base))
@@ -680,19 +671,31 @@ async fn workers_recover_by_themselves_after_their_database_connections_are_kill
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
         .await
         .unwrap();
-    let killed: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+    // (In the select list, not the WHERE clause: there it could be run before the filter.)
+    let killed: Vec<(i32, bool)> = sqlx::query_as(
+        "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
     )
     .bind(&app.db.name)
     .fetch_all(&mut conn)
     .await
     .unwrap();
+    let killed: Vec<i32> = killed.into_iter().map(|(pid, _)| pid).collect();
     assert!(
         killed.len() >= 2,
         "the worker and its listener were connected"
     );
-
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until(Duration::from_secs(5), async || {
+        let left: Vec<i32> =
+            sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE pid = ANY($1)")
+                .bind(&killed)
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        ready(left.is_empty(), || {
+            format!("backends {left:?} not gone yet")
+        })
+    })
+    .await;
     let (status, second) = app.send(json!({"to": "0812345678", "body": "after"})).await;
     assert_eq!(status, 202, "{second}");
     app.wait_for_status(
@@ -741,17 +744,17 @@ async fn json_logs_are_one_object_per_line_and_carry_the_request_id() {
     });
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client
-        .get(format!("{base}/health/ready"))
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline, "serve did not become ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(Duration::from_secs(30), async || {
+        let status = client
+            .get(format!("{base}/health/ready"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
+        ready(matches!(status, Ok(200)), || {
+            format!("serve did not become ready: {status:?}")
+        })
+    })
+    .await;
     let ops = token(
         "ops",
         bengkel_whatsapp::http::auth::Role::Ops,

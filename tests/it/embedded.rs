@@ -11,6 +11,8 @@ use std::{
 
 use bengkel_whatsapp::db::embedded::{PASSWORD_FILE, find_bindir};
 
+use crate::helpers::http_status;
+
 const BIN: &str = env!("CARGO_BIN_EXE_bengkel-whatsapp");
 
 fn data_dir(what: &str) -> PathBuf {
@@ -143,16 +145,6 @@ impl Drop for Serve {
             .status();
         let _ = self.0.wait();
     }
-}
-
-fn http_status(port: u16, path: &str) -> Option<u16> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).ok()?;
-    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
 
 /// Only the password of `DATA_DIR/postgres-password` (mode 0600) gets in, and the server has

@@ -1,78 +1,16 @@
 //! Real faults while real worker processes drain: the database goes away mid-drain, a worker is
 //! killed with SIGKILL. Counted at the gateway, per message.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use bengkel_whatsapp::app::ProcessRole;
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::Connection;
-use wiremock::{Mock, Request, Respond, ResponseTemplate, matchers};
 
 use crate::{
-    helpers::{Options, RealProcess, TestApp, id_of},
+    helpers::{Options, RealProcess, Recorder, TestApp, admin_url, id_of, ready, wait_until},
     queue::finished_jobs_of_unfinished_messages,
 };
-
-/// A gateway that answers `success: true` after `delay` and remembers when each body arrived.
-#[derive(Clone)]
-struct Recorder {
-    calls: Arc<Mutex<Vec<(Instant, String)>>>,
-    delay: Duration,
-}
-
-impl Respond for Recorder {
-    fn respond(&self, request: &Request) -> ResponseTemplate {
-        let body = serde_json::from_slice::<Value>(&request.body)
-            .ok()
-            .and_then(|v| v["body"].as_str().map(str::to_owned))
-            .unwrap_or_default();
-        self.calls.lock().unwrap().push((Instant::now(), body));
-        ResponseTemplate::new(200)
-            .set_body_json(json!({"success": true, "message": "Message sent"}))
-            .set_delay(self.delay)
-    }
-}
-
-impl Recorder {
-    async fn mount(app: &TestApp, delay: Duration) -> Self {
-        let recorder = Self {
-            calls: Arc::default(),
-            delay,
-        };
-        Mock::given(matchers::method("POST"))
-            .and(matchers::path("/api/send"))
-            .respond_with(recorder.clone())
-            .mount(&app.gateway.server)
-            .await;
-        recorder
-    }
-
-    fn count(&self) -> usize {
-        self.calls.lock().unwrap().len()
-    }
-
-    fn per_body(&self) -> HashMap<String, usize> {
-        let mut per = HashMap::new();
-        for (_, body) in self.calls.lock().unwrap().iter() {
-            *per.entry(body.clone()).or_default() += 1;
-        }
-        per
-    }
-
-    fn first_call_after(&self, t: Instant) -> Option<Instant> {
-        self.calls
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(at, _)| *at)
-            .filter(|at| *at > t)
-            .min()
-    }
-}
 
 async fn enqueue(app: &TestApp, n: usize, tag: &str) -> Vec<String> {
     let mut ids = Vec::with_capacity(n);
@@ -84,11 +22,6 @@ async fn enqueue(app: &TestApp, n: usize, tag: &str) -> Vec<String> {
         ids.push(id_of(&body));
     }
     ids
-}
-
-fn admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// The test database is unreachable for `outage`: new connections refused, every existing one
@@ -127,18 +60,17 @@ async fn a_database_outage_mid_drain_loses_nothing_sends_nothing_twice_and_resum
         ..Options::default()
     })
     .await;
-    let gateway = Recorder::mount(&app, Duration::from_millis(150)).await;
+    let gateway = Recorder::mount_slow(&app, Duration::from_millis(150)).await;
     let ids = enqueue(&app, 240, "outage").await;
     let _w1 = RealProcess::start(&app, "worker");
     let _w2 = RealProcess::start(&app, "worker");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while gateway.count() < 40 {
-        assert!(
-            Instant::now() < deadline,
-            "the workers did not start sending"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(Duration::from_secs(30), async || {
+        let calls = gateway.count();
+        ready(calls >= 40, || {
+            format!("the workers did not start sending ({calls} calls)")
+        })
+    })
+    .await;
 
     // Longer than any retry budget a writer could have, as a stopped server would be.
     database_outage(&app.db.name, Duration::from_secs(20)).await;
@@ -177,7 +109,7 @@ async fn a_killed_workers_jobs_are_picked_up_within_fifteen_seconds() {
     })
     .await;
     // Slow calls, so that the worker to be killed is holding jobs when it dies.
-    let gateway = Recorder::mount(&app, Duration::from_millis(1500)).await;
+    let gateway = Recorder::mount_slow(&app, Duration::from_millis(1500)).await;
     // The survivor has been alive (and beating) from the start.
     let _survivor = app.another_process(ProcessRole::Worker).await;
     let mut victim = RealProcess::start(&app, "worker");
@@ -195,15 +127,15 @@ async fn a_killed_workers_jobs_are_picked_up_within_fifteen_seconds() {
         .await
         .unwrap()
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let held = loop {
+    let held = wait_until(Duration::from_secs(30), async || {
         let held = held_by_victim().await;
-        if !held.is_empty() {
-            break held;
+        if held.is_empty() {
+            Err("the victim never held a job")
+        } else {
+            Ok(held)
         }
-        assert!(Instant::now() < deadline, "the victim never held a job");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     victim.kill_9();
     let killed = Instant::now();
 
@@ -213,8 +145,8 @@ async fn a_killed_workers_jobs_are_picked_up_within_fifteen_seconds() {
         .fetch_one(&app.db.pool)
         .await
         .unwrap();
-    let deadline = killed + Duration::from_secs(15);
-    loop {
+    let since_kill = Duration::from_secs(15).saturating_sub(killed.elapsed());
+    wait_until(since_kill, async || {
         let still: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM apalis.jobs j
              WHERE j.id = ANY($1) AND j.status IN ('Queued', 'Running')
@@ -225,15 +157,11 @@ async fn a_killed_workers_jobs_are_picked_up_within_fifteen_seconds() {
         .fetch_one(&app.db.pool)
         .await
         .unwrap();
-        if still == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{still} job(s) of the killed worker still held 15 s after the kill"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        ready(still == 0, || {
+            format!("{still} job(s) of the killed worker still held 15 s after the kill")
+        })
+    })
+    .await;
     let picked_up = killed.elapsed();
 
     app.wait_all_sent(Duration::from_secs(60)).await;

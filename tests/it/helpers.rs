@@ -15,10 +15,23 @@ use serde_json::Value;
 use sqlx::{Connection, PgConnection, PgPool};
 use wiremock::{Mock, MockServer, ResponseTemplate, matchers};
 
+mod dates;
+mod ops;
+mod read;
+mod recorder;
+mod wait;
+
+pub use dates::{day, today};
+pub use ops::{ops_call, ops_get, ops_ok, ops_post, ops_request, pause_sends, resume_sends};
+pub use read::{fields, http_status, metric};
+pub use recorder::Recorder;
+pub use wait::{ready, wait_until};
+
 pub const JWT_SECRET: &str = "integration-test-secret-of-32-bytes-at-least";
 pub const API_KEY: &str = "device-key-123";
 
-fn admin_url() -> String {
+/// The test PostgreSQL's administrative database.
+pub fn admin_url() -> String {
     std::env::var("TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
@@ -219,19 +232,14 @@ impl Gateway {
 
     /// Waits until the gateway has seen `n` calls (or panics after `within`).
     pub async fn wait_for_calls(&self, n: usize, within: Duration) -> Vec<wiremock::Request> {
-        let deadline = Instant::now() + within;
-        loop {
+        wait_until(within, async || {
             let requests = self.requests().await;
-            if requests.len() >= n {
-                return requests;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "gateway saw {} call(s), expected {n} within {within:?}",
-                requests.len()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+            let seen = requests.len();
+            (seen >= n)
+                .then_some(requests)
+                .ok_or_else(|| format!("gateway saw {seen} call(s), expected {n}"))
+        })
+        .await
     }
 }
 
@@ -372,6 +380,15 @@ impl TestApp {
         self.call(self.post("/whatsapp/send").json(&body)).await
     }
 
+    /// `POST /scheduler/maintenance-reminder/run-now{query}`: the pass's summary.
+    pub async fn run_now(&self, query: &str) -> Value {
+        let (status, body) = self
+            .call(self.post(&format!("/scheduler/maintenance-reminder/run-now{query}")))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["data"].clone()
+    }
+
     /// A message as an operator sees it (any caller's, reminders' too).
     pub async fn message(&self, id: &str) -> Value {
         let (status, body) = self
@@ -395,39 +412,31 @@ impl TestApp {
 
     /// Waits until every message is `sent`.
     pub async fn wait_all_sent(&self, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
+        wait_until(within, async || {
             let unsent: i64 =
                 sqlx::query_scalar("SELECT count(*) FROM messages WHERE status <> 'sent'")
                     .fetch_one(&self.db.pool)
                     .await
                     .unwrap_or(-1);
-            if unsent == 0 {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{unsent} message(s) not sent within {within:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            ready(unsent == 0, || format!("{unsent} message(s) not sent"))
+        })
+        .await;
     }
 
     /// Polls a message until its status is `want`.
     pub async fn wait_for_status(&self, id: &str, want: &str, within: Duration) -> Value {
-        let deadline = Instant::now() + within;
-        loop {
+        wait_until(within, async || {
             let m = self.message(id).await;
             if m["status"] == want {
-                return m;
+                Ok(m)
+            } else {
+                Err(format!(
+                    "message {id} is {} (wanted {want}): {m}",
+                    m["status"]
+                ))
             }
-            assert!(
-                Instant::now() < deadline,
-                "message {id} is {} (wanted {want}): {m}",
-                m["status"]
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 }
 

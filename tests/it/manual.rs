@@ -2,17 +2,9 @@
 
 use std::time::Duration;
 
-use chrono::{NaiveDate, Utc};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, gateway_error};
-
-fn day(offset: i64) -> NaiveDate {
-    Utc::now()
-        .with_timezone(&chrono_tz::Asia::Jakarta)
-        .date_naive()
-        + chrono::Duration::days(offset)
-}
+use crate::helpers::{TestApp, day, gateway_error};
 
 async fn create(app: &TestApp, body: Value) -> (u16, Value) {
     app.call(app.post("/manual-whatsapp/").json(&body)).await
@@ -321,7 +313,7 @@ async fn send_reminders_takes_the_window_and_only_active_and_never_repeats_a_day
         wider["reminder_queued"], 2,
         "only the records not yet reminded today"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.wait_idle(Duration::from_secs(5)).await;
     assert_eq!(app.gateway.calls().await, 4);
     assert_eq!(
         app.call(
@@ -453,7 +445,7 @@ async fn a_single_reminder_ignores_the_window_and_repeats_only_when_forced() {
         Duration::from_secs(10),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.wait_idle(Duration::from_secs(5)).await;
     assert_eq!(app.gateway.calls().await, 2);
     assert_eq!(get(&app, &id).await["reminder_sent_count"], 2);
     let summary = send_reminders(&app, json!({"days_threshold": 60})).await;

@@ -2,169 +2,46 @@
 //! the cluster-wide rate, the gateway's Retry-After, the circuit breaker, the send window, the
 //! per-recipient spacing and the claim's opt-out check.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use bengkel_whatsapp::app::ProcessRole;
 use serde_json::{Value, json};
-use wiremock::{Mock, Request, Respond, ResponseTemplate, matchers};
 
 use crate::{
-    helpers::{Options, RealProcess, TestApp, hold_first_write, id_of, ops_token},
+    helpers::{
+        Options, OtherProcess, RealProcess, Recorder, TestApp, hold_first_write, id_of, ops_get,
+        ops_ok, ops_token, pause_sends, ready, resume_sends, wait_until,
+    },
     queue::finished_jobs_of_unfinished_messages,
 };
 
-/// A call: when it arrived, to whom, the text, the status answered.
-type Call = (Instant, String, String, u16);
-/// What the next calls get: status, `Retry-After`, how many more (`u32::MAX`: until healed).
-type Answer = (u16, Option<&'static str>, u32);
-
-/// A gateway that notes every call (when, to whom, what) and answers what it is told: `ok`, or
-/// a status (with a `Retry-After`) for the next calls.
-#[derive(Clone, Default)]
-struct Gateway {
-    calls: Arc<Mutex<Vec<Call>>>,
-    next: Arc<Mutex<Option<Answer>>>,
-}
-
-impl Respond for Gateway {
-    fn respond(&self, request: &Request) -> ResponseTemplate {
-        let v = serde_json::from_slice::<Value>(&request.body).unwrap_or_default();
-        let to = v["to"].as_str().unwrap_or_default().to_owned();
-        let body = v["body"].as_str().unwrap_or_default().to_owned();
-        let mut next = self.next.lock().unwrap();
-        let answer = match next.as_mut() {
-            Some((status, after, left)) if *left > 0 => {
-                if *left != u32::MAX {
-                    *left -= 1;
-                }
-                let mut r = ResponseTemplate::new(*status)
-                    .set_body_json(json!({"success": false, "message": "refused"}));
-                if let Some(after) = after {
-                    r = r.insert_header("Retry-After", *after);
-                }
-                Some((*status, r))
-            }
-            _ => None,
-        };
-        let (status, response) = answer.unwrap_or_else(|| {
-            (
-                200,
-                ResponseTemplate::new(200)
-                    .set_body_json(json!({"success": true, "message": "Message sent"})),
-            )
-        });
-        self.calls
-            .lock()
-            .unwrap()
-            .push((Instant::now(), to, body, status));
-        response
-    }
-}
-
-impl Gateway {
-    async fn mount(app: &TestApp) -> Self {
-        let g = Self::default();
-        Mock::given(matchers::method("POST"))
-            .and(matchers::path("/api/send"))
-            .respond_with(g.clone())
-            .mount(&app.gateway.server)
-            .await;
-        g
-    }
-
-    fn answer(&self, status: u16, retry_after: Option<&'static str>, times: u32) {
-        *self.next.lock().unwrap() = Some((status, retry_after, times));
-    }
-
-    fn heal(&self) {
-        *self.next.lock().unwrap() = None;
-    }
-
-    fn count(&self) -> usize {
-        self.calls.lock().unwrap().len()
-    }
-
-    fn times(&self) -> Vec<Instant> {
-        let mut t: Vec<Instant> = self.calls.lock().unwrap().iter().map(|c| c.0).collect();
-        t.sort();
-        t
-    }
-
-    fn times_to(&self, to: &str) -> Vec<Instant> {
-        let mut t: Vec<Instant> = self
-            .calls
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|c| c.1 == to)
-            .map(|c| c.0)
-            .collect();
-        t.sort();
-        t
-    }
-
-    fn first_with(&self, status: u16) -> Option<Instant> {
-        self.calls
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|c| c.3 == status)
-            .map(|c| c.0)
-            .min()
-    }
-
-    /// Successful calls per message body.
-    fn delivered(&self) -> HashMap<String, usize> {
-        let mut per = HashMap::new();
-        for c in self.calls.lock().unwrap().iter().filter(|c| c.3 == 200) {
-            *per.entry(c.2.clone()).or_default() += 1;
-        }
-        per
-    }
-
-    async fn wait_for(&self, n: usize, within: Duration) {
-        let deadline = Instant::now() + within;
-        while self.count() < n {
-            assert!(
-                Instant::now() < deadline,
-                "gateway saw {} call(s), expected {n} within {within:?}",
-                self.count()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-async fn ops(app: &TestApp, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-    let mut req = app
-        .http
-        .request(method, format!("{}{path}", app.base))
-        .bearer_auth(ops_token());
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let (status, body) = app.call(req).await;
-    assert_eq!(status, 200, "{path}: {body}");
-    body["data"].clone()
-}
-
-/// Changes the policy and waits the 2 s within which every process follows.
+/// Changes the policy, for processes that start after it: a process reads the policy before
+/// its first claim. (A running process follows within 2 s, and nothing it shows says when it
+/// has: a test changes the policy under running workers only to watch what they then do.)
 async fn set_policy(app: &TestApp, change: Value) -> Value {
-    let changed = ops(app, reqwest::Method::PUT, "/ops/policy", Some(change)).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    changed
+    ops_ok(app, reqwest::Method::PUT, "/ops/policy", Some(change)).await
+}
+
+/// An API-only app and a worker process of its own started after the policy `change` (so that
+/// it sends under the change from its first claim).
+async fn worker_under_policy(opts: Options, change: Value) -> (TestApp, OtherProcess) {
+    let app = TestApp::spawn_with(Options {
+        role: ProcessRole::Api,
+        processes: 1,
+        ..opts
+    })
+    .await;
+    set_policy(&app, change).await;
+    let worker = app.another_process(ProcessRole::Worker).await;
+    (app, worker)
 }
 
 async fn sender(app: &TestApp) -> Value {
-    ops(app, reqwest::Method::GET, "/ops/sender", None).await
+    ops_get(app, "/ops/sender").await
 }
 
 async fn send_queue(app: &TestApp) -> Value {
-    let queues = ops(app, reqwest::Method::GET, "/ops/queues", None).await;
+    let queues = ops_get(app, "/ops/queues").await;
     queues
         .as_array()
         .unwrap()
@@ -188,7 +65,7 @@ async fn enqueue(app: &TestApp, n: usize, tag: &str) -> Vec<String> {
 }
 
 /// An API-only app with the recording gateway, for a test that runs `workers` worker processes.
-async fn api_with_gateway(workers: usize) -> (TestApp, Gateway) {
+async fn api_with_gateway(workers: usize) -> (TestApp, Recorder) {
     let app = TestApp::spawn_with(Options {
         role: ProcessRole::Api,
         gateway_ok: false,
@@ -196,7 +73,7 @@ async fn api_with_gateway(workers: usize) -> (TestApp, Gateway) {
         ..Options::default()
     })
     .await;
-    let gateway = Gateway::mount(&app).await;
+    let gateway = Recorder::mount(&app).await;
     (app, gateway)
 }
 
@@ -326,18 +203,20 @@ async fn a_logged_out_device_pauses_the_queue_for_the_cluster_and_burns_nothing(
     enqueue(&app, n, "device").await;
     let _w = workers(&app, 2);
     gateway.wait_for(1, Duration::from_secs(30)).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let queue = loop {
+    let queue = wait_until(Duration::from_secs(5), async || {
         let q = send_queue(&app).await;
         if q["paused"] == true {
-            break q;
+            Ok(q)
+        } else {
+            Err(format!("not paused: {q}"))
         }
-        assert!(Instant::now() < deadline, "not paused: {q}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     assert_eq!(queue["paused_by"], "circuit");
     assert_eq!(queue["paused_reason"], "gateway unauthorized");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Once the runs that had their jobs before the pause have handed them back, the paused
+    // queue gives no job to anyone: what the gateway has seen is all it sees.
+    app.wait_handed_back(Duration::from_secs(5)).await;
     let calls = gateway.count();
     assert!(calls <= 3, "{calls} calls with a logged-out device");
     assert_eq!(
@@ -360,13 +239,7 @@ async fn a_logged_out_device_pauses_the_queue_for_the_cluster_and_burns_nothing(
 
     // The operator fixes the device and resumes: everything goes out once.
     gateway.heal();
-    ops(
-        &app,
-        reqwest::Method::POST,
-        "/ops/queues/whatsapp-send/resume",
-        None,
-    )
-    .await;
+    resume_sends(&app).await;
     app.wait_all_sent(Duration::from_secs(30)).await;
     assert_eq!(gateway.delivered().len(), n);
     assert!(gateway.delivered().values().all(|n| *n == 1));
@@ -386,48 +259,45 @@ async fn a_streak_of_server_errors_opens_the_circuit_and_one_probe_decides() {
     let n = 12;
     enqueue(&app, n, "streak").await;
     let _w = workers(&app, 2);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let opened = loop {
+    let opened = wait_until(Duration::from_secs(20), async || {
         let s = sender(&app).await;
         if s["circuit"] == "open" {
-            break s;
+            Ok(s)
+        } else {
+            Err(format!("circuit not open: {s}"))
         }
-        assert!(Instant::now() < deadline, "circuit not open: {s}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     assert!(opened["consecutive_failures"].as_i64().unwrap() >= 3);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The calls that had passed the gate when the circuit opened are answered, and the held
+    // queue gives no job to anyone: no call goes out before the cool-down ends.
+    app.wait_handed_back(Duration::from_secs(5)).await;
     let at_open = gateway.count();
-    tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
-        gateway.count(),
-        at_open,
-        "no call while the circuit is open"
+        app.count(
+            "SELECT count(*) FROM queue_holds
+             WHERE reason = 'circuit_open' AND until > now() + interval '20 seconds'"
+        )
+        .await,
+        1,
+        "the queue is held for the cool-down"
     );
 
     // The cool-down ends (moved to now): exactly one probe; it fails, the circuit stays open
     // with twice the cool-down.
-    // The clock moved on to the end of the cool-down: the circuit's reopen time, the queue's
-    // hold and the jobs snoozed until then.
-    // (Each process reads the sender's state every 500 ms: the jobs wake once all have.)
-    let expire_cooldown = || async {
-        for sql in [
-            "UPDATE sender_state SET reopen_at = now()",
-            "UPDATE queue_holds SET until = now()",
-        ] {
-            sqlx::query(sql).execute(&app.db.pool).await.unwrap();
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        sqlx::query(
-            "UPDATE apalis.jobs SET run_at = now() WHERE status = 'Pending' AND run_at > now()",
-        )
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
-    };
-    expire_cooldown().await;
-    gateway.wait_for(at_open + 1, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    end_cooldown_until(&app, Duration::from_secs(10), async || {
+        let calls = gateway.count();
+        let reopened: bool =
+            sqlx::query_scalar("SELECT circuit = 'open' AND reopen_at > now() FROM sender_state")
+                .fetch_one(&app.db.pool)
+                .await
+                .unwrap();
+        ready(calls > at_open && reopened, || {
+            format!("{calls} calls ({at_open} when it opened), open again: {reopened}")
+        })
+    })
+    .await;
+    app.wait_handed_back(Duration::from_secs(5)).await;
     assert_eq!(gateway.count(), at_open + 1, "one probe");
     let reopened = sender(&app).await;
     assert_eq!(reopened["circuit"], "open", "{reopened}");
@@ -443,12 +313,45 @@ async fn a_streak_of_server_errors_opens_the_circuit_and_one_probe_decides() {
 
     // The gateway recovers: the next probe closes the circuit and everything goes out.
     gateway.heal();
-    expire_cooldown().await;
-    app.wait_all_sent(Duration::from_secs(30)).await;
+    end_cooldown_until(&app, Duration::from_secs(30), async || {
+        let unsent = app
+            .count("SELECT count(*) FROM messages WHERE status <> 'sent'")
+            .await;
+        ready(unsent == 0, || format!("{unsent} message(s) not sent"))
+    })
+    .await;
     let closed = sender(&app).await;
     assert_eq!(closed["circuit"], "closed", "{closed}");
     assert_eq!(closed["consecutive_failures"], 0);
     assert_eq!(gateway.delivered().len(), n);
+}
+
+/// The clock moved on to the end of the circuit's cool-down: its reopen time and the queue's
+/// hold are now; and until `done`, a job snoozed beyond the half-open probe's recheck (5 s) is
+/// due again at each look — a process reads the sender's state every 500 ms, and one that has
+/// not read the new reopen time yet snoozes what it takes until the old one.
+async fn end_cooldown_until(
+    app: &TestApp,
+    within: Duration,
+    mut done: impl AsyncFnMut() -> Result<(), String>,
+) {
+    for sql in [
+        "UPDATE sender_state SET reopen_at = now()",
+        "UPDATE queue_holds SET until = now()",
+    ] {
+        sqlx::query(sql).execute(&app.db.pool).await.unwrap();
+    }
+    wait_until(within, async || {
+        sqlx::query(
+            "UPDATE apalis.jobs SET run_at = now()
+             WHERE status = 'Pending' AND run_at > now() + interval '5 seconds'",
+        )
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+        done().await
+    })
+    .await;
 }
 
 /// A window that does not contain the current time in Jakarta.
@@ -462,10 +365,13 @@ fn window_excluding_now() -> String {
 
 #[tokio::test]
 async fn the_send_window_holds_reminders_and_opted_in_sends_until_a_change_frees_them() {
-    let app = TestApp::spawn().await;
     let window = window_excluding_now();
-    let policy = set_policy(&app, json!({"send_window": window})).await;
-    assert_eq!(policy["send_window"], window.as_str());
+    let (app, _worker) =
+        worker_under_policy(Options::default(), json!({"send_window": window})).await;
+    assert_eq!(
+        ops_get(&app, "/ops/policy").await["send_window"],
+        window.as_str()
+    );
     let (status, body) = app
         .call(app.post("/manual-whatsapp/").json(&json!({
             "customer_name": "Siti", "nopol": "B 1 WIN", "no_hp": "0812 7000 001",
@@ -492,20 +398,20 @@ async fn the_send_window_holds_reminders_and_opted_in_sends_until_a_change_frees
     app.wait_for_status(&plain, "sent", Duration::from_secs(5))
         .await;
     for id in [&manual_msg, &opted_in] {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
+        let m = wait_until(Duration::from_secs(5), async || {
             let m = app.message(id).await;
             if m["held_reason"] == "send_window" {
-                assert_eq!(m["status"], "queued", "{m}");
-                assert_eq!(m["attempts"], 0, "{m}");
-                assert!(m["held_until"].is_string(), "{m}");
-                break;
+                Ok(m)
+            } else {
+                Err(format!("not held by the window: {m}"))
             }
-            assert!(Instant::now() < deadline, "not held by the window: {m}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await;
+        assert_eq!(m["status"], "queued", "{m}");
+        assert_eq!(m["attempts"], 0, "{m}");
+        assert!(m["held_until"].is_string(), "{m}");
     }
-    let held = ops(&app, reqwest::Method::GET, "/ops/held", None).await;
+    let held = ops_get(&app, "/ops/held").await;
     assert_eq!(held["items"].as_array().unwrap().len(), 2, "{held}");
     assert_eq!(app.gateway.calls().await, 1);
 
@@ -524,14 +430,16 @@ async fn the_send_window_holds_reminders_and_opted_in_sends_until_a_change_frees
 
 #[tokio::test]
 async fn spacing_holds_per_number_without_slowing_other_numbers() {
-    let app = TestApp::spawn_with(Options {
-        gateway_ok: false,
-        env: vec![("WORKER_CONCURRENCY", "8".into())],
-        ..Options::default()
-    })
+    let (app, _worker) = worker_under_policy(
+        Options {
+            gateway_ok: false,
+            env: vec![("WORKER_CONCURRENCY", "8".into())],
+            ..Options::default()
+        },
+        json!({"recipient_min_interval_secs": 2}),
+    )
     .await;
-    let gateway = Gateway::mount(&app).await;
-    set_policy(&app, json!({"recipient_min_interval_secs": 2})).await;
+    let gateway = Recorder::mount(&app).await;
     for i in 0..3 {
         app.send(json!({"to": "0812 7100 001", "body": format!("same {i}")}))
             .await;
@@ -580,17 +488,19 @@ async fn an_opt_out_written_behind_the_api_is_still_refused_at_the_claim() {
     assert_eq!(m["attempts"], 0);
     assert_eq!(app.gateway.calls().await, 0);
     // The run writes its job's verdict right after the claim moved the message.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while app.job_of(&id).await.status != "Killed" {
-        assert!(Instant::now() < deadline, "the job was not settled");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(Duration::from_secs(5), async || {
+        let job = app.job_of(&id).await;
+        ready(job.status == "Killed", || {
+            format!("the job was not settled: {job:?}")
+        })
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn the_policy_api_validates_changes_whole_and_needs_the_ops_role() {
     let app = TestApp::spawn().await;
-    let before = ops(&app, reqwest::Method::GET, "/ops/policy", None).await;
+    let before = ops_get(&app, "/ops/policy").await;
     assert_eq!(before["send_window"], "00:00-24:00");
     assert_eq!(before["recipient_min_interval_secs"], 0);
     assert_eq!(before["circuit_failure_threshold"], 20);
@@ -604,7 +514,7 @@ async fn the_policy_api_validates_changes_whole_and_needs_the_ops_role() {
         .await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["errors"][0]["field"], "send_window");
-    let after = ops(&app, reqwest::Method::GET, "/ops/policy", None).await;
+    let after = ops_get(&app, "/ops/policy").await;
     assert_eq!(after["burst"], before["burst"], "nothing changed");
     let changed = set_policy(&app, json!({"burst": 3, "send_window": "20:00-06:00"})).await;
     assert_eq!(changed["burst"], 3);
@@ -687,11 +597,10 @@ async fn the_bucket_counts_no_time_twice_when_a_reservation_waits_for_the_row() 
         .unwrap();
     let ours = tokio::spawn({
         let pool = pool.clone();
-        async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            sender::reserve(&pool, 1000, 0, Duration::ZERO).await
-        }
+        async move { sender::reserve(&pool, 1000, 0, Duration::ZERO).await }
     });
+    wait_for_backends(pool, "wait_event_type = 'Lock'", "ours waiting for the row").await;
+    // The time ours waits for the row is the time that must not count twice: it passes.
     tokio::time::sleep(Duration::from_millis(500)).await;
     sqlx::query(
         "UPDATE sender_state SET
@@ -720,44 +629,36 @@ async fn the_bucket_counts_no_time_twice_when_a_reservation_waits_for_the_row() 
 /// back in the queue at once, not when the slot comes.
 #[tokio::test]
 async fn a_pause_ends_the_wait_for_a_slot() {
-    let app = TestApp::spawn_with(Options {
-        gateway_ok: true,
-        ..Options::default()
-    })
-    .await;
-    set_policy(&app, json!({"rate_per_second": 0.2, "burst": 1})).await;
-    let ids = enqueue(&app, 3, "slow").await;
-    app.gateway.wait_for_calls(1, Duration::from_secs(10)).await;
-    // The other two wait for slots 5 s and 10 s away.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    ops(
-        &app,
-        reqwest::Method::POST,
-        "/ops/queues/whatsapp-send/pause",
-        None,
+    let (app, _worker) = worker_under_policy(
+        Options::default(),
+        json!({"rate_per_second": 0.2, "burst": 1}),
     )
     .await;
-    let deadline = Instant::now() + Duration::from_millis(1500);
-    loop {
-        let mut waiting = Vec::new();
+    let ids = enqueue(&app, 3, "slow").await;
+    app.gateway.wait_for_calls(1, Duration::from_secs(10)).await;
+    // The other two are taken by the worker and wait for slots 5 s and 10 s away.
+    let unsent_jobs = async |want: &[&str]| {
+        let mut jobs = Vec::new();
         for id in &ids {
-            let m = app.message(id).await;
-            if m["status"] != "sent" {
-                let job = app.job_of(id).await;
-                if job.status != "Pending" {
-                    waiting.push(job.status);
-                }
+            if app.message(id).await["status"] != "sent" {
+                jobs.push(app.job_of(id).await.status);
             }
         }
-        if waiting.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "jobs still held by the worker 1.5 s after the pause: {waiting:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        ready(
+            jobs.len() == 2 && jobs.iter().all(|s| want.contains(&s.as_str())),
+            || format!("the unsent messages' jobs are {jobs:?}, wanted 2 of {want:?}"),
+        )
+    };
+    wait_until(Duration::from_secs(5), async || {
+        unsent_jobs(&["Queued", "Running"]).await
+    })
+    .await;
+    pause_sends(&app).await;
+    // Back in the queue within 1.5 s of the pause, not when their slots come.
+    wait_until(Duration::from_millis(1500), async || {
+        unsent_jobs(&["Pending"]).await
+    })
+    .await;
     assert_eq!(app.gateway.calls().await, 1);
 }
 
@@ -802,7 +703,12 @@ async fn two_groups_claimed_together_send_to_one_number_once() {
         })
     };
     let first = claim(ids[0]);
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    wait_for_backends(
+        &app.db.pool,
+        "wait_event = 'PgSleep'",
+        "the first claim holding its commit",
+    )
+    .await;
     let second = claim(ids[1]);
     let first = first.await.unwrap();
     let second = second.await.unwrap();
@@ -817,4 +723,20 @@ async fn two_groups_claimed_together_send_to_one_number_once() {
         ),
         "the second group sent to the number too: {second:?}"
     );
+}
+
+/// Waits until one backend of the test's database is in the state `condition` (a
+/// `pg_stat_activity` predicate): where another transaction stands, seen from outside.
+async fn wait_for_backends(pool: &sqlx::PgPool, condition: &str, what: &str) {
+    let sql = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND {condition}"
+    );
+    wait_until(Duration::from_secs(5), async || {
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        ready(n == 1, || format!("{n} backend(s) {what}"))
+    })
+    .await;
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 use bengkel_whatsapp::app::ProcessRole;
 use serde_json::json;
 
-use crate::helpers::{Options, RealProcess, TestApp, gateway_error, id_of, ops_token};
+use crate::helpers::{
+    Options, RealProcess, TestApp, gateway_error, id_of, ops_token, ready, wait_until,
+};
 
 /// Jobs that apalis calls finished (`Done`/`Killed`) while their message is still waiting or
 /// sending: accepted with 202, never delivered, invisible. Must always be empty.
@@ -47,8 +49,11 @@ async fn messages_accepted_while_paused_are_all_sent_after_many_pause_resume_cyc
             assert_eq!(status, 202, "{body}");
             ids.push(id_of(&body));
         }
-        // Let the worker fetch and hand back what it took before it saw the pause.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The worker reads which queues are paused every 250 ms, and no job or table shows when
+        // it has: let it see this pause, so that after the resume it hands back what it takes
+        // before it sees the resume — the runs whose stale acknowledgements must not count.
+        tokio::time::sleep(bengkel_whatsapp::queue::pause::REFRESH + Duration::from_millis(50))
+            .await;
         let (status, _) = app.call(post("/ops/queues/whatsapp-send/resume")).await;
         assert_eq!(status, 200);
         for id in &ids {
@@ -60,7 +65,7 @@ async fn messages_accepted_while_paused_are_all_sent_after_many_pause_resume_cyc
         assert_eq!(finished_jobs_of_unfinished_messages(&app).await, vec![]);
         all.extend(ids);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.wait_idle(Duration::from_secs(10)).await;
     assert_eq!(
         app.gateway.calls().await,
         all.len(),
@@ -93,10 +98,11 @@ async fn the_attempt_limit_stored_with_the_job_wins_over_the_workers_setting() {
         .wait_for_status(&id, "failed", Duration::from_secs(30))
         .await;
     assert_eq!(m["attempts"], 2, "{m}");
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(app.gateway.calls().await, 2, "no third attempt");
+    // Finished for good: no worker takes the job again, whatever its own limit.
     let job = app.job_of(&id).await;
     assert_eq!((job.status.as_str(), job.attempts), ("Killed", 2));
+    app.wait_idle(Duration::from_secs(10)).await;
+    assert_eq!(app.gateway.calls().await, 2, "no third attempt");
 }
 
 #[tokio::test]
@@ -121,8 +127,7 @@ async fn a_worker_never_opens_more_connections_than_its_budget() {
     );
     let name = format!("bengkel-whatsapp/{}", worker.pid());
     let mut most = 0i64;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    wait_until(Duration::from_secs(60), async || {
         let open: i64 =
             sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
                 .bind(&name)
@@ -130,17 +135,12 @@ async fn a_worker_never_opens_more_connections_than_its_budget() {
                 .await
                 .unwrap();
         most = most.max(open);
-        let unsent: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM messages WHERE status <> 'sent'")
-                .fetch_one(&app.db.pool)
-                .await
-                .unwrap();
-        if unsent == 0 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{unsent} not sent");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        let unsent = app
+            .count("SELECT count(*) FROM messages WHERE status <> 'sent'")
+            .await;
+        ready(unsent == 0, || format!("{unsent} not sent"))
+    })
+    .await;
     assert!(most >= 3, "the worker was seen connected ({most})");
     assert!(most <= 8, "{most} connections open, DB_MAX_CONNECTIONS=8");
 }

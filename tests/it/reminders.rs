@@ -7,19 +7,11 @@ use chrono::{NaiveDate, Utc};
 use serde_json::{Value, json};
 use wiremock::{Mock, ResponseTemplate, matchers};
 
-use crate::helpers::{Options, RealProcess, TestApp, TestDb, gateway_error, ops_token};
+use crate::helpers::{
+    Options, RealProcess, TestApp, TestDb, day, gateway_error, ops_token, ready, today, wait_until,
+};
 
 const SERVICE_PHONE: &str = "08551000727";
-
-fn today() -> NaiveDate {
-    Utc::now()
-        .with_timezone(&chrono_tz::Asia::Jakarta)
-        .date_naive()
-}
-
-fn day(offset: i64) -> NaiveDate {
-    today() + chrono::Duration::days(offset)
-}
 
 fn text(nama: &str, no_pol: &str, visit: NaiveDate) -> String {
     format!(
@@ -53,14 +45,6 @@ async fn customer(
         .map(|v| v["id"].as_str().unwrap().to_owned())
         .collect();
     (body["data"]["id"].as_str().unwrap().to_owned(), ids)
-}
-
-async fn run_now(app: &TestApp, query: &str) -> Value {
-    let (status, body) = app
-        .call(app.post(&format!("/scheduler/maintenance-reminder/run-now{query}")))
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body["data"].clone()
 }
 
 /// (to, body) of every gateway call.
@@ -106,7 +90,7 @@ async fn only_vehicles_due_today_to_two_days_ahead_are_reminded_with_the_exact_t
     let vehicles: Vec<(Option<&str>, i64)> = plates.iter().map(|(p, d)| (Some(*p), *d)).collect();
     customer(&app, Some("Budi Santoso"), Some("0812 3456 789"), &vehicles).await;
 
-    let summary = run_now(&app, "?wait_seconds=20").await;
+    let summary = app.run_now("?wait_seconds=20").await;
     assert_eq!(summary["date"], today().to_string());
     assert_eq!(summary["total_customers"], 1);
     assert_eq!(
@@ -155,7 +139,7 @@ async fn eligible_vehicles_with_incomplete_data_are_skipped_with_a_reason() {
     customer(&app, Some("HP Salah"), Some("12ab"), &[(Some("B 12 A"), 1)]).await;
     customer(&app, Some("Tanpa Nopol"), Some("08123456789"), &[(None, 2)]).await;
 
-    let summary = run_now(&app, "").await;
+    let summary = app.run_now("").await;
     assert_eq!(
         (
             summary["eligible"].as_i64(),
@@ -183,7 +167,9 @@ async fn eligible_vehicles_with_incomplete_data_are_skipped_with_a_reason() {
     );
     assert_eq!(reasons[3], "vehicle has no no_pol");
     assert_eq!(app.count("SELECT count(*) FROM reminders").await, 0);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every send is a stored message with its job: none, so nothing can reach the gateway.
+    assert_eq!(app.count("SELECT count(*) FROM messages").await, 0);
+    app.wait_idle(Duration::from_secs(5)).await;
     assert_eq!(app.gateway.calls().await, 0);
 }
 
@@ -197,7 +183,7 @@ async fn a_second_run_queues_nothing_and_reports_the_first_runs_messages() {
         &[(Some("D 1 X"), 0), (Some("D 2 X"), 1)],
     )
     .await;
-    let first = run_now(&app, "").await;
+    let first = app.run_now("").await;
     assert_eq!(first["reminder_queued"], 2);
     let first_ids: HashSet<String> = first["details"]
         .as_array()
@@ -206,7 +192,7 @@ async fn a_second_run_queues_nothing_and_reports_the_first_runs_messages() {
         .map(|d| d["message_id"].as_str().unwrap().to_owned())
         .collect();
 
-    let second = run_now(&app, "").await;
+    let second = app.run_now("").await;
     assert_eq!(
         (
             second["reminder_queued"].as_i64(),
@@ -230,9 +216,9 @@ async fn a_second_run_queues_nothing_and_reports_the_first_runs_messages() {
     );
 
     app.gateway.wait_for_calls(2, Duration::from_secs(10)).await;
-    let third = run_now(&app, "").await;
+    let third = app.run_now("").await;
     assert_eq!(third["reminder_queued"], 0);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.wait_idle(Duration::from_secs(5)).await;
     assert_eq!(app.gateway.calls().await, 2);
     assert_eq!(app.count("SELECT count(*) FROM messages").await, 2);
 }
@@ -255,7 +241,7 @@ async fn six_concurrent_runs_create_each_reminder_once() {
         )
         .await;
     }
-    let runs = futures::future::join_all((0..6).map(|_| run_now(&app, ""))).await;
+    let runs = futures::future::join_all((0..6).map(|_| app.run_now(""))).await;
     let queued: i64 = runs
         .iter()
         .map(|r| r["reminder_queued"].as_i64().unwrap())
@@ -283,7 +269,7 @@ async fn six_concurrent_runs_create_each_reminder_once() {
     app.gateway
         .wait_for_calls(30, Duration::from_secs(20))
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.wait_idle(Duration::from_secs(5)).await;
     let calls = delivered(&app).await;
     assert_eq!(calls.len(), 30);
     assert_eq!(
@@ -310,7 +296,7 @@ async fn a_retried_reminder_is_counted_once_in_the_report() {
     )
     .await;
 
-    let summary = run_now(&app, "?wait_seconds=30").await;
+    let summary = app.run_now("?wait_seconds=30").await;
     assert_eq!(
         statuses(&summary),
         vec![("L 5 R".into(), "sent".into())],
@@ -340,11 +326,13 @@ async fn a_retried_reminder_is_counted_once_in_the_report() {
         .execute(&app.db.pool)
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while app.count(&format!("SELECT count(*) FROM apalis.jobs j JOIN messages m ON m.job_id = j.id WHERE m.id = '{mid}' AND j.status = 'Done'")).await == 0 {
-        assert!(std::time::Instant::now() < deadline, "the re-run did not finish");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(Duration::from_secs(10), async || {
+        let job = app.job_of(&mid).await;
+        ready(job.status == "Done", || {
+            format!("the re-run did not finish: {job:?}")
+        })
+    })
+    .await;
     assert_eq!(
         app.gateway.calls().await,
         2,
@@ -387,7 +375,7 @@ async fn wait_seconds_reports_sent_and_failed_per_vehicle() {
     )
     .await;
 
-    let summary = run_now(&app, "?wait_seconds=20").await;
+    let summary = app.run_now("?wait_seconds=20").await;
     let mut got = statuses(&summary);
     got.sort();
     assert_eq!(
@@ -455,13 +443,13 @@ async fn the_report_api_matches_what_was_sent_and_can_be_reset_and_deleted() {
         &[(Some("B 200 B"), 2)],
     )
     .await;
-    run_now(&app, "?wait_seconds=20").await;
+    app.run_now("?wait_seconds=20").await;
     // A second delivery to B's vehicle (a later day's reminder).
     sqlx::query("UPDATE reminders SET reminder_date = reminder_date - 1")
         .execute(&app.db.pool)
         .await
         .unwrap();
-    let again = run_now(&app, "?wait_seconds=20").await;
+    let again = app.run_now("?wait_seconds=20").await;
     assert_eq!(again["reminder_queued"], 3);
 
     let (_, stats) = app.call(app.get("/whatsapp-report/statistics")).await;
@@ -562,7 +550,7 @@ async fn the_reminder_log_filters_and_rejects_bad_filters() {
         &[(Some("E 1 A"), 0), (Some("E 2 A"), 1)],
     )
     .await;
-    run_now(&app, "?wait_seconds=20").await;
+    app.run_now("?wait_seconds=20").await;
     let (_, all) = app
         .call(app.get(&format!("/reminders?date={}", today())))
         .await;
@@ -708,6 +696,56 @@ async fn start_stop_and_status_round_trip_and_are_shared_by_every_process() {
     assert_eq!(status, 401);
 }
 
+/// Notes every claim of a scheduler tick in `tick_claims` (which process, which tick), also the
+/// claims that lose: a trigger before the insert, which runs before the conflict is found.
+async fn note_tick_claims(pool: &sqlx::PgPool) {
+    sqlx::raw_sql(
+        "CREATE TABLE tick_claims (process text, tick_at timestamptz);
+         CREATE FUNCTION note_tick_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF NEW.tick_at IS NOT NULL THEN
+             INSERT INTO tick_claims VALUES (current_setting('application_name'), NEW.tick_at);
+           END IF;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER note_tick_claim BEFORE INSERT ON fanout_runs
+           FOR EACH ROW EXECUTE FUNCTION note_tick_claim();",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// Waits until each of the processes `pids` has tried to claim the tick that was run: then
+/// none of them runs it again, whatever time passes.
+async fn wait_for_tick_claims(app: &TestApp, pids: &[u32]) {
+    let names: Vec<String> = pids
+        .iter()
+        .map(|pid| format!("bengkel-whatsapp/{pid}"))
+        .collect();
+    // A process started just now needs a moment to start up and tick (every 2 s).
+    wait_until(Duration::from_secs(20), async || {
+        let claimed: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT c.process FROM tick_claims c
+             JOIN fanout_runs r ON r.tick_at = c.tick_at WHERE c.process = ANY($1)",
+        )
+        .bind(&names)
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap();
+        ready(claimed.len() == names.len(), || {
+            format!("of {names:?}, only {claimed:?} tried to claim the tick")
+        })
+    })
+    .await;
+    assert_eq!(
+        app.count("SELECT count(DISTINCT tick_at) FROM tick_claims")
+            .await,
+        1,
+        "every claim was of the one tick"
+    );
+}
+
 /// (hour, minute) in Jakarta of `now + offset`.
 fn jakarta_time(offset: chrono::Duration) -> (u32, u32, NaiveDate) {
     use chrono::Timelike;
@@ -725,7 +763,8 @@ async fn two_serve_processes_send_each_reminder_once_at_the_scheduled_minute() {
         ..Options::default()
     })
     .await;
-    let _processes = [
+    note_tick_claims(&app.db.pool).await;
+    let processes = [
         RealProcess::start(&app, "serve"),
         RealProcess::start(&app, "serve"),
         RealProcess::start(&app, "worker"),
@@ -750,8 +789,21 @@ async fn two_serve_processes_send_each_reminder_once_at_the_scheduled_minute() {
         .await;
     assert_eq!(status, 200, "{body}");
     app.gateway.wait_for_calls(4, Duration::from_secs(90)).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    app.wait_idle(Duration::from_secs(10)).await;
     assert_eq!(app.gateway.calls().await, 4, "each reminder sent once");
+    // Every process has ticked since the tick came and tried to claim it.
+    let pids: Vec<u32> = processes.iter().map(RealProcess::pid).collect();
+    wait_for_tick_claims(&app, &pids).await;
+    // The run records its counts after its messages are queued (and maybe sent).
+    wait_until(Duration::from_secs(10), async || {
+        let unfinished = app
+            .count("SELECT count(*) FROM fanout_runs WHERE status NOT IN ('done', 'failed')")
+            .await;
+        ready(unfinished == 0, || {
+            format!("{unfinished} fan-out run(s) not finished")
+        })
+    })
+    .await;
     let runs: Vec<(String, String)> = sqlx::query_as("SELECT trigger, status FROM fanout_runs")
         .fetch_all(&app.db.pool)
         .await
@@ -802,6 +854,7 @@ async fn a_process_started_after_a_missed_tick_catches_up() {
         .execute(&db.pool)
         .await
         .unwrap();
+    note_tick_claims(&db.pool).await;
 
     let app = TestApp::spawn_on(db, Options::default()).await;
     let calls = app.gateway.wait_for_calls(1, Duration::from_secs(20)).await;
@@ -814,8 +867,9 @@ async fn a_process_started_after_a_missed_tick_catches_up() {
             .unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].0, "catch_up");
-    let _restart = app.another_process(ProcessRole::Serve).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let restart = RealProcess::start(&app, "serve");
+    wait_for_tick_claims(&app, &[restart.pid()]).await;
+    app.wait_idle(Duration::from_secs(10)).await;
     assert_eq!(
         app.count("SELECT count(*) FROM fanout_runs").await,
         1,
@@ -847,7 +901,7 @@ async fn cancelling_a_reminder_message_cancels_the_reminder_and_a_new_pass_does_
         &[(Some("G 1 B"), 0)],
     )
     .await;
-    let summary = run_now(&app, "").await;
+    let summary = app.run_now("").await;
     let message_id = summary["details"][0]["message_id"]
         .as_str()
         .unwrap()
@@ -870,7 +924,7 @@ async fn cancelling_a_reminder_message_cancels_the_reminder_and_a_new_pass_does_
     let (_, log) = app.call(app.get("/reminders")).await;
     assert_eq!(log["data"]["items"][0]["status"], "cancelled");
     assert_eq!(log["data"]["items"][0]["message_status"], "cancelled");
-    let again = run_now(&app, "").await;
+    let again = app.run_now("").await;
     assert_eq!(
         (
             again["reminder_queued"].as_i64(),
@@ -884,10 +938,10 @@ async fn cancelling_a_reminder_message_cancels_the_reminder_and_a_new_pass_does_
             .bearer_auth(&ops),
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    app.deliver_control().await;
     assert_eq!(
-        app.gateway.calls().await,
-        0,
+        app.gateway.sent_field("body").await,
+        ["control"],
         "a cancelled reminder is not sent"
     );
 }

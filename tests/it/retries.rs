@@ -133,10 +133,11 @@ async fn a_permanent_4xx_fails_after_one_call() {
         failed["gateway_response"]["message"], "invalid number",
         "the gateway's message is kept"
     );
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
-    assert_eq!(app.gateway.calls().await, 1);
+    // Finished for good: no retry is scheduled.
     let job = app.job_of(&id).await;
     assert_eq!((job.status.as_str(), job.attempts), ("Killed", 1));
+    app.wait_idle(Duration::from_secs(5)).await;
+    assert_eq!(app.gateway.calls().await, 1);
 }
 
 #[tokio::test]
@@ -158,7 +159,10 @@ async fn exhausted_attempts_fail_the_message_and_stop_calling() {
         .wait_for_status(&id, "failed", Duration::from_secs(10))
         .await;
     assert_eq!(failed["attempts"], 3);
-    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    // Finished for good: no fourth attempt is scheduled.
+    let job = app.job_of(&id).await;
+    assert_eq!((job.status.as_str(), job.attempts), ("Killed", 3));
+    app.wait_idle(Duration::from_secs(5)).await;
     assert_eq!(app.gateway.calls().await, 3);
     assert_eq!(app.outcomes(&id).await, ["retry", "retry", "failed"]);
 }

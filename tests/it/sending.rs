@@ -21,8 +21,9 @@ async fn an_immediate_send_reaches_the_gateway_once_with_the_exact_request() {
     assert_eq!(message["attempts"], 1);
     assert_eq!(message["gateway_response"]["success"], true);
     assert_eq!(message["history"]["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(app.job_of(&id).await.status, "Done");
 
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.wait_idle(Duration::from_secs(5)).await;
     let requests = app.gateway.requests().await;
     assert_eq!(requests.len(), 1, "sent exactly once");
     let req = &requests[0];
@@ -87,14 +88,6 @@ async fn delay_and_schedule_are_held_by_the_queue_until_run_at() {
             .unwrap();
     assert_eq!(run_at.timestamp_millis(), schedule);
 
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    assert_eq!(
-        app.gateway.calls().await,
-        0,
-        "nothing is sent before run_at"
-    );
-    assert_eq!(app.message(&id_of(&delayed)).await["status"], "queued");
-
     let requests = app.gateway.wait_for_calls(2, Duration::from_secs(6)).await;
     let elapsed = started.elapsed();
     assert!(elapsed >= Duration::from_millis(2_900), "{elapsed:?}");
@@ -111,6 +104,18 @@ async fn delay_and_schedule_are_held_by_the_queue_until_run_at() {
     }
     app.wait_for_status(&id_of(&scheduled), "sent", Duration::from_secs(2))
         .await;
+    app.wait_for_status(&id_of(&delayed), "sent", Duration::from_secs(2))
+        .await;
+    // Each attempt began (its claim, before the call) at or after its message's run_at.
+    let early: Vec<(String, String)> = sqlx::query_as(
+        "SELECT m.body, (a.started_at - m.run_at)::text FROM message_attempts a
+         JOIN messages m ON m.id = a.message_id WHERE a.started_at < m.run_at",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(early, vec![], "nothing is sent before run_at");
+    assert_eq!(app.count("SELECT count(*) FROM message_attempts").await, 2);
 }
 
 #[tokio::test]
@@ -126,20 +131,21 @@ async fn a_waiting_message_can_be_cancelled_and_is_never_sent() {
     assert_eq!(status, 200, "{cancelled}");
     assert_eq!(cancelled["data"]["status"], "cancelled");
     assert_eq!(app.job_of(&id).await.status, "Killed");
-
-    tokio::time::sleep(Duration::from_millis(2_000)).await;
-    assert_eq!(app.gateway.calls().await, 0);
-    assert_eq!(app.message(&id).await["status"], "cancelled");
     let (status, _) = app
         .call(app.post(&format!("/whatsapp/messages/{id}/cancel")))
         .await;
     assert_eq!(status, 409, "a cancelled message cannot be cancelled again");
 
+    // Due after the cancelled one: once it is sent, the workers have taken whatever was due
+    // before it (they take due jobs oldest run_at first).
     let (_, sent) = app
-        .send(json!({"to": "0812345678", "body": "already gone"}))
+        .send(json!({"to": "0812345678", "body": "already gone", "delay": 1}))
         .await;
     app.wait_for_status(&id_of(&sent), "sent", Duration::from_secs(5))
         .await;
+    app.wait_idle(Duration::from_secs(5)).await;
+    assert_eq!(app.gateway.sent_field("body").await, ["already gone"]);
+    assert_eq!(app.message(&id).await["status"], "cancelled");
     let (status, body) = app
         .call(app.post(&format!("/whatsapp/messages/{}/cancel", id_of(&sent))))
         .await;
@@ -184,8 +190,9 @@ async fn an_idempotency_key_returns_the_original_message_and_refuses_a_different
 
     // Two messages exist, so two sends; wait for both, then make sure no third comes.
     app.gateway.wait_for_calls(2, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.wait_idle(Duration::from_secs(5)).await;
     assert_eq!(app.gateway.calls().await, 2);
+    assert_eq!(app.count("SELECT count(*) FROM messages").await, 2);
 }
 
 #[tokio::test]
@@ -213,7 +220,7 @@ async fn concurrent_duplicates_with_one_key_create_one_message() {
         .unwrap();
     assert_eq!((stored, jobs), (1, 1));
     app.gateway.wait_for_calls(1, Duration::from_secs(5)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.wait_idle(Duration::from_secs(5)).await;
     assert_eq!(app.gateway.calls().await, 1);
 }
 

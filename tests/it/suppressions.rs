@@ -6,18 +6,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chrono::{NaiveDate, Utc};
 use serde_json::{Value, json};
 
-use crate::helpers::{Options, TestApp, id_of, ops_token};
+use crate::helpers::{Options, TestApp, id_of, ops_token, pause_sends, resume_sends, today};
 
 const NUMBER: &str = "628123456789";
-
-fn today() -> NaiveDate {
-    Utc::now()
-        .with_timezone(&chrono_tz::Asia::Jakarta)
-        .date_naive()
-}
 
 async fn suppress(app: &TestApp, phone: &str, scope: &str) -> (u16, Value) {
     app.call(
@@ -56,28 +49,6 @@ async fn due_today(app: &TestApp, customers: &[(&str, &str, &str)]) {
             .await;
         assert_eq!(status, 201, "{body}");
     }
-}
-
-async fn pause_sends(app: &TestApp) {
-    let (status, body) = app
-        .call(
-            app.http
-                .post(format!("{}/ops/queues/whatsapp-send/pause", app.base))
-                .bearer_auth(ops_token()),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-}
-
-async fn resume_sends(app: &TestApp) {
-    let (status, body) = app
-        .call(
-            app.http
-                .post(format!("{}/ops/queues/whatsapp-send/resume", app.base))
-                .bearer_auth(ops_token()),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test]

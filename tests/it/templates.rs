@@ -4,20 +4,10 @@
 use std::time::Duration;
 
 use bengkel_whatsapp::templates::{Language, tanggal};
-use chrono::{Months, NaiveDate, Utc};
+use chrono::{Months, NaiveDate};
 use serde_json::{Value, json};
 
-use crate::helpers::{Options, TestApp, ops_token, token};
-
-fn today() -> NaiveDate {
-    Utc::now()
-        .with_timezone(&chrono_tz::Asia::Jakarta)
-        .date_naive()
-}
-
-fn day(offset: i64) -> NaiveDate {
-    today() + chrono::Duration::days(offset)
-}
+use crate::helpers::{Options, TestApp, day, ops_request, token};
 
 /// A customer with one vehicle `no_pol`, its dates and the customer's salutation/language set
 /// in the database; returns the vehicle id.
@@ -67,14 +57,6 @@ fn rand_digits(s: &str) -> u32 {
         % 10_000_000
 }
 
-async fn run_now(app: &TestApp) -> Value {
-    let (status, body) = app
-        .call(app.post("/scheduler/maintenance-reminder/run-now"))
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body["data"].clone()
-}
-
 /// The queued details of a fan-out, by plate: (status, message).
 fn by_plate(summary: &Value) -> std::collections::HashMap<String, (String, String)> {
     summary["details"]
@@ -93,14 +75,8 @@ fn by_plate(summary: &Value) -> std::collections::HashMap<String, (String, Strin
         .collect()
 }
 
-fn ops(app: &TestApp, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-    app.http
-        .request(method, format!("{}{path}", app.base))
-        .bearer_auth(ops_token())
-}
-
 async fn put_template(app: &TestApp, key: &str, body: Value) -> (u16, Value) {
-    app.call(ops(app, reqwest::Method::PUT, &format!("/templates/{key}")).json(&body))
+    app.call(ops_request(app, reqwest::Method::PUT, &format!("/templates/{key}")).json(&body))
         .await
 }
 
@@ -263,7 +239,7 @@ async fn saving_needs_the_ops_role_and_names_every_unknown_placeholder() {
 async fn a_new_version_is_what_the_next_fan_out_sends_and_records() {
     let app = TestApp::spawn().await;
     vehicle(&app, "Joko", "B 1 A", Some(day(0)), None, None, "id").await;
-    let first = run_now(&app).await;
+    let first = app.run_now("").await;
     let (status, message) = by_plate(&first)["B 1 A"].clone();
     assert_eq!(status, "queued");
     assert!(
@@ -279,7 +255,7 @@ async fn a_new_version_is_what_the_next_fan_out_sends_and_records() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["version"], 2);
     vehicle(&app, "Rina", "B 2 A", Some(day(1)), None, Some("Ibu"), "id").await;
-    let second = run_now(&app).await;
+    let second = app.run_now("").await;
     let (status, message) = by_plate(&second)["B 2 A"].clone();
     assert_eq!(status, "queued");
     let due = day(1);
@@ -349,7 +325,7 @@ async fn salutations_are_never_doubled_and_languages_get_their_month() {
         "en",
     )
     .await;
-    let summary = run_now(&app).await;
+    let summary = app.run_now("").await;
     let m = by_plate(&summary);
     assert!(
         m["B 10 A"].1.starts_with("Bapak Joko untuk"),
@@ -457,7 +433,7 @@ async fn the_calendar_reminds_only_on_its_days_and_is_shared_through_the_schedul
     for (plate, offset) in [("C 0", 0), ("C 1", 1), ("C 2", 2), ("C 3", 3)] {
         vehicle(&app, "Ani", plate, Some(day(offset)), None, None, "id").await;
     }
-    let standard = run_now(&app).await;
+    let standard = app.run_now("").await;
     let m = by_plate(&standard);
     let mut reminded: Vec<&str> = m.keys().map(String::as_str).collect();
     reminded.sort();
@@ -502,7 +478,7 @@ async fn the_calendar_reminds_only_on_its_days_and_is_shared_through_the_schedul
         .execute(&app.db.pool)
         .await
         .unwrap();
-    let narrowed = run_now(&app).await;
+    let narrowed = app.run_now("").await;
     let m = by_plate(&narrowed);
     let mut reminded: Vec<&str> = m.keys().map(String::as_str).collect();
     reminded.sort();
@@ -523,7 +499,7 @@ async fn a_vehicle_is_due_by_its_last_visit_and_an_explicit_date_wins() {
     vehicle(&app, "Nexa", "L 2 A", Some(day(10)), Some(last), None, "id").await;
     // No dates at all: never due.
     vehicle(&app, "Kosong", "L 3 A", None, None, None, "id").await;
-    let summary = run_now(&app).await;
+    let summary = app.run_now("").await;
     let details = summary["details"].as_array().unwrap();
     assert_eq!(details.len(), 1, "{summary}");
     assert_eq!(details[0]["no_pol"], "L 1 A");
@@ -564,10 +540,10 @@ async fn the_daily_run_reminds_manual_customers_once_a_day() {
         .execute(&app.db.pool)
         .await
         .unwrap();
-    let first = run_now(&app).await;
+    let first = app.run_now("").await;
     assert_eq!(first["manual"]["eligible"], 2, "{first}");
     assert_eq!(first["manual"]["reminder_queued"], 2);
-    let second = run_now(&app).await;
+    let second = app.run_now("").await;
     assert_eq!(second["manual"]["reminder_queued"], 0, "{second}");
     assert_eq!(second["manual"]["already_queued"], 2);
     assert_eq!(app.count("SELECT count(*) FROM manual_reminders").await, 2);
@@ -597,7 +573,7 @@ async fn the_daily_run_leaves_manual_customers_alone_when_switched_off() {
     })
     .await;
     manual_record(&app, "M 0", day(0)).await;
-    let summary = run_now(&app).await;
+    let summary = app.run_now("").await;
     assert!(summary.get("manual").is_none(), "{summary}");
     assert_eq!(app.count("SELECT count(*) FROM manual_reminders").await, 0);
     // The explicit endpoint still works.

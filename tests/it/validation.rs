@@ -1,17 +1,6 @@
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::helpers::TestApp;
-
-fn fields(body: &Value) -> Vec<String> {
-    body["errors"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|e| e["field"].as_str().unwrap_or("").to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
+use crate::helpers::{TestApp, fields};
 
 #[tokio::test]
 async fn every_invalid_field_of_the_json_send_is_a_422_naming_it() {

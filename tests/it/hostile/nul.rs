@@ -7,18 +7,7 @@ use std::time::Duration;
 use bengkel_whatsapp::http::auth::Role;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, id_of, token};
-
-fn fields(body: &Value) -> Vec<String> {
-    body["errors"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|e| e["field"].as_str().unwrap_or_default().to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
+use crate::helpers::{TestApp, fields, id_of, token};
 
 async fn count(app: &TestApp, table: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
