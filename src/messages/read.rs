@@ -1,6 +1,8 @@
 //! Reading messages: one message, its attempts, pages of them, and the few questions other
 //! modules ask of the `messages` table (who is being sent to, which jobs the policy holds).
 
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -131,6 +133,37 @@ pub async fn in_flight_to(pool: &PgPool, phone: &str, scope: Scope) -> sqlx::Res
     .bind(phone)
     .bind(scope.as_str())
     .fetch_one(pool)
+    .await
+}
+
+/// A message the policy holds back.
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct HeldMessage {
+    pub id: Uuid,
+    pub kind: Kind,
+    #[sqlx(rename = "to_phone")]
+    pub to: String,
+    pub status: Status,
+    pub run_at: DateTime<Utc>,
+    pub held_until: Option<DateTime<Utc>>,
+    pub held_reason: Option<HoldReason>,
+}
+
+/// Unsent messages the policy holds back, newest first (`GET /ops/held`).
+pub async fn held(
+    pool: &PgPool,
+    before: Option<Uuid>,
+    limit: i64,
+) -> sqlx::Result<Vec<HeldMessage>> {
+    sqlx::query_as(
+        "SELECT id, kind, to_phone, status, run_at, held_until, held_reason FROM messages
+         WHERE held_reason IS NOT NULL AND status IN ('queued', 'retrying')
+           AND ($1::uuid IS NULL OR id < $1)
+         ORDER BY id DESC LIMIT $2",
+    )
+    .bind(before)
+    .bind(limit)
+    .fetch_all(pool)
     .await
 }
 

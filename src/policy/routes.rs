@@ -1,7 +1,6 @@
 //! `/ops/sender`, `/ops/policy`, `/ops/held` (README "Delivery policy"), role `ops`.
 
 use axum::{Router, extract::State, routing::get};
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -19,7 +18,7 @@ use crate::{
             BadRequest, BodyTimeout, Forbidden, Invalid, TooLarge, Unauthorized, Unavailable,
         },
     },
-    messages::{Kind, Status},
+    messages::read::{self, HeldMessage},
     state::AppState,
 };
 
@@ -112,19 +111,6 @@ pub async fn change_policy(
     Ok(Reply::ok(s, "Delivery policy changed"))
 }
 
-/// A message the policy holds back.
-#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct HeldMessage {
-    pub id: Uuid,
-    pub kind: Kind,
-    #[sqlx(rename = "to_phone")]
-    pub to: String,
-    pub status: Status,
-    pub run_at: DateTime<Utc>,
-    pub held_until: Option<DateTime<Utc>>,
-    pub held_reason: Option<String>,
-}
-
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct HeldPage {
     items: Vec<HeldMessage>,
@@ -148,16 +134,7 @@ pub async fn held(
     if !errors.is_empty() {
         return Err(AppError::Validation(errors));
     }
-    let items: Vec<HeldMessage> = sqlx::query_as(
-        "SELECT id, kind, to_phone, status, run_at, held_until, held_reason FROM messages
-         WHERE held_reason IS NOT NULL AND status IN ('queued', 'retrying')
-           AND ($1::uuid IS NULL OR id < $1)
-         ORDER BY id DESC LIMIT $2",
-    )
-    .bind(before)
-    .bind(limit)
-    .fetch_all(&state.pool)
-    .await?;
+    let items = read::held(&state.pool, before, limit).await?;
     let next_cursor = (items.len() as i64 == limit)
         .then(|| items.last().map(|m| m.id))
         .flatten();

@@ -22,7 +22,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::{
-    messages::{Kind, request::NewMessage, store},
+    messages::{Kind, Status, request::NewMessage, store},
     suppressions, templates,
 };
 
@@ -367,18 +367,20 @@ async fn final_outcomes(
     pool: &PgPool,
     ids: &[Uuid],
 ) -> sqlx::Result<HashMap<Uuid, (String, Option<String>)>> {
-    let rows: Vec<(Uuid, String, Option<String>)> =
-        sqlx::query_as("SELECT id, status, last_error FROM messages WHERE id = ANY($1)")
-            .bind(ids)
-            .fetch_all(pool)
-            .await?;
+    let rows = crate::messages::read::statuses(pool, ids).await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(id, status, error)| match status.as_str() {
-            "sent" => Some((id, ("sent".to_owned(), None))),
-            "failed" | "cancelled" => Some((id, ("failed".to_owned(), error.or(Some(status))))),
-            "expired" => Some((id, ("expired".to_owned(), error))),
-            _ => None,
+        .filter_map(|(id, status, error)| match status {
+            Status::Sent => Some((id, ("sent".to_owned(), None))),
+            Status::Failed | Status::Cancelled => Some((
+                id,
+                (
+                    "failed".to_owned(),
+                    error.or(Some(status.as_str().to_owned())),
+                ),
+            )),
+            Status::Expired => Some((id, ("expired".to_owned(), error))),
+            Status::Queued | Status::Sending | Status::Retrying => None,
         })
         .collect())
 }
