@@ -9,6 +9,7 @@ pub mod claim;
 pub mod context;
 pub mod decide;
 pub mod enqueue;
+pub mod idempotency;
 pub mod job;
 pub mod phone;
 pub mod query;

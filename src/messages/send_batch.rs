@@ -13,9 +13,10 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{
-    Status, read,
+    Status,
+    idempotency::{IdempotencyKey, KeyReused, idempotency_key},
+    read,
     request::{self, NewMessage},
-    routes::{IdempotencyKey, KeyReused, idempotency_key},
     send_batches,
     store::{self, Stored},
 };
