@@ -6,18 +6,7 @@ use std::time::{Duration, Instant};
 use bengkel_whatsapp::http::auth::Role;
 use serde_json::{Value, json};
 
-use crate::helpers::{Options, TestApp, id_of, ops_token, token};
-
-fn fields(body: &Value) -> Vec<String> {
-    body["errors"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|e| e["field"].as_str().unwrap_or_default().to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
+use crate::helpers::{Options, TestApp, fields, id_of, ops_token, token};
 
 async fn policy(app: &TestApp) -> Value {
     let (status, body) = app
