@@ -232,8 +232,15 @@ pub async fn start(
     let workers = prepared.map(|p| {
         let worker_shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let result =
-                crate::worker::run(config, p.ctx, p.scheduler, p.workers, worker_shutdown).await;
+            let result = crate::worker::run(
+                config,
+                p.ctx,
+                p.scheduler,
+                p.deliveries,
+                p.workers,
+                worker_shutdown,
+            )
+            .await;
             // The beat outlived the workers; now it releases what they left.
             workers_stopped.cancel();
             if let Some(beat) = beat {
@@ -256,6 +263,7 @@ struct Prepared {
     workers: crate::queue::Workers,
     ctx: Arc<crate::messages::context::SendContext>,
     scheduler: Arc<crate::reminders::schedule::SchedulerContext>,
+    deliveries: Arc<crate::webhooks::deliver::DeliveryContext>,
 }
 
 /// Everything the workers need before they start: the gateway, the pauses and the policy read
@@ -306,10 +314,16 @@ async fn prepare_workers(
         pool: pool.clone(),
         config: config.clone(),
     });
+    let deliveries = Arc::new(crate::webhooks::deliver::DeliveryContext::new(
+        pool.clone(),
+        config.webhooks.clone(),
+        workers.process.clone(),
+    )?);
     Ok(Prepared {
         workers,
         ctx,
         scheduler,
+        deliveries,
     })
 }
 

@@ -84,6 +84,8 @@ pub struct Config {
     pub recipient_min_interval_secs: u32,
     /// `CIRCUIT_FAILURE_THRESHOLD`: initial setting.
     pub circuit_failure_threshold: u32,
+    /// `WEBHOOK_*`: outbound webhooks (SPEC §12).
+    pub webhooks: crate::webhooks::Settings,
 }
 
 /// How long a client may take and how many connections it may hold (see `http::server`).
@@ -183,6 +185,21 @@ impl Config {
                 0..=86_400,
             )?,
             circuit_failure_threshold: env.bounded("CIRCUIT_FAILURE_THRESHOLD", 20, 1..=100_000)?,
+            webhooks: crate::webhooks::Settings {
+                timeout: Duration::from_secs(
+                    env.bounded("WEBHOOK_TIMEOUT_SECS", 15, 1..=300)?.into(),
+                ),
+                schedule: env.parse(
+                    "WEBHOOK_RETRY_SCHEDULE",
+                    crate::webhooks::retry::Schedule::default(),
+                )?,
+                disable_after: match env.get("WEBHOOK_DISABLE_AFTER") {
+                    None => crate::webhooks::Settings::default().disable_after,
+                    Some(raw) => crate::webhooks::retry::parse_duration(raw)
+                        .map_err(|e| env.invalid("WEBHOOK_DISABLE_AFTER", e))?,
+                },
+                allow_private: env.boolean("WEBHOOK_ALLOW_PRIVATE", false)?,
+            },
         };
         if let (Some(_), Some(secret)) = (&config.starsender_api_key, &config.jwt_secret)
             && secret.expose().len() < MIN_LIVE_JWT_SECRET_BYTES

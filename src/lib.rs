@@ -20,4 +20,5 @@ pub mod state;
 pub mod suppressions;
 pub mod telemetry;
 pub mod templates;
+pub mod webhooks;
 pub mod worker;

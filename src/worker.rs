@@ -13,6 +13,7 @@ use crate::{
     messages::{context::SendContext, job},
     queue,
     reminders::schedule::SchedulerContext,
+    webhooks::deliver::{self, DeliveryContext},
 };
 
 /// How long shutdown waits for in-flight sends (longer than one gateway timeout).
@@ -21,6 +22,9 @@ pub fn shutdown_grace(config: &Config) -> Duration {
 }
 
 const SLOTS_PER_WORKER: usize = 8;
+/// Webhook deliveries in flight per process (at most 4 of them to one subscription, across
+/// processes: `webhooks::deliver`). Their own workers: a slow receiver never holds a send slot.
+const WEBHOOK_SLOTS: usize = 16;
 
 /// `WORKER_CONCURRENCY` slots as (workers, slots each), never more slots in all than asked.
 fn split_slots(concurrency: usize) -> (usize, usize) {
@@ -33,6 +37,7 @@ pub async fn run(
     config: Arc<Config>,
     ctx: Arc<SendContext>,
     scheduler: Arc<SchedulerContext>,
+    deliveries: Arc<DeliveryContext>,
     workers: queue::Workers,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -62,6 +67,19 @@ pub async fn run(
             true
         })
         .shutdown_timeout(shutdown_grace(&config));
+    let (webhook_count, webhook_slots) = (WEBHOOK_SLOTS / SLOTS_PER_WORKER, SLOTS_PER_WORKER);
+    let webhook_workers = workers.clone();
+    let monitor = monitor.register_n(webhook_count, move |index, _restarts| {
+        WorkerBuilder::new(
+            webhook_workers
+                .process
+                .worker_name(queue::WEBHOOK_QUEUE, index),
+        )
+        .backend(webhook_workers.storage::<Value>(queue::WEBHOOK_QUEUE, webhook_slots))
+        .concurrency(webhook_slots)
+        .data(deliveries.clone())
+        .build(deliver::handle)
+    });
     // The reminder scheduler: a cron ticker and the fan-out job runner.
     let monitor = crate::reminders::schedule::register(monitor, scheduler, &workers)?;
     monitor

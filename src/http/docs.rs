@@ -94,6 +94,16 @@ use crate::state::AppState;
         crate::templates::routes::one,
         crate::templates::routes::save,
         crate::templates::routes::preview,
+        crate::webhooks::routes::create,
+        crate::webhooks::routes::list,
+        crate::webhooks::routes::detail,
+        crate::webhooks::routes::update,
+        crate::webhooks::routes::remove,
+        crate::webhooks::routes::rotate,
+        crate::webhooks::routes::test,
+        crate::webhooks::routes::deliveries,
+        crate::webhooks::routes::replay_one,
+        crate::webhooks::routes::replay_range,
     ),
     components(schemas(ErrorEnvelope)),
     modifiers(&BearerAuth, &OptionalBodies),
@@ -104,7 +114,8 @@ use crate::state::AppState;
          (name = "manual-whatsapp", description = "Customers kept outside the customer table, reminded through the same queue"),
          (name = "ops", description = "Operations (role ops): queues, jobs, requeue, cancel, pause, purge"),
          (name = "suppressions", description = "The opt-out list: numbers that must not be messaged. Any valid token reads it, adds a number or widens its scope; narrowing (all → reminders) and removing need role ops"),
-         (name = "templates", description = "Message texts with versions, one body per language; saved with role ops, previewed without sending"))
+         (name = "templates", description = "Message texts with versions, one body per language; saved with role ops, previewed without sending"),
+         (name = "webhooks", description = "Outbound webhooks (role ops): subscriptions, signed events (Standard Webhooks 1.0), deliveries with their attempts, replay"))
 )]
 pub struct ApiDoc;
 
@@ -201,7 +212,17 @@ mod tests {
 
     /// Changes outside `/ops/` that need role `ops` (SPEC §3), and `POST /suppressions`, which
     /// needs it to narrow an opt-out.
-    const OPS_ONLY: [(&str, &str); 8] = [
+    const OPS_ONLY: [(&str, &str); 18] = [
+        ("POST", "/webhooks"),
+        ("GET", "/webhooks"),
+        ("GET", "/webhooks/{id}"),
+        ("PATCH", "/webhooks/{id}"),
+        ("DELETE", "/webhooks/{id}"),
+        ("POST", "/webhooks/{id}/rotate-secret"),
+        ("POST", "/webhooks/{id}/test"),
+        ("GET", "/webhooks/{id}/deliveries"),
+        ("POST", "/webhooks/{id}/replay"),
+        ("POST", "/webhooks/deliveries/{id}/replay"),
         ("POST", "/scheduler/maintenance-reminder/start"),
         ("POST", "/scheduler/maintenance-reminder/stop"),
         ("POST", "/whatsapp-report/reset-frequency"),

@@ -53,6 +53,23 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// An array; anything else (an object, a string) is an error.
+    pub fn optional_array(&mut self, field: &str) -> Option<&'a [Value]> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(items)) => Some(items.as_slice()),
+            Some(_) => {
+                self.error(field, "must be an array");
+                None
+            }
+        }
+    }
+
+    /// Whether the object has `field` at all (`null` included): a `PATCH` clears with `null`.
+    pub fn has(&self, field: &str) -> bool {
+        self.map.contains_key(field)
+    }
+
     /// `true` or `false`; anything else (`"true"`, `1`) is an error.
     pub fn optional_bool(&mut self, field: &str) -> Option<bool> {
         match self.map.get(field) {

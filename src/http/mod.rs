@@ -63,6 +63,7 @@ pub fn router(state: AppState, surface: Surface) -> Router {
             .merge(crate::policy::routes::router())
             .merge(crate::suppressions::routes::router())
             .merge(crate::templates::routes::router())
+            .merge(crate::webhooks::routes::router())
             .merge(docs::router());
     }
     app.fallback(not_found)

@@ -1,6 +1,7 @@
 //! Database-derived gauges, refreshed every few seconds (not per scrape):
 //! `bengkel_queue_jobs{queue,status}`, `bengkel_queue_oldest_pending_age_seconds{queue}`,
-//! `bengkel_queue_paused{queue}` and `bengkel_fanout_last_success_timestamp_seconds`.
+//! `bengkel_queue_paused{queue}`, `bengkel_fanout_last_success_timestamp_seconds`,
+//! `bengkel_webhook_subscriptions_disabled` and `bengkel_webhook_oldest_pending_age_seconds`.
 
 use std::time::Duration;
 
@@ -69,6 +70,9 @@ pub async fn sample(pool: &PgPool) -> sqlx::Result<()> {
     .await?;
     metrics::gauge!("bengkel_fanout_last_success_timestamp_seconds")
         .set(last_fanout.unwrap_or(0.0));
+    let (disabled, oldest_pending) = crate::webhooks::repo::health(pool).await?;
+    metrics::gauge!("bengkel_webhook_subscriptions_disabled").set(disabled as f64);
+    metrics::gauge!("bengkel_webhook_oldest_pending_age_seconds").set(oldest_pending);
     Ok(())
 }
 

@@ -146,10 +146,14 @@ async fn record_attempts(
         .collect())
 }
 
-/// The rows that follow a message (reminder log, manual reminders) follow `changes`.
+/// The rows that follow a message (reminder log, manual reminders) follow `changes`, and the
+/// changes' webhook events are written.
 pub(super) async fn follow(conn: &mut PgConnection, changes: &[Change]) -> sqlx::Result<()> {
     // Only what may concern them: a group of ad-hoc sends costs no statement here.
     let of = |kind| -> Vec<Change> { changes.iter().filter(|c| c.may_be(kind)).cloned().collect() };
     crate::reminders::log::follow(&mut *conn, &of(Kind::Maintenance)).await?;
-    crate::manual::repo::follow(conn, &of(Kind::Manual)).await
+    crate::manual::repo::follow(&mut *conn, &of(Kind::Manual)).await?;
+    // Their events (`message.sent`, …, `batch.finished`) on the same transaction: the outbox.
+    crate::webhooks::outbox::message_changes(conn, changes).await?;
+    Ok(())
 }

@@ -259,6 +259,8 @@ async fn store(
         })
         .collect();
     let stored = store::store(&mut tx, &items, Some(batch_id), max_attempts).await?;
+    // Its progress, for `batch.finished` when its last message is final (§12).
+    crate::webhooks::outbox::batch_opened(&mut tx, batch_id).await?;
     let mut stored = stored.into_iter();
     let items: Vec<BatchItem> = checked
         .iter()

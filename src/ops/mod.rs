@@ -31,6 +31,8 @@ pub enum QueueName {
     WhatsappSend,
     #[serde(rename = "reminder-fanout")]
     ReminderFanout,
+    #[serde(rename = "webhooks")]
+    Webhooks,
 }
 
 /// `POST /ops/jobs/requeue` (all optional; the body may be empty), for the OpenAPI document.

@@ -29,8 +29,10 @@ use uuid::Uuid;
 pub const SEND_QUEUE: &str = "whatsapp-send";
 /// The daily reminder fan-out: one job per tick.
 pub const FANOUT_QUEUE: &str = "reminder-fanout";
+/// Outbound webhook deliveries (SPEC §12): one job per delivery.
+pub const WEBHOOK_QUEUE: &str = crate::webhooks::QUEUE;
 /// Every queue the ops API and the metrics know.
-pub const QUEUES: [&str; 2] = [SEND_QUEUE, FANOUT_QUEUE];
+pub const QUEUES: [&str; 3] = [SEND_QUEUE, FANOUT_QUEUE, WEBHOOK_QUEUE];
 
 /// How often an idle worker looks for due jobs that no NOTIFY announced (scheduled, retries).
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);

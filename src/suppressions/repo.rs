@@ -9,7 +9,10 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use super::{Scope, Suppression};
-use crate::messages::{Kind, read, withdraw};
+use crate::{
+    messages::{Kind, read, withdraw},
+    webhooks::{EventType, outbox},
+};
 
 /// The columns of a [`Suppression`], as a literal so that statements stay `&'static str`.
 macro_rules! columns {
@@ -110,8 +113,24 @@ async fn record(
     .bind(entry.scope)
     .bind(&entry.reason)
     .bind(by)
-    .execute(tx)
+    .execute(&mut *tx)
     .await?;
+    // `optout.created` for an entry added or changed, `optout.removed`; same transaction.
+    let kind = if action == "removed" {
+        EventType::OptoutRemoved
+    } else {
+        EventType::OptoutCreated
+    };
+    let event = outbox::Event {
+        kind,
+        message_id: None,
+        data: outbox::without_message(serde_json::json!({
+            "phone": entry.phone,
+            "scope": entry.scope,
+            "source": "api",
+        })),
+    };
+    outbox::emit(tx, &[event]).await?;
     Ok(())
 }
 

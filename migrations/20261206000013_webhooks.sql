@@ -1,0 +1,134 @@
+-- SPEC §12: delivery receipts on the message, and signed outbound webhooks through an outbox.
+
+-- Receipts: what WhatsApp reported after the gateway accepted a message. Forward only
+-- (`messages::receipts`); `status` stays the queue lifecycle.
+ALTER TABLE messages
+    ADD COLUMN delivery_status    text CHECK (delivery_status IN ('delivered', 'read', 'undelivered')),
+    ADD COLUMN delivered_at       timestamptz,
+    ADD COLUMN read_at            timestamptz,
+    ADD COLUMN undelivered_reason text,
+    ADD COLUMN undelivered_code   text,
+    -- the gateway's own id of the message (Cloud API `wamid.…`); null when it gives none
+    ADD COLUMN gateway_message_id text;
+CREATE INDEX messages_delivery_status_newest ON messages (delivery_status, id DESC)
+    WHERE delivery_status IS NOT NULL;
+CREATE INDEX messages_gateway_message_id ON messages (gateway_message_id)
+    WHERE gateway_message_id IS NOT NULL;
+
+-- A job id as apalis needs it: a ULID (48 bits of milliseconds, 80 random bits, Crockford
+-- base32). The outbox inserts delivery jobs in the statement that writes the event, so the id is
+-- made here rather than in Rust (`queue::new_job_id` makes the same shape).
+CREATE FUNCTION apalis_job_id() RETURNS text
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    alphabet constant text := '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
+    millis bigint := floor(extract(epoch FROM clock_timestamp()) * 1000);
+    random_bytes bytea := substring(uuid_send(gen_random_uuid()) FROM 7 FOR 10);
+    bits bit varying;
+    out text := '';
+BEGIN
+    -- 2 padding bits + 48 time bits + 80 random bits = 130 bits = 26 base32 digits
+    bits := B'00' || millis::bit(48) || ('x' || encode(random_bytes, 'hex'))::bit(80);
+    FOR i IN 0..25 LOOP
+        out := out || substr(alphabet, substring(bits FROM i * 5 + 1 FOR 5)::integer + 1, 1);
+    END LOOP;
+    RETURN out;
+END
+$$;
+
+-- Who receives events. Soft-deleted (`deleted_at`) so that its deliveries stay readable.
+CREATE TABLE webhook_subscriptions (
+    id                    uuid        PRIMARY KEY,
+    url                   text        NOT NULL,
+    events                text[]      NOT NULL,
+    description           text,
+    enabled               boolean     NOT NULL DEFAULT true,
+    disabled_reason       text CHECK (disabled_reason IN ('gone', 'failing', 'manual')),
+    -- the first failed attempt since the last success; cleared by a success or by enabling
+    failing_since         timestamptz,
+    last_success_at       timestamptz,
+    secret                text        NOT NULL,
+    -- during a rotation: the old secret, which keeps signing (a second signature) until then
+    previous_secret       text,
+    previous_secret_until timestamptz,
+    created_by            text        NOT NULL,
+    created_at            timestamptz NOT NULL DEFAULT now(),
+    updated_at            timestamptz NOT NULL DEFAULT now(),
+    deleted_at            timestamptz
+);
+CREATE INDEX webhook_subscriptions_live ON webhook_subscriptions (id) WHERE deleted_at IS NULL;
+
+-- One row per event that at least one subscription wanted. `id` is the `webhook-id` header.
+CREATE TABLE webhook_events (
+    id         text        PRIMARY KEY,
+    -- the order events happened in (deliveries of one message follow it)
+    seq        bigserial   NOT NULL,
+    type       text        NOT NULL,
+    -- the message it is about (per-message order of deliveries); null for other events
+    message_id uuid,
+    data       jsonb       NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- One row per (event, subscription): what is sent, its state and its job in queue `webhooks`.
+CREATE TABLE webhook_deliveries (
+    id              uuid        PRIMARY KEY,
+    -- its event's `seq`
+    seq             bigint      NOT NULL,
+    event_id        text        NOT NULL REFERENCES webhook_events (id) ON DELETE CASCADE,
+    subscription_id uuid        NOT NULL REFERENCES webhook_subscriptions (id) ON DELETE CASCADE,
+    type            text        NOT NULL,
+    message_id      uuid,
+    status          text        NOT NULL DEFAULT 'pending'
+                    CHECK (status IN ('pending', 'succeeded', 'failed', 'cancelled')),
+    attempts        integer     NOT NULL DEFAULT 0,
+    job_id          text        NOT NULL,
+    next_attempt_at timestamptz,
+    -- a worker is sending it until then (at most 4 per subscription at once)
+    in_flight_until timestamptz,
+    -- why its job is snoozed: 'order' (an earlier event of its message is pending) or
+    -- 'capacity' (4 in flight); a finishing delivery wakes the next one
+    waiting         text CHECK (waiting IN ('order', 'capacity')),
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    finished_at     timestamptz
+);
+-- a subscription's deliveries, newest first (one per event: `seq` is unique within it)
+CREATE UNIQUE INDEX webhook_deliveries_subscription_newest
+    ON webhook_deliveries (subscription_id, seq DESC);
+CREATE INDEX webhook_deliveries_pending_by_message
+    ON webhook_deliveries (subscription_id, message_id, seq) WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_waiting
+    ON webhook_deliveries (subscription_id, waiting, seq) WHERE waiting IS NOT NULL;
+CREATE INDEX webhook_deliveries_in_flight
+    ON webhook_deliveries (subscription_id) WHERE in_flight_until IS NOT NULL;
+CREATE INDEX webhook_deliveries_pending_age ON webhook_deliveries (created_at) WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_job ON webhook_deliveries (job_id);
+CREATE INDEX webhook_deliveries_event ON webhook_deliveries (event_id);
+
+-- A time in events' data: RFC 3339, UTC, microseconds (as the API writes times).
+CREATE FUNCTION webhook_time(t timestamptz) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+$$;
+
+-- One row per HTTP attempt of a delivery.
+CREATE TABLE webhook_attempts (
+    delivery_id      uuid        NOT NULL REFERENCES webhook_deliveries (id) ON DELETE CASCADE,
+    attempt          integer     NOT NULL,
+    at               timestamptz NOT NULL,
+    http_status      integer,
+    class            text        NOT NULL,
+    duration_ms      integer     NOT NULL,
+    response_excerpt text,
+    PRIMARY KEY (delivery_id, attempt)
+);
+
+-- §11 batches: how many of a batch's messages are not yet final. The transaction that makes the
+-- last one final (it updates this row, so two such transactions are serialized) emits
+-- `batch.finished`; a requeue opens it again.
+CREATE TABLE batch_progress (
+    batch_id    uuid        PRIMARY KEY,
+    total       integer     NOT NULL,
+    open        integer     NOT NULL,
+    finished_at timestamptz
+);
