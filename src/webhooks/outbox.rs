@@ -77,6 +77,25 @@ macro_rules! message_fields {
     };
 }
 
+/// SQL: the data of `batch.finished` for batch `$b`: its messages counted by outcome.
+macro_rules! finished_data {
+    ($b:literal) => {
+        concat!(
+            "(SELECT jsonb_build_object('message_id', NULL, 'kind', NULL, 'to', NULL,
+                     'client_ref', NULL, 'batch_id', ",
+            $b,
+            ", 'total', count(*),
+                     'sent', count(*) FILTER (WHERE m.status = 'sent'),
+                     'failed', count(*) FILTER (WHERE m.status = 'failed'),
+                     'cancelled', count(*) FILTER (WHERE m.status = 'cancelled'),
+                     'expired', count(*) FILTER (WHERE m.status = 'expired'))
+              FROM messages m WHERE m.batch_id = ",
+            $b,
+            ")"
+        )
+    };
+}
+
 /// An event built by its caller (`data` whole, or the extra fields of a message event: those
 /// of [`message_fields!`] are added from the message).
 #[derive(Debug, Clone)]
@@ -160,22 +179,38 @@ pub async fn message_changes(conn: &mut PgConnection, changes: &[Change]) -> sql
         return Ok(0);
     }
     let (ids, statuses, _) = crate::messages::change_columns(changes);
+    // The batches whose last open message this was. Its own statement: updating a batch's row
+    // waits for a concurrent transaction that updated it first, and the counts read below, in
+    // the next statement, then see that transaction's messages too.
+    let progress: Vec<(Uuid, i32)> = sqlx::query_as(
+        "WITH c AS (
+            SELECT * FROM unnest($1::uuid[], $2::text[]) AS c(message_id, status)
+         ), batches AS (
+            SELECT m.batch_id,
+                   sum(CASE WHEN c.status = 'queued' THEN -1 ELSE 1 END)::int AS closed
+            FROM c JOIN messages m ON m.id = c.message_id
+            WHERE m.batch_id IS NOT NULL
+            GROUP BY m.batch_id
+         )
+         UPDATE batch_progress p SET
+             open = p.open - b.closed,
+             finished_at = CASE WHEN p.open - b.closed <= 0 THEN now() END
+         FROM batches b WHERE p.batch_id = b.batch_id
+         RETURNING p.batch_id, p.open",
+    )
+    .bind(&ids)
+    .bind(&statuses)
+    .fetch_all(&mut *conn)
+    .await?;
+    let finished: Vec<Uuid> = progress
+        .into_iter()
+        .filter_map(|(batch_id, open)| (open == 0).then_some(batch_id))
+        .collect();
     let written = sqlx::query_as(concat!(
         "WITH ", enabled_subs!(), ", c AS (
             SELECT * FROM unnest($2::uuid[], $3::text[]) AS c(message_id, status)
          ), cm AS (
             SELECT c.status AS change, m.* FROM c JOIN messages m ON m.id = c.message_id
-         ), batches AS (
-            SELECT batch_id,
-                   sum(CASE WHEN change = 'queued' THEN -1 ELSE 1 END)::int AS closed
-            FROM cm WHERE batch_id IS NOT NULL
-            GROUP BY batch_id
-         ), progress AS (
-            UPDATE batch_progress p SET
-                open = p.open - b.closed,
-                finished_at = CASE WHEN p.open - b.closed <= 0 THEN now() END
-            FROM batches b WHERE p.batch_id = b.batch_id
-            RETURNING p.batch_id, p.total, p.open
          ), ev AS (
             SELECT 0 AS ord, 'message.' || cm.change AS type, cm.id AS message_id, ",
         message_fields!("cm"),
@@ -222,22 +257,15 @@ pub async fn message_changes(conn: &mut PgConnection, changes: &[Change]) -> sql
             FROM cm JOIN manual_reminders mr ON mr.message_id = cm.id
             WHERE cm.change = 'sent' AND cm.kind = 'manual' AND EXISTS (SELECT 1 FROM subs)
             UNION ALL
-            SELECT 5, 'batch.finished', NULL::uuid,
-                   jsonb_build_object('message_id', NULL, 'kind', NULL, 'to', NULL, 'client_ref', NULL,
-                                      'batch_id', p.batch_id, 'total', p.total) || (
-                SELECT jsonb_build_object(
-                    'sent', count(*) FILTER (WHERE m.status = 'sent'),
-                    'failed', count(*) FILTER (WHERE m.status = 'failed'),
-                    'cancelled', count(*) FILTER (WHERE m.status = 'cancelled'),
-                    'expired', count(*) FILTER (WHERE m.status = 'expired'))
-                FROM messages m WHERE m.batch_id = p.batch_id)
-            FROM progress p WHERE p.open = 0
+            SELECT 5, 'batch.finished', NULL::uuid, ", finished_data!("f.batch_id"), "
+            FROM unnest($4::uuid[]) AS f(batch_id)
          )",
         deliver_ctes!()
     ))
     .bind(JOB_MAX_ATTEMPTS)
     .bind(&ids)
     .bind(&statuses)
+    .bind(&finished)
     .fetch_all(conn)
     .await?;
     Ok(counted(written))
@@ -285,16 +313,8 @@ pub async fn batch_opened(conn: &mut PgConnection, batch_id: Uuid) -> sqlx::Resu
 }
 
 async fn finished_data(conn: &mut PgConnection, batch_id: Uuid) -> sqlx::Result<Value> {
-    sqlx::query_scalar(
-        "SELECT jsonb_build_object('message_id', NULL, 'kind', NULL, 'to', NULL, 'client_ref', NULL,
-                'batch_id', $1::uuid, 'total', count(*),
-                'sent', count(*) FILTER (WHERE status = 'sent'),
-                'failed', count(*) FILTER (WHERE status = 'failed'),
-                'cancelled', count(*) FILTER (WHERE status = 'cancelled'),
-                'expired', count(*) FILTER (WHERE status = 'expired'))
-         FROM messages WHERE batch_id = $1",
-    )
-    .bind(batch_id)
-    .fetch_one(conn)
-    .await
+    sqlx::query_scalar(concat!("SELECT ", finished_data!("$1::uuid")))
+        .bind(batch_id)
+        .fetch_one(conn)
+        .await
 }

@@ -18,12 +18,14 @@ use wiremock::{Mock, MockServer, ResponseTemplate, matchers};
 mod dates;
 mod ops;
 mod read;
+mod receiver;
 mod recorder;
 mod wait;
 
 pub use dates::{day, today};
 pub use ops::{ops_call, ops_get, ops_ok, ops_post, ops_request, pause_sends, resume_sends};
 pub use read::{fields, http_status, metric};
+pub use receiver::{Answer, Receiver, verifies};
 pub use recorder::Recorder;
 pub use wait::{ready, wait_until};
 

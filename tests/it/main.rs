@@ -25,3 +25,4 @@ mod templates_length;
 mod templates_preview;
 mod throttle;
 mod validation;
+mod webhooks;
