@@ -25,7 +25,7 @@ mod wait;
 pub use dates::{day, today};
 pub use ops::{ops_call, ops_get, ops_ok, ops_post, ops_request, pause_sends, resume_sends};
 pub use read::{fields, http_status, metric};
-pub use receiver::{Answer, Receiver, verifies};
+pub use receiver::{Answer, Received, Receiver, verifies};
 pub use recorder::Recorder;
 pub use wait::{ready, wait_until};
 

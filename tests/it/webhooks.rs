@@ -807,3 +807,138 @@ async fn a_429_waits_for_retry_after() {
     let wait = next - chrono::Utc::now();
     assert!(wait > chrono::TimeDelta::seconds(50), "{wait}");
 }
+
+#[tokio::test]
+async fn kill_9_around_outcome_commits_gives_exactly_one_message_sent_per_sent_message() {
+    let app = TestApp::spawn_with(Options {
+        role: bengkel_whatsapp::app::ProcessRole::Api,
+        processes: 2,
+        env: vec![
+            ("WEBHOOK_ALLOW_PRIVATE", "true".to_owned()),
+            ("WEBHOOK_RETRY_SCHEDULE", "1s,1s,1s,1s,1s".to_owned()),
+            ("WEBHOOK_TIMEOUT_SECS", "3".to_owned()),
+            ("WORKER_CONCURRENCY", "16".to_owned()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    subscribe(
+        &app,
+        &receiver,
+        &[
+            "message.sent",
+            "message.failed",
+            "message.cancelled",
+            "message.expired",
+        ],
+    )
+    .await;
+    // 2,000 sends, in two batches.
+    for half in 0..2 {
+        let items: Vec<Value> = (0..1000)
+            .map(
+                |i| json!({"to": format!("0812{half}{i:06}"), "body": format!("drill {half}-{i}")}),
+            )
+            .collect();
+        let (status, body) = app
+            .call(
+                app.post("/whatsapp/send-batch")
+                    .json(&json!({"messages": items})),
+            )
+            .await;
+        assert_eq!(status, 202);
+        assert_eq!(body["data"]["accepted"], 1000);
+    }
+    // A worker that lives throughout, and victims killed while they record outcomes.
+    let _survivor = app
+        .another_process(bengkel_whatsapp::app::ProcessRole::Worker)
+        .await;
+    let mut kills = 0;
+    for round in 0..4 {
+        let mut victim = crate::helpers::RealProcess::start(&app, "worker");
+        let sent_before = app
+            .count("SELECT count(*) FROM messages WHERE status = 'sent'")
+            .await;
+        // Until the victim is recording outcomes: sends are being written.
+        wait_until(Duration::from_secs(30), async || {
+            let held: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM apalis.jobs j JOIN queue_processes p
+                   ON p.id = split_part(split_part(j.lock_by, '@', 2), '.', 1)
+                 WHERE j.status IN ('Queued', 'Running') AND p.pid = $1",
+            )
+            .bind(victim.pid() as i32)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+            let sent = app
+                .count("SELECT count(*) FROM messages WHERE status = 'sent'")
+                .await;
+            let unsent = app
+                .count("SELECT count(*) FROM messages WHERE status <> 'sent'")
+                .await;
+            ready(held > 0 && sent > sent_before || unsent == 0, || {
+                format!("round {round}: the victim holds {held} job(s)")
+            })
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(50 + 97 * round)).await;
+        victim.kill_9();
+        kills += 1;
+    }
+    app.wait_all_sent(Duration::from_secs(120)).await;
+    // Every delivery finished (the killed ones' leases ran out and they were sent again).
+    wait_until(Duration::from_secs(90), async || {
+        let pending = app
+            .count("SELECT count(*) FROM webhook_deliveries WHERE status <> 'succeeded'")
+            .await;
+        ready(pending == 0, || {
+            format!("{pending} deliveries not succeeded")
+        })
+    })
+    .await;
+    let got = receiver.received();
+    assert!(got.iter().all(|r| r.verified()), "an unverified request");
+    let mut by_id: std::collections::HashMap<String, &crate::helpers::Received> =
+        std::collections::HashMap::new();
+    for r in &got {
+        if let Some(first) = by_id.get(&r.id) {
+            assert_eq!(first.body, r.body, "one webhook-id, one body");
+        } else {
+            by_id.insert(r.id.clone(), r);
+        }
+    }
+    let types: std::collections::HashSet<&str> = by_id.values().map(|r| r.event_type()).collect();
+    assert_eq!(types, ["message.sent"].into(), "only sends happened");
+    let mut per_message: std::collections::HashMap<String, usize> = Default::default();
+    for r in by_id.values() {
+        *per_message
+            .entry(r.json["data"]["message_id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    let sent: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM messages WHERE status = 'sent'")
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(sent.len(), 2000);
+    assert_eq!(
+        per_message.len(),
+        2000,
+        "a sent message without its message.sent"
+    );
+    assert!(
+        sent.iter()
+            .all(|id| per_message.get(&id.to_string()) == Some(&1)),
+        "a message with more than one message.sent event"
+    );
+    let duplicates = got.len() - by_id.len();
+    let interrupted = app
+        .count("SELECT count(*) FROM messages WHERE attempts > 1")
+        .await;
+    eprintln!(
+        "{kills} kills: {interrupted} sends interrupted by a kill, {} requests, {} events, \
+         {duplicates} redelivered (same webhook-id)",
+        got.len(),
+        by_id.len()
+    );
+}
