@@ -15,7 +15,8 @@ macro_rules! columns {
         "id, kind, to_phone, body, file_url, status, run_at, attempts, max_attempts, \
          next_attempt_at, last_error, gateway_response, sent_at, failed_at, cancelled_at, \
          expires_at, expired_at, respect_window, held_until, held_reason, template_key, \
-         template_version, batch_id, client_ref, job_id, created_at, updated_at"
+         template_version, batch_id, client_ref, delivery_status, delivered_at, read_at, \
+         undelivered_reason, undelivered_code, gateway_message_id, job_id, created_at, updated_at"
     };
 }
 pub(super) use columns;
