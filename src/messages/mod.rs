@@ -3,7 +3,8 @@
 //! Follow the names: [`request`] validates, [`store`] stores (message + job in one statement),
 //! [`job`] runs a send — [`claim`], the gateway call, [`decide`], [`record`] — with the
 //! [`context`] its process built; [`withdraw`] cancels, expires and requeues, [`read`] reads,
-//! [`routes`] and [`send_batch`] are the HTTP surface.
+//! [`receipts`] applies what WhatsApp reported after a send, [`routes`] and [`send_batch`] are
+//! the HTTP surface.
 
 pub mod claim;
 pub mod context;
@@ -14,6 +15,7 @@ pub mod job;
 pub mod phone;
 pub mod query;
 pub mod read;
+pub mod receipts;
 pub mod record;
 pub mod request;
 pub mod routes;
@@ -99,7 +101,7 @@ impl Status {
 
 /// What WhatsApp reported after the gateway accepted a message (SPEC §12 "Receipts"); `null`
 /// on a message: no receipt yet, or a gateway that gives none (StarSender). It only moves
-/// forward; `status` stays the queue lifecycle.
+/// forward ([`receipts`]); `status` stays the queue lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
