@@ -54,6 +54,9 @@ fn zero_series() {
         metrics::counter!("bengkel_fanout_runs_total", "trigger" => trigger).increment(0);
     }
     metrics::counter!("bengkel_fanout_reminders_queued_total").increment(0);
+    for status in crate::messages::DeliveryStatus::ALL {
+        metrics::counter!("bengkel_receipts_total", "status" => status.as_str()).increment(0);
+    }
     for reason in crate::policy::HoldReason::ALL {
         metrics::counter!("bengkel_sends_held_total", "reason" => reason.as_str()).increment(0);
     }

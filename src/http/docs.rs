@@ -105,7 +105,7 @@ use crate::state::AppState;
         crate::webhooks::routes::replay_one,
         crate::webhooks::routes::replay_range,
     ),
-    components(schemas(ErrorEnvelope)),
+    components(schemas(ErrorEnvelope, crate::messages::read::DeliveryFilter)),
     modifiers(&BearerAuth, &OptionalBodies),
     tags((name = "messages", description = "Send and track WhatsApp messages"),
          (name = "health"), (name = "customers", description = "Customers and vehicles (reminder data)"), (name = "sandbox", description = "The built-in StarSender sandbox"),
@@ -431,6 +431,15 @@ mod tests {
             crate::ops::JobState::ALL.map(crate::ops::JobState::as_str)
         );
         assert_eq!(values("SuppressionScope"), ["reminders", "all"]);
+        assert_eq!(
+            values("DeliveryStatus"),
+            crate::messages::DeliveryStatus::ALL.map(crate::messages::DeliveryStatus::as_str)
+        );
+        assert_eq!(
+            values("DeliveryStatusFilter"),
+            crate::messages::read::DeliveryFilter::ALL
+                .map(crate::messages::read::DeliveryFilter::as_str)
+        );
         assert_eq!(
             prop("SuppressionRequest", "reason", "maxLength"),
             crate::suppressions::MAX_REASON_CHARS

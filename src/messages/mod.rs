@@ -3,7 +3,8 @@
 //! Follow the names: [`request`] validates, [`store`] stores (message + job in one statement),
 //! [`job`] runs a send — [`claim`], the gateway call, [`decide`], [`record`] — with the
 //! [`context`] its process built; [`withdraw`] cancels, expires and requeues, [`read`] reads,
-//! [`routes`] and [`send_batch`] are the HTTP surface.
+//! [`receipts`] applies what WhatsApp reported after a send, [`routes`] and [`send_batch`] are
+//! the HTTP surface.
 
 pub mod claim;
 pub mod context;
@@ -14,6 +15,7 @@ pub mod job;
 pub mod phone;
 pub mod query;
 pub mod read;
+pub mod receipts;
 pub mod record;
 pub mod request;
 pub mod routes;
@@ -94,6 +96,43 @@ impl Status {
         ]
         .into_iter()
         .find(|st| st.as_str() == s)
+    }
+}
+
+/// What WhatsApp reported after the gateway accepted a message (SPEC §12 "Receipts"); `null`
+/// on a message: no receipt yet, or a gateway that gives none (StarSender). It only moves
+/// forward ([`receipts`]); `status` stays the queue lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+#[schema(as = DeliveryStatus)]
+pub enum DeliveryStatus {
+    /// Delivered to the recipient's phone (`delivered_at`).
+    Delivered,
+    /// Read by the recipient (`read_at`; `delivered_at` is set too).
+    Read,
+    /// Accepted by the gateway, then reported as not deliverable (`undelivered_reason`,
+    /// `undelivered_code`).
+    Undelivered,
+}
+
+impl DeliveryStatus {
+    pub const ALL: [DeliveryStatus; 3] = [
+        DeliveryStatus::Delivered,
+        DeliveryStatus::Read,
+        DeliveryStatus::Undelivered,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Read => "read",
+            DeliveryStatus::Undelivered => "undelivered",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.as_str() == s)
     }
 }
 
@@ -211,6 +250,20 @@ pub struct Message {
     pub batch_id: Option<Uuid>,
     /// The item's `client_ref` in that batch; null when it had none, and outside a batch.
     pub client_ref: Option<String>,
+    /// What WhatsApp reported after the gateway accepted it: null (no receipt yet, or a gateway
+    /// that gives none — StarSender), `delivered`, `read` or `undelivered`. Only moves forward;
+    /// `status` stays `sent`. List by it with `GET /whatsapp/messages?delivery_status=`.
+    pub delivery_status: Option<DeliveryStatus>,
+    /// When it reached the recipient's phone (set by a `read` receipt too, when none came first).
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// When the recipient read it.
+    pub read_at: Option<DateTime<Utc>>,
+    /// Why it could not be delivered, as the gateway said (`delivery_status` `undelivered`).
+    pub undelivered_reason: Option<String>,
+    /// The gateway's code for that (`delivery_status` `undelivered`).
+    pub undelivered_code: Option<String>,
+    /// The gateway's own id of the message (the Cloud API's `wamid.…`); null when it gives none.
+    pub gateway_message_id: Option<String>,
     pub job_id: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{Attempt, Kind, Message, Status};
+use super::{Attempt, DeliveryStatus, Kind, Message, Status};
 use crate::{policy::HoldReason, suppressions::Scope};
 
 /// The columns of [`Message`], as a literal so that queries stay `&'static str`.
@@ -15,7 +15,8 @@ macro_rules! columns {
         "id, kind, to_phone, body, file_url, status, run_at, attempts, max_attempts, \
          next_attempt_at, last_error, gateway_response, sent_at, failed_at, cancelled_at, \
          expires_at, expired_at, respect_window, held_until, held_reason, template_key, \
-         template_version, batch_id, client_ref, job_id, created_at, updated_at"
+         template_version, batch_id, client_ref, delivery_status, delivered_at, read_at, \
+         undelivered_reason, undelivered_code, gateway_message_id, job_id, created_at, updated_at"
     };
 }
 pub(super) use columns;
@@ -75,25 +76,70 @@ pub struct ListFilter<'a> {
     pub to: Option<String>,
     /// Only the messages of this `POST /whatsapp/send-batch` call.
     pub batch: Option<Uuid>,
+    pub delivery: Option<DeliveryFilter>,
     pub before: Option<Uuid>,
     pub limit: i64,
     pub owner: Owner<'a>,
 }
 
-/// The filters of [`list`] but the batch, on `$1`..`$6`.
+/// The `delivery_status` filter of `GET /whatsapp/messages`: a delivery status, or `none` (no
+/// receipt: not sent yet, not reported yet, or a gateway that reports none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = DeliveryStatusFilter)]
+pub enum DeliveryFilter {
+    Delivered,
+    Read,
+    Undelivered,
+    /// `delivery_status` is null.
+    None,
+}
+
+impl DeliveryFilter {
+    pub const ALL: [DeliveryFilter; 4] = [
+        DeliveryFilter::Delivered,
+        DeliveryFilter::Read,
+        DeliveryFilter::Undelivered,
+        DeliveryFilter::None,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        self.status().map_or("none", DeliveryStatus::as_str)
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+
+    /// The status it asks for (`None`: null).
+    pub fn status(self) -> Option<DeliveryStatus> {
+        match self {
+            DeliveryFilter::Delivered => Some(DeliveryStatus::Delivered),
+            DeliveryFilter::Read => Some(DeliveryStatus::Read),
+            DeliveryFilter::Undelivered => Some(DeliveryStatus::Undelivered),
+            DeliveryFilter::None => None,
+        }
+    }
+}
+
+/// The filters of [`list`] but the batch, on `$1`..`$7` (`$7`: a [`DeliveryFilter`]).
 macro_rules! list_filters {
     () => {
         "($1::text IS NULL OR status = $1)
            AND ($2::text IS NULL OR kind = $2)
            AND ($3::text IS NULL OR to_phone = $3)
            AND ($4::uuid IS NULL OR id < $4)
-           AND ($6::text IS NULL OR created_by = $6)"
+           AND ($6::text IS NULL OR created_by = $6)
+           AND ($7::text IS NULL OR delivery_status = $7
+                OR ($7 = 'none' AND delivery_status IS NULL))"
     };
 }
 
 /// Newest first; ids are UUIDv7 so the id is both the order and the cursor. A batch's messages
-/// are read by their own statement, `batch_id = $7` written out, so that even a cached generic
-/// plan walks `messages_batch_newest` (an `$7 IS NULL OR …` would hide the index from it).
+/// are read by their own statement, `batch_id = $8` written out, so that even a cached generic
+/// plan walks `messages_batch_newest` (an `$8 IS NULL OR …` would hide the index from it); so
+/// are the messages of one delivery status outside a batch (`delivery_status = $8`, on
+/// `messages_delivery_status_newest`: `undelivered` ones are few among many).
 pub async fn list(pool: &PgPool, f: &ListFilter<'_>) -> sqlx::Result<Vec<Message>> {
     const ALL: &str = concat!(
         "SELECT ",
@@ -105,20 +151,35 @@ pub async fn list(pool: &PgPool, f: &ListFilter<'_>) -> sqlx::Result<Vec<Message
     const IN_BATCH: &str = concat!(
         "SELECT ",
         columns!(),
-        " FROM messages WHERE batch_id = $7 AND ",
+        " FROM messages WHERE batch_id = $8 AND ",
         list_filters!(),
         " ORDER BY id DESC LIMIT $5"
     );
-    let query = sqlx::query_as(if f.batch.is_some() { IN_BATCH } else { ALL })
+    const OF_DELIVERY_STATUS: &str = concat!(
+        "SELECT ",
+        columns!(),
+        " FROM messages WHERE delivery_status = $8 AND ",
+        list_filters!(),
+        " ORDER BY id DESC LIMIT $5"
+    );
+    let delivery_status = f.delivery.and_then(DeliveryFilter::status);
+    let statement = match (f.batch, delivery_status) {
+        (Some(_), _) => IN_BATCH,
+        (None, Some(_)) => OF_DELIVERY_STATUS,
+        (None, None) => ALL,
+    };
+    let query = sqlx::query_as(statement)
         .bind(f.status.map(Status::as_str))
         .bind(f.kind.map(Kind::as_str))
         .bind(&f.to)
         .bind(f.before)
         .bind(f.limit)
-        .bind(f.owner);
-    match f.batch {
-        Some(batch) => query.bind(batch).fetch_all(pool).await,
-        None => query.fetch_all(pool).await,
+        .bind(f.owner)
+        .bind(f.delivery.map(DeliveryFilter::as_str));
+    match (f.batch, delivery_status) {
+        (Some(batch), _) => query.bind(batch).fetch_all(pool).await,
+        (None, Some(status)) => query.bind(status.as_str()).fetch_all(pool).await,
+        (None, None) => query.fetch_all(pool).await,
     }
 }
 

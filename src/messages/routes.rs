@@ -15,7 +15,7 @@ use super::{
     idempotency::{IdempotencyKey, KeyReused, idempotency_key},
     phone::PhoneNumber,
     query::{self, QueryRoute},
-    read::{self, ListFilter, Owner},
+    read::{self, DeliveryFilter, ListFilter, Owner},
     request::{self, NewMessage},
     store::Stored,
     withdraw::{self, Cancelled},
@@ -273,9 +273,12 @@ pub struct MessagePage {
     next_cursor: Option<Uuid>,
 }
 
-/// Messages, newest first; filters `status`, `kind`, `to`, `batch`; `limit` ≤ 500; `cursor`.
+/// Messages, newest first; filters `status`, `kind`, `to`, `batch`, `delivery_status`;
+/// `limit` ≤ 500; `cursor`.
 #[utoipa::path(get, path = "/whatsapp/messages", operation_id = "list_messages", tag = "messages",
     params(("status" = Option<Status>, Query), ("kind" = Option<Kind>, Query),
+        ("delivery_status" = Option<DeliveryFilter>, Query,
+            description = "what WhatsApp reported: `delivered` (not yet read), `read`, `undelivered`, or `none` (no receipt: not sent, not reported yet, or a gateway that reports none)"),
         ("to" = Option<String>, Query, description = "a phone number, any spelling",
             pattern = r"^\s*\+?[ ().-]*(?:0[ ().-]*(?:[0-9][ ().-]*){8,13}|8[ ().-]*(?:[0-9][ ().-]*){7,12}|[1-79][ ().-]*(?:[0-9][ ().-]*){9,14})\s*$"),
         ("batch" = Option<String>, Query, format = Uuid,
@@ -327,6 +330,16 @@ pub async fn list(
             None
         }
     });
+    let delivery = q.get("delivery_status").and_then(|s| {
+        let d = DeliveryFilter::parse(s);
+        if d.is_none() {
+            bad(
+                "delivery_status",
+                "must be one of delivered, read, undelivered, none",
+            );
+        }
+        d
+    });
     let (limit, before) = q.page(&mut errors);
     if !errors.is_empty() {
         return Err(AppError::Validation(errors));
@@ -338,6 +351,7 @@ pub async fn list(
             kind,
             to,
             batch,
+            delivery,
             before,
             limit,
             owner: owner(&caller),

@@ -1,6 +1,8 @@
 //! `/whatsapp-report` (README "WhatsApp report", field names of the seed's WHATSAPP_REPORT_DOCUMENTATION.md):
 //! how often each customer + vehicle was reminded. Rows are written only by the send worker's
-//! outcome statement (see `messages::record::record_runs`), once per delivered reminder.
+//! outcome statement (see `messages::record::record_runs`), once per delivered reminder. The
+//! `delivered` and `read` counts (SPEC §12) are read from the reminders' messages
+//! (`delivery_status`, written by `messages::receipts`) when a row is read.
 
 use std::collections::BTreeMap;
 
@@ -48,6 +50,11 @@ pub struct Report {
     pub id_vehicle: Uuid,
     pub last_message_date: DateTime<Utc>,
     pub frequency: i32,
+    /// How many of this customer + vehicle's reminder messages WhatsApp reported delivered (the
+    /// read ones included). Counted from the messages: `reset-frequency` leaves it as it is.
+    pub delivered: i64,
+    /// How many of them WhatsApp reported read.
+    pub read: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -63,6 +70,11 @@ pub struct ReportDetail {
     pub vehicle_nopol: Option<String>,
     pub last_message_date: DateTime<Utc>,
     pub frequency: i32,
+    /// How many of this customer + vehicle's reminder messages WhatsApp reported delivered (the
+    /// read ones included). Counted from the messages: `reset-frequency` leaves it as it is.
+    pub delivered: i64,
+    /// How many of them WhatsApp reported read.
+    pub read: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -71,6 +83,11 @@ pub struct ReportDetail {
 pub struct Statistics {
     pub total_customers_with_vehicles: i64,
     pub total_messages_sent: i64,
+    /// Reminder messages of these customer + vehicle pairs that WhatsApp reported delivered (the
+    /// read ones included; counted from the messages, not reset by `reset-frequency`).
+    pub total_messages_delivered: i64,
+    /// Those of them WhatsApp reported read.
+    pub total_messages_read: i64,
     pub average_messages_per_customer: f64,
     /// frequency → number of customer + vehicle pairs
     pub customers_by_frequency: BTreeMap<String, i64>,
@@ -103,11 +120,29 @@ fn window(q: &QueryPairs) -> AppResult<(i64, i64)> {
     }
 }
 
-/// The columns of a [`Report`], as a literal: every statement here is a `&'static str` built at
+/// The columns of a report row, as a literal: every statement here is a `&'static str` built at
 /// compile time (`concat!`), nothing is formatted into SQL at run time.
 macro_rules! columns {
     () => {
         "id, id_customer, id_vehicle, last_message_date, frequency, created_at, updated_at"
+    };
+}
+
+/// SQL: the report rows that `$rows` (a query of [`columns!`] of `whatsapp_report`) selects, as
+/// `w`, each with the receipts of its reminders' messages as `x.delivered` and `x.read`. Counted
+/// for those rows only: a page is chosen before its counts are.
+macro_rules! with_receipts {
+    ($($rows:tt)+) => {
+        concat!(
+            "(",
+            $($rows)+,
+            ") w CROSS JOIN LATERAL (
+                SELECT count(*) FILTER (WHERE m.delivery_status IN ('delivered', 'read')) AS delivered,
+                       count(*) FILTER (WHERE m.delivery_status = 'read') AS read
+                FROM reminders r JOIN messages m ON m.id = r.message_id
+                WHERE r.vehicle_id = w.id_vehicle AND r.customer_id = w.id_customer
+             ) x"
+        )
     };
 }
 
@@ -125,9 +160,13 @@ pub async fn list(
 ) -> AppResult<Reply<Vec<Report>>> {
     let (limit, offset) = window(&q)?;
     let rows = sqlx::query_as(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM whatsapp_report ORDER BY last_message_date DESC, id LIMIT $1 OFFSET $2"
+        "SELECT w.*, x.delivered, x.read FROM ",
+        with_receipts!(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM whatsapp_report ORDER BY last_message_date DESC, id LIMIT $1 OFFSET $2"
+        )),
+        " ORDER BY w.last_message_date DESC, w.id"
     ))
     .bind(limit)
     .bind(offset)
@@ -149,15 +188,21 @@ pub async fn detail(
     q: QueryPairs,
 ) -> AppResult<Reply<Vec<ReportDetail>>> {
     let (limit, offset) = window(&q)?;
-    let rows = sqlx::query_as(
-        "SELECT r.id, r.id_customer, r.id_vehicle, c.nama AS customer_name, c.hp AS customer_phone,
-                v.model AS vehicle_model, v.no_pol AS vehicle_nopol, r.last_message_date, r.frequency,
-                r.created_at, r.updated_at
-         FROM whatsapp_report r
-         JOIN customers c ON c.id = r.id_customer
-         JOIN vehicles v ON v.id = r.id_vehicle
-         ORDER BY r.last_message_date DESC, r.id LIMIT $1 OFFSET $2",
-    )
+    let rows = sqlx::query_as(concat!(
+        "SELECT w.id, w.id_customer, w.id_vehicle, c.nama AS customer_name, c.hp AS customer_phone,
+                v.model AS vehicle_model, v.no_pol AS vehicle_nopol, w.last_message_date, w.frequency,
+                x.delivered, x.read, w.created_at, w.updated_at
+         FROM ",
+        with_receipts!(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM whatsapp_report ORDER BY last_message_date DESC, id LIMIT $1 OFFSET $2"
+        )),
+        "
+         JOIN customers c ON c.id = w.id_customer
+         JOIN vehicles v ON v.id = w.id_vehicle
+         ORDER BY w.last_message_date DESC, w.id"
+    ))
     .bind(limit)
     .bind(offset)
     .fetch_all(&state.pool)
@@ -175,6 +220,17 @@ pub async fn statistics(State(state): State<AppState>, _: Caller) -> AppResult<R
     )
     .fetch_all(&state.pool)
     .await?;
+    // Driven by the messages that have a positive receipt (`messages_delivery_status_newest`),
+    // not by every reminder ever sent.
+    let (delivered, read): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE m.delivery_status = 'read')
+         FROM messages m
+         JOIN reminders r ON r.message_id = m.id
+         JOIN whatsapp_report w ON w.id_customer = r.customer_id AND w.id_vehicle = r.vehicle_id
+         WHERE m.delivery_status IN ('delivered', 'read')",
+    )
+    .fetch_one(&state.pool)
+    .await?;
     let pairs: i64 = rows.iter().map(|(_, n)| n).sum();
     let total: i64 = rows.iter().map(|(f, n)| i64::from(*f) * n).sum();
     let average = if pairs == 0 {
@@ -186,6 +242,8 @@ pub async fn statistics(State(state): State<AppState>, _: Caller) -> AppResult<R
         Statistics {
             total_customers_with_vehicles: pairs,
             total_messages_sent: total,
+            total_messages_delivered: delivered,
+            total_messages_read: read,
             average_messages_per_customer: average,
             customers_by_frequency: rows.into_iter().map(|(f, n)| (f.to_string(), n)).collect(),
         },
@@ -207,9 +265,13 @@ pub async fn by_customer(
 ) -> AppResult<Reply<Vec<Report>>> {
     let id = uuid_param(&id_customer, "customer")?;
     let rows = sqlx::query_as(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM whatsapp_report WHERE id_customer = $1 ORDER BY last_message_date DESC"
+        "SELECT w.*, x.delivered, x.read FROM ",
+        with_receipts!(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM whatsapp_report WHERE id_customer = $1"
+        )),
+        " ORDER BY w.last_message_date DESC"
     ))
     .bind(id)
     .fetch_all(&state.pool)
@@ -232,9 +294,12 @@ pub async fn by_customer_vehicle(
     let customer = uuid_param(&id_customer, "customer")?;
     let vehicle = uuid_param(&id_vehicle, "vehicle")?;
     let row: Option<Report> = sqlx::query_as(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM whatsapp_report WHERE id_customer = $1 AND id_vehicle = $2"
+        "SELECT w.*, x.delivered, x.read FROM ",
+        with_receipts!(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM whatsapp_report WHERE id_customer = $1 AND id_vehicle = $2"
+        ))
     ))
     .bind(customer)
     .bind(vehicle)

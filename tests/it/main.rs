@@ -16,6 +16,7 @@ mod ops;
 mod owners;
 mod policy;
 mod queue;
+mod receipts;
 mod reminders;
 mod retries;
 mod sending;

@@ -457,6 +457,7 @@ async fn the_report_api_matches_what_was_sent_and_can_be_reset_and_deleted() {
         stats["data"],
         json!({
             "total_customers_with_vehicles": 3, "total_messages_sent": 6,
+            "total_messages_delivered": 0, "total_messages_read": 0,
             "average_messages_per_customer": 2.0, "customers_by_frequency": {"2": 3}
         })
     );
