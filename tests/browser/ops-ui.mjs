@@ -590,7 +590,11 @@ async function webhooksChecks({ page, base, token, cleanup }) {
   if (rx.requests.length !== 1) throw new Error(`the receiver got ${rx.requests.length} requests`);
   const [first] = rx.requests;
   const body = JSON.parse(first.body.toString('utf8'));
-  if (first.headers['webhook-id'] !== delivered.event_id || body.type !== 'webhook.test' || !signed(secret, first)) {
+  // Every event's data has the five fields (SPEC §12), null for a test event.
+  const fields = ['batch_id', 'client_ref', 'kind', 'message_id', 'to'];
+  if (first.headers['webhook-id'] !== delivered.event_id || body.type !== 'webhook.test' || !signed(secret, first)
+    || JSON.stringify(Object.keys(body.data).sort()) !== JSON.stringify(fields) || fields.some((f) => body.data[f] !== null)
+    || first.headers['content-type'] !== 'application/json') {
     throw new Error(`the receiver got ${JSON.stringify({ headers: first.headers, body: first.body.toString() })}`);
   }
   log(`test event delivered, signed with the secret shown; the panel lists it: ${cells.join(' | ')}`);
