@@ -34,7 +34,8 @@ const LATENCY_BUCKETS: &[f64] = &[
 const MESSAGE_KINDS: [&str; 3] = ["adhoc", "maintenance", "manual"];
 
 /// Every labelled counter starts at 0 in every process, so that `increase()` sees its first
-/// event (a series that appears at 1 has no increase to show, and an alert would miss it). The
+/// event (a series that appears at 1 has no increase to show, and an alert would miss it) — the
+/// webhook counters too, one series per event type and attempt class. The
 /// delivery-policy gauges (effective rate, circuit open) start at 0 until the policy
 /// sets them, so that the dashboard and the circuit alert always have a series.
 fn zero_series() {
@@ -60,6 +61,12 @@ fn zero_series() {
     for reason in crate::policy::HoldReason::ALL {
         metrics::counter!("bengkel_sends_held_total", "reason" => reason.as_str()).increment(0);
     }
+    for kind in crate::webhooks::EventType::ALL {
+        metrics::counter!("bengkel_webhook_events_total", "type" => kind.as_str()).increment(0);
+    }
+    for class in crate::webhooks::AttemptClass::ALL {
+        metrics::counter!("bengkel_webhook_attempts_total", "class" => class.as_str()).increment(0);
+    }
     metrics::gauge!("bengkel_send_rate_effective").set(0.0);
     metrics::gauge!("bengkel_circuit_open").set(0.0);
 }
@@ -80,4 +87,35 @@ pub fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_webhook_metrics_are_exposed_from_the_start_and_the_duration_is_a_histogram() {
+        let handle = metrics_handle();
+        let text = handle.render();
+        for kind in crate::webhooks::EventType::ALL {
+            let line = format!(
+                "bengkel_webhook_events_total{{type=\"{}\"}} ",
+                kind.as_str()
+            );
+            assert!(text.contains(&line), "{line} missing");
+        }
+        for class in crate::webhooks::AttemptClass::ALL {
+            let line = format!(
+                "bengkel_webhook_attempts_total{{class=\"{}\"}} ",
+                class.as_str()
+            );
+            assert!(text.contains(&line), "{line} missing");
+        }
+        metrics::histogram!("bengkel_webhook_attempt_duration_seconds").record(0.2);
+        let text = handle.render();
+        assert!(
+            text.contains("bengkel_webhook_attempt_duration_seconds_bucket{le=\"0.25\"}"),
+            "{text}"
+        );
+    }
 }

@@ -8,10 +8,14 @@
 // listed, a live preview of the edited text for a seeded customer and a manual record, a 422 for
 // an unknown placeholder shown by the editor, a valid edit saved as version 2. Then the messages
 // card: a small batch's messages with their client_ref, the list filtered by clicking a batch id,
-// "More" following the cursor, a bad batch filter refused with the 422 naming it. Both HTML pages
+// "More" following the cursor, a bad batch filter refused with the 422 naming it. Then the webhooks
+// panel: a subscription to a local receiver made on the page (its secret shown once), a test event
+// delivered, signed and listed with its attempt, a replay, disable/enable, rotate, delete, and the
+// panel on a phone-sized screen. Both HTML pages
 // (/ops/ui, then /docs) must work under their Content-Security-Policy (no violation in the
 // console). It saves screenshots (target/ops-ui.png; the templates card in
-// target/ops-ui-templates.png, the messages card in target/ops-ui-messages.png) and always cleans
+// target/ops-ui-templates.png, the messages card in target/ops-ui-messages.png, the webhooks panel in
+// target/ops-ui-webhooks.png and target/ops-ui-webhooks-phone.png) and always cleans
 // up (service, gateway, browser, scratch database).
 //
 // Environment: BENGKEL_BIN (default target/debug/bengkel-whatsapp), TEST_DATABASE_URL (a superuser
@@ -21,6 +25,7 @@
 // Exit code 0 and "PASS" on success, 1 and "FAIL: …" otherwise.
 
 import { spawn, execFile } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
@@ -479,6 +484,184 @@ async function messagesChecks({ page, base, token }) {
   await card('messages-error').waitFor({ state: 'hidden' });
 }
 
+// ---------- the webhooks panel (README "Webhooks") ----------
+// A receiver on 127.0.0.1 (the service runs with WEBHOOK_ALLOW_PRIVATE=true). A subscription made
+// on the page shows its secret once; a 422 is shown by its field; "Send test" delivers a signed
+// webhook.test that the panel lists with its attempt; Replay sends the same webhook-id again;
+// disable/enable, rotate (a new secret shown once) and delete work from the page; the panel is
+// usable on a phone-sized viewport.
+function startReceiver(port) {
+  const rx = { requests: [] };
+  rx.server = http.createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      rx.requests.push({ url: req.url, headers: req.headers, body: Buffer.concat(chunks) });
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.end('thanks from the browser-test receiver');
+    });
+  });
+  return new Promise((resolve, reject) => {
+    rx.server.on('error', reject);
+    rx.server.listen(port, '127.0.0.1', () => resolve(rx));
+  });
+}
+
+/** Standard Webhooks: v1,base64(HMAC-SHA256(base64-decoded secret after whsec_, "id.timestamp.body")). */
+function signed(secret, request) {
+  const key = Buffer.from(secret.replace(/^whsec_/, ''), 'base64');
+  const { 'webhook-id': id, 'webhook-timestamp': ts, 'webhook-signature': sig } = request.headers;
+  const mac = crypto.createHmac('sha256', key).update(`${id}.${ts}.`).update(request.body).digest('base64');
+  return (sig || '').split(' ').includes(`v1,${mac}`);
+}
+
+async function webhooksChecks({ page, base, token, cleanup }) {
+  const call = async (method, p, body, want) => {
+    const r = await api(base, token, method, p, body);
+    if (want && !want.includes(r.status)) throw new Error(`${method} ${p} → ${r.status} ${r.text}`);
+    return r;
+  };
+  const card = (id) => page.getByTestId(id);
+  const rx = await startReceiver(await freePort());
+  cleanup.push(() => new Promise((r) => { rx.server.closeAllConnections?.(); rx.server.close(() => r()); }));
+  const rxUrl = `http://127.0.0.1:${rx.server.address().port}/hooks/whatsapp`;
+
+  await page.goto(`${base}/ops/ui`);
+  await card('webhooks-table').getByText('No subscriptions yet.').waitFor();
+
+  // No event chosen: the 422 names the field, nothing is created.
+  await card('webhook-url').fill(rxUrl);
+  await card('webhook-create').click();
+  await card('webhook-events-error').filter({ hasText: /at least one/ }).waitFor();
+  if ((await call('GET', '/webhooks', undefined, [200])).json.data.length) throw new Error('a 422 created a subscription');
+  log(`no event chosen: "${(await card('webhook-events-error').textContent()).trim()}"`);
+
+  // Subscribe: the secret is shown once, the row appears.
+  await card('webhook-description').fill('browser test receiver');
+  await card('webhook-event-message.sent').check();
+  await card('webhook-event-message.failed').check();
+  await card('webhook-create').click();
+  await card('webhook-secret').waitFor();
+  const secret = (await card('webhook-secret-value').textContent()).trim();
+  if (!/^whsec_[A-Za-z0-9+/]{43}=$/.test(secret)) throw new Error(`secret shown: ${JSON.stringify(secret)}`);
+  const subs = (await call('GET', '/webhooks', undefined, [200])).json.data;
+  if (subs.length !== 1 || subs[0].url !== rxUrl || subs[0].description !== 'browser test receiver'
+    || JSON.stringify(subs[0].events) !== JSON.stringify(['message.sent', 'message.failed']) || !subs[0].enabled
+    || 'secret' in subs[0]) {
+    throw new Error(`GET /webhooks after subscribing on the page: ${JSON.stringify(subs)}`);
+  }
+  const id = subs[0].id;
+  const row = card(`webhook-row-${id}`);
+  await row.waitFor();
+  const rowText = await row.textContent();
+  if (!rowText.includes(rxUrl) || !rowText.includes('message.sent, message.failed') || !rowText.includes('enabled')) {
+    throw new Error(`subscription row: ${rowText}`);
+  }
+  if ((await card('webhook-url').inputValue()) !== '') throw new Error('the form was not cleared');
+  await card('webhook-secret-hide').click();
+  await card('webhook-secret').waitFor({ state: 'hidden' });
+  log(`subscribed ${rxUrl} on the page; secret shown once (${secret.slice(0, 10)}…)`);
+
+  // Send test: the deliveries open and list the webhook.test with its attempt.
+  await card(`webhook-test-${id}`).click();
+  await card('flash').filter({ hasText: /Test event queued/ }).waitFor();
+  await card('webhook-deliveries').waitFor();
+  const delivered = await waitFor('the test delivery to succeed', 20_000, async () => {
+    const items = (await call('GET', `/webhooks/${id}/deliveries`, undefined, [200])).json.data.items;
+    return items.length === 1 && items[0].status === 'succeeded' && items[0].attempts.length === 1 ? items[0] : null;
+  });
+  const delivery = card(`delivery-${delivered.id}`);
+  await waitFor('the succeeded delivery with its attempt on the page', 15_000, async () => {
+    if ((await delivery.count()) === 0 || (await delivery.getAttribute('data-status')) !== 'succeeded'
+      || (await card(`delivery-attempt-${delivered.id}-1`).count()) === 0) {
+      await card('webhook-deliveries-refresh').click();
+      return false;
+    }
+    return true;
+  }, 500);
+  const attempt = delivered.attempts[0];
+  const cells = (await card(`delivery-attempt-${delivered.id}-1`).locator('td').allTextContents()).map((c) => c.trim());
+  if (delivered.type !== 'webhook.test' || attempt.http_status !== 200 || attempt.class !== 'ok'
+    || cells[2] !== '200' || cells[3] !== 'ok' || cells[4] !== `${attempt.duration_ms} ms`
+    || cells[5] !== 'thanks from the browser-test receiver' || cells[1] !== fmtTime(attempt.at)) {
+    throw new Error(`attempt on the page ${JSON.stringify(cells)} / API ${JSON.stringify(delivered)}`);
+  }
+  if (!(await delivery.textContent()).includes(delivered.event_id)) throw new Error('the delivery does not show its webhook-id');
+  if (rx.requests.length !== 1) throw new Error(`the receiver got ${rx.requests.length} requests`);
+  const [first] = rx.requests;
+  const body = JSON.parse(first.body.toString('utf8'));
+  // Every event's data has the five fields (SPEC §12), null for a test event.
+  const fields = ['batch_id', 'client_ref', 'kind', 'message_id', 'to'];
+  if (first.headers['webhook-id'] !== delivered.event_id || body.type !== 'webhook.test' || !signed(secret, first)
+    || JSON.stringify(Object.keys(body.data).sort()) !== JSON.stringify(fields) || fields.some((f) => body.data[f] !== null)
+    || first.headers['content-type'] !== 'application/json') {
+    throw new Error(`the receiver got ${JSON.stringify({ headers: first.headers, body: first.body.toString() })}`);
+  }
+  log(`test event delivered, signed with the secret shown; the panel lists it: ${cells.join(' | ')}`);
+
+  // Replay: the same webhook-id again, a second attempt listed.
+  await card(`delivery-replay-${delivered.id}`).click();
+  await card('flash').filter({ hasText: /queued again/ }).waitFor();
+  await waitFor('the replay at the receiver', 15_000, async () => rx.requests.length === 2);
+  const replayed = rx.requests[1];
+  if (replayed.headers['webhook-id'] !== delivered.event_id || !replayed.body.equals(first.body) || !signed(secret, replayed)) {
+    throw new Error(`the replay differs: ${JSON.stringify(replayed.headers)}`);
+  }
+  await waitFor('the second attempt on the page', 15_000, async () => {
+    if ((await card(`delivery-attempt-${delivered.id}-2`).count()) === 0) { await card('webhook-deliveries-refresh').click(); return false; }
+    return (await delivery.getAttribute('data-status')) === 'succeeded';
+  }, 500);
+  log('replayed from the page: same webhook-id and body, freshly signed, two attempts listed');
+
+  // Disable (Replay and Send test are then off), enable again.
+  await card(`webhook-toggle-${id}`).click();
+  await card('flash').filter({ hasText: /disabled/ }).waitFor();
+  await card(`webhook-disabled-reason-${id}`).filter({ hasText: 'manual' }).waitFor();
+  await waitFor('Replay and Send test to be off', 5_000, async () =>
+    (await card(`delivery-replay-${delivered.id}`).isDisabled()) && (await card(`webhook-test-${id}`).isDisabled()));
+  if ((await call('GET', `/webhooks/${id}`, undefined, [200])).json.data.enabled) throw new Error('Disable did not disable');
+  await card(`webhook-toggle-${id}`).click();
+  await card('flash').filter({ hasText: /enabled/ }).waitFor();
+  await waitFor('the row to show enabled', 5_000, async () => (await row.getAttribute('data-enabled')) === 'true');
+  log('disabled (reason manual) and enabled again from the page');
+
+  // Rotate: a new secret, shown once.
+  await card(`webhook-rotate-${id}`).click();
+  await card('webhook-secret-title').filter({ hasText: 'New signing secret' }).waitFor();
+  const rotated = (await card('webhook-secret-value').textContent()).trim();
+  if (!rotated.startsWith('whsec_') || rotated === secret) throw new Error(`rotated secret: ${rotated}`);
+  if (!(await card('webhook-secret-note').textContent()).includes('old secret keeps signing')) throw new Error('rotation note missing');
+  log('secret rotated from the page');
+
+  // A phone: nothing in the panel is wider than the screen; the rows stack.
+  await page.setViewportSize({ width: 390, height: 844 });
+  await card(`webhook-deliveries-${id}`).click();
+  await card(`delivery-attempt-${delivered.id}-2`).waitFor();
+  const overflow = await page.evaluate(() => {
+    const c = document.getElementById('webhooks-card');
+    const wide = Array.from(c.querySelectorAll('button, input, select, td, code, .delivery'))
+      .filter((e) => e.offsetParent !== null && e.getBoundingClientRect().right > window.innerWidth + 1)
+      .map((e) => `${e.tagName}.${e.className} ${e.getAttribute('data-testid') || ''} ${Math.round(e.getBoundingClientRect().right)}`);
+    return { cardWidth: c.scrollWidth, clientWidth: c.clientWidth, wide };
+  });
+  if (overflow.wide.length || overflow.cardWidth > overflow.clientWidth + 1) {
+    throw new Error(`the webhooks panel is wider than a phone: ${JSON.stringify(overflow)}`);
+  }
+  await card('webhooks-card').screenshot({ path: path.join(path.dirname(SCREENSHOT), 'ops-ui-webhooks-phone.png') });
+  await page.setViewportSize({ width: 1280, height: 900 });
+  await card('webhooks-card').screenshot({ path: path.join(path.dirname(SCREENSHOT), 'ops-ui-webhooks.png') });
+  log('the panel fits a 390 px wide screen');
+
+  // Delete, after a confirmation.
+  await card(`webhook-delete-${id}`).click();
+  await card(`webhook-delete-confirm-${id}`).click();
+  await card('flash').filter({ hasText: /deleted/ }).waitFor();
+  await row.waitFor({ state: 'detached' });
+  await card('webhook-deliveries').waitFor({ state: 'hidden' });
+  await call('GET', `/webhooks/${id}`, undefined, [404]);
+  log('deleted from the page (GET → 404)');
+}
+
 async function main(cleanup) {
   if (!fs.existsSync(BIN)) throw new Error(`${BIN} not found: run \`cargo build\` first (or set BENGKEL_BIN)`);
   if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found: install Debian's chromium (scripts/browser-test does)`);
@@ -512,6 +695,8 @@ async function main(cleanup) {
     SEND_WINDOW: '00:00-24:00',
     RECIPIENT_MIN_INTERVAL_SECS: '0',
     DATA_DIR: path.join(workdir, 'data'),
+    // The webhooks panel's receiver listens on 127.0.0.1 over plain http.
+    WEBHOOK_ALLOW_PRIVATE: 'true',
   };
   const serviceLog = path.join(workdir, 'service.log');
   const out = fs.openSync(serviceLog, 'w');
@@ -672,6 +857,10 @@ async function main(cleanup) {
 
   await messagesChecks({ page, base, token });
   pageChecks();
+  log('messages card passed; now the webhooks panel');
+
+  await webhooksChecks({ page, base, token, cleanup });
+  pageChecks();
 }
 
 const cleanup = [];
@@ -696,7 +885,7 @@ async function finish(failure) {
     console.log('0 passed, 1 failed');
     process.exit(1);
   }
-  console.log(`PASS: ops UI requeue of a failed send, delivery-policy cards, suppressions, templates and messages (${secs} s)`);
+  console.log(`PASS: ops UI requeue of a failed send, delivery-policy cards, suppressions, templates, messages and webhooks (${secs} s)`);
   console.log('1 passed, 0 failed');
   process.exit(0);
 }
