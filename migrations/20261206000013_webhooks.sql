@@ -90,6 +90,8 @@ CREATE TABLE webhook_deliveries (
     -- 'capacity' (4 in flight); a finishing delivery wakes the next one
     waiting         text CHECK (waiting IN ('order', 'capacity')),
     created_at      timestamptz NOT NULL DEFAULT now(),
+    -- since when it waits to be delivered: made, or replayed (the age of the oldest pending)
+    pending_since   timestamptz NOT NULL DEFAULT now(),
     finished_at     timestamptz
 );
 -- a subscription's deliveries, newest first (one per event: `seq` is unique within it)
@@ -101,7 +103,7 @@ CREATE INDEX webhook_deliveries_waiting
     ON webhook_deliveries (subscription_id, waiting, seq) WHERE waiting IS NOT NULL;
 CREATE INDEX webhook_deliveries_in_flight
     ON webhook_deliveries (subscription_id) WHERE in_flight_until IS NOT NULL;
-CREATE INDEX webhook_deliveries_pending_age ON webhook_deliveries (created_at) WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_pending_age ON webhook_deliveries (pending_since) WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_job ON webhook_deliveries (job_id);
 CREATE INDEX webhook_deliveries_event ON webhook_deliveries (event_id);
 

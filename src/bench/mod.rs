@@ -5,6 +5,8 @@
 //! 2. Drain rate: M queued sends inserted set-wise, then workers with the throttle off (and the
 //!    rest of the delivery policy on, at its defaults).
 //! 3. Idle enqueue-to-gateway latency: a `serve` process, one send at a time.
+//! 4. (`webhooks`) The drain rate without and with one webhook subscription, and the delivery
+//!    rate to a local receiver.
 
 use std::{
     collections::HashMap,
@@ -22,6 +24,7 @@ mod fanout;
 mod gateway;
 mod profile;
 mod sends;
+mod webhooks;
 
 use self::{fanout::fanout, gateway::FakeGateway, sends::*};
 use crate::{
@@ -67,7 +70,14 @@ pub struct BenchArgs {
     /// Messages for the batch enqueue benchmark (1,000 per call, 8 callers).
     #[arg(long, default_value_t = 50_000)]
     pub batch_messages: usize,
-    /// Which parts to run: any of ceiling, enqueue, batch, drain, latency, throttle, fanout.
+    /// Sends per run of the webhook benchmark.
+    #[arg(long, default_value_t = 10_000)]
+    pub webhook_sends: usize,
+    /// Rounds of the webhook benchmark (each: a run without a subscription, then one with).
+    #[arg(long, default_value_t = 2)]
+    pub webhook_rounds: usize,
+    /// Which parts to run: any of ceiling, enqueue, batch, drain, latency, throttle, fanout,
+    /// webhooks.
     /// `ceiling` (PostgreSQL's own insert rates) runs first, and the enqueue figures are then
     /// also printed as a ratio to it.
     #[arg(
@@ -143,6 +153,10 @@ async fn bench(config: &Config, admin_url: &str, args: &BenchArgs) -> anyhow::Re
         ceiling = Some(measured?);
     }
     for part in args.only.iter().filter(|p| *p != "ceiling") {
+        if part == "webhooks" {
+            webhooks::webhooks(config, admin_url, &gateway, args).await?;
+            continue;
+        }
         if part == "fanout" {
             for &n in &args.vehicles {
                 fanout(config, admin_url, &gateway, n).await?;
@@ -172,7 +186,7 @@ async fn bench(config: &Config, admin_url: &str, args: &BenchArgs) -> anyhow::Re
             "latency" => idle_latency(config, &pool, &gateway, args).await,
             "throttle" => throttle_accuracy(&scratch.url, &pool, &gateway, args).await,
             other => Err(anyhow::anyhow!(
-                "unknown benchmark `{other}` (ceiling, enqueue, batch, drain, latency, throttle, fanout)"
+                "unknown benchmark `{other}` (ceiling, enqueue, batch, drain, latency, throttle, fanout, webhooks)"
             )),
         };
         pool.close().await;

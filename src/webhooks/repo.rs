@@ -374,7 +374,7 @@ async fn requeue(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<u64> {
         "WITH n AS (SELECT * FROM unnest($1::uuid[], $2::text[]) AS n(id, job_id)),
               old AS (SELECT d.id, d.job_id FROM webhook_deliveries d JOIN n ON n.id = d.id)
          UPDATE webhook_deliveries d SET job_id = n.job_id, status = 'pending', finished_at = NULL,
-                next_attempt_at = NULL, waiting = NULL
+                next_attempt_at = NULL, waiting = NULL, pending_since = now()
          FROM n, old WHERE d.id = n.id AND old.id = n.id
          RETURNING old.job_id",
     )
@@ -386,11 +386,14 @@ async fn requeue(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<u64> {
     queue::enqueue(conn, super::QUEUE, jobs).await
 }
 
-/// Subscriptions disabled, and the age of the oldest pending delivery (the sampler's gauges).
+/// Subscriptions disabled by their failures (`gone`, `failing`; not those an operator disabled),
+/// and the age of the oldest pending delivery, counted from when it was made or replayed (the
+/// sampler's gauges).
 pub async fn health(pool: &PgPool) -> sqlx::Result<(i64, f64)> {
     sqlx::query_as(
-        "SELECT (SELECT count(*) FROM webhook_subscriptions WHERE NOT enabled AND deleted_at IS NULL),
-                coalesce((SELECT extract(epoch FROM now() - min(created_at))::float8
+        "SELECT (SELECT count(*) FROM webhook_subscriptions
+                 WHERE NOT enabled AND deleted_at IS NULL AND disabled_reason IN ('gone', 'failing')),
+                coalesce((SELECT extract(epoch FROM now() - min(pending_since))::float8
                           FROM webhook_deliveries WHERE status = 'pending'), 0)",
     )
     .fetch_one(pool)

@@ -169,6 +169,10 @@ async fn a_410_disables_the_subscription_and_cancels_what_is_pending() {
     })
     .await;
     assert_eq!(s["disabled_reason"], "gone");
+    let (disabled, _) = bengkel_whatsapp::webhooks::repo::health(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(disabled, 1, "the disabled gauge counts it");
     app.wait_all_sent(Duration::from_secs(10)).await;
     // No delivery is left pending; the 410 one failed, the others were cancelled or failed.
     wait_until(Duration::from_secs(5), async || {
@@ -605,6 +609,10 @@ async fn the_subscriptions_api_checks_its_input_and_needs_role_ops() {
     assert_eq!(body["data"]["description"], Value::Null);
     assert_eq!(body["data"]["enabled"], false);
     assert_eq!(body["data"]["disabled_reason"], "manual");
+    let (disabled, _) = bengkel_whatsapp::webhooks::repo::health(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(disabled, 0, "an operator's disable is not an alert");
     let (status, body) = ops_call(
         &app,
         Method::PATCH,
@@ -700,9 +708,16 @@ async fn a_delivery_and_a_time_range_are_replayed_with_the_same_id_and_body() {
     // One delivery again.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let one = d[0]["id"].as_str().unwrap();
+    ops_call(&app, Method::POST, "/ops/queues/webhooks/pause", None).await;
     let (status, body) = ops_post(&app, &format!("/webhooks/deliveries/{one}/replay"), None).await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["data"]["replayed"], 1);
+    // Pending again, and as old as the replay (not as the delivery).
+    let (_, age) = bengkel_whatsapp::webhooks::repo::health(&app.db.pool)
+        .await
+        .unwrap();
+    assert!(age < 1.0, "the oldest pending delivery is {age} s old");
+    ops_call(&app, Method::POST, "/ops/queues/webhooks/resume", None).await;
     let got = receiver.wait_for(3, Duration::from_secs(10)).await;
     let again = &got[2];
     let original = first
