@@ -957,3 +957,57 @@ async fn kill_9_around_outcome_commits_gives_exactly_one_message_sent_per_sent_m
         by_id.len()
     );
 }
+
+#[tokio::test]
+async fn a_failed_and_an_expired_message_are_events_with_their_reasons() {
+    let app = app(&[("SEND_MAX_ATTEMPTS", "1")]).await;
+    let receiver = Receiver::start().await;
+    subscribe(
+        &app,
+        &receiver,
+        &["message.failed", "message.expired", "message.sent"],
+    )
+    .await;
+    app.gateway
+        .respond_times(
+            crate::helpers::gateway_error(500, json!({"success": false, "message": "down"})),
+            1,
+        )
+        .await;
+    let (_, body) = app
+        .send(json!({"to": "081200000010", "body": "fails"}))
+        .await;
+    let failed = id_of(&body);
+    // Waiting 10 minutes, then its deadline passes: the expiry sweep takes it.
+    let (_, body) = app
+        .send(json!({"to": "081200000011", "body": "too late", "delay": 600}))
+        .await;
+    let expired = id_of(&body);
+    sqlx::query("UPDATE messages SET expires_at = now() - interval '1 second' WHERE id = $1::uuid")
+        .bind(&expired)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let got = wait_until(Duration::from_secs(20), async || {
+        let got = receiver.received();
+        ready(got.len() >= 2, || format!("{} request(s)", got.len())).map(|_| got)
+    })
+    .await;
+    let by_type = |t: &str| got.iter().find(|r| r.event_type() == t).cloned();
+    let f = by_type("message.failed").expect("message.failed");
+    assert_eq!(f.json["data"]["message_id"], failed.as_str());
+    assert_eq!(f.json["data"]["attempts"], 1);
+    assert!(f.json["data"]["error_class"].is_string(), "{}", f.json);
+    assert!(f.json["data"]["last_error"].is_string(), "{}", f.json);
+    let e = by_type("message.expired").expect("message.expired");
+    assert_eq!(e.json["data"]["message_id"], expired.as_str());
+    assert!(
+        e.json["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("expired"),
+        "{}",
+        e.json
+    );
+    assert!(by_type("message.sent").is_none());
+}
