@@ -250,6 +250,37 @@ where
 pub struct QueryPairs(pub Vec<(String, String)>);
 
 impl QueryPairs {
+    /// An optional parameter read by `parse`; one it refuses adds `refused` (what it must be)
+    /// to `errors` under its name.
+    pub fn parsed<T>(
+        &self,
+        name: &str,
+        parse: impl FnOnce(&str) -> Option<T>,
+        refused: impl FnOnce() -> String,
+        errors: &mut Vec<FieldError>,
+    ) -> Option<T> {
+        let raw = self.get(name)?;
+        let value = parse(raw);
+        if value.is_none() {
+            errors.push(FieldError::new(name, refused()));
+        }
+        value
+    }
+
+    /// An optional RFC 3339 time; a problem is added to `errors`.
+    pub fn time(
+        &self,
+        name: &str,
+        errors: &mut Vec<FieldError>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.parsed(
+            name,
+            super::fields::rfc3339,
+            || super::fields::RFC3339.into(),
+            errors,
+        )
+    }
+
     /// An optional integer parameter within `range`; a problem is added to `errors`.
     pub fn int_opt(
         &self,

@@ -6,6 +6,16 @@ use serde_json::{Map, Value};
 use super::json::{nul_errors, walk_map};
 use crate::error::FieldError;
 
+/// What an RFC 3339 time field must be.
+pub const RFC3339: &str = "must be an RFC 3339 timestamp (2026-12-01T07:00:00+07:00)";
+
+/// An RFC 3339 time, in UTC.
+pub fn rfc3339(raw: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(raw)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
 /// Field readers that collect errors instead of stopping at the first one.
 pub struct Fields<'a> {
     map: &'a Map<String, Value>,
@@ -63,6 +73,16 @@ impl<'a> Fields<'a> {
                 None
             }
         }
+    }
+
+    /// An optional RFC 3339 time.
+    pub fn optional_time(&mut self, field: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+        let raw = self.optional_str(field)?;
+        let time = rfc3339(raw);
+        if time.is_none() {
+            self.error(field, RFC3339);
+        }
+        time
     }
 
     /// Whether the object has `field` at all (`null` included): a `PATCH` clears with `null`.

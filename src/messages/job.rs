@@ -55,13 +55,7 @@ pub async fn handle(
     worker: WorkerContext,
     ctx: Data<std::sync::Arc<SendContext>>,
 ) -> Result<(), BoxDynError> {
-    let run = Run {
-        job_id: task_id.to_string(),
-        worker: worker.name().to_owned(),
-        fetched_attempts: i32::try_from(attempt.current())
-            .unwrap_or(i32::MAX)
-            .saturating_sub(1),
-    };
+    let run = Run::of(&task_id, &attempt, &worker);
     let ctx: std::sync::Arc<SendContext> = (*ctx).clone();
     guarded(&ctx, run, |ctx, run| async move {
         execute(&ctx, run, payload).await

@@ -7,7 +7,6 @@ use axum::{
     response::Html,
     routing::{get, post},
 };
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
@@ -167,16 +166,12 @@ pub async fn jobs(
             None
         }
     });
-    let status = q.get("status").and_then(|raw| {
-        let state = JobState::parse(raw);
-        if state.is_none() {
-            errors.push(FieldError::new(
-                "status",
-                format!("must be one of {}", JobState::names()),
-            ));
-        }
-        state
-    });
+    let status = q.parsed(
+        "status",
+        JobState::parse,
+        || format!("must be one of {}", JobState::names()),
+        &mut errors,
+    );
     let message_id = q.get("message_id").and_then(|raw| {
         Uuid::parse_str(raw)
             .map_err(|_| errors.push(FieldError::new("message_id", "must be a message id (UUID)")))
@@ -306,18 +301,6 @@ pub struct Requeued {
     requeued: i64,
 }
 
-fn timestamp(f: &mut Fields<'_>, field: &str) -> Option<DateTime<Utc>> {
-    f.optional_str(field)
-        .and_then(|raw| match DateTime::parse_from_rfc3339(raw) {
-            Ok(t) => Some(t.with_timezone(&Utc)),
-            Err(_) => {
-                f.errors
-                    .push(FieldError::new(field, "must be an RFC 3339 timestamp"));
-                None
-            }
-        })
-}
-
 /// Bulk requeue: `{queue?, status: "failed", failed_after?, failed_before?, limit? (≤ 10000,
 /// default 1000)}` → `{requeued: n}` (oldest first; `cancelled` may be requeued the same way).
 #[utoipa::path(post, path = "/ops/jobs/requeue", operation_id = "requeue_jobs", tag = "ops",
@@ -335,8 +318,8 @@ pub async fn requeue_many(
     let status = f
         .optional_str("status")
         .map_or(Some(JobState::Failed), JobState::parse);
-    let failed_after = timestamp(&mut f, "failed_after");
-    let failed_before = timestamp(&mut f, "failed_before");
+    let failed_after = f.optional_time("failed_after");
+    let failed_before = f.optional_time("failed_before");
     let limit = f.optional_i64("limit");
     let mut errors = f.errors;
     if let Some(q) = &queue

@@ -16,6 +16,21 @@ pub struct Run {
 }
 
 impl Run {
+    /// The run apalis hands a handler: its task id, attempt (1-based) and worker.
+    pub fn of(
+        task_id: &apalis::prelude::TaskId,
+        attempt: &apalis::prelude::Attempt,
+        worker: &apalis::prelude::WorkerContext,
+    ) -> Self {
+        Self {
+            job_id: task_id.to_string(),
+            worker: worker.name().to_owned(),
+            fetched_attempts: i32::try_from(attempt.current())
+                .unwrap_or(i32::MAX)
+                .saturating_sub(1),
+        }
+    }
+
     /// The attempt number this run is (1-based), as apalis counts it.
     pub fn attempt(&self) -> i32 {
         self.fetched_attempts.saturating_add(1)

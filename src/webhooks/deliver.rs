@@ -80,13 +80,7 @@ pub async fn handle(
     worker: WorkerContext,
     ctx: Data<Arc<DeliveryContext>>,
 ) -> Result<(), BoxDynError> {
-    let run = Run {
-        job_id: task_id.to_string(),
-        worker: worker.name().to_owned(),
-        fetched_attempts: i32::try_from(attempt.current())
-            .unwrap_or(i32::MAX)
-            .saturating_sub(1),
-    };
+    let run = Run::of(&task_id, &attempt, &worker);
     let ctx: Arc<DeliveryContext> = (*ctx).clone();
     let in_flight = ctx.process.enter(&run.job_id);
     let task = tokio::spawn({

@@ -412,38 +412,21 @@ pub async fn deliveries(
 ) -> AppResult<Reply<DeliveryPage>> {
     let id = subscription_id(&raw)?;
     let mut errors = Vec::new();
-    let status = q.get("status").and_then(|s| {
-        let parsed = DeliveryStatus::parse(s);
-        if parsed.is_none() {
-            errors.push(FieldError::new(
-                "status",
-                "must be pending, succeeded, failed or cancelled",
-            ));
-        }
-        parsed
-    });
-    let event_type = q.get("type").and_then(|s| {
-        let parsed = EventType::parse(s);
-        if parsed.is_none() {
-            errors.push(FieldError::new(
-                "type",
-                format!("unknown event type; known: {}", EventType::names()),
-            ));
-        }
-        parsed
-    });
-    let since = time_param(&q, "since", &mut errors);
+    let status = q.parsed("status", DeliveryStatus::parse, status_rule, &mut errors);
+    let event_type = q.parsed(
+        "type",
+        EventType::parse,
+        || format!("unknown event type; known: {}", EventType::names()),
+        &mut errors,
+    );
+    let since = q.time("since", &mut errors);
     let limit = q.limit(&mut errors);
-    let before_seq = q.get("cursor").and_then(|c| match c.parse::<i64>() {
-        Ok(seq) if seq > 0 => Some(seq),
-        _ => {
-            errors.push(FieldError::new(
-                "cursor",
-                "is not a cursor returned by this endpoint",
-            ));
-            None
-        }
-    });
+    let before_seq = q.parsed(
+        "cursor",
+        |c| c.parse::<i64>().ok().filter(|seq| *seq > 0),
+        || "is not a cursor returned by this endpoint".into(),
+        &mut errors,
+    );
     if !errors.is_empty() {
         return Err(AppError::Validation(errors));
     }
@@ -468,18 +451,8 @@ pub async fn deliveries(
     ))
 }
 
-fn time_param(q: &QueryPairs, name: &str, errors: &mut Vec<FieldError>) -> Option<DateTime<Utc>> {
-    let raw = q.get(name)?;
-    match DateTime::parse_from_rfc3339(raw) {
-        Ok(t) => Some(t.with_timezone(&Utc)),
-        Err(_) => {
-            errors.push(FieldError::new(
-                name,
-                "must be an RFC 3339 time (2026-12-01T07:00:00+07:00)",
-            ));
-            None
-        }
-    }
+fn status_rule() -> String {
+    "must be pending, succeeded, failed or cancelled".into()
 }
 
 /// The answer of a replay.
@@ -555,28 +528,17 @@ pub async fn replay_range(
 ) -> AppResult<Reply<Replayed>> {
     let id = subscription_id(&raw)?;
     let mut f = Fields::new(&body);
-    let since = f.required_str("since");
-    let until = f.optional_str("until");
+    let since = f.optional_time("since");
+    if since.is_none() && !f.errors.iter().any(|e| e.field == "since") {
+        f.errors.push(FieldError::new("since", "is required"));
+    }
+    let until = f.optional_time("until");
     let status = f.optional_str("status");
     let mut errors = f.errors;
-    let mut time = |name: &str, raw: Option<&str>| {
-        raw.and_then(|r| match DateTime::parse_from_rfc3339(r) {
-            Ok(t) => Some(t.with_timezone(&Utc)),
-            Err(_) => {
-                errors.push(FieldError::new(name, "must be an RFC 3339 time"));
-                None
-            }
-        })
-    };
-    let since = time("since", since);
-    let until = time("until", until);
     let status = status.and_then(|s| {
         let parsed = DeliveryStatus::parse(s);
         if parsed.is_none() {
-            errors.push(FieldError::new(
-                "status",
-                "must be pending, succeeded, failed or cancelled",
-            ));
+            errors.push(FieldError::new("status", status_rule()));
         }
         parsed
     });

@@ -57,6 +57,18 @@ async fn deliveries(app: &TestApp, sub: &str, query: &str) -> Vec<Value> {
         .clone()
 }
 
+/// The subscription's deliveries once the newest has an attempt.
+async fn first_attempted(app: &TestApp, sub: &str) -> Vec<Value> {
+    wait_until(Duration::from_secs(10), async || {
+        let d = deliveries(app, sub, "").await;
+        let attempted = d
+            .first()
+            .is_some_and(|d| !d["attempts"].as_array().unwrap().is_empty());
+        ready(attempted, || format!("{d:?}")).map(|_| d)
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_sent_message_is_posted_signed_and_a_changed_byte_fails_verification() {
     let app = app(&[]).await;
@@ -201,16 +213,7 @@ async fn a_redirect_is_not_followed() {
     receiver.always(Answer::Redirect("/elsewhere"));
     let sub = subscribe(&app, &receiver, &["webhook.test"]).await;
     ops_post(&app, &format!("/webhooks/{sub}/test"), None).await;
-    let d = wait_until(Duration::from_secs(10), async || {
-        let d = deliveries(&app, &sub, "").await;
-        ready(
-            d.first()
-                .is_some_and(|d| !d["attempts"].as_array().unwrap().is_empty()),
-            || format!("{d:?}"),
-        )
-        .map(|_| d)
-    })
-    .await;
+    let d = first_attempted(&app, &sub).await;
     let attempt = &d[0]["attempts"][0];
     assert_eq!(attempt["class"], "redirect");
     assert_eq!(attempt["http_status"], 302);
@@ -256,16 +259,7 @@ async fn a_name_that_resolves_to_loopback_is_blocked_at_connect_time() {
     assert_eq!(status, 201, "{body}");
     let sub = body["data"]["id"].as_str().unwrap().to_owned();
     ops_post(&app, &format!("/webhooks/{sub}/test"), None).await;
-    let d = wait_until(Duration::from_secs(10), async || {
-        let d = deliveries(&app, &sub, "").await;
-        ready(
-            d.first()
-                .is_some_and(|d| !d["attempts"].as_array().unwrap().is_empty()),
-            || format!("{d:?}"),
-        )
-        .map(|_| d)
-    })
-    .await;
+    let d = first_attempted(&app, &sub).await;
     assert_eq!(d[0]["attempts"][0]["class"], "blocked", "{d:?}");
     assert!(receiver.received().is_empty());
 }
@@ -442,6 +436,12 @@ async fn cancels_opt_outs_and_a_finished_batch_are_events() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
+    // A send to the opted-out number is stored cancelled: an event too.
+    let (status, body) = app
+        .send(json!({"to": "081200000002", "body": "after the opt-out"}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let stored_cancelled = id_of(&body);
     // A batch of two: one `batch.finished` after both are sent.
     let (status, body) = app
         .call(app.post("/whatsapp/send-batch").json(&json!({"messages": [
@@ -456,7 +456,7 @@ async fn cancels_opt_outs_and_a_finished_batch_are_events() {
         let got = receiver.received();
         let n = |t: &str| got.iter().filter(|r| r.event_type() == t).count();
         ready(
-            n("batch.finished") == 1 && n("message.sent") == 2 && n("message.cancelled") == 2,
+            n("batch.finished") == 1 && n("message.sent") == 2 && n("message.cancelled") == 3,
             || {
                 format!(
                     "{:?}",
@@ -476,7 +476,7 @@ async fn cancels_opt_outs_and_a_finished_batch_are_events() {
             .collect::<Vec<_>>()
     };
     let cancels = of("message.cancelled");
-    assert_eq!(cancels.len(), 2, "{cancels:?}");
+    assert_eq!(cancels.len(), 3, "{cancels:?}");
     let reason_of = |id: &str| {
         cancels
             .iter()
@@ -485,6 +485,10 @@ async fn cancels_opt_outs_and_a_finished_batch_are_events() {
     };
     assert_eq!(reason_of(&cancelled), Some(json!("cancelled")));
     assert_eq!(reason_of(&opted), Some(json!("recipient opted out")));
+    assert_eq!(
+        reason_of(&stored_cancelled),
+        Some(json!("recipient opted out"))
+    );
     let optout = of("optout.created");
     assert_eq!(optout.len(), 1);
     assert_eq!(optout[0].json["data"]["phone"], "6281200000002");
