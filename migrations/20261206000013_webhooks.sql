@@ -134,3 +134,90 @@ CREATE TABLE batch_progress (
     open        integer     NOT NULL,
     finished_at timestamptz
 );
+
+-- A delivery job's claim (`webhooks::deliver::claim`), in one round trip, under its
+-- subscription's lock so that the in-flight count is exact across processes. `outcome`:
+-- `gone` (no such delivery), `stale` (a replay gave it a new job, or it is finished),
+-- `cancelled` (its subscription is disabled or deleted: now cancelled), `order` (an earlier event
+-- of its message is pending: look again at `until`), `capacity` (`p_max` in flight: at `until`),
+-- or `claimed` (in flight until now() + p_lease; the event and where to send it).
+CREATE FUNCTION webhook_claim(p_delivery uuid, p_job text, p_lease interval, p_max integer)
+RETURNS TABLE (outcome text, until timestamptz, attempts integer, subscription_id uuid,
+               message_id uuid, event_id text, event_type text, data jsonb,
+               event_at timestamptz, url text, secret text, previous_secret text)
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+DECLARE
+    sub uuid;
+    d record;
+    live boolean;
+    busy integer;
+    free_at timestamptz;
+    e_next timestamptz;
+    e_lease timestamptz;
+BEGIN
+    SELECT wd.subscription_id INTO sub FROM webhook_deliveries wd WHERE wd.id = p_delivery;
+    IF NOT FOUND THEN
+        outcome := 'gone';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtextextended('webhook-subscription:' || sub::text, 0));
+    SELECT wd.status, wd.job_id, wd.seq, wd.message_id INTO d
+    FROM webhook_deliveries wd WHERE wd.id = p_delivery FOR UPDATE;
+    IF d.job_id <> p_job OR d.status <> 'pending' THEN
+        outcome := CASE WHEN d.status = 'cancelled' THEN 'cancelled' ELSE 'stale' END;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    SELECT ws.enabled AND ws.deleted_at IS NULL INTO live
+    FROM webhook_subscriptions ws WHERE ws.id = sub;
+    IF NOT coalesce(live, false) THEN
+        UPDATE webhook_deliveries SET status = 'cancelled', finished_at = now(), waiting = NULL,
+               in_flight_until = NULL, next_attempt_at = NULL
+        WHERE id = p_delivery;
+        outcome := 'cancelled';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    IF d.message_id IS NOT NULL THEN
+        SELECT wd.next_attempt_at, wd.in_flight_until INTO e_next, e_lease
+        FROM webhook_deliveries wd
+        WHERE wd.subscription_id = sub AND wd.message_id = d.message_id AND wd.seq < d.seq
+          AND wd.status = 'pending'
+        ORDER BY wd.seq LIMIT 1;
+        IF FOUND THEN
+            UPDATE webhook_deliveries SET waiting = 'order' WHERE id = p_delivery;
+            outcome := 'order';
+            until := greatest(coalesce(e_next, e_lease, now() + p_lease), now()) + interval '100 milliseconds';
+            RETURN NEXT;
+            RETURN;
+        END IF;
+    END IF;
+    SELECT count(*), min(wd.in_flight_until) INTO busy, free_at
+    FROM webhook_deliveries wd
+    WHERE wd.subscription_id = sub AND wd.in_flight_until > now() AND wd.id <> p_delivery;
+    IF busy >= p_max THEN
+        UPDATE webhook_deliveries SET waiting = 'capacity' WHERE id = p_delivery;
+        outcome := 'capacity';
+        subscription_id := sub;
+        until := coalesce(free_at, now() + interval '1 second');
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    RETURN QUERY
+    WITH claimed AS (
+        UPDATE webhook_deliveries SET in_flight_until = now() + p_lease, waiting = NULL,
+               attempts = webhook_deliveries.attempts + 1
+        WHERE id = p_delivery
+        RETURNING webhook_deliveries.attempts, webhook_deliveries.message_id,
+                  webhook_deliveries.event_id
+    )
+    SELECT 'claimed'::text, NULL::timestamptz, c.attempts, sub, c.message_id, e.id, e.type,
+           e.data, e.created_at, s.url, s.secret,
+           CASE WHEN s.previous_secret_until > now() THEN s.previous_secret END
+    FROM claimed c
+    JOIN webhook_events e ON e.id = c.event_id
+    JOIN webhook_subscriptions s ON s.id = sub;
+END
+$$;

@@ -36,6 +36,7 @@ pub struct DeliveryContext {
     pub settings: Settings,
     pub client: reqwest::Client,
     pub process: Process,
+    pub waiters: Waiters,
 }
 
 impl DeliveryContext {
@@ -46,6 +47,7 @@ impl DeliveryContext {
             settings,
             client,
             process,
+            waiters: Waiters::default(),
         })
     }
 
@@ -126,7 +128,7 @@ async fn settle_alone(pool: &PgPool, run: Run, verdict: Verdict) -> Result<(), D
 }
 
 /// A delivery handed to this run.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct Claimed {
     pub id: Uuid,
     pub subscription_id: Uuid,
@@ -142,173 +144,170 @@ pub struct Claimed {
     pub previous_secret: Option<String>,
 }
 
+/// What `webhook_claim` (migrations/20261206000013_webhooks.sql) answers.
 #[derive(sqlx::FromRow)]
-struct Row {
-    status: String,
-    job_id: String,
-    seq: i64,
+struct ClaimRow {
+    outcome: String,
+    until: Option<DateTime<Utc>>,
+    attempts: Option<i32>,
+    subscription_id: Option<Uuid>,
     message_id: Option<Uuid>,
-    subscription_id: Uuid,
-    live: bool,
+    event_id: Option<String>,
+    event_type: Option<String>,
+    data: Option<Value>,
+    event_at: Option<DateTime<Utc>>,
+    url: Option<String>,
+    secret: Option<String>,
+    previous_secret: Option<String>,
 }
 
-/// Hands the delivery to this run, or ends the run (settled) and returns `None`.
+impl ClaimRow {
+    fn claimed(self, id: Uuid) -> Option<Claimed> {
+        Some(Claimed {
+            id,
+            subscription_id: self.subscription_id?,
+            message_id: self.message_id,
+            attempts: self.attempts?,
+            event_id: self.event_id?,
+            event_type: self.event_type?,
+            data: self.data?,
+            event_at: self.event_at?,
+            url: self.url?,
+            secret: self.secret?,
+            previous_secret: self.previous_secret,
+        })
+    }
+}
+
+/// How long a run whose subscription has [`MAX_IN_FLIGHT`] deliveries in flight waits in this
+/// process for one of them to finish (woken by [`Waiters::finished`]) before it snoozes.
+const CAPACITY_WAIT: Duration = Duration::from_secs(2);
+
+/// Runs waiting in this process for a slot of their subscription: at most [`MAX_IN_FLIGHT`]
+/// per subscription (more snooze at once), so that one slow receiver holds at most that many
+/// worker slots beside its deliveries in flight.
+#[derive(Default)]
+pub struct Waiters {
+    waiting: std::sync::Mutex<std::collections::HashMap<Uuid, (Arc<tokio::sync::Notify>, i64)>>,
+}
+
+/// A place among a subscription's waiters; leaves it when dropped.
+struct Waiting<'a> {
+    waiters: &'a Waiters,
+    subscription_id: Uuid,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl Waiters {
+    fn enter(&self, subscription_id: Uuid) -> Option<Waiting<'_>> {
+        let mut map = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = map.entry(subscription_id).or_default();
+        if entry.1 >= MAX_IN_FLIGHT {
+            return None;
+        }
+        entry.1 += 1;
+        Some(Waiting {
+            waiters: self,
+            subscription_id,
+            notify: entry.0.clone(),
+        })
+    }
+
+    /// A delivery of `subscription_id` finished here: one waiter may try again.
+    pub fn finished(&self, subscription_id: Uuid) {
+        let map = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((notify, _)) = map.get(&subscription_id) {
+            notify.notify_one();
+        }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut map = self
+            .waiters
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = map.get_mut(&self.subscription_id) {
+            entry.1 -= 1;
+            if entry.1 <= 0 {
+                map.remove(&self.subscription_id);
+            }
+        }
+    }
+}
+
+/// Hands the delivery to this run, or ends the run (settled) and returns `None`. A run that
+/// finds its subscription's slots taken waits here for one (up to [`CAPACITY_WAIT`]) before it
+/// snoozes: a snooze costs a fetch and a claim more, and a burst to one receiver would spend
+/// most of its work on them.
 async fn claim(
     ctx: &DeliveryContext,
     run: &Run,
     delivery_id: Uuid,
 ) -> Result<Option<Claimed>, DeliveryError> {
-    let mut tx = ctx.pool.begin().await?;
-    // Claims of one subscription's deliveries take turns, so that the in-flight count is exact
-    // across processes.
-    let locked: Option<Uuid> =
-        sqlx::query_scalar("SELECT subscription_id FROM webhook_deliveries WHERE id = $1")
-            .bind(delivery_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let Some(subscription_id) = locked else {
-        let verdict = Verdict::Fail {
-            attempts: run.attempt(),
-            reason: "its delivery no longer exists".into(),
-        };
-        queue::settle(&mut tx, &[(run.clone(), verdict)]).await?;
-        tx.commit().await?;
-        return Ok(None);
-    };
-    sqlx::query(
-        "SELECT pg_advisory_xact_lock(hashtextextended('webhook-subscription:' || $1::text, 0))",
-    )
-    .bind(subscription_id)
-    .execute(&mut *tx)
-    .await?;
-    let row: Row = sqlx::query_as(
-        "SELECT d.status, d.job_id, d.seq, d.message_id, d.subscription_id,
-                (s.enabled AND s.deleted_at IS NULL) AS live
-         FROM webhook_deliveries d JOIN webhook_subscriptions s ON s.id = d.subscription_id
-         WHERE d.id = $1 FOR UPDATE OF d",
-    )
-    .bind(delivery_id)
-    .fetch_one(&mut *tx)
-    .await?;
-    let end = |verdict: Verdict| vec![(run.clone(), verdict)];
-    if row.job_id != run.job_id || row.status != "pending" {
-        // A replay gave the delivery a new job, or it was finished meanwhile: this run is over.
-        let verdict = if row.status == "cancelled" {
-            Verdict::Cancelled {
-                attempts: run.fetched_attempts,
-            }
-        } else {
-            Verdict::Complete {
-                attempts: run.fetched_attempts,
-            }
-        };
-        queue::settle(&mut tx, &end(verdict)).await?;
-        tx.commit().await?;
-        return Ok(None);
-    }
-    if !row.live {
-        sqlx::query(
-            "UPDATE webhook_deliveries SET status = 'cancelled', finished_at = now(), waiting = NULL,
-                    in_flight_until = NULL, next_attempt_at = NULL
-             WHERE id = $1",
-        )
-        .bind(delivery_id)
-        .execute(&mut *tx)
-        .await?;
-        let verdict = Verdict::Cancelled {
-            attempts: run.fetched_attempts,
-        };
-        queue::settle(&mut tx, &end(verdict)).await?;
-        tx.commit().await?;
-        return Ok(None);
-    }
-    if let Some(until) = earlier_pending(&mut tx, &row, ctx.lease()).await? {
-        wait(&mut tx, run, delivery_id, "order", until).await?;
-        tx.commit().await?;
-        return Ok(None);
-    }
-    let (busy, free_at): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
-        "SELECT count(*), min(in_flight_until) FROM webhook_deliveries
-         WHERE subscription_id = $1 AND in_flight_until > now() AND id <> $2",
-    )
-    .bind(row.subscription_id)
-    .bind(delivery_id)
-    .fetch_one(&mut *tx)
-    .await?;
-    if busy >= MAX_IN_FLIGHT {
-        let until = free_at.unwrap_or_else(|| Utc::now() + TimeDelta::seconds(1));
-        wait(&mut tx, run, delivery_id, "capacity", until).await?;
-        tx.commit().await?;
-        return Ok(None);
-    }
     let lease = TimeDelta::from_std(ctx.lease()).unwrap_or(TimeDelta::seconds(60));
-    let claimed: Claimed = sqlx::query_as(
-        "WITH d AS (
-            UPDATE webhook_deliveries SET in_flight_until = now() + $2, waiting = NULL,
-                   attempts = attempts + 1
-            WHERE id = $1
-            RETURNING id, subscription_id, message_id, attempts, event_id
-         )
-         SELECT d.id, d.subscription_id, d.message_id, d.attempts, d.event_id,
-                e.type AS event_type, e.data, e.created_at AS event_at, s.url, s.secret,
-                CASE WHEN s.previous_secret_until > now() THEN s.previous_secret END AS previous_secret
-         FROM d JOIN webhook_events e ON e.id = d.event_id
-                JOIN webhook_subscriptions s ON s.id = d.subscription_id",
-    )
-    .bind(delivery_id)
-    .bind(lease)
-    .fetch_one(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(Some(claimed))
-}
-
-/// When an earlier event of the same message is still pending for this subscription: when to
-/// look again (its retry, or the end of its lease; it wakes this one when it finishes).
-async fn earlier_pending(
-    conn: &mut PgConnection,
-    row: &Row,
-    lease: Duration,
-) -> sqlx::Result<Option<DateTime<Utc>>> {
-    let Some(message_id) = row.message_id else {
+    let deadline = Instant::now() + CAPACITY_WAIT;
+    let mut waiting: Option<Waiting<'_>> = None;
+    loop {
+        let row: ClaimRow = sqlx::query_as("SELECT * FROM webhook_claim($1, $2, $3, $4)")
+            .bind(delivery_id)
+            .bind(&run.job_id)
+            .bind(lease)
+            .bind(MAX_IN_FLIGHT as i32)
+            .fetch_one(&ctx.pool)
+            .await?;
+        let verdict = match row.outcome.as_str() {
+            "claimed" => {
+                let claimed = row.claimed(delivery_id);
+                if claimed.is_some() {
+                    return Ok(claimed);
+                }
+                Verdict::Fail {
+                    attempts: run.attempt(),
+                    reason: "its event or subscription is missing".into(),
+                }
+            }
+            "capacity" => {
+                if let (None, Some(sub)) = (&waiting, row.subscription_id) {
+                    waiting = ctx.waiters.enter(sub);
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if let Some(w) = waiting.as_ref().filter(|_| !left.is_zero()) {
+                    let _ = tokio::time::timeout(left, w.notify.notified()).await;
+                    continue;
+                }
+                let until = row
+                    .until
+                    .unwrap_or_else(|| Utc::now() + TimeDelta::seconds(1));
+                queue::snooze(
+                    until,
+                    "webhook delivery waits for a slot of its subscription",
+                )
+            }
+            "order" => {
+                let until = row.until.unwrap_or_else(|| Utc::now() + lease);
+                queue::snooze(
+                    until,
+                    "webhook delivery waits for an earlier event of its message",
+                )
+            }
+            "cancelled" => Verdict::Cancelled {
+                attempts: run.fetched_attempts,
+            },
+            // A replay gave the delivery a new job, or it was finished meanwhile.
+            "stale" => Verdict::Complete {
+                attempts: run.fetched_attempts,
+            },
+            _ => Verdict::Fail {
+                attempts: run.attempt(),
+                reason: "its delivery no longer exists".into(),
+            },
+        };
+        settle_alone(&ctx.pool, run.clone(), verdict).await?;
         return Ok(None);
-    };
-    type Times = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
-    let earlier: Option<Times> = sqlx::query_as(
-        "SELECT next_attempt_at, in_flight_until FROM webhook_deliveries
-         WHERE subscription_id = $1 AND message_id = $2 AND seq < $3 AND status = 'pending'
-         ORDER BY seq LIMIT 1",
-    )
-    .bind(row.subscription_id)
-    .bind(message_id)
-    .bind(row.seq)
-    .fetch_optional(conn)
-    .await?;
-    Ok(earlier.map(|(next, lease_end)| {
-        let fallback = Utc::now() + TimeDelta::from_std(lease).unwrap_or(TimeDelta::seconds(60));
-        next.or(lease_end).map_or(fallback, |t| {
-            t.max(Utc::now()) + TimeDelta::milliseconds(100)
-        })
-    }))
-}
-
-/// Snoozes this run (no attempt spent) until `until`, noting why, so that whoever frees the way
-/// wakes it.
-async fn wait(
-    conn: &mut PgConnection,
-    run: &Run,
-    delivery_id: Uuid,
-    why: &str,
-    until: DateTime<Utc>,
-) -> sqlx::Result<()> {
-    sqlx::query("UPDATE webhook_deliveries SET waiting = $2 WHERE id = $1")
-        .bind(delivery_id)
-        .bind(why)
-        .execute(&mut *conn)
-        .await?;
-    let verdict = queue::snooze(until, format!("webhook delivery waits ({why})"));
-    queue::settle(conn, &[(run.clone(), verdict)]).await?;
-    Ok(())
+    }
 }
 
 /// What one HTTP attempt gave.
@@ -448,7 +447,9 @@ enum Next {
     Failed,
 }
 
-/// Records the attempt and its consequences in one transaction.
+/// Records the attempt and its consequences in one transaction: the attempt, the delivery's
+/// state, a success on the subscription and the deliveries to wake in one statement; on a
+/// failure the subscription's failure state (and its disabling); the job's verdict.
 async fn record(
     ctx: &DeliveryContext,
     run: &Run,
@@ -470,12 +471,39 @@ async fn record(
             None => Next::Failed,
         },
     };
+    let (status, next_at) = match next {
+        Next::Succeeded => ("succeeded", None),
+        Next::RetryAt(at) => ("pending", Some(at)),
+        Next::Failed => ("failed", None),
+    };
+    let ok = attempted.class == AttemptClass::Ok;
+    let retrying = matches!(next, Next::RetryAt(_));
     let mut tx = ctx.pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO webhook_attempts (delivery_id, attempt, at, http_status, class, duration_ms,
-                                       response_excerpt)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
-         ON CONFLICT DO NOTHING",
+    // The next event of its message waits while this one is to be retried.
+    let mut wake: Vec<String> = sqlx::query_scalar(
+        "WITH a AS (
+            INSERT INTO webhook_attempts (delivery_id, attempt, at, http_status, class, duration_ms,
+                                          response_excerpt)
+            VALUES ($1, $2, $3, $4, $5, $6, $7)
+            ON CONFLICT DO NOTHING
+         ), d AS (
+            UPDATE webhook_deliveries SET status = $8, next_attempt_at = $9, in_flight_until = NULL,
+                   finished_at = CASE WHEN $8 = 'pending' THEN NULL ELSE now() END
+            WHERE id = $1 AND job_id = $10
+         ), s AS (
+            UPDATE webhook_subscriptions SET last_success_at = now(), failing_since = NULL
+            WHERE $11 AND id = $12
+              AND (failing_since IS NOT NULL OR last_success_at IS NULL
+                   OR last_success_at < now() - interval '1 second')
+         )
+         (SELECT job_id FROM webhook_deliveries
+          WHERE subscription_id = $12 AND message_id = $13 AND status = 'pending' AND NOT $14
+            AND waiting = 'order' AND id <> $1
+          ORDER BY seq LIMIT 1)
+         UNION ALL
+         (SELECT job_id FROM webhook_deliveries
+          WHERE subscription_id = $12 AND status = 'pending' AND waiting = 'capacity'
+          ORDER BY seq LIMIT 1)",
     )
     .bind(claimed.id)
     .bind(claimed.attempts)
@@ -484,23 +512,14 @@ async fn record(
     .bind(attempted.class)
     .bind(i32::try_from(attempted.duration.as_millis()).unwrap_or(i32::MAX))
     .bind(&attempted.excerpt)
-    .execute(&mut *tx)
-    .await?;
-    let (status, next_at) = match next {
-        Next::Succeeded => ("succeeded", None),
-        Next::RetryAt(at) => ("pending", Some(at)),
-        Next::Failed => ("failed", None),
-    };
-    sqlx::query(
-        "UPDATE webhook_deliveries SET status = $2, next_attempt_at = $3, in_flight_until = NULL,
-                finished_at = CASE WHEN $2 = 'pending' THEN NULL ELSE now() END
-         WHERE id = $1 AND job_id = $4",
-    )
-    .bind(claimed.id)
     .bind(status)
     .bind(next_at)
     .bind(&run.job_id)
-    .execute(&mut *tx)
+    .bind(ok)
+    .bind(claimed.subscription_id)
+    .bind(claimed.message_id)
+    .bind(retrying)
+    .fetch_all(&mut *tx)
     .await?;
     let mut verdict = match next {
         Next::Succeeded => Verdict::Complete {
@@ -516,59 +535,33 @@ async fn record(
             reason: format!("webhook delivery failed: {}", attempted.class.as_str()),
         },
     };
-    let disabled = match attempted.class {
-        AttemptClass::Ok => {
+    let disabled = if ok {
+        None
+    } else {
+        failed(ctx, &mut tx, claimed, attempted.class).await?
+    };
+    if disabled.is_some() {
+        // Its subscription is disabled: nothing of it is woken, and this delivery, if it was to be
+        // retried, is cancelled with the others.
+        wake.clear();
+        if retrying {
             sqlx::query(
-                "UPDATE webhook_subscriptions SET last_success_at = now(), failing_since = NULL
-                 WHERE id = $1 AND (failing_since IS NOT NULL OR last_success_at IS NULL
-                                    OR last_success_at < now() - interval '1 second')",
+                "UPDATE webhook_deliveries SET status = 'cancelled', finished_at = now(),
+                        next_attempt_at = NULL
+                 WHERE id = $1",
             )
-            .bind(claimed.subscription_id)
+            .bind(claimed.id)
             .execute(&mut *tx)
             .await?;
-            None
+            verdict = Verdict::Cancelled {
+                attempts: run.attempt(),
+            };
         }
-        AttemptClass::Gone => {
-            disable(&mut tx, claimed.subscription_id, DisabledReason::Gone).await?
-        }
-        _ => {
-            let failing_since: Option<DateTime<Utc>> = sqlx::query_scalar(
-                "UPDATE webhook_subscriptions SET failing_since = coalesce(failing_since, now())
-                 WHERE id = $1 RETURNING failing_since",
-            )
-            .bind(claimed.subscription_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let limit = TimeDelta::from_std(ctx.settings.disable_after).unwrap_or(TimeDelta::MAX);
-            if failing_since.is_some_and(|since| Utc::now() - since >= limit) {
-                disable(&mut tx, claimed.subscription_id, DisabledReason::Failing).await?
-            } else {
-                None
-            }
-        }
-    };
-    if disabled.is_some() && matches!(next, Next::RetryAt(_)) {
-        // Its subscription is disabled: this delivery is cancelled with the others.
-        sqlx::query(
-            "UPDATE webhook_deliveries SET status = 'cancelled', finished_at = now(),
-                    next_attempt_at = NULL
-             WHERE id = $1",
-        )
-        .bind(claimed.id)
-        .execute(&mut *tx)
-        .await?;
-        verdict = Verdict::Cancelled {
-            attempts: run.attempt(),
-        };
     }
-    wake_next(
-        &mut tx,
-        claimed,
-        matches!(next, Next::RetryAt(_)) && disabled.is_none(),
-    )
-    .await?;
+    queue::wake(&mut tx, &wake).await?;
     queue::settle(&mut tx, &[(run.clone(), verdict)]).await?;
     tx.commit().await?;
+    ctx.waiters.finished(claimed.subscription_id);
     metrics::counter!("bengkel_webhook_attempts_total", "class" => attempted.class.as_str())
         .increment(1);
     metrics::histogram!("bengkel_webhook_attempt_duration_seconds")
@@ -581,6 +574,32 @@ async fn record(
         );
     }
     Ok(())
+}
+
+/// A failed attempt on the subscription: failing since its first failure after a success;
+/// disabled on `410`, or when failing for `WEBHOOK_DISABLE_AFTER`. Returns why, when it was.
+async fn failed(
+    ctx: &DeliveryContext,
+    conn: &mut PgConnection,
+    claimed: &Claimed,
+    class: AttemptClass,
+) -> sqlx::Result<Option<DisabledReason>> {
+    if class == AttemptClass::Gone {
+        return disable(conn, claimed.subscription_id, DisabledReason::Gone).await;
+    }
+    let failing_since: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "UPDATE webhook_subscriptions SET failing_since = coalesce(failing_since, now())
+         WHERE id = $1 RETURNING failing_since",
+    )
+    .bind(claimed.subscription_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let limit = TimeDelta::from_std(ctx.settings.disable_after).unwrap_or(TimeDelta::MAX);
+    if failing_since.is_some_and(|since| Utc::now() - since >= limit) {
+        disable(conn, claimed.subscription_id, DisabledReason::Failing).await
+    } else {
+        Ok(None)
+    }
 }
 
 /// Disables a subscription and cancels its pending deliveries (their waiting jobs too).
@@ -616,28 +635,6 @@ pub async fn cancel_pending(conn: &mut PgConnection, subscription_id: Uuid) -> s
     .await?;
     queue::cancel_waiting_many(conn, &jobs).await?;
     Ok(jobs.len() as u64)
-}
-
-/// Wakes what this delivery's attempt held up: the next event of its message (unless this one
-/// is to be retried: the next must keep waiting), and one delivery waiting for a slot.
-async fn wake_next(conn: &mut PgConnection, claimed: &Claimed, retrying: bool) -> sqlx::Result<()> {
-    let jobs: Vec<String> = sqlx::query_scalar(
-        "(SELECT job_id FROM webhook_deliveries
-          WHERE subscription_id = $1 AND message_id = $2 AND status = 'pending' AND NOT $3
-            AND waiting = 'order'
-          ORDER BY seq LIMIT 1)
-         UNION ALL
-         (SELECT job_id FROM webhook_deliveries
-          WHERE subscription_id = $1 AND status = 'pending' AND waiting = 'capacity'
-          ORDER BY seq LIMIT 1)",
-    )
-    .bind(claimed.subscription_id)
-    .bind(claimed.message_id)
-    .bind(retrying)
-    .fetch_all(&mut *conn)
-    .await?;
-    queue::wake(conn, &jobs).await?;
-    Ok(())
 }
 
 #[cfg(test)]
