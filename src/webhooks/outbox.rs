@@ -28,6 +28,9 @@ pub struct DeliveryJob {
 /// their deliveries and their jobs (`$1` = [`JOB_MAX_ATTEMPTS`]). Returns the events written, per type.
 macro_rules! deliver_ctes {
     () => {
+        deliver_ctes!(" SELECT e.type, count(*) FROM e GROUP BY e.type")
+    };
+    ($select:literal) => {
         concat!(
             ", e AS (
                 INSERT INTO webhook_events (id, type, message_id, data)
@@ -46,7 +49,7 @@ macro_rules! deliver_ctes {
                 "'webhooks'",
                 "convert_to('{\"delivery_id\":\"' || d.id || '\"}', 'UTF8')"
             ),
-            " SELECT e.type, count(*) FROM e GROUP BY e.type"
+            $select
         )
     };
 }
@@ -179,38 +182,21 @@ pub async fn message_changes(conn: &mut PgConnection, changes: &[Change]) -> sql
         return Ok(0);
     }
     let (ids, statuses, _) = crate::messages::change_columns(changes);
-    // The batches whose last open message this was. Its own statement: updating a batch's row
-    // waits for a concurrent transaction that updated it first, and the counts read below, in
-    // the next statement, then see that transaction's messages too.
-    let progress: Vec<(Uuid, i32)> = sqlx::query_as(
-        "WITH c AS (
-            SELECT * FROM unnest($1::uuid[], $2::text[]) AS c(message_id, status)
-         ), batches AS (
-            SELECT m.batch_id,
-                   sum(CASE WHEN c.status = 'queued' THEN -1 ELSE 1 END)::int AS closed
-            FROM c JOIN messages m ON m.id = c.message_id
-            WHERE m.batch_id IS NOT NULL
-            GROUP BY m.batch_id
-         )
-         UPDATE batch_progress p SET
-             open = p.open - b.closed,
-             finished_at = CASE WHEN p.open - b.closed <= 0 THEN now() END
-         FROM batches b WHERE p.batch_id = b.batch_id
-         RETURNING p.batch_id, p.open",
-    )
-    .bind(&ids)
-    .bind(&statuses)
-    .fetch_all(&mut *conn)
-    .await?;
-    let finished: Vec<Uuid> = progress
-        .into_iter()
-        .filter_map(|(batch_id, open)| (open == 0).then_some(batch_id))
-        .collect();
     let written = sqlx::query_as(concat!(
         "WITH ", enabled_subs!(), ", c AS (
             SELECT * FROM unnest($2::uuid[], $3::text[]) AS c(message_id, status)
          ), cm AS (
             SELECT c.status AS change, m.* FROM c JOIN messages m ON m.id = c.message_id
+         ), batches AS (
+            SELECT batch_id, sum(CASE WHEN change = 'queued' THEN -1 ELSE 1 END)::int AS closed
+            FROM cm WHERE batch_id IS NOT NULL
+            GROUP BY batch_id
+         ), progress AS (
+            UPDATE batch_progress p SET
+                open = p.open - b.closed,
+                finished_at = CASE WHEN p.open - b.closed <= 0 THEN now() END
+            FROM batches b WHERE p.batch_id = b.batch_id
+            RETURNING p.batch_id, p.open
          ), ev AS (
             SELECT 0 AS ord, 'message.' || cm.change AS type, cm.id AS message_id, ",
         message_fields!("cm"),
@@ -256,16 +242,53 @@ pub async fn message_changes(conn: &mut PgConnection, changes: &[Change]) -> sql
                                'reminder_date', mr.reminder_date)
             FROM cm JOIN manual_reminders mr ON mr.message_id = cm.id
             WHERE cm.change = 'sent' AND cm.kind = 'manual' AND EXISTS (SELECT 1 FROM subs)
-            UNION ALL
-            SELECT 5, 'batch.finished', NULL::uuid, ", finished_data!("f.batch_id"), "
-            FROM unnest($4::uuid[]) AS f(batch_id)
          )",
-        deliver_ctes!()
+        deliver_ctes!(
+            " SELECT e.type, count(*), NULL::uuid FROM e GROUP BY e.type
+              UNION ALL
+              SELECT NULL, 0, p.batch_id FROM progress p WHERE p.open = 0"
+        )
     ))
     .bind(JOB_MAX_ATTEMPTS)
     .bind(&ids)
     .bind(&statuses)
-    .bind(&finished)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut events = Vec::new();
+    let mut finished = Vec::new();
+    for (kind, n, batch) in written {
+        match (kind, batch) {
+            (Some(kind), _) => events.push((kind, n)),
+            (None, Some(batch)) => finished.push(batch),
+            (None, None) => {}
+        }
+    }
+    let mut total = counted(events);
+    if !finished.is_empty() {
+        total += batches_finished(conn, &finished).await?;
+    }
+    Ok(total)
+}
+
+/// `batch.finished` for batches whose last open message just became final. A statement of its
+/// own, after the one that updated their progress rows: that update waited for a concurrent
+/// transaction that updated a row first, and the counts read here see its messages too (the
+/// previous statement's snapshot was taken before it committed).
+async fn batches_finished(conn: &mut PgConnection, batches: &[Uuid]) -> sqlx::Result<u64> {
+    let written = sqlx::query_as(concat!(
+        "WITH ",
+        enabled_subs!(),
+        ", ev AS (
+            SELECT 5 AS ord, 'batch.finished' AS type, NULL::uuid AS message_id, ",
+        finished_data!("f.batch_id"),
+        " AS data
+            FROM unnest($2::uuid[]) AS f(batch_id)
+            WHERE EXISTS (SELECT 1 FROM subs)
+         )",
+        deliver_ctes!()
+    ))
+    .bind(JOB_MAX_ATTEMPTS)
+    .bind(batches)
     .fetch_all(conn)
     .await?;
     Ok(counted(written))
