@@ -75,8 +75,12 @@ CREATE TABLE webhook_deliveries (
     id              uuid        PRIMARY KEY,
     -- its event's `seq`
     seq             bigint      NOT NULL,
-    event_id        text        NOT NULL REFERENCES webhook_events (id) ON DELETE CASCADE,
-    subscription_id uuid        NOT NULL REFERENCES webhook_subscriptions (id) ON DELETE CASCADE,
+    -- (no foreign key: nothing deletes events yet, and every index costs each send)
+    event_id        text        NOT NULL,
+    -- no foreign keys here or in webhook_attempts: a subscription is never removed (deleting one
+    -- hides it), and a key check on every insert locks the subscription's row (shared by every
+    -- delivery to it: a multixact per insert)
+    subscription_id uuid        NOT NULL,
     type            text        NOT NULL,
     message_id      uuid,
     status          text        NOT NULL DEFAULT 'pending'
@@ -84,8 +88,9 @@ CREATE TABLE webhook_deliveries (
     attempts        integer     NOT NULL DEFAULT 0,
     job_id          text        NOT NULL,
     next_attempt_at timestamptz,
-    -- a worker is sending it until then (at most 4 per subscription at once)
-    in_flight_until timestamptz,
+    -- an earlier event of its message was pending for this subscription when it was made (or it
+    -- was replayed): its claim checks the order; the others need not look
+    after_earlier   boolean     NOT NULL DEFAULT false,
     -- why its job is snoozed: 'order' (an earlier event of its message is pending) or
     -- 'capacity' (4 in flight); a finishing delivery wakes the next one
     waiting         text CHECK (waiting IN ('order', 'capacity')),
@@ -101,21 +106,28 @@ CREATE INDEX webhook_deliveries_pending_by_message
     ON webhook_deliveries (subscription_id, message_id, seq) WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_waiting
     ON webhook_deliveries (subscription_id, waiting, seq) WHERE waiting IS NOT NULL;
-CREATE INDEX webhook_deliveries_in_flight
-    ON webhook_deliveries (subscription_id) WHERE in_flight_until IS NOT NULL;
 CREATE INDEX webhook_deliveries_pending_age ON webhook_deliveries (pending_since) WHERE status = 'pending';
-CREATE INDEX webhook_deliveries_job ON webhook_deliveries (job_id);
-CREATE INDEX webhook_deliveries_event ON webhook_deliveries (event_id);
 
 -- A time in events' data: RFC 3339, UTC, microseconds (as the API writes times).
 CREATE FUNCTION webhook_time(t timestamptz) RETURNS text
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql STABLE AS $$
     SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
 $$;
 
+-- The 4 delivery slots of a subscription (at most 4 deliveries in flight to it, across every
+-- process): a claim takes a free one (or one whose lease ran out: its worker died), the record
+-- frees it. A few rows per subscription, updated in place (no indexed column changes).
+CREATE TABLE webhook_slots (
+    subscription_id uuid     NOT NULL REFERENCES webhook_subscriptions (id) ON DELETE CASCADE,
+    slot            smallint NOT NULL,
+    delivery_id     uuid,
+    until           timestamptz,
+    PRIMARY KEY (subscription_id, slot)
+);
+
 -- One row per HTTP attempt of a delivery.
 CREATE TABLE webhook_attempts (
-    delivery_id      uuid        NOT NULL REFERENCES webhook_deliveries (id) ON DELETE CASCADE,
+    delivery_id      uuid        NOT NULL,
     attempt          integer     NOT NULL,
     at               timestamptz NOT NULL,
     http_status      integer,
@@ -135,89 +147,103 @@ CREATE TABLE batch_progress (
     finished_at timestamptz
 );
 
--- A delivery job's claim (`webhooks::deliver::claim`), in one round trip, under its
--- subscription's lock so that the in-flight count is exact across processes. `outcome`:
+-- A delivery job's claim (`webhooks::deliver::claim`), in one round trip. `outcome`:
 -- `gone` (no such delivery), `stale` (a replay gave it a new job, or it is finished),
 -- `cancelled` (its subscription is disabled or deleted: now cancelled), `order` (an earlier event
--- of its message is pending: look again at `until`), `capacity` (`p_max` in flight: at `until`),
--- or `claimed` (in flight until now() + p_lease; the event and where to send it).
-CREATE FUNCTION webhook_claim(p_delivery uuid, p_job text, p_lease interval, p_max integer)
-RETURNS TABLE (outcome text, until timestamptz, attempts integer, subscription_id uuid,
-               message_id uuid, event_id text, event_type text, data jsonb,
-               event_at timestamptz, url text, secret text, previous_secret text)
+-- of its message is pending: look again at `until`), `capacity` (every slot of its subscription
+-- is taken: at `until`, when the first lease ends), or `claimed` (a slot held until
+-- now() + p_lease; the event and where to send it).
+CREATE FUNCTION webhook_claim(p_delivery uuid, p_job text, p_lease interval)
+RETURNS TABLE (outcome text, until timestamptz, subscription_id uuid, message_id uuid,
+               event_id text, event_type text, data jsonb, event_at timestamptz, url text,
+               secret text, previous_secret text)
 LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
-    sub uuid;
     d record;
-    live boolean;
-    busy integer;
-    free_at timestamptz;
     e_next timestamptz;
-    e_lease timestamptz;
+    taken smallint;
+    i smallint;
 BEGIN
-    SELECT wd.subscription_id INTO sub FROM webhook_deliveries wd WHERE wd.id = p_delivery;
+    SELECT wd.status, wd.job_id, wd.seq, wd.message_id, wd.subscription_id, wd.after_earlier,
+           wd.waiting, ws.enabled AND ws.deleted_at IS NULL AS live, ws.url, ws.secret,
+           CASE WHEN ws.previous_secret_until > now() THEN ws.previous_secret END AS previous_secret,
+           e.id AS event_id, e.type AS event_type, e.data, e.created_at AS event_at
+    INTO d
+    FROM webhook_deliveries wd
+    JOIN webhook_subscriptions ws ON ws.id = wd.subscription_id
+    JOIN webhook_events e ON e.id = wd.event_id
+    WHERE wd.id = p_delivery
+    FOR UPDATE OF wd;
     IF NOT FOUND THEN
         outcome := 'gone';
         RETURN NEXT;
         RETURN;
     END IF;
-    PERFORM pg_advisory_xact_lock(hashtextextended('webhook-subscription:' || sub::text, 0));
-    SELECT wd.status, wd.job_id, wd.seq, wd.message_id INTO d
-    FROM webhook_deliveries wd WHERE wd.id = p_delivery FOR UPDATE;
+    subscription_id := d.subscription_id;
     IF d.job_id <> p_job OR d.status <> 'pending' THEN
         outcome := CASE WHEN d.status = 'cancelled' THEN 'cancelled' ELSE 'stale' END;
         RETURN NEXT;
         RETURN;
     END IF;
-    SELECT ws.enabled AND ws.deleted_at IS NULL INTO live
-    FROM webhook_subscriptions ws WHERE ws.id = sub;
-    IF NOT coalesce(live, false) THEN
+    IF NOT d.live THEN
         UPDATE webhook_deliveries SET status = 'cancelled', finished_at = now(), waiting = NULL,
-               in_flight_until = NULL, next_attempt_at = NULL
+               next_attempt_at = NULL
         WHERE id = p_delivery;
         outcome := 'cancelled';
         RETURN NEXT;
         RETURN;
     END IF;
-    IF d.message_id IS NOT NULL THEN
-        SELECT wd.next_attempt_at, wd.in_flight_until INTO e_next, e_lease
+    IF d.after_earlier AND d.message_id IS NOT NULL THEN
+        SELECT wd.next_attempt_at INTO e_next
         FROM webhook_deliveries wd
-        WHERE wd.subscription_id = sub AND wd.message_id = d.message_id AND wd.seq < d.seq
-          AND wd.status = 'pending'
+        WHERE wd.subscription_id = d.subscription_id AND wd.message_id = d.message_id
+          AND wd.seq < d.seq AND wd.status = 'pending'
         ORDER BY wd.seq LIMIT 1;
         IF FOUND THEN
             UPDATE webhook_deliveries SET waiting = 'order' WHERE id = p_delivery;
             outcome := 'order';
-            until := greatest(coalesce(e_next, e_lease, now() + p_lease), now()) + interval '100 milliseconds';
+            -- its retry, or (being sent now) at most a lease; it wakes this one when it ends
+            until := greatest(coalesce(e_next, now() + p_lease), now()) + interval '100 milliseconds';
             RETURN NEXT;
             RETURN;
         END IF;
     END IF;
-    SELECT count(*), min(wd.in_flight_until) INTO busy, free_at
-    FROM webhook_deliveries wd
-    WHERE wd.subscription_id = sub AND wd.in_flight_until > now() AND wd.id <> p_delivery;
-    IF busy >= p_max THEN
-        UPDATE webhook_deliveries SET waiting = 'capacity' WHERE id = p_delivery;
+    -- Each slot that looked free is tried in turn; taking one waits for a claim or a release
+    -- that holds its row at this moment, then checks again that it is free.
+    FOR i IN
+        SELECT f.slot FROM webhook_slots f
+        WHERE f.subscription_id = d.subscription_id
+          AND (f.delivery_id IS NULL OR f.until < now() OR f.delivery_id = p_delivery)
+        ORDER BY f.delivery_id IS NOT DISTINCT FROM p_delivery DESC,
+                 (f.delivery_id IS NULL OR f.until < now()) DESC, f.slot
+    LOOP
+        UPDATE webhook_slots sl SET delivery_id = p_delivery, until = now() + p_lease
+        WHERE sl.subscription_id = d.subscription_id AND sl.slot = i
+          AND (sl.delivery_id IS NULL OR sl.until < now() OR sl.delivery_id = p_delivery)
+        RETURNING sl.slot INTO taken;
+        EXIT WHEN taken IS NOT NULL;
+    END LOOP;
+    IF taken IS NULL THEN
         outcome := 'capacity';
-        subscription_id := sub;
-        until := coalesce(free_at, now() + interval '1 second');
+        until := coalesce((SELECT min(f.until) FROM webhook_slots f
+                           WHERE f.subscription_id = d.subscription_id AND f.until > now()),
+                          now() + interval '1 second');
         RETURN NEXT;
         RETURN;
     END IF;
-    RETURN QUERY
-    WITH claimed AS (
-        UPDATE webhook_deliveries SET in_flight_until = now() + p_lease, waiting = NULL,
-               attempts = webhook_deliveries.attempts + 1
-        WHERE id = p_delivery
-        RETURNING webhook_deliveries.attempts, webhook_deliveries.message_id,
-                  webhook_deliveries.event_id
-    )
-    SELECT 'claimed'::text, NULL::timestamptz, c.attempts, sub, c.message_id, e.id, e.type,
-           e.data, e.created_at, s.url, s.secret,
-           CASE WHEN s.previous_secret_until > now() THEN s.previous_secret END
-    FROM claimed c
-    JOIN webhook_events e ON e.id = c.event_id
-    JOIN webhook_subscriptions s ON s.id = sub;
+    IF d.waiting IS NOT NULL THEN
+        UPDATE webhook_deliveries SET waiting = NULL WHERE id = p_delivery;
+    END IF;
+    outcome := 'claimed';
+    message_id := d.message_id;
+    event_id := d.event_id;
+    event_type := d.event_type;
+    data := d.data;
+    event_at := d.event_at;
+    url := d.url;
+    secret := d.secret;
+    previous_secret := d.previous_secret;
+    RETURN NEXT;
 END
 $$;

@@ -31,6 +31,19 @@ impl CountingReceiver {
     }
 }
 
+/// How a run treats webhooks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// No subscription: the outbox finds nobody and writes nothing.
+    None,
+    /// One subscription, its deliveries held (queue `webhooks` paused) until the drain is done:
+    /// what writing the events costs the sends; then the deliveries alone.
+    Held,
+    /// One subscription, deliveries running beside the drain (on this machine they share
+    /// PostgreSQL's two cores with it).
+    Beside,
+}
+
 /// One run: `n` queued sends drained by a worker; with a subscription, also every delivery.
 /// Returns (sends/s, deliveries/s).
 async fn run_once(
@@ -39,8 +52,9 @@ async fn run_once(
     gateway: &FakeGateway,
     receiver: &CountingReceiver,
     args: &BenchArgs,
-    subscribed: bool,
+    mode: Mode,
 ) -> anyhow::Result<(f64, Option<f64>)> {
+    let subscribed = mode != Mode::None;
     let scratch = Scratch::create(admin_url).await?;
     let config = bench_config(
         base,
@@ -69,6 +83,8 @@ async fn run_once(
         sqlx::query("VACUUM ANALYZE").execute(&pool).await?;
         gateway.reset();
         let delivered_before = receiver.count.load(Ordering::Relaxed);
+        super::profile::Snapshot::prepare(&pool).await;
+        let before = super::profile::Snapshot::take(&pool).await?;
         let started = Instant::now();
         let (running, _) = start(config, ProcessRole::Worker, &pool).await?;
         while gateway.calls() < n {
@@ -89,6 +105,13 @@ async fn run_once(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let drained = started.elapsed();
+        let deliveries_started = if mode == Mode::Held {
+            crate::queue::pause::set_paused(&pool, crate::queue::WEBHOOK_QUEUE, false, "bench")
+                .await?;
+            Instant::now()
+        } else {
+            started
+        };
         let delivered = if subscribed {
             while receiver.count.load(Ordering::Relaxed) - delivered_before < n {
                 anyhow::ensure!(
@@ -97,11 +120,32 @@ async fn run_once(
                 );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            Some(n as f64 / started.elapsed().as_secs_f64())
+            Some(n as f64 / deliveries_started.elapsed().as_secs_f64())
         } else {
             None
         };
+        let after = super::profile::Snapshot::take(&pool).await?;
+        if std::env::var_os("BENCH_TOP_STATEMENTS").is_some() {
+            let top: Vec<(i64, f64, String)> = sqlx::query_as(
+                "SELECT calls, total_exec_time, left(regexp_replace(query, '\\s+', ' ', 'g'), 150)
+                 FROM pg_stat_statements
+                 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+                 ORDER BY total_exec_time DESC LIMIT 15",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_default();
+            for (calls, ms, q) in top {
+                println!("  {calls:>8} calls {ms:>9.0} ms  {q}");
+            }
+        }
         running.stop().await?;
+        println!(
+            "webhooks   drained in {:.1} s, everything in {:.1} s; {}",
+            drained.as_secs_f64(),
+            started.elapsed().as_secs_f64(),
+            before.per(&after, n, "send")
+        );
         Ok((n as f64 / drained.as_secs_f64(), delivered))
     }
     .await;
@@ -118,40 +162,54 @@ pub(super) async fn webhooks(
 ) -> anyhow::Result<()> {
     let receiver = CountingReceiver::start().await?;
     println!(
-        "\nwebhooks {} sends per run, {} slots; runs alternate: no subscription, one subscription to message.sent",
+        "\nwebhooks {} sends per run, {} slots; runs in turn: no subscription; one subscription to \
+         message.sent, its deliveries held until the drain is done (then timed alone); one, its \
+         deliveries running beside the drain",
         args.webhook_sends, args.concurrency
     );
-    let (mut none, mut one, mut deliveries) = (Vec::new(), Vec::new(), Vec::new());
+    let mut rates: HashMap<&str, Vec<f64>> = HashMap::new();
     for round in 0..args.webhook_rounds {
-        for subscribed in [false, true] {
+        for mode in [Mode::None, Mode::Held, Mode::Beside] {
             let (rate, delivered) =
-                run_once(base, admin_url, gateway, &receiver, args, subscribed).await?;
+                run_once(base, admin_url, gateway, &receiver, args, mode).await?;
+            let (key, deliveries) = match mode {
+                Mode::None => ("none", "-"),
+                Mode::Held => ("held", "deliveries alone"),
+                Mode::Beside => ("beside", "deliveries beside"),
+            };
             println!(
-                "webhooks round {round} {}: {rate:.0} sends/s{}",
-                if subscribed {
-                    "1 subscription "
-                } else {
-                    "no subscription"
-                },
+                "webhooks round {round} {mode:?}: {rate:.0} sends/s{}",
                 delivered.map_or(String::new(), |d| format!(
-                    ", all {} deliveries done at {d:.0} deliveries/s (from the drain's start)",
-                    args.webhook_sends
+                    "; {} deliveries at {d:.0}/s ({})",
+                    args.webhook_sends,
+                    if mode == Mode::Held {
+                        "alone, after the drain"
+                    } else {
+                        "from the drain's start"
+                    }
                 ))
             );
-            if subscribed {
-                one.push(rate);
-                deliveries.extend(delivered);
-            } else {
-                none.push(rate);
+            rates.entry(key).or_default().push(rate);
+            if let Some(d) = delivered {
+                rates.entry(deliveries).or_default().push(d);
             }
         }
     }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    let (a, b) = (mean(&none), mean(&one));
+    let mean = |k: &str| {
+        let v = rates.get(k).cloned().unwrap_or_default();
+        v.iter().sum::<f64>() / v.len().max(1) as f64
+    };
+    let none = mean("none");
     println!(
-        "webhooks mean: {a:.0} sends/s without, {b:.0} with one subscription → the outbox costs {:.1} % of drain throughput; deliveries {:.0}/s",
-        (1.0 - b / a) * 100.0,
-        mean(&deliveries)
+        "webhooks mean: {none:.0} sends/s with no subscription; with one: {:.0} sends/s while its \
+         deliveries wait (the outbox's writes cost {:.1} %), {:.0} sends/s with its deliveries \
+         running beside ({:.1} %); deliveries {:.0}/s alone, {:.0}/s beside the drain",
+        mean("held"),
+        (1.0 - mean("held") / none) * 100.0,
+        mean("beside"),
+        (1.0 - mean("beside") / none) * 100.0,
+        mean("deliveries alone"),
+        mean("deliveries beside"),
     );
     Ok(())
 }

@@ -4,7 +4,7 @@
 //!
 //! - **claim**, one transaction under the subscription's lock: a delivery whose subscription is
 //!   gone or disabled is cancelled; one whose message has an earlier event still pending waits for
-//!   it (order); one whose subscription has [`MAX_IN_FLIGHT`] deliveries being sent waits for a
+//!   it (order); one whose subscription has [`super::MAX_IN_FLIGHT`] deliveries being sent waits for a
 //!   slot (capacity) — both are snoozes (no attempt spent), woken by the delivery that finishes
 //!   first. Otherwise it is marked in flight, with a lease, and the transaction commits: no
 //!   connection is held while the receiver answers.
@@ -25,9 +25,7 @@ use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{
-    AttemptClass, DisabledReason, MAX_IN_FLIGHT, Settings, net, outbox::DeliveryJob, sign,
-};
+use super::{AttemptClass, DisabledReason, Settings, net, outbox::DeliveryJob, sign};
 use crate::queue::{self, Run, Verdict, rescue::Process};
 
 /// What the delivery workers share.
@@ -133,8 +131,6 @@ pub struct Claimed {
     pub id: Uuid,
     pub subscription_id: Uuid,
     pub message_id: Option<Uuid>,
-    /// The attempt this run makes (of the delivery, replays included).
-    pub attempts: i32,
     pub event_id: String,
     pub event_type: String,
     pub data: Value,
@@ -149,7 +145,6 @@ pub struct Claimed {
 struct ClaimRow {
     outcome: String,
     until: Option<DateTime<Utc>>,
-    attempts: Option<i32>,
     subscription_id: Option<Uuid>,
     message_id: Option<Uuid>,
     event_id: Option<String>,
@@ -167,7 +162,6 @@ impl ClaimRow {
             id,
             subscription_id: self.subscription_id?,
             message_id: self.message_id,
-            attempts: self.attempts?,
             event_id: self.event_id?,
             event_type: self.event_type?,
             data: self.data?,
@@ -179,13 +173,14 @@ impl ClaimRow {
     }
 }
 
-/// How long a run whose subscription has [`MAX_IN_FLIGHT`] deliveries in flight waits in this
+/// How long a run whose subscription has [`super::MAX_IN_FLIGHT`] deliveries in flight waits in this
 /// process for one of them to finish (woken by [`Waiters::finished`]) before it snoozes.
 const CAPACITY_WAIT: Duration = Duration::from_secs(2);
 
-/// Runs waiting in this process for a slot of their subscription: at most [`MAX_IN_FLIGHT`]
-/// per subscription (more snooze at once), so that one slow receiver holds at most that many
-/// worker slots beside its deliveries in flight.
+/// Runs waiting in this process for a slot of their subscription, woken one by one as its
+/// deliveries finish here. Every worker slot may wait (a burst to one receiver then runs 4 at a
+/// time with no snooze); a waiter gives up after [`CAPACITY_WAIT`], so a slow receiver delays
+/// the others' deliveries by at most that, now and then.
 #[derive(Default)]
 pub struct Waiters {
     waiting: std::sync::Mutex<std::collections::HashMap<Uuid, (Arc<tokio::sync::Notify>, i64)>>,
@@ -199,18 +194,15 @@ struct Waiting<'a> {
 }
 
 impl Waiters {
-    fn enter(&self, subscription_id: Uuid) -> Option<Waiting<'_>> {
+    fn enter(&self, subscription_id: Uuid) -> Waiting<'_> {
         let mut map = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         let entry = map.entry(subscription_id).or_default();
-        if entry.1 >= MAX_IN_FLIGHT {
-            return None;
-        }
         entry.1 += 1;
-        Some(Waiting {
+        Waiting {
             waiters: self,
             subscription_id,
             notify: entry.0.clone(),
-        })
+        }
     }
 
     /// A delivery of `subscription_id` finished here: one waiter may try again.
@@ -251,11 +243,10 @@ async fn claim(
     let deadline = Instant::now() + CAPACITY_WAIT;
     let mut waiting: Option<Waiting<'_>> = None;
     loop {
-        let row: ClaimRow = sqlx::query_as("SELECT * FROM webhook_claim($1, $2, $3, $4)")
+        let row: ClaimRow = sqlx::query_as("SELECT * FROM webhook_claim($1, $2, $3)")
             .bind(delivery_id)
             .bind(&run.job_id)
             .bind(lease)
-            .bind(MAX_IN_FLIGHT as i32)
             .fetch_one(&ctx.pool)
             .await?;
         let verdict = match row.outcome.as_str() {
@@ -271,7 +262,7 @@ async fn claim(
             }
             "capacity" => {
                 if let (None, Some(sub)) = (&waiting, row.subscription_id) {
-                    waiting = ctx.waiters.enter(sub);
+                    waiting = Some(ctx.waiters.enter(sub));
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
                 if let Some(w) = waiting.as_ref().filter(|_| !left.is_zero()) {
@@ -481,32 +472,36 @@ async fn record(
     let mut tx = ctx.pool.begin().await?;
     // The next event of its message waits while this one is to be retried.
     let mut wake: Vec<String> = sqlx::query_scalar(
-        "WITH a AS (
+        "WITH d AS (
+            UPDATE webhook_deliveries SET status = $7, next_attempt_at = $8,
+                   attempts = attempts + 1,
+                   finished_at = CASE WHEN $7 = 'pending' THEN NULL ELSE now() END
+            WHERE id = $1 AND job_id = $9
+            RETURNING attempts
+         ), a AS (
             INSERT INTO webhook_attempts (delivery_id, attempt, at, http_status, class, duration_ms,
                                           response_excerpt)
-            VALUES ($1, $2, $3, $4, $5, $6, $7)
+            SELECT $1, d.attempts, $2, $3, $4, $5, $6 FROM d
             ON CONFLICT DO NOTHING
-         ), d AS (
-            UPDATE webhook_deliveries SET status = $8, next_attempt_at = $9, in_flight_until = NULL,
-                   finished_at = CASE WHEN $8 = 'pending' THEN NULL ELSE now() END
-            WHERE id = $1 AND job_id = $10
+         ), slot AS (
+            UPDATE webhook_slots SET delivery_id = NULL, until = NULL
+            WHERE subscription_id = $11 AND delivery_id = $1
          ), s AS (
             UPDATE webhook_subscriptions SET last_success_at = now(), failing_since = NULL
-            WHERE $11 AND id = $12
+            WHERE $10 AND id = $11
               AND (failing_since IS NOT NULL OR last_success_at IS NULL
                    OR last_success_at < now() - interval '1 second')
          )
          (SELECT job_id FROM webhook_deliveries
-          WHERE subscription_id = $12 AND message_id = $13 AND status = 'pending' AND NOT $14
+          WHERE subscription_id = $11 AND message_id = $12 AND status = 'pending' AND NOT $13
             AND waiting = 'order' AND id <> $1
           ORDER BY seq LIMIT 1)
          UNION ALL
          (SELECT job_id FROM webhook_deliveries
-          WHERE subscription_id = $12 AND status = 'pending' AND waiting = 'capacity'
+          WHERE subscription_id = $11 AND status = 'pending' AND waiting = 'capacity'
           ORDER BY seq LIMIT 1)",
     )
     .bind(claimed.id)
-    .bind(claimed.attempts)
     .bind(attempted.at)
     .bind(attempted.http_status.map(i32::from))
     .bind(attempted.class)
@@ -627,7 +622,8 @@ pub async fn cancel_pending(conn: &mut PgConnection, subscription_id: Uuid) -> s
         "UPDATE webhook_deliveries SET status = 'cancelled', finished_at = now(),
                 next_attempt_at = NULL, waiting = NULL
          WHERE subscription_id = $1 AND status = 'pending'
-           AND (in_flight_until IS NULL OR in_flight_until < now())
+           AND NOT EXISTS (SELECT 1 FROM webhook_slots sl
+                           WHERE sl.delivery_id = webhook_deliveries.id AND sl.until > now())
          RETURNING job_id",
     )
     .bind(subscription_id)

@@ -39,8 +39,16 @@ macro_rules! deliver_ctes {
                 ORDER BY ev.ord, ev.message_id
                 RETURNING id, seq, type, message_id
              ), d AS (
-                INSERT INTO webhook_deliveries (id, seq, event_id, subscription_id, type, message_id, job_id)
-                SELECT gen_random_uuid(), e.seq, e.id, subs.id, e.type, e.message_id, apalis_job_id()
+                INSERT INTO webhook_deliveries (id, seq, event_id, subscription_id, type, message_id,
+                                                job_id, after_earlier)
+                SELECT gen_random_uuid(), e.seq, e.id, subs.id, e.type, e.message_id, apalis_job_id(),
+                       e.message_id IS NOT NULL AND (
+                           EXISTS (SELECT 1 FROM webhook_deliveries p
+                                   WHERE p.subscription_id = subs.id AND p.message_id = e.message_id
+                                     AND p.status = 'pending')
+                           OR EXISTS (SELECT 1 FROM e e2 JOIN subs s2 ON e2.type = ANY (s2.events)
+                                      WHERE s2.id = subs.id AND e2.message_id = e.message_id
+                                        AND e2.seq < e.seq))
                 FROM e JOIN subs ON e.type = ANY (subs.events)
                 RETURNING id, job_id, $1::int AS max_attempts, now() AS run_at
              ), ",

@@ -63,6 +63,14 @@ pub async fn create(
     .bind(by)
     .fetch_one(&mut *tx)
     .await?;
+    sqlx::query(
+        "INSERT INTO webhook_slots (subscription_id, slot)
+         SELECT $1, s FROM generate_series(0, $2 - 1) AS s",
+    )
+    .bind(subscription.id)
+    .bind(super::MAX_IN_FLIGHT as i32)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(Some(Created {
         subscription,
@@ -295,7 +303,8 @@ pub enum Replay {
 pub async fn replay_one(pool: &PgPool, delivery_id: Uuid) -> sqlx::Result<Replay> {
     let mut tx = pool.begin().await?;
     let found: Option<(bool, bool)> = sqlx::query_as(
-        "SELECT s.enabled AND s.deleted_at IS NULL, coalesce(d.in_flight_until > now(), false)
+        "SELECT s.enabled AND s.deleted_at IS NULL,
+                EXISTS (SELECT 1 FROM webhook_slots sl WHERE sl.delivery_id = d.id AND sl.until > now())
          FROM webhook_deliveries d JOIN webhook_subscriptions s ON s.id = d.subscription_id
          WHERE d.id = $1 FOR UPDATE OF d",
     )
@@ -337,7 +346,8 @@ pub async fn replay_range(
                  WHERE subscription_id = $1 AND created_at >= $2
                    AND ($3::timestamptz IS NULL OR created_at < $3)
                    AND ($4::text IS NULL OR status = $4)
-                   AND (in_flight_until IS NULL OR in_flight_until < now())
+                   AND NOT EXISTS (SELECT 1 FROM webhook_slots sl
+                                   WHERE sl.delivery_id = webhook_deliveries.id AND sl.until > now())
                  ORDER BY seq LIMIT $5
                  FOR UPDATE SKIP LOCKED",
             )
@@ -374,7 +384,7 @@ async fn requeue(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<u64> {
         "WITH n AS (SELECT * FROM unnest($1::uuid[], $2::text[]) AS n(id, job_id)),
               old AS (SELECT d.id, d.job_id FROM webhook_deliveries d JOIN n ON n.id = d.id)
          UPDATE webhook_deliveries d SET job_id = n.job_id, status = 'pending', finished_at = NULL,
-                next_attempt_at = NULL, waiting = NULL, pending_since = now()
+                next_attempt_at = NULL, waiting = NULL, pending_since = now(), after_earlier = true
          FROM n, old WHERE d.id = n.id AND old.id = n.id
          RETURNING old.job_id",
     )
