@@ -1,7 +1,8 @@
 //! Retention (README "Operations"): finished jobs older than `JOB_RETENTION_DAYS` are deleted hourly by one
 //! process at a time. Every `serve`/`worker` process checks every minute; the one that gets a
 //! transaction-scoped advisory lock and finds the last run an hour old does it, and records it.
-//! Messages, reminders and reports are kept.
+//! Finished webhook deliveries older than that go with their attempts and events. Messages,
+//! reminders and reports are kept.
 
 use std::time::Duration;
 
@@ -40,12 +41,17 @@ pub async fn run_once(pool: &PgPool, retention_days: u32) -> sqlx::Result<Option
     }
     let days = i32::try_from(retention_days).unwrap_or(i32::MAX);
     let deleted = queue::purge(&mut tx, days).await?;
+    let deliveries = crate::webhooks::repo::purge(&mut tx, days).await?;
     sqlx::query(
         "INSERT INTO maintenance_runs (task, last_run_at, last_result) VALUES ($1, now(), $2)
          ON CONFLICT (task) DO UPDATE SET last_run_at = now(), last_result = excluded.last_result",
     )
     .bind(TASK)
-    .bind(serde_json::json!({ "deleted": deleted, "retention_days": retention_days }))
+    .bind(serde_json::json!({
+        "deleted": deleted,
+        "webhook_deliveries_deleted": deliveries,
+        "retention_days": retention_days,
+    }))
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;

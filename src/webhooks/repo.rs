@@ -409,3 +409,33 @@ pub async fn health(pool: &PgPool) -> sqlx::Result<(i64, f64)> {
     .fetch_one(pool)
     .await
 }
+
+/// Deletes the deliveries that finished more than `older_than_days` days ago (the retention of
+/// `JOB_RETENTION_DAYS`, as for their jobs), their attempts, and the events no delivery names
+/// any more. Returns how many deliveries were deleted.
+pub async fn purge(conn: &mut PgConnection, older_than_days: i32) -> sqlx::Result<u64> {
+    let deleted: Vec<(Uuid, String)> = sqlx::query_as(
+        "DELETE FROM webhook_deliveries
+         WHERE status <> 'pending' AND finished_at < now() - make_interval(days => $1::int)
+         RETURNING id, event_id",
+    )
+    .bind(older_than_days)
+    .fetch_all(&mut *conn)
+    .await?;
+    if deleted.is_empty() {
+        return Ok(0);
+    }
+    let (ids, events): (Vec<Uuid>, Vec<String>) = deleted.into_iter().unzip();
+    sqlx::query("DELETE FROM webhook_attempts WHERE delivery_id = ANY($1)")
+        .bind(&ids)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "DELETE FROM webhook_events e WHERE e.id = ANY($1)
+           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id)",
+    )
+    .bind(&events)
+    .execute(&mut *conn)
+    .await?;
+    Ok(ids.len() as u64)
+}

@@ -1015,3 +1015,47 @@ async fn a_failed_and_an_expired_message_are_events_with_their_reasons() {
     );
     assert!(by_type("message.sent").is_none());
 }
+
+#[tokio::test]
+async fn retention_deletes_old_finished_deliveries_with_their_attempts_and_events() {
+    let app = app(&[]).await;
+    let receiver = Receiver::start().await;
+    let sub = subscribe(&app, &receiver, &["webhook.test"]).await;
+    ops_post(&app, &format!("/webhooks/{sub}/test"), None).await;
+    ops_post(&app, &format!("/webhooks/{sub}/test"), None).await;
+    wait_until(Duration::from_secs(10), async || {
+        let d = deliveries(&app, &sub, "?status=succeeded").await;
+        ready(d.len() == 2, || format!("{d:?}"))
+    })
+    .await;
+    // One of them finished 20 days ago.
+    sqlx::query(
+        "UPDATE webhook_deliveries SET finished_at = now() - interval '20 days'
+         WHERE id = (SELECT id FROM webhook_deliveries ORDER BY seq LIMIT 1)",
+    )
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    // The app's own clean-up ran at start: its next turn is now.
+    sqlx::query("DELETE FROM maintenance_runs WHERE task = 'retention'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(5), async || {
+        let ran = bengkel_whatsapp::maintenance::retention::run_once(&app.db.pool, 14)
+            .await
+            .unwrap();
+        let left = app.count("SELECT count(*) FROM webhook_deliveries").await;
+        ready(ran.is_some() || left == 1, || {
+            "retention never ran".to_owned()
+        })
+    })
+    .await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM webhook_deliveries").await,
+        1
+    );
+    assert_eq!(app.count("SELECT count(*) FROM webhook_attempts").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM webhook_events").await, 1);
+    assert_eq!(deliveries(&app, &sub, "").await.len(), 1);
+}
