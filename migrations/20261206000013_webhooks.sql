@@ -36,6 +36,22 @@ BEGIN
 END
 $$;
 
+-- A time-ordered UUID (version 7: 48 bits of milliseconds, then random bits) for the rows the
+-- outbox inserts with every send: a random key would write each insert into a random page of the
+-- primary key (and a full-page image of it after every checkpoint).
+CREATE FUNCTION webhook_uuid() RETURNS uuid
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    bytes bytea := uuid_send(gen_random_uuid());
+    millis bigint := floor(extract(epoch FROM clock_timestamp()) * 1000);
+BEGIN
+    bytes := overlay(bytes PLACING substring(int8send(millis) FROM 3 FOR 6) FROM 1 FOR 6);
+    -- version 7 (0111) in the high nibble of byte 6; the variant bits of v4 stay
+    bytes := set_byte(bytes, 6, (get_byte(bytes, 6) & 15) | 112);
+    RETURN encode(bytes, 'hex')::uuid;
+END
+$$;
+
 -- Who receives events. Soft-deleted (`deleted_at`) so that its deliveries stay readable.
 CREATE TABLE webhook_subscriptions (
     id                    uuid        PRIMARY KEY,

@@ -41,7 +41,7 @@ macro_rules! deliver_ctes {
              ), d AS (
                 INSERT INTO webhook_deliveries (id, seq, event_id, subscription_id, type, message_id,
                                                 job_id, after_earlier)
-                SELECT gen_random_uuid(), e.seq, e.id, subs.id, e.type, e.message_id, apalis_job_id(),
+                SELECT webhook_uuid(), e.seq, e.id, subs.id, e.type, e.message_id, apalis_job_id(),
                        e.message_id IS NOT NULL AND (
                            EXISTS (SELECT 1 FROM webhook_deliveries p
                                    WHERE p.subscription_id = subs.id AND p.message_id = e.message_id
@@ -50,7 +50,11 @@ macro_rules! deliver_ctes {
                                       WHERE s2.id = subs.id AND e2.message_id = e.message_id
                                         AND e2.seq < e.seq))
                 FROM e JOIN subs ON e.type = ANY (subs.events)
-                RETURNING id, job_id, $1::int AS max_attempts, now() AS run_at
+                -- due a moment after the change commits: a job due at once would make the
+                -- change's transaction NOTIFY, and PostgreSQL commits notifying transactions
+                -- one at a time (the webhook workers poll every 200 ms)
+                RETURNING id, job_id, $1::int AS max_attempts,
+                          now() + interval '50 milliseconds' AS run_at
              ), ",
             $crate::enqueue_cte!(
                 "d",
