@@ -6,10 +6,13 @@
 pub mod deliver;
 pub mod net;
 pub mod outbox;
+mod post;
 pub mod repo;
+mod request;
 pub mod retry;
 pub mod routes;
 pub mod sign;
+mod waiters;
 
 use std::time::Duration;
 

@@ -57,6 +57,21 @@ async fn deliveries(app: &TestApp, sub: &str, query: &str) -> Vec<Value> {
         .clone()
 }
 
+/// Waits until there are `n` deliveries and every one has succeeded: whatever the receiver got
+/// then is all it will get.
+async fn settled(app: &TestApp, n: i64) {
+    wait_until(Duration::from_secs(10), async || {
+        let done = app
+            .count("SELECT count(*) FROM webhook_deliveries WHERE status = 'succeeded'")
+            .await;
+        let all = app.count("SELECT count(*) FROM webhook_deliveries").await;
+        ready(done == n && all == n, || {
+            format!("{done} of {all} deliveries succeeded")
+        })
+    })
+    .await;
+}
+
 /// The subscription's deliveries once the newest has an attempt.
 async fn first_attempted(app: &TestApp, sub: &str) -> Vec<Value> {
     wait_until(Duration::from_secs(10), async || {
@@ -119,8 +134,8 @@ async fn a_sent_message_is_posted_signed_and_a_changed_byte_fails_verification()
     headers.insert("webhook-id", "evt_someone_else".parse().unwrap());
     assert!(!verifies(&secret, &r.body, &headers));
 
-    // No other event: nothing failed.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // No other event: the only delivery there is succeeded, so nothing else can arrive.
+    settled(&app, 1).await;
     assert_eq!(receiver.received().len(), 1);
 }
 
@@ -160,8 +175,8 @@ async fn failures_are_retried_with_the_same_id_500_500_200_is_three_attempts() {
     assert_eq!(classes, ["server_error", "server_error", "ok"]);
     assert_eq!(attempts[0]["http_status"], 500);
     assert_eq!(d[0]["event_id"], got[0].id.as_str());
-    // Nothing more.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Its delivery succeeded: nothing more.
+    settled(&app, 1).await;
     assert_eq!(receiver.received().len(), 3);
 }
 
@@ -195,8 +210,13 @@ async fn a_410_disables_the_subscription_and_cancels_what_is_pending() {
     let before = receiver.received().len();
     app.send(json!({"to": "081234567890", "body": "after"}))
         .await;
+    let made = app.count("SELECT count(*) FROM webhook_deliveries").await;
     app.wait_all_sent(Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Its event was written (or not) with its outcome: no delivery for a disabled subscription.
+    assert_eq!(
+        app.count("SELECT count(*) FROM webhook_deliveries").await,
+        made
+    );
     assert_eq!(
         receiver.received().len(),
         before,
@@ -218,7 +238,7 @@ async fn a_redirect_is_not_followed() {
     assert_eq!(attempt["class"], "redirect");
     assert_eq!(attempt["http_status"], 302);
     assert_eq!(d[0]["status"], "pending", "a redirect is retried later");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The attempt is recorded after its answer: a redirect followed would be in by now.
     let paths: Vec<String> = receiver.received().into_iter().map(|r| r.path).collect();
     assert_eq!(paths, ["/hooks"], "the redirect was followed");
 }
@@ -289,6 +309,7 @@ async fn a_hanging_receiver_does_not_slow_sending_and_gets_at_most_4_at_once() {
     // 40 sends at 20/s take about 2 s; a hanging receiver adds nothing.
     assert!(took < Duration::from_secs(5), "40 sends took {took:?}");
     receiver.wait_for(4, Duration::from_secs(5)).await;
+    // What is under test is that nothing more arrives while the receiver hangs: a while.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         receiver.max_in_flight(),
@@ -315,7 +336,7 @@ async fn a_rolled_back_change_emits_nothing_and_a_committed_one_is_delivered() {
     outbox::emit(&mut tx, &[event("6282222")]).await.unwrap();
     tx.commit().await.unwrap();
     let got = receiver.wait_for(1, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    settled(&app, 1).await;
     assert_eq!(receiver.received().len(), 1);
     assert_eq!(got[0].json["data"]["phone"], "6282222");
     assert_eq!(
@@ -709,8 +730,13 @@ async fn a_delivery_and_a_time_range_are_replayed_with_the_same_id_and_body() {
         ready(d.len() == 2, || format!("{d:?}")).map(|_| d)
     })
     .await;
-    // One delivery again.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // One delivery again, in a later second than its first attempt (timestamps are seconds).
+    let first_second = first.iter().map(|r| r.timestamp).max().unwrap();
+    wait_until(Duration::from_secs(2), async || {
+        let now = chrono::Utc::now().timestamp();
+        ready(now > first_second, || format!("still second {now}"))
+    })
+    .await;
     let one = d[0]["id"].as_str().unwrap();
     ops_call(&app, Method::POST, "/ops/queues/webhooks/pause", None).await;
     let (status, body) = ops_post(&app, &format!("/webhooks/deliveries/{one}/replay"), None).await;
@@ -802,7 +828,12 @@ async fn a_subscription_failing_too_long_is_disabled_and_enabling_resends_nothin
     .await;
     assert_eq!(status, 200);
     assert_eq!(body["data"]["failing_since"], Value::Null);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Nothing pending for it: nothing can be resent.
+    assert_eq!(
+        app.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'")
+            .await,
+        0
+    );
     assert_eq!(receiver.received().len(), n, "enabling resent something");
 }
 
