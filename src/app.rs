@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::{Config, Secret},
     db::{self, embedded::EmbeddedPostgres},
-    gateway::{StarSender, sandbox},
+    gateway::{Gateway, sandbox},
     http::{self, Surface, auth::Role},
     state::AppState,
 };
@@ -277,10 +277,11 @@ async fn prepare_workers(
     pool: &PgPool,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Prepared> {
-    let sandbox_url = format!("http://{}{}", loopback(local), sandbox::SEND_PATH);
-    let gateway = StarSender::from_config(config, Some(sandbox_url), state.sandbox_key.clone())?;
+    let local_base = format!("http://{}", loopback(local));
+    let gateway = Gateway::from_config(config, &local_base, state.sandbox_key.clone())?;
     tracing::info!(
-        gateway = gateway.url(),
+        gateway = gateway.kind().as_str(),
+        url = gateway.url(),
         concurrency = config.worker_concurrency,
         "send workers starting"
     );

@@ -86,6 +86,8 @@ pub struct Config {
     pub circuit_failure_threshold: u32,
     /// `WEBHOOK_*`: outbound webhooks (SPEC §12).
     pub webhooks: crate::webhooks::Settings,
+    /// `GATEWAY`, `CLOUD_API_*`, `AMBIGUOUS_RECEIPT_WAIT_SECS` (SPEC §13).
+    pub gateway: crate::gateway::Settings,
 }
 
 /// How long a client may take and how many connections it may hold (see `http::server`).
@@ -200,8 +202,9 @@ impl Config {
                 },
                 allow_private: env.boolean("WEBHOOK_ALLOW_PRIVATE", false)?,
             },
+            gateway: crate::gateway::settings::parse(&env)?,
         };
-        if let (Some(_), Some(secret)) = (&config.starsender_api_key, &config.jwt_secret)
+        if let (false, Some(secret)) = (config.sandbox(), &config.jwt_secret)
             && secret.expose().len() < MIN_LIVE_JWT_SECRET_BYTES
         {
             return Err(ConfigError {
@@ -209,16 +212,19 @@ impl Config {
                 // The value is a secret: only its length is shown.
                 value: format!("<{} bytes, hidden>", secret.expose().len()),
                 reason: format!(
-                    "must be at least {MIN_LIVE_JWT_SECRET_BYTES} bytes in live mode (STARSENDER_API_KEY is set)"
+                    "must be at least {MIN_LIVE_JWT_SECRET_BYTES} bytes in live mode (a gateway key is set)"
                 ),
             });
         }
         Ok(config)
     }
 
-    /// True when no API key is configured: sends go to the built-in sandbox gateway.
+    /// True when the configured gateway has no key: sends go to its built-in sandbox.
     pub fn sandbox(&self) -> bool {
-        self.starsender_api_key.is_none()
+        match self.gateway.kind {
+            crate::gateway::GatewayKind::StarSender => self.starsender_api_key.is_none(),
+            crate::gateway::GatewayKind::CloudApi => self.gateway.cloud.access_token.is_none(),
+        }
     }
 
     /// The exponential backoff schedule from the configuration.
@@ -227,14 +233,14 @@ impl Config {
     }
 }
 
-struct Env<'a>(&'a HashMap<String, String>);
+pub(crate) struct Env<'a>(&'a HashMap<String, String>);
 
 impl Env<'_> {
-    fn get(&self, var: &str) -> Option<&str> {
+    pub(crate) fn get(&self, var: &str) -> Option<&str> {
         self.0.get(var).map(|v| v.trim()).filter(|v| !v.is_empty())
     }
 
-    fn invalid(&self, var: &'static str, reason: impl Into<String>) -> ConfigError {
+    pub(crate) fn invalid(&self, var: &'static str, reason: impl Into<String>) -> ConfigError {
         ConfigError {
             var,
             value: self.get(var).unwrap_or_default().to_owned(),
@@ -242,7 +248,7 @@ impl Env<'_> {
         }
     }
 
-    fn parse<T>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
+    pub(crate) fn parse<T>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
     where
         T: std::str::FromStr,
         T::Err: fmt::Display,
@@ -255,7 +261,7 @@ impl Env<'_> {
         }
     }
 
-    fn positive(&self, var: &'static str, default: u64) -> Result<u64, ConfigError> {
+    pub(crate) fn positive(&self, var: &'static str, default: u64) -> Result<u64, ConfigError> {
         let value = self.parse(var, default)?;
         if value == 0 {
             return Err(self.invalid(var, "must be greater than zero"));
@@ -263,7 +269,7 @@ impl Env<'_> {
         Ok(value)
     }
 
-    fn bounded(
+    pub(crate) fn bounded(
         &self,
         var: &'static str,
         default: u32,
@@ -281,7 +287,7 @@ impl Env<'_> {
 
     /// A rate in calls per second: `0` (no limit) or a finite number in the policy's range
     /// (`PUT /ops/policy` accepts the same).
-    fn rate(&self, var: &'static str, default: f64) -> Result<f64, ConfigError> {
+    pub(crate) fn rate(&self, var: &'static str, default: f64) -> Result<f64, ConfigError> {
         let value: f64 = self.parse(var, default)?;
         if crate::policy::settings::valid_rate(value) {
             Ok(value)
@@ -290,7 +296,7 @@ impl Env<'_> {
         }
     }
 
-    fn boolean(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+    pub(crate) fn boolean(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
         match self.get(var).map(str::to_ascii_lowercase).as_deref() {
             None => Ok(default),
             Some("true" | "1" | "yes" | "on") => Ok(true),
@@ -299,7 +305,7 @@ impl Env<'_> {
         }
     }
 
-    fn url(&self, var: &'static str, default: &str) -> Result<String, ConfigError> {
+    pub(crate) fn url(&self, var: &'static str, default: &str) -> Result<String, ConfigError> {
         let raw = self.get(var).unwrap_or(default);
         match reqwest::Url::parse(raw) {
             Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(raw.to_owned()),

@@ -47,10 +47,21 @@ fn zero_series() {
     for outcome in ["sent", "retry", "failed", "ambiguous", "expired"] {
         metrics::counter!("bengkel_sends_total", "outcome" => outcome).increment(0);
     }
-    for class in crate::gateway::Class::ALL {
-        metrics::counter!("bengkel_gateway_responses_total", "class" => class.as_str())
+    for gateway in crate::gateway::GatewayKind::ALL {
+        for class in crate::gateway::Class::ALL {
+            metrics::counter!(
+                "bengkel_gateway_responses_total",
+                "gateway" => gateway.as_str(),
+                "class" => class.as_str()
+            )
+            .increment(0);
+        }
+    }
+    for code in crate::gateway::cloud_api::codes::COUNTED {
+        metrics::counter!("bengkel_cloud_api_errors_total", "code" => code.to_string())
             .increment(0);
     }
+    metrics::counter!("bengkel_cloud_api_errors_total", "code" => "other").increment(0);
     for trigger in ["cron", "catch_up", "manual"] {
         metrics::counter!("bengkel_fanout_runs_total", "trigger" => trigger).increment(0);
     }

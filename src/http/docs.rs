@@ -94,6 +94,7 @@ use crate::state::AppState;
         crate::templates::routes::one,
         crate::templates::routes::save,
         crate::templates::routes::preview,
+        crate::templates::cloud_api::save,
         crate::webhooks::routes::create,
         crate::webhooks::routes::list,
         crate::webhooks::routes::detail,

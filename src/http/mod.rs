@@ -49,7 +49,9 @@ pub fn router(state: AppState, surface: Surface) -> Router {
         .route("/health/ready", get(health::ready))
         .merge(crate::reminders::routes::health_router())
         .route("/metrics", get(health::metrics_text));
-    if state.config.sandbox() {
+    if state.config.sandbox()
+        && state.config.gateway.kind == crate::gateway::GatewayKind::StarSender
+    {
         app = app.merge(crate::gateway::sandbox::router());
     }
     if surface == Surface::Full {
@@ -63,6 +65,7 @@ pub fn router(state: AppState, surface: Surface) -> Router {
             .merge(crate::policy::routes::router())
             .merge(crate::suppressions::routes::router())
             .merge(crate::templates::routes::router())
+            .merge(crate::templates::cloud_api::router())
             .merge(crate::webhooks::routes::router())
             .merge(docs::router());
     }

@@ -13,7 +13,7 @@ use super::{
 use crate::{
     config::Config,
     db::group_commit::GroupCommit,
-    gateway::StarSender,
+    gateway::Gateway,
     policy::Policy,
     queue::{pause::Pauses, rescue::Process},
 };
@@ -32,7 +32,7 @@ pub struct SendContext {
     pub claims: GroupCommit<Claim, Claimed>,
     /// Writes outcomes and verdicts in groups, durably.
     pub outcomes: GroupCommit<Recorded, ()>,
-    pub gateway: StarSender,
+    pub gateway: Gateway,
     /// The delivery policy: this process' view of it and its share of the cluster's rate.
     pub policy: Policy,
     pub retry: RetryPolicy,
@@ -48,7 +48,7 @@ impl SendContext {
         pool: PgPool,
         claim_pool: PgPool,
         config: &Config,
-        gateway: StarSender,
+        gateway: Gateway,
         pauses: Pauses,
         policy: Policy,
         process: Process,

@@ -16,6 +16,9 @@ use crate::{
     queue::{self, Verdict, backoff::Backoff},
 };
 
+/// A message whose recipient's pair limit was hit waits at least this (Cloud API `131056`).
+pub const PAIR_LIMIT_WAIT: Duration = Duration::from_secs(60);
+
 /// A `Retry-After` longer than this is cut to it.
 pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
 
@@ -250,10 +253,17 @@ pub fn decide(
             retry_after: Some(after),
             ..
         } => snooze(*after, HoldReason::RetryAfter),
-        Outcome::Permanent {
-            class: Class::Unauthorized,
+        // The sender cannot send at all: the queue pauses, the message waits unspent.
+        Outcome::Paused { .. } => snooze(Duration::ZERO, HoldReason::Paused),
+        // Only this recipient gets too many: this message waits, the others go on.
+        Outcome::Retryable {
+            class: Class::PairLimited,
+            retry_after,
             ..
-        } => snooze(Duration::ZERO, HoldReason::Paused),
+        } => snooze(
+            retry_after.unwrap_or_default().max(PAIR_LIMIT_WAIT),
+            HoldReason::PairLimit,
+        ),
         Outcome::Retryable {
             class,
             error,
@@ -398,16 +408,44 @@ mod tests {
     }
 
     #[test]
-    fn unauthorized_snoozes_for_the_paused_queue() {
-        let permanent = Outcome::Permanent {
+    fn a_sender_that_cannot_send_snoozes_for_the_paused_queue() {
+        let paused = Outcome::Paused {
             class: Class::Unauthorized,
             error: "logged out".into(),
             response: None,
+            reason: "gateway unauthorized",
         };
         assert_eq!(
-            snoozed(&decide(&permanent, 8, 8, &policy(), now(), 1.0)),
+            snoozed(&decide(&paused, 8, 8, &policy(), now(), 1.0)),
             (0, "paused")
         );
+    }
+
+    #[test]
+    fn a_pair_limit_holds_only_that_message_for_a_minute_or_its_retry_after() {
+        let d = decide(
+            &retryable(Class::PairLimited, None),
+            8,
+            8,
+            &policy(),
+            now(),
+            1.0,
+        );
+        assert_eq!(
+            snoozed(&d),
+            (60, "pair_limit"),
+            "no attempt spent, even the last"
+        );
+        assert_eq!(d.retry_after_until(), None, "the cluster is not held");
+        let d = decide(
+            &retryable(Class::PairLimited, Some(Duration::from_secs(90))),
+            1,
+            8,
+            &policy(),
+            now(),
+            1.0,
+        );
+        assert_eq!(snoozed(&d), (90, "pair_limit"));
     }
 
     #[test]

@@ -29,7 +29,7 @@ use super::{
     record::{Held, Recorded},
 };
 use crate::{
-    gateway::{Outcome, StarSenderBody},
+    gateway::{Outcome, SendRequest},
     policy::{
         Gate, HoldReason, sender,
         throttle::{Acquired, Slot},
@@ -124,7 +124,7 @@ async fn steps(ctx: &SendContext, run: &Run, payload: Value) -> Result<Ended, St
     if message.previous == Status::Sending {
         tracing::warn!(message_id = %job.message_id, attempt = message.attempt, "previous attempt was interrupted mid-call; sending again (SEND_RETRY_AMBIGUOUS)");
     }
-    let outcome = call(ctx, &message).await;
+    let outcome = call(ctx, job.message_id, &message).await;
     let jitter = rand::rng().random_range(0.0..=1.0);
     let decision = decide(
         &outcome,
@@ -257,13 +257,15 @@ async fn claim(
 }
 
 /// The gateway call.
-async fn call(ctx: &SendContext, message: &Sendable) -> Outcome {
-    let body = StarSenderBody::new(
-        &message.to_phone,
-        &message.body,
-        message.file_url.as_deref(),
-    );
-    ctx.gateway.send(&body).await
+async fn call(ctx: &SendContext, id: Uuid, message: &Sendable) -> Outcome {
+    let request = SendRequest {
+        message_id: id,
+        to: &message.to_phone,
+        body: &message.body,
+        file_url: message.file_url.as_deref(),
+        template: None,
+    };
+    ctx.gateway.send(&request).await
 }
 
 /// Writes the run's verdict (and its message's attempt or hold), returns once it is committed,

@@ -19,16 +19,19 @@ pub enum HoldReason {
     RecipientSpacing,
     /// The send queue is paused (by an operator, or by the circuit after a 401/403).
     Paused,
+    /// The gateway's limit on messages to one recipient (Cloud API `131056`).
+    PairLimit,
 }
 
 impl HoldReason {
-    pub const ALL: [HoldReason; 6] = [
+    pub const ALL: [HoldReason; 7] = [
         HoldReason::RateLimit,
         HoldReason::RetryAfter,
         HoldReason::CircuitOpen,
         HoldReason::SendWindow,
         HoldReason::RecipientSpacing,
         HoldReason::Paused,
+        HoldReason::PairLimit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +42,7 @@ impl HoldReason {
             HoldReason::SendWindow => "send_window",
             HoldReason::RecipientSpacing => "recipient_spacing",
             HoldReason::Paused => "paused",
+            HoldReason::PairLimit => "pair_limit",
         }
     }
 

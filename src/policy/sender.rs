@@ -25,7 +25,6 @@ pub const HOLD_RETRY_AFTER: HoldReason = HoldReason::RetryAfter;
 /// Who paused the send queue after a 401/403, and why (`GET /ops/queues`: `paused_by`,
 /// `paused_reason`).
 pub const PAUSED_BY_CIRCUIT: &str = "circuit";
-pub const UNAUTHORIZED_REASON: &str = "gateway unauthorized";
 
 /// The circuit breaker's state (`sender_state.circuit`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
@@ -276,22 +275,16 @@ pub async fn answered(pool: &PgPool) -> sqlx::Result<()> {
     tx.commit().await
 }
 
-/// The device is logged out or the key revoked (401/403): the send queue pauses for the whole
-/// cluster until an operator resumes it.
-pub async fn unauthorized(pool: &PgPool, error: &str) -> sqlx::Result<()> {
+/// The device is logged out, the key revoked or the account restricted: the send queue pauses
+/// for the whole cluster until an operator resumes it, saying `reason`.
+pub async fn unauthorized(pool: &PgPool, error: &str, reason: &str) -> sqlx::Result<()> {
     let mut tx = pool.begin().await?;
     sqlx::query("UPDATE sender_state SET last_error = $2, last_error_at = now() WHERE sender = $1")
         .bind(SENDER)
         .bind(error)
         .execute(&mut *tx)
         .await?;
-    pause::pause_in(
-        &mut tx,
-        queue::SEND_QUEUE,
-        PAUSED_BY_CIRCUIT,
-        Some(UNAUTHORIZED_REASON),
-    )
-    .await?;
+    pause::pause_in(&mut tx, queue::SEND_QUEUE, PAUSED_BY_CIRCUIT, Some(reason)).await?;
     tx.commit().await
 }
 
@@ -321,7 +314,8 @@ pub async fn try_probe(pool: &PgPool, who: &str, lease: Duration) -> sqlx::Resul
 
 /// Tells the sender's shared state what the gateway's answer means for every process: a 429
 /// (or 503 with `Retry-After`) slows the cluster down and holds it until `retry_after_until`
-/// (the decision's snooze, `None` for a 429 without one), a 401/403 pauses the send queue, a
+/// (the decision's snooze, `None` for a 429 without one), a sender that cannot send (401/403,
+/// Cloud API `190`/`368`) pauses the send queue, a
 /// connect/timeout/5xx failure counts toward the circuit, any other answer ends the streak. A
 /// failed write is logged: the message's own outcome is recorded all the same.
 pub async fn observe(
@@ -332,14 +326,20 @@ pub async fn observe(
 ) {
     let class = outcome.class();
     let error = outcome.error().unwrap_or_default();
-    let result = match (class, retry_after_until) {
-        (_, Some(until)) => rate_limited(pool, Some(until), error).await,
-        (Class::RateLimited, None) => rate_limited(pool, None, error).await,
-        (Class::Unauthorized, _) => {
-            tracing::error!("gateway refused the device ({error}): pausing the send queue");
-            unauthorized(pool, error).await
+    let paused = match outcome {
+        Outcome::Paused { reason, .. } => Some(*reason),
+        _ => None,
+    };
+    let result = match (paused, class, retry_after_until) {
+        (_, _, Some(until)) => rate_limited(pool, Some(until), error).await,
+        (Some(reason), _, None) => {
+            tracing::error!("the gateway cannot send ({error}): pausing the send queue ({reason})");
+            unauthorized(pool, error, reason).await
         }
-        (Class::Connect | Class::Timeout | Class::ServerError, _) => failed(pool, error).await,
+        (None, Class::RateLimited, None) => rate_limited(pool, None, error).await,
+        (None, Class::Connect | Class::Timeout | Class::ServerError, None) => {
+            failed(pool, error).await
+        }
         _ => match policy.view() {
             // Nothing to reset: no write.
             Some(v)

@@ -4,6 +4,7 @@
 //! [`render`] fills a body, [`salutation`] decides how a person is addressed, [`check_text`]
 //! how long a rendered text may be, [`repo`] keeps the versions, [`routes`] is the HTTP surface.
 
+pub mod cloud_api;
 mod length;
 pub mod repo;
 pub mod routes;

@@ -30,12 +30,16 @@ pub struct Template {
     /// The current version's bodies.
     pub bodies: Bodies,
     pub versions: Vec<Version>,
+    /// The approved Meta template that sends it on the Cloud API (`PUT
+    /// /templates/{key}/cloud-api`), if mapped.
+    pub cloud_api: Option<super::cloud_api::Mapping>,
 }
 
 #[derive(sqlx::FromRow)]
 struct Row {
     key: String,
     builtin: bool,
+    cloud_api: Option<Json<super::cloud_api::Mapping>>,
 }
 
 async fn versions(pool: &PgPool, keys: &[String]) -> sqlx::Result<Vec<(String, Version)>> {
@@ -69,6 +73,7 @@ fn assemble(rows: Vec<Row>, mut all: Vec<(String, Version)>) -> Vec<Template> {
                 placeholders: super::placeholders_for(&r.key),
                 key: r.key,
                 builtin: r.builtin,
+                cloud_api: r.cloud_api.map(|Json(m)| m),
                 current_version: current.version,
                 bodies: current.bodies,
                 versions,
@@ -77,19 +82,29 @@ fn assemble(rows: Vec<Row>, mut all: Vec<(String, Version)>) -> Vec<Template> {
         .collect()
 }
 
+/// Templates with their Cloud API mappings.
+macro_rules! rows {
+    () => {
+        concat!(
+            "SELECT t.key, t.builtin, CASE WHEN m.key IS NULL THEN NULL ELSE ",
+            crate::cloud_mapping_json!(),
+            " END AS cloud_api FROM templates t LEFT JOIN cloud_api_templates m ON m.key = t.key"
+        )
+    };
+}
+
 /// Every template, built-in ones first, then by key.
 pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<Template>> {
-    let rows: Vec<Row> =
-        sqlx::query_as("SELECT key, builtin FROM templates ORDER BY builtin DESC, key")
-            .fetch_all(pool)
-            .await?;
+    let rows: Vec<Row> = sqlx::query_as(concat!(rows!(), " ORDER BY t.builtin DESC, t.key"))
+        .fetch_all(pool)
+        .await?;
     let keys: Vec<String> = rows.iter().map(|r| r.key.clone()).collect();
     let all = versions(pool, &keys).await?;
     Ok(assemble(rows, all))
 }
 
 pub async fn get(pool: &PgPool, key: &str) -> sqlx::Result<Option<Template>> {
-    let rows: Vec<Row> = sqlx::query_as("SELECT key, builtin FROM templates WHERE key = $1")
+    let rows: Vec<Row> = sqlx::query_as(concat!(rows!(), " WHERE t.key = $1"))
         .bind(key)
         .fetch_all(pool)
         .await?;

@@ -451,13 +451,16 @@ async fn metrics_count_what_the_process_did_with_route_templates() {
         Some(1.0)
     );
     assert_eq!(
-        metric(&text, "bengkel_gateway_responses_total{class=\"ok\"}"),
+        metric(
+            &text,
+            "bengkel_gateway_responses_total{gateway=\"starsender\",class=\"ok\"}"
+        ),
         Some(3.0)
     );
     assert_eq!(
         metric(
             &text,
-            "bengkel_gateway_responses_total{class=\"server_error\"}"
+            "bengkel_gateway_responses_total{gateway=\"starsender\",class=\"server_error\"}"
         ),
         Some(1.0)
     );
@@ -526,7 +529,7 @@ async fn metrics_count_what_the_process_did_with_route_templates() {
     for zero in [
         "bengkel_fanout_runs_total{trigger=\"catch_up\"}",
         "bengkel_sends_total{outcome=\"failed\"}",
-        "bengkel_gateway_responses_total{class=\"unauthorized\"}",
+        "bengkel_gateway_responses_total{gateway=\"starsender\",class=\"unauthorized\"}",
         "bengkel_messages_enqueued_total{kind=\"manual\"}",
     ] {
         assert_eq!(metric(&text, zero), Some(0.0), "{zero}");

@@ -5,6 +5,7 @@ mod helpers;
 
 mod auth;
 mod batch;
+mod cloud_templates;
 mod customers;
 mod deadlines;
 mod durability;

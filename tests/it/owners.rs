@@ -7,7 +7,7 @@ use std::time::Duration;
 use bengkel_whatsapp::{
     app::ProcessRole,
     config::{Config, Secret},
-    gateway::StarSender,
+    gateway::{Gateway, StarSender},
     http::auth::Role,
     messages::{context::SendContext, job},
     policy::Policy,
@@ -178,12 +178,14 @@ fn send_context(app: &TestApp) -> std::sync::Arc<SendContext> {
     let env = crate::helpers::env_for(&app.db, &app.gateway);
     let config = Config::from_map(&env).unwrap();
     let pool = app.db.pool.clone();
-    let gateway = StarSender::new(
-        app.gateway.url(),
-        Secret::new("key"),
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let gateway = Gateway::StarSender(
+        StarSender::new(
+            app.gateway.url(),
+            Secret::new("key"),
+            Duration::from_secs(5),
+        )
+        .unwrap(),
+    );
     let policy = Policy::new(pool.clone(), config.app_timezone);
     SendContext::new(
         pool.clone(),
