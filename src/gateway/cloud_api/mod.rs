@@ -1,7 +1,8 @@
 //! The WhatsApp Cloud API (Meta's Graph API) as a gateway (README "WhatsApp Cloud API"): the
-//! send call and the error-code table of SPEC §13.
+//! send call, the error-code table of SPEC §13, and what goes over the wire.
 
 pub mod client;
 pub mod codes;
+pub mod payload;
 
 pub use client::CloudApi;
