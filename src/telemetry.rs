@@ -62,6 +62,11 @@ fn zero_series() {
             .increment(0);
     }
     metrics::counter!("bengkel_cloud_api_errors_total", "code" => "other").increment(0);
+    for resolution in ["receipt", "resent"] {
+        metrics::counter!("bengkel_ambiguous_sends_total", "resolution" => resolution).increment(0);
+    }
+    metrics::counter!("bengkel_cloud_api_statuses_dropped_total").increment(0);
+    metrics::counter!("bengkel_cloud_api_statuses_duplicate_total").increment(0);
     for trigger in ["cron", "catch_up", "manual"] {
         metrics::counter!("bengkel_fanout_runs_total", "trigger" => trigger).increment(0);
     }

@@ -21,6 +21,9 @@ pub struct Sendable {
     pub to_phone: String,
     pub body: String,
     pub file_url: Option<String>,
+    /// When an attempt that may have reached the gateway began (cut off mid-call, or timed out
+    /// after sending): on the Cloud API, a status webhook of it is looked for before calling again.
+    pub ambiguous_since: Option<DateTime<Utc>>,
 }
 
 /// What a claim found.
@@ -91,7 +94,10 @@ pub async fn claim_many(
          ), before AS (
             SELECT m.id, m.status, m.job_id, m.kind, m.to_phone, m.expires_at, m.respect_window,
                    CASE WHEN m.status = 'sending' THEN greatest(i.attempt, m.attempts + 1)
-                        ELSE i.attempt END AS attempt
+                        ELSE i.attempt END AS attempt,
+                   -- a message found `sending` was cut off mid-call, about when it was claimed
+                   CASE WHEN m.status = 'sending' THEN coalesce(m.ambiguous_since, m.updated_at)
+                        ELSE m.ambiguous_since END AS ambiguous_since
             FROM messages m JOIN input i ON i.id = m.id
             ORDER BY m.id FOR UPDATE OF m
          ), judged AS MATERIALIZED (
@@ -136,7 +142,7 @@ pub async fn claim_many(
             FROM judged j
          ), sending AS (
             UPDATE messages m SET status = 'sending', attempts = d.attempt, held_until = NULL,
-                   held_reason = NULL, updated_at = now()
+                   held_reason = NULL, ambiguous_since = d.ambiguous_since, updated_at = now()
             FROM d WHERE m.id = d.id AND d.disposition = 'ok'
             RETURNING m.id
          ), held AS (
@@ -163,7 +169,7 @@ pub async fn claim_many(
          )
          SELECT d.id, d.disposition, d.until, d.kind, d.status AS previous, d.attempt,
                 coalesce(j.max_attempts, m.max_attempts) AS max_attempts,
-                m.to_phone, m.body, m.file_url
+                m.to_phone, m.body, m.file_url, d.ambiguous_since
          FROM d JOIN messages m ON m.id = d.id LEFT JOIN apalis.jobs j ON j.id = d.job_id"
         ),
     )

@@ -36,6 +36,9 @@ pub struct SendContext {
     /// The delivery policy: this process' view of it and its share of the cluster's rate.
     pub policy: Policy,
     pub retry: RetryPolicy,
+    /// `AMBIGUOUS_RECEIPT_WAIT_SECS`: on the Cloud API, how long after an attempt that may have
+    /// sent a status of it is waited for before calling again.
+    pub ambiguous_wait: std::time::Duration,
     /// This process' view of paused queues.
     pub pauses: Pauses,
     /// This process' runs in flight (for orphan rescue).
@@ -85,6 +88,7 @@ impl SendContext {
                 retry_ambiguous: config.send_retry_ambiguous,
                 retry_after_cap: RETRY_AFTER_CAP,
             },
+            ambiguous_wait: config.gateway.ambiguous_receipt_wait,
             pauses,
             process,
         })

@@ -97,6 +97,8 @@ impl SendOutcome {
 pub enum AttemptClass {
     Gateway(Class),
     Interrupted,
+    /// No call: a status webhook showed that an earlier, ambiguous attempt reached WhatsApp.
+    Receipt,
 }
 
 impl AttemptClass {
@@ -104,6 +106,7 @@ impl AttemptClass {
         match self {
             AttemptClass::Gateway(class) => class.as_str(),
             AttemptClass::Interrupted => "interrupted",
+            AttemptClass::Receipt => "receipt",
         }
     }
 }

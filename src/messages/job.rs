@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use apalis::prelude::{Attempt, BoxDynError, Data, TaskId, WorkerContext};
 use chrono::{DateTime, Utc};
 use rand::RngExt;
-use serde_json::Value;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::{
@@ -29,7 +29,7 @@ use super::{
     record::{Held, Recorded},
 };
 use crate::{
-    gateway::{Outcome, SendRequest},
+    gateway::{Gateway, Outcome, SendRequest, cloud_api::statuses},
     policy::{
         Gate, HoldReason, sender,
         throttle::{Acquired, Slot},
@@ -121,6 +121,13 @@ async fn steps(ctx: &SendContext, run: &Run, payload: Value) -> Result<Ended, St
     // A throttled attempt starts when the throttle let it go.
     let started_at = slot.as_ref().map_or_else(Utc::now, |s| s.released_at);
     let message = claim(ctx, run, job.message_id, slot, started_at).await?;
+    if let Some(ended) = settled_by_status(ctx, run, job.message_id, &message, started_at).await? {
+        return Ok(ended);
+    }
+    if message.attempt > message.max_attempts {
+        // The attempt that used up the last one was interrupted during its gateway call.
+        return Err(interrupted(run, job.message_id, message.attempt, started_at).into());
+    }
     if message.previous == Status::Sending {
         tracing::warn!(message_id = %job.message_id, attempt = message.attempt, "previous attempt was interrupted mid-call; sending again (SEND_RETRY_AMBIGUOUS)");
     }
@@ -242,18 +249,65 @@ async fn claim(
         .submit(claim)
         .await
         .map_err(|e| Stop::Failed(SendError(format!("claiming message {id}: {e}"))))?;
-    let message = match claimed {
-        Claimed::Send(message) => message,
+    match claimed {
+        Claimed::Send(message) => Ok(message),
         other => {
             give_back(ctx, slot).await;
-            return Err(not_sent(ctx, run, id, started_at, other).await?.into());
+            Err(not_sent(ctx, run, id, started_at, other).await?.into())
         }
-    };
-    if message.attempt > message.max_attempts {
-        // The attempt that used up the last one was interrupted during its gateway call.
-        return Err(interrupted(run, id, message.attempt, started_at).into());
     }
-    Ok(message)
+}
+
+/// How often a run waiting for a status of its ambiguous attempt looks.
+const STATUS_POLL: Duration = Duration::from_millis(250);
+
+/// On the Cloud API, an attempt that may have reached WhatsApp (cut off mid-call, or timed
+/// out after sending) is not repeated blindly: a status webhook of it (its
+/// `biz_opaque_callback_data` is the message id) arriving within `AMBIGUOUS_RECEIPT_WAIT_SECS`
+/// of that attempt marks the message `sent` with no second call. Without one by then, the run
+/// goes on and calls again. StarSender sends no statuses: nothing to wait for.
+async fn settled_by_status(
+    ctx: &SendContext,
+    run: &Run,
+    id: Uuid,
+    message: &Sendable,
+    started_at: DateTime<Utc>,
+) -> Result<Option<Ended>, Stop> {
+    let (Gateway::CloudApi(_), Some(since)) = (&ctx.gateway, message.ambiguous_since) else {
+        return Ok(None);
+    };
+    let deadline = since + chrono::Duration::from_std(ctx.ambiguous_wait).unwrap_or_default();
+    loop {
+        let found = statuses::sent_as(&ctx.pool, id)
+            .await
+            .map_err(|e| Stop::Failed(SendError(format!("looking for a status of {id}: {e}"))))?;
+        if let Some(wamid) = found {
+            tracing::info!(message_id = %id, wamid, "an ambiguous attempt reached WhatsApp (its status came): sent, not called again");
+            metrics::counter!("bengkel_ambiguous_sends_total", "resolution" => "receipt")
+                .increment(1);
+            let response = json!({"messages": [{"id": wamid}], "resolved_by": "status webhook"});
+            let attempted = Decision::Sent.attempt(
+                id,
+                message.attempt,
+                started_at,
+                AttemptClass::Receipt,
+                Some(response),
+            );
+            return Ok(Some(Ended::decided(
+                run.clone(),
+                &Decision::Sent,
+                attempted,
+            )));
+        }
+        let left = (deadline - Utc::now()).to_std().unwrap_or_default();
+        if left.is_zero() {
+            tracing::warn!(message_id = %id, "no status of the ambiguous attempt within AMBIGUOUS_RECEIPT_WAIT_SECS: calling again");
+            metrics::counter!("bengkel_ambiguous_sends_total", "resolution" => "resent")
+                .increment(1);
+            return Ok(None);
+        }
+        tokio::time::sleep(left.min(STATUS_POLL)).await;
+    }
 }
 
 /// The gateway call.

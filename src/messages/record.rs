@@ -113,6 +113,14 @@ async fn record_attempts(
                 next_attempt_at = i.next_at,
                 last_error = i.error,
                 gateway_response = coalesce(i.response, messages.gateway_response),
+                -- an attempt that may have sent: when it began; a held call keeps the mark, any
+                -- other attempt (the wait for its receipt is over) clears it
+                ambiguous_since = CASE WHEN i.outcome = 'ambiguous' THEN i.started_at
+                    WHEN i.held_until IS NOT NULL THEN messages.ambiguous_since END,
+                -- the Cloud API's `wamid`, which its status webhooks name
+                gateway_message_id = CASE WHEN i.status = 'sent'
+                    THEN coalesce(i.response #>> '{messages,0,id}', messages.gateway_message_id)
+                    ELSE messages.gateway_message_id END,
                 updated_at = now()
             FROM input i
             WHERE messages.id = i.message_id AND messages.status IN ('queued', 'sending', 'retrying')

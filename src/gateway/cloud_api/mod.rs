@@ -4,5 +4,6 @@
 pub mod client;
 pub mod codes;
 pub mod payload;
+pub mod statuses;
 
 pub use client::CloudApi;

@@ -475,7 +475,7 @@ fn mac(key: &[u8], body: &[u8]) -> Hmac<Sha256> {
 /// Hex digits (either case) as bytes; `None` for an odd length or a non-hex character.
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
     let digits = hex.as_bytes();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return None;
     }
     digits
