@@ -64,6 +64,7 @@ pub fn router(state: AppState, surface: Surface) -> Router {
             .merge(crate::suppressions::routes::router())
             .merge(crate::templates::routes::router())
             .merge(crate::webhooks::routes::router())
+            .merge(crate::inbound::routes::router())
             .merge(docs::router());
     }
     app.fallback(not_found)
