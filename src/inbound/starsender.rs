@@ -62,11 +62,10 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Parsed, Malforme
         .and_then(|c| c.split(';').next())
         .map(|m| m.trim().to_ascii_lowercase())
         .unwrap_or_default();
+    let looks_json = || body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     let fields = if media == "application/x-www-form-urlencoded" {
         form(body)?
-    } else if media == "application/json" || media.ends_with("+json") {
-        json(body)?
-    } else if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+    } else if media == "application/json" || media.ends_with("+json") || looks_json() {
         json(body)?
     } else if std::str::from_utf8(body).is_ok_and(|s| s.contains('=')) {
         form(body)?
