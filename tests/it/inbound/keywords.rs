@@ -174,9 +174,12 @@ async fn mulai_lifts_a_keyword_opt_out_and_never_an_operators() {
     app.wait_for_status(&id_of(&body), "sent", WITHIN).await;
 
     // An operator's opt-out of everything: neither keyword changes it, both are stored.
+    let api_optouts = r#"bengkel_optouts_total{source="api"}"#;
+    let before = series(&app, api_optouts).await;
     let operator = "6281234560002";
     let made = operator_suppresses(&app, operator, "all").await;
     assert_eq!(made["source"], "api");
+    assert!(series(&app, api_optouts).await >= before + 1.0, "counted");
     for text in ["START", "stop", "mulai"] {
         inbound(&app, operator, text).await;
         let entry = suppression(&app, operator).await.expect("still opted out");
