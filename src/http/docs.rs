@@ -490,6 +490,12 @@ mod tests {
             }
         }
         assert_eq!(seen, 5 + 8, "phone fields and parameters checked");
+        // StarSender's `from`: the same, or followed by a WhatsApp address' domain.
+        let number = phone.strip_suffix(r"\s*$").unwrap();
+        assert_eq!(
+            prop("StarSenderInbound", "from", "pattern"),
+            format!(r"{number}\s*(?:@(?:s\.whatsapp\.net|c\.us)\s*)?$")
+        );
 
         let mut job_ids = 0;
         for (_, path, op) in operations(&doc) {

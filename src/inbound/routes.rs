@@ -97,8 +97,13 @@ impl utoipa::IntoResponses for InboundTooLarge {
 #[schema(example = json!({"from": "628123456789", "message": "STOP", "timestamp": 1796526000}))]
 #[allow(dead_code)]
 pub struct StarSenderInbound {
-    /// The customer's number (a number or a string; `…@s.whatsapp.net` is taken as its number).
-    #[schema(value_type = String)]
+    /// The customer's number, any spelling `POST /whatsapp/send` accepts (also as a JSON number);
+    /// `…@s.whatsapp.net` and `…@c.us` are taken as their number.
+    #[schema(
+        value_type = String,
+        pattern = r"^\s*\+?[ ().-]*(?:0[ ().-]*(?:[0-9][ ().-]*){8,13}|8[ ().-]*(?:[0-9][ ().-]*){7,12}|[1-79][ ().-]*(?:[0-9][ ().-]*){9,14})\s*(?:@(?:s\.whatsapp\.net|c\.us)\s*)?$",
+        example = "628123456789"
+    )]
     from: String,
     /// The text the customer wrote.
     #[schema(value_type = String)]
