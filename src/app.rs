@@ -237,6 +237,7 @@ pub async fn start(
                 p.ctx,
                 p.scheduler,
                 p.deliveries,
+                p.inbound,
                 p.workers,
                 worker_shutdown,
             )
@@ -264,6 +265,7 @@ struct Prepared {
     ctx: Arc<crate::messages::context::SendContext>,
     scheduler: Arc<crate::reminders::schedule::SchedulerContext>,
     deliveries: Arc<crate::webhooks::deliver::DeliveryContext>,
+    inbound: Arc<crate::inbound::job::InboundContext>,
 }
 
 /// Everything the workers need before they start: the gateway, the pauses and the policy read
@@ -320,11 +322,18 @@ async fn prepare_workers(
         config.webhooks.clone(),
         workers.process.clone(),
     )?);
+    let inbound = Arc::new(crate::inbound::job::InboundContext {
+        pool: pool.clone(),
+        rules: crate::inbound::Rules::from_config(config),
+        backoff: config.backoff(),
+        process: workers.process.clone(),
+    });
     Ok(Prepared {
         workers,
         ctx,
         scheduler,
         deliveries,
+        inbound,
     })
 }
 

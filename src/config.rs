@@ -88,6 +88,8 @@ pub struct Config {
     pub webhooks: crate::webhooks::Settings,
     /// `GATEWAY`, `CLOUD_API_*`, `AMBIGUOUS_RECEIPT_WAIT_SECS` (SPEC §13).
     pub gateway: crate::gateway::Settings,
+    /// `INBOUND_STARSENDER_TOKEN`, `OPTOUT_KEYWORDS`, `OPTIN_KEYWORDS` (SPEC §13).
+    pub inbound: crate::inbound::Settings,
 }
 
 /// How long a client may take and how many connections it may hold (see `http::server`).
@@ -203,6 +205,12 @@ impl Config {
                 allow_private: env.boolean("WEBHOOK_ALLOW_PRIVATE", false)?,
             },
             gateway: crate::gateway::settings::parse(&env)?,
+            inbound: crate::inbound::Settings::parse(
+                env.get("INBOUND_STARSENDER_TOKEN"),
+                env.get("OPTOUT_KEYWORDS"),
+                env.get("OPTIN_KEYWORDS"),
+            )
+            .map_err(|(var, value, reason)| ConfigError { var, value, reason })?,
         };
         if let (false, Some(secret)) = (config.sandbox(), &config.jwt_secret)
             && secret.expose().len() < MIN_LIVE_JWT_SECRET_BYTES
@@ -346,6 +354,25 @@ mod tests {
         assert_eq!(c.service_interval_months, 4);
         assert!(c.reminder_include_manual);
         assert_eq!(c.workshop_name, "Bengkel");
+        assert!(c.inbound.starsender_token.is_none());
+        assert_eq!(
+            c.inbound.keywords.matches("jangan kirim"),
+            Some(crate::inbound::Keyword::Optout)
+        );
+    }
+
+    #[test]
+    fn a_short_inbound_token_stops_start_up_naming_it_without_showing_it() {
+        let err = parse(&[("INBOUND_STARSENDER_TOKEN", "tooshort")]).unwrap_err();
+        assert_eq!(err.var, "INBOUND_STARSENDER_TOKEN");
+        assert!(!err.to_string().contains("tooshort"), "{err}");
+        let err = parse(&[("OPTIN_KEYWORDS", "stop")]).unwrap_err();
+        assert_eq!(err.var, "OPTIN_KEYWORDS");
+        let c = parse(&[("INBOUND_STARSENDER_TOKEN", &"k".repeat(32))]).unwrap();
+        assert!(
+            !format!("{c:?}").contains(&"k".repeat(32)),
+            "the token is a secret"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod db;
 pub mod error;
 pub mod gateway;
 pub mod http;
+pub mod inbound;
 pub mod maintenance;
 pub mod manual;
 pub mod messages;

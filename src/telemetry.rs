@@ -30,19 +30,25 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
-/// Message kinds: the `kind` label of the enqueued, suppressed and expired counters.
-const MESSAGE_KINDS: [&str; 3] = ["adhoc", "maintenance", "manual"];
-
 /// Every labelled counter starts at 0 in every process, so that `increase()` sees its first
 /// event (a series that appears at 1 has no increase to show, and an alert would miss it) — the
 /// webhook counters too, one series per event type and attempt class. The
 /// delivery-policy gauges (effective rate, circuit open) start at 0 until the policy
 /// sets them, so that the dashboard and the circuit alert always have a series.
 fn zero_series() {
-    for kind in MESSAGE_KINDS {
+    for kind in crate::messages::Kind::ALL.map(crate::messages::Kind::as_str) {
         metrics::counter!("bengkel_messages_enqueued_total", "kind" => kind).increment(0);
         metrics::counter!("bengkel_messages_suppressed_total", "kind" => kind).increment(0);
         metrics::counter!("bengkel_messages_expired_total", "kind" => kind).increment(0);
+    }
+    for gateway in crate::inbound::Gateway::ALL {
+        for result in crate::inbound::InboundResult::ALL {
+            metrics::counter!("bengkel_inbound_total", "gateway" => gateway.as_str(), "result" => result.as_str())
+                .increment(0);
+        }
+    }
+    for source in crate::suppressions::Source::ALL {
+        metrics::counter!("bengkel_optouts_total", "source" => source.as_str()).increment(0);
     }
     for outcome in ["sent", "retry", "failed", "ambiguous", "expired"] {
         metrics::counter!("bengkel_sends_total", "outcome" => outcome).increment(0);

@@ -1,5 +1,6 @@
-//! Wires jobs to apalis workers: send workers with `WORKER_CONCURRENCY` slots in all and the
-//! reminder scheduler's two workers (see `reminders::schedule`), all restarted by the monitor
+//! Wires jobs to apalis workers: send workers with `WORKER_CONCURRENCY` slots in all, the
+//! webhook delivery and inbound payload workers, and the reminder scheduler's two workers (see
+//! `reminders::schedule`), all restarted by the monitor
 //! after a database outage, stopped gracefully on shutdown (in-flight sends finish).
 
 use std::{sync::Arc, time::Duration};
@@ -10,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::Config,
+    inbound::job::{self as inbound_job, InboundContext},
     messages::{context::SendContext, job},
     queue,
     reminders::schedule::SchedulerContext,
@@ -26,6 +28,10 @@ const SLOTS_PER_WORKER: usize = 8;
 /// processes: `webhooks::deliver`). Their own workers: a slow receiver never holds a send slot.
 const WEBHOOK_SLOTS: usize = 16;
 
+/// Inbound payloads processed at once per process (their own worker: a burst of customers'
+/// messages never holds a send slot).
+const INBOUND_SLOTS: usize = 4;
+
 /// `WORKER_CONCURRENCY` slots as (workers, slots each), never more slots in all than asked.
 fn split_slots(concurrency: usize) -> (usize, usize) {
     let workers = concurrency.div_ceil(SLOTS_PER_WORKER).max(1);
@@ -38,6 +44,7 @@ pub async fn run(
     ctx: Arc<SendContext>,
     scheduler: Arc<SchedulerContext>,
     deliveries: Arc<DeliveryContext>,
+    inbound: Arc<InboundContext>,
     workers: queue::Workers,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -79,6 +86,14 @@ pub async fn run(
         .concurrency(webhook_slots)
         .data(deliveries.clone())
         .build(deliver::handle)
+    });
+    let inbound_workers = workers.clone();
+    let monitor = monitor.register(move |_restarts| {
+        WorkerBuilder::new(inbound_workers.process.worker_name(queue::INBOUND_QUEUE, 0))
+            .backend(inbound_workers.storage::<Value>(queue::INBOUND_QUEUE, INBOUND_SLOTS))
+            .concurrency(INBOUND_SLOTS)
+            .data(inbound.clone())
+            .build(inbound_job::handle)
     });
     // The reminder scheduler: a cron ticker and the fan-out job runner.
     let monitor = crate::reminders::schedule::register(monitor, scheduler, &workers)?;

@@ -105,6 +105,8 @@ use crate::state::AppState;
         crate::webhooks::routes::deliveries,
         crate::webhooks::routes::replay_one,
         crate::webhooks::routes::replay_range,
+        crate::inbound::routes::starsender,
+        crate::inbound::routes::list,
     ),
     components(schemas(ErrorEnvelope, crate::messages::read::DeliveryFilter)),
     modifiers(&BearerAuth, &OptionalBodies),
@@ -116,7 +118,8 @@ use crate::state::AppState;
          (name = "ops", description = "Operations (role ops): queues, jobs, requeue, cancel, pause, purge"),
          (name = "suppressions", description = "The opt-out list: numbers that must not be messaged. Any valid token reads it, adds a number or widens its scope; narrowing (all → reminders) and removing need role ops"),
          (name = "templates", description = "Message texts with versions, one body per language; saved with role ops, previewed without sending"),
-         (name = "webhooks", description = "Outbound webhooks (role ops): subscriptions, signed events (Standard Webhooks 1.0), deliveries with their attempts, replay"))
+         (name = "webhooks", description = "Outbound webhooks (role ops): subscriptions, signed events (Standard Webhooks 1.0), deliveries with their attempts, replay"),
+         (name = "inbound", description = "What customers write to the workshop's number: the gateways' webhooks (no token: a secret path or a signature) and the list of inbound messages (role ops)"))
 )]
 pub struct ApiDoc;
 
@@ -213,7 +216,8 @@ mod tests {
 
     /// Changes outside `/ops/` that need role `ops` (SPEC §3), and `POST /suppressions`, which
     /// needs it to narrow an opt-out.
-    const OPS_ONLY: [(&str, &str); 18] = [
+    const OPS_ONLY: [(&str, &str); 19] = [
+        ("GET", "/inbound/messages"),
         ("POST", "/webhooks"),
         ("GET", "/webhooks"),
         ("GET", "/webhooks/{id}"),
@@ -433,6 +437,18 @@ mod tests {
         );
         assert_eq!(values("SuppressionScope"), ["reminders", "all"]);
         assert_eq!(
+            values("SuppressionSource"),
+            crate::suppressions::Source::ALL.map(crate::suppressions::Source::as_str)
+        );
+        assert_eq!(
+            values("MessageKind"),
+            crate::messages::Kind::ALL.map(crate::messages::Kind::as_str)
+        );
+        assert_eq!(
+            values("InboundGateway"),
+            crate::inbound::Gateway::ALL.map(crate::inbound::Gateway::as_str)
+        );
+        assert_eq!(
             values("DeliveryStatus"),
             crate::messages::DeliveryStatus::ALL.map(crate::messages::DeliveryStatus::as_str)
         );
@@ -465,13 +481,22 @@ mod tests {
         }
         for (_, path, op) in operations(&doc) {
             for p in op["parameters"].as_array().into_iter().flatten() {
-                if p["name"] == "phone" || p["name"] == "to" && path == "/whatsapp/messages" {
+                if p["name"] == "phone"
+                    || p["name"] == "to" && path == "/whatsapp/messages"
+                    || p["name"] == "from" && path == "/inbound/messages"
+                {
                     assert_eq!(p["schema"]["pattern"], phone, "{path} {}", p["name"]);
                     seen += 1;
                 }
             }
         }
-        assert_eq!(seen, 5 + 7, "phone fields and parameters checked");
+        assert_eq!(seen, 5 + 8, "phone fields and parameters checked");
+        // StarSender's `from`: the same, or followed by a WhatsApp address' domain.
+        let number = phone.strip_suffix(r"\s*$").unwrap();
+        assert_eq!(
+            prop("StarSenderInbound", "from", "pattern"),
+            format!(r"{number}\s*(?:@(?:s\.whatsapp\.net|c\.us)\s*)?$")
+        );
 
         let mut job_ids = 0;
         for (_, path, op) in operations(&doc) {

@@ -109,6 +109,32 @@ async fn json_or_empty<S: Send + Sync>(req: Request, state: &S) -> Result<Option
     parse_json(&bytes).map(Some)
 }
 
+/// The body as it came, at most `limit` bytes: a larger one (declared or sent) is `413` naming
+/// the limit, one not received within `HTTP_BODY_TIMEOUT_SECS` is `408`. For routes that keep a
+/// body as bytes (the inbound webhooks), with a limit of their own.
+pub async fn bytes_within(req: Request, limit: usize) -> Result<Bytes, AppError> {
+    let too_large =
+        || AppError::PayloadTooLarge(format!("the request body is larger than {limit} bytes"));
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match axum::body::to_bytes(req.into_body(), limit).await {
+        Ok(bytes) => Ok(bytes),
+        Err(e) if caused_by::<tower_http::timeout::TimeoutError>(&e) => Err(
+            AppError::RequestTimeout("the request body was not received in time".into()),
+        ),
+        Err(e) if caused_by::<http_body_util::LengthLimitError>(&e) => Err(too_large()),
+        Err(e) => Err(AppError::BadRequest(format!(
+            "cannot read the request body: {e}"
+        ))),
+    }
+}
+
 /// Refuses a value with NUL characters: 422 naming every such field.
 fn without_nul(value: Value) -> Result<Value, AppError> {
     let paths = nul_paths(&value);

@@ -67,6 +67,7 @@ pub fn router(state: AppState, surface: Surface) -> Router {
             .merge(crate::templates::routes::router())
             .merge(crate::templates::cloud_api::router())
             .merge(crate::webhooks::routes::router())
+            .merge(crate::inbound::routes::router())
             .merge(docs::router());
     }
     app.fallback(not_found)

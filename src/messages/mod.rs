@@ -36,23 +36,35 @@ pub enum Kind {
     Adhoc,
     Maintenance,
     Manual,
+    /// Sent by the service on its own account: the reply that confirms a keyword opt-out (README
+    /// "Inbound messages and opt-out keywords"). Not held by the send window.
+    System,
 }
 
 impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Adhoc, Kind::Maintenance, Kind::Manual, Kind::System];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Adhoc => "adhoc",
             Kind::Maintenance => "maintenance",
             Kind::Manual => "manual",
+            Kind::System => "system",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "adhoc" => Some(Kind::Adhoc),
-            "maintenance" => Some(Kind::Maintenance),
-            "manual" => Some(Kind::Manual),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// `adhoc, maintenance, …`, for an error message.
+    pub fn names() -> String {
+        Self::ALL.map(Self::as_str).join(", ")
+    }
+
+    /// Whether messages of this kind wait for the send window by themselves (an ad-hoc send
+    /// only with `respect_window`).
+    pub fn keeps_window(self) -> bool {
+        matches!(self, Kind::Maintenance | Kind::Manual)
     }
 }
 

@@ -89,7 +89,7 @@ impl NewMessage {
     pub fn job(&self, message_id: uuid::Uuid) -> crate::queue::SendJob {
         crate::queue::SendJob {
             message_id,
-            window: self.respect_window || self.kind != Kind::Adhoc,
+            window: self.respect_window || self.kind.keeps_window(),
             expires_at: self.expires_at,
         }
     }

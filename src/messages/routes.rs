@@ -309,7 +309,7 @@ pub async fn list(
     let kind = q.get("kind").and_then(|s| {
         let k = Kind::parse(s);
         if k.is_none() {
-            bad("kind", "must be one of adhoc, maintenance, manual");
+            bad("kind", &format!("must be one of {}", Kind::names()));
         }
         k
     });

@@ -33,6 +33,8 @@ pub enum QueueName {
     ReminderFanout,
     #[serde(rename = "webhooks")]
     Webhooks,
+    #[serde(rename = "inbound")]
+    Inbound,
 }
 
 /// `POST /ops/jobs/requeue` (all optional; the body may be empty), for the OpenAPI document.

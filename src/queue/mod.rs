@@ -31,8 +31,10 @@ pub const SEND_QUEUE: &str = "whatsapp-send";
 pub const FANOUT_QUEUE: &str = "reminder-fanout";
 /// Outbound webhook deliveries (SPEC §12): one job per delivery.
 pub const WEBHOOK_QUEUE: &str = crate::webhooks::QUEUE;
+/// Inbound webhook payloads (SPEC §13): one job per received request.
+pub const INBOUND_QUEUE: &str = crate::inbound::QUEUE;
 /// Every queue the ops API and the metrics know.
-pub const QUEUES: [&str; 3] = [SEND_QUEUE, FANOUT_QUEUE, WEBHOOK_QUEUE];
+pub const QUEUES: [&str; 4] = [SEND_QUEUE, FANOUT_QUEUE, WEBHOOK_QUEUE, INBOUND_QUEUE];
 
 /// How often an idle worker looks for due jobs that no NOTIFY announced (scheduled, retries).
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);

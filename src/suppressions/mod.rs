@@ -58,6 +58,36 @@ impl Scope {
     }
 }
 
+/// Who put a number on the list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+#[schema(as = SuppressionSource)]
+pub enum Source {
+    /// An operator or application, through `POST /suppressions`.
+    Api,
+    /// The customer, by writing an opt-out keyword (README "Inbound messages and opt-out
+    /// keywords"); an opt-in keyword lifts only such an entry.
+    Inbound,
+}
+
+impl Source {
+    pub const ALL: [Source; 2] = [Source::Api, Source::Inbound];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Api => "api",
+            Source::Inbound => "inbound",
+        }
+    }
+}
+
+/// Counts a number newly opted out (added, or widened to `all`) by `source`, after the change
+/// committed.
+pub fn count_optout(source: Source) {
+    metrics::counter!("bengkel_optouts_total", "source" => source.as_str()).increment(1);
+}
+
 /// The kinds scope `reminders` blocks, as SQL (scope `all` blocks every kind); the
 /// [`suppressed!`](crate::suppressed) condition and `messages::withdraw::cancel_for_recipient` use it.
 #[macro_export]
@@ -68,7 +98,9 @@ macro_rules! reminder_kinds {
 }
 
 /// SQL: whether a message of kind `$kind` (an SQL text expression) to `$phone` (a normalized
-/// number) is blocked by the opt-out list, as a literal so that queries stay `&'static str`.
+/// number) is blocked by the opt-out list, as a literal so that queries stay `&'static str`. A
+/// `system` message (the reply confirming a keyword opt-out) passes an entry the customer made
+/// with a keyword, and no other.
 #[macro_export]
 macro_rules! suppressed {
     ($phone:literal, $kind:literal) => {
@@ -79,7 +111,9 @@ macro_rules! suppressed {
             $kind,
             " IN ",
             $crate::reminder_kinds!(),
-            "))"
+            ") AND NOT (",
+            $kind,
+            " = 'system' AND sup.source = 'inbound'))"
         )
     };
 }
@@ -95,9 +129,13 @@ pub struct Suppression {
     /// The `sub` of the token that first added the number.
     pub created_by: Option<String>,
     pub created_at: DateTime<Utc>,
-    /// The `sub` of the token that made the last change (scope or reason).
+    /// The `sub` of the token that made the last change (scope or reason); `inbound` for a
+    /// keyword's change.
     pub updated_by: Option<String>,
     pub updated_at: DateTime<Utc>,
+    /// `api` (an operator or application) or `inbound` (the customer's keyword): only an
+    /// `inbound` entry is lifted by an opt-in keyword.
+    pub source: Source,
 }
 
 #[cfg(test)]
@@ -109,7 +147,8 @@ mod tests {
         assert!(!Scope::Reminders.blocks(Kind::Adhoc));
         assert!(Scope::Reminders.blocks(Kind::Maintenance));
         assert!(Scope::Reminders.blocks(Kind::Manual));
-        for kind in [Kind::Adhoc, Kind::Maintenance, Kind::Manual] {
+        assert!(!Scope::Reminders.blocks(Kind::System));
+        for kind in [Kind::Adhoc, Kind::Maintenance, Kind::Manual, Kind::System] {
             assert!(Scope::All.blocks(kind));
         }
         assert_eq!(Scope::parse("all"), Some(Scope::All));
@@ -125,7 +164,8 @@ mod tests {
         assert_eq!(
             suppressed!("m.to_phone", "m.kind"),
             "EXISTS (SELECT 1 FROM suppressions sup WHERE sup.phone = m.to_phone AND \
-             (sup.scope = 'all' OR m.kind IN ('maintenance', 'manual')))"
+             (sup.scope = 'all' OR m.kind IN ('maintenance', 'manual')) AND \
+             NOT (m.kind = 'system' AND sup.source = 'inbound'))"
         );
     }
 }

@@ -1,14 +1,15 @@
 //! SQL for `suppressions` and its history `suppression_changes`. Adding an entry cancels the
 //! number's unsent messages in scope in the same transaction
 //! (`messages::withdraw::cancel_for_recipient`); every change is recorded with who made it and when
-//! in the same transaction as the change.
+//! in the same transaction as the change. The API's changes ([`add`], [`remove`]) and a
+//! customer's keywords ([`opt_out_by_keyword`], [`lift_keyword_opt_out`]) share that path.
 
 use std::{collections::BTreeMap, time::Duration};
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use super::{Scope, Suppression};
+use super::{Scope, Source, Suppression, count_optout};
 use crate::{
     messages::{Kind, read, withdraw},
     webhooks::{EventType, outbox},
@@ -17,7 +18,7 @@ use crate::{
 /// The columns of a [`Suppression`], as a literal so that statements stay `&'static str`.
 macro_rules! columns {
     () => {
-        "phone, scope, reason, created_by, created_at, updated_by, updated_at"
+        "phone, scope, reason, created_by, created_at, updated_by, updated_at, source"
     };
 }
 
@@ -42,11 +43,19 @@ impl Added {
     pub fn cancelled_total(&self) -> u64 {
         self.cancelled.values().sum()
     }
+
+    /// Counts the messages it cancelled (`bengkel_messages_suppressed_total`), once committed.
+    pub fn count(&self) {
+        for (kind, n) in &self.cancelled {
+            metrics::counter!("bengkel_messages_suppressed_total", "kind" => *kind).increment(*n);
+        }
+    }
 }
 
 /// Puts `phone` on the list with `scope` and `reason` (replacing both if it is there, unless
 /// that narrows scope `all` to `reminders` and `may_narrow` is false), and cancels its unsent
 /// messages in scope, their jobs and reminder rows, in one transaction with the change's record.
+/// The entry is the API's from then on (`source` `api`), also one a keyword had made.
 pub async fn add(
     pool: &PgPool,
     phone: &str,
@@ -58,16 +67,20 @@ pub async fn add(
     let mut tx = pool.begin().await?;
     // `xmax = 0`: the row was inserted, not updated. No row: the update was refused (the
     // check sits in the statement, so a concurrent change cannot slip between check and write).
+    // `widened`: the number is opted out of more than before (new, or reminders → all).
     let row: Option<SuppressionRow> = sqlx::query_as(concat!(
-        "INSERT INTO suppressions (phone, scope, reason, created_by, updated_by)
-         VALUES ($1, $2, $3, $4, $4)
+        "WITH old AS (SELECT scope FROM suppressions WHERE phone = $1 FOR UPDATE)
+         INSERT INTO suppressions (phone, scope, reason, created_by, updated_by, source)
+         VALUES ($1, $2, $3, $4, $4, 'api')
          ON CONFLICT (phone) DO UPDATE SET
              scope = excluded.scope, reason = excluded.reason,
-             updated_by = excluded.updated_by, updated_at = now()
+             updated_by = excluded.updated_by, updated_at = now(), source = 'api'
          WHERE $5 OR NOT (suppressions.scope = 'all' AND excluded.scope = 'reminders')
          RETURNING ",
         columns!(),
-        ", (xmax = 0) AS created"
+        ", (xmax = 0) AS created,
+           CASE WHEN EXISTS (SELECT 1 FROM old) THEN (SELECT scope FROM old) = 'reminders' AND $2 = 'all'
+                ELSE true END AS widened"
     ))
     .bind(phone)
     .bind(scope)
@@ -76,25 +89,112 @@ pub async fn add(
     .bind(may_narrow)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some(SuppressionRow { entry, created }) = row else {
+    let Some(SuppressionRow {
+        entry,
+        created,
+        widened,
+    }) = row
+    else {
         return Ok(AddOutcome::NarrowingRefused);
     };
-    let action = if created { "added" } else { "changed" };
-    record(&mut tx, &entry, action, by).await?;
-    let kinds = withdraw::cancel_for_recipient(&mut tx, phone, scope).await?;
+    let added = recorded(&mut tx, entry, created, by).await?;
     tx.commit().await?;
+    added.count();
+    if widened {
+        count_optout(Source::Api);
+    }
+    Ok(AddOutcome::Added(added))
+}
+
+/// Records an entry just added or changed by `by` and cancels the number's unsent messages in
+/// its scope, on the caller's transaction.
+async fn recorded(
+    conn: &mut sqlx::PgConnection,
+    entry: Suppression,
+    created: bool,
+    by: &str,
+) -> sqlx::Result<Added> {
+    let action = if created { "added" } else { "changed" };
+    record(&mut *conn, &entry, action, by).await?;
+    let kinds = withdraw::cancel_for_recipient(conn, &entry.phone, entry.scope).await?;
     let mut cancelled = BTreeMap::new();
     for kind in kinds {
         *cancelled.entry(kind.as_str()).or_insert(0) += 1;
     }
-    for (kind, n) in &cancelled {
-        metrics::counter!("bengkel_messages_suppressed_total", "kind" => *kind).increment(*n);
-    }
-    Ok(AddOutcome::Added(Added {
+    Ok(Added {
         entry,
         created,
         cancelled,
-    }))
+    })
+}
+
+/// What a keyword opt-out did.
+pub enum KeywordOptOut {
+    /// The number was put on the list (`created`), or its `reminders` entry widened to `all`
+    /// (an operator's entry stays the operator's: its source and reason are kept).
+    Opted(Added),
+    /// It was opted out of everything already: nothing changed. Whose entry it is.
+    Already(Source),
+}
+
+/// A customer's opt-out keyword, on the caller's transaction: `phone` is opted out of every
+/// message (`scope` `all`, `reason` `keyword`, `source` `inbound`) — its unsent messages
+/// cancelled, the change recorded by [`BY`](crate::inbound::BY), `optout.created` emitted — as
+/// [`add`] does. An entry already there is not replaced: one of scope `reminders` is widened to
+/// `all`, one of scope `all` is left as it is. Nothing is counted: the caller counts
+/// ([`Added::count`], [`count_optout`]) once it committed.
+pub async fn opt_out_by_keyword(
+    conn: &mut sqlx::PgConnection,
+    phone: &str,
+) -> sqlx::Result<KeywordOptOut> {
+    let by = crate::inbound::BY;
+    let row: Option<SuppressionRow> = sqlx::query_as(concat!(
+        "INSERT INTO suppressions (phone, scope, reason, created_by, updated_by, source)
+         VALUES ($1, 'all', 'keyword', $2, $2, 'inbound')
+         ON CONFLICT (phone) DO UPDATE SET
+             scope = 'all', updated_by = excluded.updated_by, updated_at = now()
+         WHERE suppressions.scope <> 'all'
+         RETURNING ",
+        columns!(),
+        ", (xmax = 0) AS created, true AS widened"
+    ))
+    .bind(phone)
+    .bind(by)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match row {
+        Some(row) => Ok(KeywordOptOut::Opted(
+            recorded(conn, row.entry, row.created, by).await?,
+        )),
+        None => {
+            let source: Source =
+                sqlx::query_scalar("SELECT source FROM suppressions WHERE phone = $1")
+                    .bind(phone)
+                    .fetch_one(&mut *conn)
+                    .await?;
+            Ok(KeywordOptOut::Already(source))
+        }
+    }
+}
+
+/// A customer's opt-in keyword, on the caller's transaction: `phone`'s entry is removed when a
+/// keyword made it (`source` `inbound`; an operator's stays), recorded by
+/// [`BY`](crate::inbound::BY), with `optout.removed`. Returns the entry removed.
+pub async fn lift_keyword_opt_out(
+    conn: &mut sqlx::PgConnection,
+    phone: &str,
+) -> sqlx::Result<Option<Suppression>> {
+    let removed: Option<Suppression> = sqlx::query_as(concat!(
+        "DELETE FROM suppressions WHERE phone = $1 AND source = 'inbound' RETURNING ",
+        columns!()
+    ))
+    .bind(phone)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(entry) = &removed {
+        record(conn, entry, "removed", crate::inbound::BY).await?;
+    }
+    Ok(removed)
 }
 
 /// Notes a change of `entry` (as it is after it; as it was, for `removed`) by `by`.
@@ -127,7 +227,7 @@ async fn record(
         data: outbox::without_message(serde_json::json!({
             "phone": entry.phone,
             "scope": entry.scope,
-            "source": "api",
+            "source": entry.source,
         })),
     };
     outbox::emit(tx, &[event]).await?;
@@ -164,6 +264,7 @@ struct SuppressionRow {
     #[sqlx(flatten)]
     entry: Suppression,
     created: bool,
+    widened: bool,
 }
 
 /// Waits until no message to `phone` that `scope` blocks is being sent (a run that claimed it

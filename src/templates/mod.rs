@@ -33,8 +33,18 @@ pub const PLACEHOLDERS: [&str; 9] = [
     "workshop_name",
 ];
 
-/// The placeholders a template may use: a manual record has no vehicle model.
+/// The placeholders of the reply to a keyword opt-out (`inbound::OPTOUT_CONFIRMATION`): it goes
+/// to a number, not to a customer record; `optin_keyword` is the first of `OPTIN_KEYWORDS`, the
+/// word that undoes the opt-out.
+pub const CONFIRMATION_PLACEHOLDERS: [&str; 3] =
+    ["workshop_name", "service_phone", "optin_keyword"];
+
+/// The placeholders a template may use: a manual record has no vehicle model; the opt-out
+/// confirmation knows no customer.
 pub fn placeholders_for(key: &str) -> Vec<&'static str> {
+    if key == crate::inbound::OPTOUT_CONFIRMATION {
+        return CONFIRMATION_PLACEHOLDERS.to_vec();
+    }
     PLACEHOLDERS
         .into_iter()
         .filter(|p| key != MANUAL || *p != "model")
@@ -476,6 +486,24 @@ mod tests {
         let v = values(&subject("Siti", None), &workshop());
         assert_eq!(render("{{x}} {nama}", &v), "{x} Siti");
         assert_eq!(used("{nama} {hari} {nama}"), ["nama", "hari"]);
+    }
+
+    #[test]
+    fn the_optout_confirmation_takes_the_workshop_and_the_optin_keyword_only() {
+        let key = crate::inbound::OPTOUT_CONFIRMATION;
+        assert!(
+            check(
+                key,
+                "{workshop_name}: berhenti. Ketik {optin_keyword} di {service_phone}"
+            )
+            .is_ok()
+        );
+        let e = check(key, "Halo {nama}, {optin_keyword}").unwrap_err();
+        assert!(
+            e.contains("{nama}") && !e.contains("{optin_keyword}"),
+            "{e}"
+        );
+        assert!(check("promo", "{optin_keyword}").is_err());
     }
 
     #[test]

@@ -112,14 +112,17 @@ pub async fn get(pool: &PgPool, key: &str) -> sqlx::Result<Option<Template>> {
     Ok(assemble(rows, all).pop())
 }
 
-/// The current version of `key`, as a pass renders with it.
-pub async fn current(pool: &PgPool, key: &str) -> sqlx::Result<Option<Current>> {
+/// The current version of `key`, as a pass renders with it (on a pool, or on a transaction).
+pub async fn current<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    key: &str,
+) -> sqlx::Result<Option<Current>> {
     let row: Option<(i32, Json<Bodies>)> = sqlx::query_as(
         "SELECT version, bodies FROM template_versions WHERE key = $1
          ORDER BY version DESC LIMIT 1",
     )
     .bind(key)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await?;
     Ok(row.map(|(version, Json(bodies))| Current {
         key: key.to_owned(),

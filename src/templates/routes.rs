@@ -315,6 +315,12 @@ pub async fn preview(
         ("service_phone".to_owned(), workshop.service_phone.clone()),
         ("workshop_name".to_owned(), workshop.name.clone()),
     ]);
+    if key == crate::inbound::OPTOUT_CONFIRMATION {
+        values.insert(
+            "optin_keyword".to_owned(),
+            config.inbound.keywords.optin_example().to_owned(),
+        );
+    }
     let mut recipient_language = Language::Id;
     if vehicle_id.is_some() || customer_id.is_some() {
         let row: Option<VehicleRow> = sqlx::query_as(

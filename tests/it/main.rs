@@ -12,6 +12,7 @@ mod durability;
 mod embedded;
 mod faults;
 mod hostile;
+mod inbound;
 mod manual;
 mod ops;
 mod owners;
