@@ -1,5 +1,6 @@
 //! The StarSender gateway: the request we send and how we read its answer (README "Sending").
 
+pub mod cloud_api;
 pub mod sandbox;
 
 use std::time::{Duration, Instant};

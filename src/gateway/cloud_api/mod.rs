@@ -1,0 +1,3 @@
+//! The WhatsApp Cloud API gateway (SPEC §13).
+
+pub mod payload;
