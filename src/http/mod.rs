@@ -50,7 +50,9 @@ pub fn router(state: AppState, surface: Surface) -> Router {
         .merge(crate::reminders::routes::health_router())
         .route("/metrics", get(health::metrics_text));
     if state.config.sandbox() {
-        app = app.merge(crate::gateway::sandbox::router());
+        app = app
+            .merge(crate::gateway::sandbox::router())
+            .merge(crate::gateway::cloud_api::sandbox::list_router());
     }
     if surface == Surface::Full {
         app = app
