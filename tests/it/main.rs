@@ -5,11 +5,13 @@ mod helpers;
 
 mod auth;
 mod batch;
+mod cloud_sandbox;
 mod customers;
 mod deadlines;
 mod durability;
 mod embedded;
 mod faults;
+mod graph_fake;
 mod hostile;
 mod manual;
 mod ops;
