@@ -186,13 +186,37 @@ pub async fn start(
     let local = listener.local_addr()?;
     crate::reminders::schedule::ensure(&pool, &config).await?;
     crate::policy::settings::seed(&pool, &config).await?;
-    let state = AppState::new(
+    let mut state = AppState::new(
         pool.clone(),
         config.clone(),
         secret.expose().as_bytes(),
         sandbox::new_key(),
     );
-    if config.sandbox() {
+    if config.sandbox() && config.gateway.kind == crate::gateway::GatewayKind::CloudApi {
+        let app_secret = state
+            .cloud_app_secret
+            .get_or_insert_with(sandbox::new_key)
+            .clone();
+        state.cloud_sandbox = Some(Arc::new(crate::gateway::cloud_api::sandbox::CloudSandbox {
+            inbound_url: format!("http://{}/inbound/cloud-api", loopback(local)),
+            app_secret,
+            phone_number_id: config
+                .gateway
+                .cloud
+                .phone_number_id
+                .clone()
+                .unwrap_or_else(|| crate::gateway::SANDBOX_PHONE_NUMBER_ID.to_owned()),
+            key: state.sandbox_key.clone(),
+            status_delay: crate::gateway::cloud_api::sandbox::DEFAULT_STATUS_DELAY,
+        }));
+        tracing::warn!(
+            "SANDBOX MODE: GATEWAY=cloud_api without CLOUD_API_ACCESS_TOKEN: messages go to the built-in Cloud API sandbox at \
+             http://{}{} (it posts signed sent/delivered/read statuses back) and are NOT delivered to WhatsApp. \
+             See GET /sandbox/cloud-api/messages (with a token).",
+            loopback(local),
+            crate::gateway::CLOUD_SANDBOX_BASE
+        );
+    } else if config.sandbox() {
         tracing::warn!(
             "SANDBOX MODE: STARSENDER_API_KEY is not set, messages go to the built-in sandbox gateway at \
              http://{}{} and are NOT delivered to WhatsApp. See GET /sandbox/starsender/messages (with a token).",

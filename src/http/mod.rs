@@ -49,10 +49,17 @@ pub fn router(state: AppState, surface: Surface) -> Router {
         .route("/health/ready", get(health::ready))
         .merge(crate::reminders::routes::health_router())
         .route("/metrics", get(health::metrics_text));
-    if state.config.sandbox()
-        && state.config.gateway.kind == crate::gateway::GatewayKind::StarSender
-    {
-        app = app.merge(crate::gateway::sandbox::router());
+    if state.config.sandbox() {
+        // Both listings are documented: mounted in either gateway's sandbox mode.
+        app = app
+            .merge(crate::gateway::sandbox::router())
+            .merge(crate::gateway::cloud_api::sandbox::list_router());
+        if let Some(cloud) = state.cloud_sandbox.clone() {
+            match crate::gateway::cloud_api::sandbox::router(cloud) {
+                Ok(sandbox) => app = app.merge(sandbox),
+                Err(e) => tracing::error!("the Cloud API sandbox cannot start: {e}"),
+            }
+        }
     }
     if surface == Surface::Full {
         app = app

@@ -16,6 +16,8 @@ use sqlx::{Connection, PgConnection, PgPool};
 use wiremock::{Mock, MockServer, ResponseTemplate, matchers};
 
 mod dates;
+mod graph;
+mod graph_hooks;
 mod ops;
 mod read;
 mod receiver;
@@ -23,6 +25,8 @@ mod recorder;
 mod wait;
 
 pub use dates::{day, today};
+pub use graph::{GraphAnswer, GraphApi};
+pub use graph_hooks::{HookReceiver, StatusEvent, StatusPoster, inbound_text, sign, webhook};
 pub use ops::{ops_call, ops_get, ops_ok, ops_post, ops_request, pause_sends, resume_sends};
 pub use read::{fields, http_status, metric};
 pub use receiver::{Answer, Received, Receiver, verifies};
@@ -348,6 +352,11 @@ impl TestApp {
             http: reqwest::Client::new(),
             running: Some(running),
         }
+    }
+
+    /// The running app's state (to serve a router of its own on the test's database).
+    pub fn state(&self) -> bengkel_whatsapp::state::AppState {
+        self.running.as_ref().expect("the app runs").state.clone()
     }
 
     /// Sends a request and checks the envelope; no response in the suite may be a 5xx.

@@ -5,12 +5,14 @@ mod helpers;
 
 mod auth;
 mod batch;
+mod cloud_sandbox;
 mod cloud_templates;
 mod customers;
 mod deadlines;
 mod durability;
 mod embedded;
 mod faults;
+mod graph_fake;
 mod hostile;
 mod inbound;
 mod manual;
