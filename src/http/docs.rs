@@ -108,6 +108,8 @@ use crate::state::AppState;
         crate::webhooks::routes::replay_range,
         crate::inbound::routes::starsender,
         crate::inbound::routes::list,
+        crate::inbound::cloud_routes::verify_subscription,
+        crate::inbound::cloud_routes::notification,
     ),
     components(schemas(ErrorEnvelope, crate::messages::read::DeliveryFilter)),
     modifiers(&BearerAuth, &OptionalBodies),

@@ -75,6 +75,7 @@ pub fn router(state: AppState, surface: Surface) -> Router {
             .merge(crate::templates::cloud_api::router())
             .merge(crate::webhooks::routes::router())
             .merge(crate::inbound::routes::router())
+            .merge(crate::inbound::cloud_routes::router())
             .merge(docs::router());
     }
     app.fallback(not_found)

@@ -40,6 +40,9 @@ pub struct Rules {
     pub workshop: Workshop,
     /// `SEND_MAX_ATTEMPTS` of the confirmation.
     pub max_attempts: u32,
+    /// Our Cloud API number (`CLOUD_API_PHONE_NUMBER_ID`, the sandbox's without one): a
+    /// notification for another is ignored and counted.
+    pub cloud_phone_number_id: String,
 }
 
 impl Rules {
@@ -51,6 +54,12 @@ impl Rules {
                 name: config.workshop_name.clone(),
             },
             max_attempts: config.send_max_attempts,
+            cloud_phone_number_id: config
+                .gateway
+                .cloud
+                .phone_number_id
+                .clone()
+                .unwrap_or_else(|| crate::gateway::SANDBOX_PHONE_NUMBER_ID.to_owned()),
         }
     }
 }

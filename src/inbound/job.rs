@@ -47,6 +47,10 @@ pub struct Processed {
     pub rejected: Vec<InboundResult>,
     /// It had been processed before: nothing was done now.
     pub already: bool,
+    /// Cloud API statuses: what was done with them.
+    pub statuses: Option<crate::gateway::cloud_api::statuses::Recorded>,
+    /// Not finished: some of its statuses wait for their message; run again then.
+    pub later: Option<chrono::DateTime<Utc>>,
 }
 
 impl Processed {
@@ -69,6 +73,8 @@ impl Processed {
             accepted,
             rejected,
             already: false,
+            statuses: None,
+            later: None,
         }
     }
 
@@ -79,6 +85,9 @@ impl Processed {
         }
         for r in &self.rejected {
             super::count(self.gateway, *r);
+        }
+        if let Some(statuses) = &self.statuses {
+            statuses.count();
         }
     }
 }
@@ -114,6 +123,8 @@ pub async fn process_payload(
             accepted: Vec::new(),
             rejected: Vec::new(),
             already: true,
+            statuses: None,
+            later: None,
         });
     }
     let outcome = match payload.gateway {
@@ -122,7 +133,7 @@ pub async fn process_payload(
     };
     match outcome {
         Ok(processed) => {
-            store::mark(tx, id, &processed.result, true).await?;
+            store::mark(tx, id, &processed.result, processed.later.is_none()).await?;
             Ok(processed)
         }
         Err(ProcessError::Rejected(why)) => {
@@ -220,8 +231,12 @@ pub async fn execute(ctx: &InboundContext, run: Run, payload: Value) -> Result<(
     let mut tx = ctx.pool.begin().await?;
     let (verdict, processed) = match process_payload(&mut tx, &ctx.rules, job.payload_id).await {
         Ok(processed) => (
-            Verdict::Complete {
-                attempts: run.attempt(),
+            match processed.later {
+                // Statuses wait for their messages: again then, no attempt spent.
+                Some(at) => queue::snooze(at, "statuses waiting for their message"),
+                None => Verdict::Complete {
+                    attempts: run.attempt(),
+                },
             },
             Some(processed),
         ),

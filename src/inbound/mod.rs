@@ -10,6 +10,7 @@
 
 pub mod accept;
 pub mod cloud_api;
+pub mod cloud_routes;
 pub mod job;
 pub mod keywords;
 pub mod routes;
