@@ -381,7 +381,7 @@ pub(super) fn build(
         "to": to.as_str(), "body": template.is_none().then_some(&body), "file": file,
         "delay": raw.delay, "schedule": raw.schedule,
     });
-    // A template send is compared by its template, key, language and values (a body send keeps
+    // A template send is compared by its template: key, language and values (a body send keeps
     // the fingerprint it always had).
     if let Some(t) = &template {
         fingerprint["template"] = t.fingerprint();
