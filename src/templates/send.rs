@@ -28,9 +28,10 @@ pub const FIELD: &str = "template";
 /// The longest value of a placeholder (a saved body's limit).
 pub const MAX_VALUE_CHARS: usize = 4_000;
 
-/// `template` of a send request, as the OpenAPI document shows it; [`parse`] checks it.
+/// A saved template to send instead of a text, rendered when the send is accepted (README
+/// "Templates": sending a template).
 #[derive(utoipa::ToSchema)]
-#[schema(as = TemplateSend, example = json!({"key": "promo_servis", "values": {"diskon": "20%"}, "language": "id"}))]
+#[schema(as = TemplateSend, example = json!({"key": "promo_servis", "values": {"nama": "Budi", "no_pol": "B 1234 XYZ"}, "language": "id"}))]
 #[allow(dead_code)]
 pub struct TemplateSend {
     /// A template (`GET /templates`); an unknown key is a `422`.
