@@ -174,9 +174,13 @@ pub struct CustomMessage {
         example = "08123456789"
     )]
     no_hp: String,
-    /// 1 to 2000 characters once trimmed.
+    /// 1 to 2000 characters once trimmed. Exactly one of `message` and `template`.
     #[schema(min_length = 1, max_length = 2000, pattern = r"\S")]
-    message: String,
+    message: Option<String>,
+    /// A saved template instead of `message`, rendered now (README "Templates": sending a
+    /// template) with the fields of the manual record the number belongs to (`nama`, `no_pol`,
+    /// the due date, its salutation and language) and `values` for the rest.
+    template: Option<crate::templates::send::TemplateSend>,
 }
 
 /// A validated create (`fields all set`) or update (`None` = keep; for the optional fields

@@ -135,8 +135,8 @@ pub fn message(
         due: c.next_service,
         today: date,
     };
-    let body = template.render(&subject, workshop);
-    let mut message = NewMessage::internal(Kind::Manual, to, body, None).from_template(template);
+    let (body, origin) = template.render_recorded(&subject, workshop);
+    let mut message = NewMessage::internal(Kind::Manual, to, body, None).with_template(origin);
     message.expires_at = Some(expires_at);
     Some(message)
 }

@@ -29,6 +29,10 @@ use crate::{
         schedule::{self, MAX_WAIT},
     },
     state::AppState,
+    templates::{
+        recipient::Prefer,
+        send::{self, Context},
+    },
 };
 
 /// Queues a reminder for every record with `0 <= next_service - today < days_threshold`
@@ -224,9 +228,11 @@ pub struct CustomAccepted {
     message: String,
 }
 
-/// Queues a free-text message (≤ 2000 characters) to any number (kind `manual`). A number on the
-/// opt-out list (either scope) gets nothing: the message is stored `cancelled` with `last_error`
-/// `recipient opted out`, like any send to it.
+/// Queues a free-text message (≤ 2000 characters) to any number (kind `manual`), or a saved
+/// `template` rendered now — with the fields of the manual record the number belongs to, as its
+/// reminder would, and `values` for the rest. A number on the opt-out list (either scope) gets
+/// nothing: the message is stored `cancelled` with `last_error` `recipient opted out`, like any
+/// send to it.
 #[utoipa::path(post, path = "/manual-whatsapp/send-custom-message", operation_id = "send_custom_message", tag = "manual-whatsapp",
     request_body = super::CustomMessage,
     responses((status = 202, description = "Queued (or, to an opted-out number, stored `cancelled`)", body = Envelope<CustomAccepted>),
@@ -238,7 +244,21 @@ pub async fn send_custom_message(
     JsonObject(body): JsonObject,
 ) -> AppResult<Reply<CustomAccepted>> {
     let (to, text) = custom(&body).map_err(AppError::Validation)?;
-    let message = NewMessage::internal(Kind::Manual, to, text.clone(), None);
+    let message = match text {
+        CustomText::Message(text) => NewMessage::internal(Kind::Manual, to, text, None),
+        CustomText::Template(template) => {
+            let cx = Context::new(&state.config);
+            let sends = [(to.as_str(), &template)];
+            let rendered = send::render(&state.pool, &cx, Prefer::Manual, &sends)
+                .await?
+                .pop()
+                .ok_or_else(|| AppError::validation(send::FIELD, "was not rendered"))?
+                .map_err(AppError::Validation)?;
+            NewMessage::internal(Kind::Manual, to, rendered.text, None)
+                .with_template(rendered.origin)
+        }
+    };
+    let text = message.body.clone();
     let stored = store::store_one(
         &state.pool,
         &message,
@@ -260,11 +280,46 @@ pub async fn send_custom_message(
     ))
 }
 
-fn custom(body: &Map<String, Value>) -> Result<(PhoneNumber, String), Vec<FieldError>> {
+/// The text of a custom message: given, or a template to render.
+enum CustomText {
+    Message(String),
+    Template(send::Request),
+}
+
+fn custom(body: &Map<String, Value>) -> Result<(PhoneNumber, CustomText), Vec<FieldError>> {
     let mut f = Fields::new(body);
     let phone = f.required_str("no_hp");
-    let text = f.required_str("message");
+    let text = f.optional_str("message");
+    let given = |name: &str| body.get(name).is_some_and(|v| !v.is_null());
     let mut errors = f.errors;
+    let one_text = "give exactly one of `message` or `template`";
+    let template = match (
+        given("message"),
+        body.get("template").filter(|v| !v.is_null()),
+    ) {
+        (true, Some(_)) => {
+            errors.push(FieldError::new(
+                send::FIELD,
+                format!("{one_text}, not both"),
+            ));
+            None
+        }
+        (false, None) => {
+            errors.push(FieldError::new(
+                "message",
+                format!("is required: {one_text}"),
+            ));
+            None
+        }
+        (true, None) => None,
+        (false, Some(t)) => match send::parse(t) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                errors.extend(e);
+                None
+            }
+        },
+    };
     let to = phone.and_then(|p| {
         PhoneNumber::parse(p)
             .map_err(|e| errors.push(FieldError::new("no_hp", e.to_string())))
@@ -286,8 +341,9 @@ fn custom(body: &Map<String, Value>) -> Result<(PhoneNumber, String), Vec<FieldE
             Some(t.to_owned())
         }
     });
-    match (to, text) {
-        (Some(to), Some(text)) if errors.is_empty() => Ok((to, text)),
+    match (to, template, text) {
+        (Some(to), Some(t), _) if errors.is_empty() => Ok((to, CustomText::Template(t))),
+        (Some(to), None, Some(text)) if errors.is_empty() => Ok((to, CustomText::Message(text))),
         _ => Err(errors),
     }
 }

@@ -1,6 +1,7 @@
 //! WhatsApp messages: validated here, stored with their send job, sent by the worker.
 //!
-//! Follow the names: [`request`] validates, [`store`] stores (message + job in one statement),
+//! Follow the names: [`request`] validates, [`render`] renders a send given as a template,
+//! [`store`] stores (message + job in one statement),
 //! [`job`] runs a send — [`claim`], the gateway call, [`decide`], [`record`] — with the
 //! [`context`] its process built; [`withdraw`] cancels, expires and requeues, [`read`] reads,
 //! [`receipts`] applies what WhatsApp reported after a send, [`routes`] and [`send_batch`] are
@@ -17,7 +18,10 @@ pub mod query;
 pub mod read;
 pub mod receipts;
 pub mod record;
+pub mod render;
 pub mod request;
+#[cfg(test)]
+mod request_tests;
 pub mod routes;
 pub mod send_batch;
 pub mod send_batches;
@@ -252,11 +256,16 @@ pub struct Message {
     /// Held back by the delivery policy until then (no attempt spent); see `held_reason`.
     pub held_until: Option<DateTime<Utc>>,
     pub held_reason: Option<crate::policy::HoldReason>,
-    /// The template the body was rendered from (reminders), and its version.
+    /// The template the body was rendered from (reminders, template sends), and its version.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template_key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template_version: Option<i32>,
+    /// The template the body was rendered from, with the language of the body used and the
+    /// value of every placeholder available then; absent for a message sent with its own text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[sqlx(json(nullable))]
+    pub template: Option<crate::templates::Recorded>,
     /// The `POST /whatsapp/send-batch` call that stored it (that answer's `batch_id`; list its
     /// messages with `GET /whatsapp/messages?batch=`); null for a message sent any other way.
     pub batch_id: Option<Uuid>,

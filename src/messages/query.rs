@@ -1,7 +1,7 @@
 //! The seed's query-string send endpoints (`/whatsapp/send-simple`, `send-with-file`,
 //! `send-scheduled`): their parameters read into the same checks as a JSON send.
 
-use super::request::{EXPIRES_AT, NewMessage, Raw, TTL_SECONDS, build};
+use super::request::{EXPIRES_AT, NewMessage, Raw, TTL_SECONDS, Text, build};
 use crate::{
     error::{AppError, FieldError},
     http::extract::QueryPairs,
@@ -84,7 +84,7 @@ pub fn from_query(q: &QueryPairs, route: QueryRoute) -> Result<NewMessage, AppEr
     build(
         Raw {
             to: phone,
-            body: message,
+            text: message.map(Text::Body),
             file,
             delay: None,
             schedule,
@@ -101,6 +101,8 @@ pub fn from_query(q: &QueryPairs, route: QueryRoute) -> Result<NewMessage, AppEr
         ],
         errors,
     )
+    // `message` is a body: no template to render.
+    .map(|(message, _)| message)
 }
 
 #[cfg(test)]

@@ -16,7 +16,10 @@ macro_rules! columns {
          next_attempt_at, last_error, gateway_response, sent_at, failed_at, cancelled_at, \
          expires_at, expired_at, respect_window, held_until, held_reason, template_key, \
          template_version, batch_id, client_ref, delivery_status, delivered_at, read_at, \
-         undelivered_reason, undelivered_code, gateway_message_id, job_id, created_at, updated_at"
+         undelivered_reason, undelivered_code, gateway_message_id, job_id, created_at, updated_at, \
+         CASE WHEN template_key IS NOT NULL THEN jsonb_build_object('key', template_key, \
+         'version', template_version, 'language', template_language, 'values', template_values) \
+         END AS template"
     };
 }
 pub(super) use columns;

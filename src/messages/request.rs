@@ -8,6 +8,7 @@ use super::{Kind, phone::PhoneNumber};
 use crate::{
     error::{AppError, FieldError},
     http::extract::Fields,
+    templates::send::{self as template_send, Request as TemplateRequest},
 };
 
 pub const MAX_BODY_CHARS: usize = 4096;
@@ -33,9 +34,14 @@ pub struct SendRequest {
         example = "0812 3456 789"
     )]
     to: String,
-    /// The text: 1 to 4096 characters once trimmed.
+    /// The text: 1 to 4096 characters once trimmed. Exactly one of `body` and `template`.
     #[schema(min_length = 1, max_length = 4096, pattern = r"\S")]
-    body: String,
+    body: Option<String>,
+    /// A saved template instead of `body`, rendered now (README "Templates": sending a
+    /// template): the placeholders the send can fill itself (the workshop's; the customer's or
+    /// manual record's the number belongs to) and `values` for the rest. `422` for an unknown
+    /// key, a placeholder nothing fills (named), or a text over 4,096 characters.
+    template: Option<crate::templates::send::TemplateSend>,
     /// An absolute `http(s)` URL of a file to attach (the message goes out as media), up to 2048
     /// characters.
     #[schema(
@@ -80,8 +86,8 @@ pub struct NewMessage {
     pub respect_window: bool,
     /// The canonical request, compared for `Idempotency-Key` replays.
     pub fingerprint: String,
-    /// The template (key, version) the body was rendered from (README "Templates").
-    pub template: Option<(String, i32)>,
+    /// The template the body was rendered from, with what it records (README "Templates").
+    pub template: Option<crate::templates::Origin>,
 }
 
 impl NewMessage {
@@ -114,10 +120,64 @@ impl NewMessage {
         }
     }
 
-    /// Notes the template version the body was rendered from.
-    pub fn from_template(mut self, current: &crate::templates::Current) -> Self {
-        self.template = Some((current.key.clone(), current.version));
+    /// Notes the template the body was rendered from.
+    pub fn with_template(mut self, origin: crate::templates::Origin) -> Self {
+        self.template = Some(origin);
         self
+    }
+}
+
+/// A send request that passed validation: a message, or one whose text is a template still to
+/// render (at enqueue: `templates::send::render`).
+#[derive(Debug, Clone)]
+pub enum Checked {
+    Ready(NewMessage),
+    Template(Pending),
+}
+
+impl Checked {
+    /// The template to render, if any.
+    pub fn template(&self) -> Option<&TemplateRequest> {
+        match self {
+            Checked::Ready(_) => None,
+            Checked::Template(p) => Some(&p.template),
+        }
+    }
+
+    /// The canonical request, compared for `Idempotency-Key` replays.
+    pub fn fingerprint(&self) -> &str {
+        match self {
+            Checked::Ready(m) => &m.fingerprint,
+            Checked::Template(p) => &p.message.fingerprint,
+        }
+    }
+
+    /// The recipient, normalized.
+    pub fn to(&self) -> &PhoneNumber {
+        match self {
+            Checked::Ready(m) => &m.to,
+            Checked::Template(p) => &p.message.to,
+        }
+    }
+}
+
+/// A message waiting for its template's text; only [`Pending::rendered`] makes it a
+/// [`NewMessage`].
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// Everything but the text.
+    message: NewMessage,
+    template: TemplateRequest,
+}
+
+impl Pending {
+    /// The message with the rendered text, recording where it came from.
+    pub fn rendered(self, r: crate::templates::send::Rendered) -> NewMessage {
+        NewMessage {
+            body: r.text,
+            ..self.message
+        }
+        .with_template(r.origin)
     }
 }
 
@@ -204,9 +264,16 @@ fn check_deadline(
     Ok(expires_at)
 }
 
+/// The text of a send: a body, or a template to render.
+pub(super) enum Text<'a> {
+    Body(&'a str),
+    Template(TemplateRequest),
+}
+
 pub(super) struct Raw<'a> {
     pub(super) to: Option<&'a str>,
-    pub(super) body: Option<&'a str>,
+    /// `None`: missing or invalid (its error is already noted).
+    pub(super) text: Option<Text<'a>>,
     pub(super) file: Option<&'a str>,
     pub(super) delay: Option<i64>,
     pub(super) schedule: Option<i64>,
@@ -222,7 +289,7 @@ pub(super) fn build(
     raw: Raw<'_>,
     names: [&str; 5],
     mut errors: Vec<FieldError>,
-) -> Result<NewMessage, AppError> {
+) -> Result<(NewMessage, Option<TemplateRequest>), AppError> {
     let [to_name, body_name, file_name, delay_name, schedule_name] = names;
     let now = Utc::now();
     let mut push = |field: &str, r: Result<(), String>| {
@@ -238,11 +305,17 @@ pub(super) fn build(
         }
     }
     let mut body = None;
-    if let Some(b) = raw.body {
-        match check_body(b) {
+    let mut template = None;
+    match raw.text {
+        Some(Text::Body(b)) => match check_body(b) {
             Ok(b) => body = Some(b),
             Err(e) => push(body_name, Err(e)),
+        },
+        Some(Text::Template(t)) => {
+            body = Some(String::new());
+            template = Some(t);
         }
+        None => {}
     }
     let mut file = None;
     if let Some(f) = raw.file {
@@ -305,8 +378,14 @@ pub(super) fn build(
     let run_at = run_at.filter(|at| *at > now);
     let respect_window = raw.respect_window.unwrap_or(false);
     let mut fingerprint = serde_json::json!({
-        "to": to.as_str(), "body": body, "file": file, "delay": raw.delay, "schedule": raw.schedule,
+        "to": to.as_str(), "body": template.is_none().then_some(&body), "file": file,
+        "delay": raw.delay, "schedule": raw.schedule,
     });
+    // A template send is compared by its template: key, language and values (a body send keeps
+    // the fingerprint it always had).
+    if let Some(t) = &template {
+        fingerprint["template"] = t.fingerprint();
+    }
     // The deadline fields only when given, so that a request without them keeps the
     // fingerprint it had before they existed (keys are kept 24 h across upgrades).
     if raw.expires_at.is_some() {
@@ -319,7 +398,7 @@ pub(super) fn build(
     if respect_window {
         fingerprint["respect_window"] = serde_json::json!(true);
     }
-    Ok(NewMessage {
+    let message = NewMessage {
         kind: Kind::Adhoc,
         to,
         body,
@@ -329,25 +408,53 @@ pub(super) fn build(
         respect_window,
         fingerprint: fingerprint.to_string(),
         template: None,
-    })
+    };
+    // A template's message has no text yet: it is [`Pending`] until rendered.
+    Ok((message, template))
 }
 
-/// `POST /whatsapp/send` body: `{to, body, file?, delay?, schedule?, expires_at?, ttl_seconds?,
-/// respect_window?}`.
-pub fn from_json(map: &Map<String, Value>) -> Result<NewMessage, AppError> {
+/// The rule `body` and `template` follow.
+pub const ONE_TEXT: &str = "give exactly one of `body` or `template`";
+
+/// `POST /whatsapp/send` body (and a batch item): `{to, body | template, file?, delay?,
+/// schedule?, expires_at?, ttl_seconds?, respect_window?}`.
+pub fn from_json(map: &Map<String, Value>) -> Result<Checked, AppError> {
     let mut f = Fields::new(map);
     let to = f.required_str("to");
-    let body = f.required_str("body");
+    let body = f.optional_str("body");
+    let given = |name: &str| map.get(name).is_some_and(|v| !v.is_null());
     let file = f.optional_str("file");
     let delay = f.optional_i64("delay");
     let schedule = f.optional_i64("schedule");
     let expires_at = f.optional_str(EXPIRES_AT);
     let ttl_seconds = f.optional_i64(TTL_SECONDS);
     let respect_window = f.optional_bool("respect_window");
-    build(
+    let mut errors = f.errors;
+    let text = match (given("body"), map.get("template").filter(|v| !v.is_null())) {
+        (true, Some(_)) => {
+            errors.push(FieldError::new(
+                template_send::FIELD,
+                format!("{ONE_TEXT}, not both"),
+            ));
+            None
+        }
+        (false, None) => {
+            errors.push(FieldError::new("body", format!("is required: {ONE_TEXT}")));
+            None
+        }
+        (true, None) => body.map(Text::Body),
+        (false, Some(t)) => match template_send::parse(t) {
+            Ok(t) => Some(Text::Template(t)),
+            Err(e) => {
+                errors.extend(e);
+                None
+            }
+        },
+    };
+    let (message, template) = build(
         Raw {
             to,
-            body,
+            text,
             file,
             delay,
             schedule,
@@ -356,122 +463,10 @@ pub fn from_json(map: &Map<String, Value>) -> Result<NewMessage, AppError> {
             respect_window,
         },
         ["to", "body", "file", "delay", "schedule"],
-        f.errors,
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn json(v: Value) -> Result<NewMessage, AppError> {
-        from_json(v.as_object().unwrap())
-    }
-
-    fn fields(r: Result<NewMessage, AppError>) -> Vec<String> {
-        match r {
-            Err(AppError::Validation(errors)) => errors.into_iter().map(|e| e.field).collect(),
-            other => panic!("expected a validation error, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn a_valid_request_is_normalized() {
-        let m = json(serde_json::json!({"to": "0812 3456 789", "body": "  halo  "})).unwrap();
-        assert_eq!(m.to.as_str(), "628123456789");
-        assert_eq!(m.body, "halo");
-        assert!(m.run_at.is_none());
-    }
-
-    #[test]
-    fn every_invalid_field_is_reported_at_once() {
-        let r =
-            json(serde_json::json!({"to": "12", "body": " ", "file": "ftp://x/y", "delay": -1}));
-        assert_eq!(fields(r), ["to", "body", "file", "delay"]);
-        assert_eq!(fields(json(serde_json::json!({}))), ["to", "body"]);
-        assert_eq!(
-            fields(json(
-                serde_json::json!({"to": 628123456789u64, "body": "x"})
-            )),
-            ["to"]
-        );
-    }
-
-    #[test]
-    fn delay_and_schedule_rules() {
-        let now_ms = Utc::now().timestamp_millis();
-        let both = json(
-            serde_json::json!({"to": "0812345678", "body": "x", "delay": 5, "schedule": now_ms}),
-        );
-        assert_eq!(fields(both), ["schedule"]);
-        let past = json(
-            serde_json::json!({"to": "0812345678", "body": "x", "schedule": now_ms - 120_000}),
-        );
-        assert_eq!(fields(past), ["schedule"]);
-        let far = json(
-            serde_json::json!({"to": "0812345678", "body": "x", "schedule": now_ms + 367 * 86_400_000i64}),
-        );
-        assert_eq!(fields(far), ["schedule"]);
-        let too_long =
-            json(serde_json::json!({"to": "0812345678", "body": "x", "delay": MAX_DELAY_SECS + 1}));
-        assert_eq!(fields(too_long), ["delay"]);
-        let ok = json(serde_json::json!({"to": "0812345678", "body": "x", "delay": 60})).unwrap();
-        assert!(ok.run_at.unwrap() > Utc::now() + Duration::seconds(55));
-        let body = "x".repeat(MAX_BODY_CHARS + 1);
-        assert_eq!(
-            fields(json(serde_json::json!({"to": "0812345678", "body": body}))),
-            ["body"]
-        );
-    }
-
-    #[test]
-    fn deadline_rules() {
-        let to = |extra: Value| {
-            let mut body = serde_json::json!({"to": "0812345678", "body": "x"});
-            for (k, v) in extra.as_object().unwrap() {
-                body[k] = v.clone();
-            }
-            json(body)
-        };
-        let in_an_hour = (Utc::now() + Duration::hours(1)).to_rfc3339();
-        assert_eq!(
-            fields(to(
-                serde_json::json!({"expires_at": in_an_hour, "ttl_seconds": 5})
-            )),
-            ["expires_at", "ttl_seconds"]
-        );
-        assert_eq!(
-            fields(to(
-                serde_json::json!({"expires_at": in_an_hour, "delay": 3600})
-            )),
-            ["expires_at"]
-        );
-        assert_eq!(
-            fields(to(serde_json::json!({"expires_at": "2099-01-01 10:00"}))),
-            ["expires_at"]
-        );
-        assert_eq!(
-            fields(to(serde_json::json!({"ttl_seconds": MAX_TTL_SECS + 1}))),
-            ["ttl_seconds"]
-        );
-        assert_eq!(
-            fields(to(serde_json::json!({"respect_window": "true"}))),
-            ["respect_window"]
-        );
-        let m = to(serde_json::json!({"delay": 60, "ttl_seconds": 30, "respect_window": true}))
-            .unwrap();
-        assert_eq!(
-            m.expires_at.unwrap() - m.run_at.unwrap(),
-            Duration::seconds(30)
-        );
-        assert!(m.respect_window && m.job(uuid::Uuid::nil()).window);
-        // A request without the new fields keeps its old fingerprint.
-        let plain = to(serde_json::json!({"respect_window": false})).unwrap();
-        assert!(
-            !plain.fingerprint.contains("expires_at"),
-            "{}",
-            plain.fingerprint
-        );
-        assert!(!plain.fingerprint.contains("respect_window"));
-    }
+        errors,
+    )?;
+    Ok(match template {
+        None => Checked::Ready(message),
+        Some(template) => Checked::Template(Pending { message, template }),
+    })
 }

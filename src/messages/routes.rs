@@ -16,6 +16,7 @@ use super::{
     phone::PhoneNumber,
     query::{self, QueryRoute},
     read::{self, DeliveryFilter, ListFilter, Owner},
+    render,
     request::{self, NewMessage},
     store::Stored,
     withdraw::{self, Cancelled},
@@ -32,6 +33,7 @@ use crate::{
         },
     },
     state::AppState,
+    templates::{recipient::Prefer, send::Context},
 };
 
 pub fn router() -> Router<AppState> {
@@ -83,9 +85,10 @@ async fn enqueue(
     }
 }
 
-/// Queue a WhatsApp message (immediate, delayed or scheduled). To a number on the opt-out list
-/// (scope `all`) it is accepted but never sent: `status` `cancelled`, `last_error` `recipient
-/// opted out`.
+/// Queue a WhatsApp message (immediate, delayed or scheduled): a `body`, or a saved `template`
+/// rendered now with the recipient's data and `values`. To a number on the opt-out list (scope
+/// `all`) it is accepted but never sent: `status` `cancelled`, `last_error` `recipient opted
+/// out`.
 #[utoipa::path(post, path = "/whatsapp/send", operation_id = "send_message", tag = "messages",
     request_body = super::request::SendRequest,
     params(IdempotencyKey),
@@ -102,7 +105,9 @@ pub async fn send(
     headers: HeaderMap,
     JsonObject(body): JsonObject,
 ) -> AppResult<Reply<Accepted>> {
-    let new = request::from_json(&body)?;
+    let checked = request::from_json(&body)?;
+    let cx = Context::new(&state.config);
+    let new = render::complete_one(&state.pool, &cx, Prefer::Customers, checked).await?;
     enqueue(&state, new, &caller.sub, &headers).await
 }
 

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::{
     Status,
     idempotency::{IdempotencyKey, KeyReused, idempotency_key},
-    read,
+    read, render,
     request::{self, NewMessage},
     send_batches,
     store::{self, Stored},
@@ -29,6 +29,7 @@ use crate::{
         responses::{BadRequest, BodyTimeout, Invalid, TooLarge, Unauthorized, Unavailable},
     },
     state::AppState,
+    templates::{recipient::Prefer, send::Context},
 };
 
 /// The most messages in one batch.
@@ -117,12 +118,52 @@ enum Checked {
     Rejected(Vec<FieldError>, Option<String>),
 }
 
-fn check_item(value: &Value) -> Checked {
+/// An item as validation leaves it: its text may be a template still to render.
+enum Item {
+    Valid(Box<request::Checked>, Option<String>),
+    Rejected(Vec<FieldError>, Option<String>),
+}
+
+/// Renders the items given as a template (all at once: `render::complete`); one that cannot
+/// be sent is rejected with the reasons, like any invalid item.
+async fn render_items(pool: &PgPool, cx: &Context, items: Vec<Item>) -> sqlx::Result<Vec<Checked>> {
+    // Each item's place: its `client_ref` when valid (its message comes from `done`, in
+    // order), else its rejection.
+    let mut places = Vec::with_capacity(items.len());
+    let mut valid = Vec::with_capacity(items.len());
+    for item in items {
+        match item {
+            Item::Valid(c, client_ref) => {
+                valid.push(*c);
+                places.push(Ok(client_ref));
+            }
+            Item::Rejected(errors, client_ref) => places.push(Err((errors, client_ref))),
+        }
+    }
+    let mut done = render::complete(pool, cx, Prefer::Customers, valid)
+        .await?
+        .into_iter();
+    Ok(places
+        .into_iter()
+        .map(|place| match place {
+            Err((errors, client_ref)) => Checked::Rejected(errors, client_ref),
+            Ok(client_ref) => match done.next() {
+                Some(Ok(m)) => Checked::Valid(m, client_ref),
+                Some(Err(errors)) => Checked::Rejected(errors, client_ref),
+                None => {
+                    Checked::Rejected(vec![FieldError::new("item", "was not checked")], client_ref)
+                }
+            },
+        })
+        .collect())
+}
+
+fn check_item(value: &Value) -> Item {
     let Some(map) = value.as_object() else {
-        return Checked::Rejected(
+        return Item::Rejected(
             vec![FieldError::new(
                 "item",
-                "must be an object with `to` and `body`",
+                "must be an object with `to` and `body` (or `template`)",
             )],
             None,
         );
@@ -152,20 +193,18 @@ fn check_item(value: &Value) -> Checked {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     match request::from_json(&without_ref) {
-        Ok(new) if errors.is_empty() => Checked::Valid(new, client_ref),
-        Ok(_) => Checked::Rejected(errors, client_ref),
+        Ok(new) if errors.is_empty() => Item::Valid(Box::new(new), client_ref),
+        Ok(_) => Item::Rejected(errors, client_ref),
         Err(AppError::Validation(mut e)) => {
             e.append(&mut errors);
-            Checked::Rejected(e, client_ref)
+            Item::Rejected(e, client_ref)
         }
-        Err(other) => {
-            Checked::Rejected(vec![FieldError::new("item", other.to_string())], client_ref)
-        }
+        Err(other) => Item::Rejected(vec![FieldError::new("item", other.to_string())], client_ref),
     }
 }
 
 /// Queue up to 1,000 messages at once. Each item takes the fields of `POST /whatsapp/send`
-/// (and the same checks) plus `client_ref`. Valid items are stored with their jobs in one
+/// (and the same checks; a `template` is rendered as for a single send) plus `client_ref`. Valid items are stored with their jobs in one
 /// transaction; invalid ones are reported with their index and errors and nothing is stored for
 /// them. With an `Idempotency-Key` the whole batch is replayed (`200`) or, with a different
 /// body, refused (`409`).
@@ -198,7 +237,8 @@ pub async fn send_batch(
             ));
         }
     };
-    let checked: Vec<Checked> = items.iter().map(check_item).collect();
+    let checked: Vec<Item> = items.iter().map(check_item).collect();
+    let checked = render_items(&state.pool, &Context::new(&state.config), checked).await?;
     let fingerprint = send_batches::fingerprint(&body);
     let stored = store(
         &state.pool,

@@ -71,16 +71,18 @@ macro_rules! insert_messages {
                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
                                      $6::timestamptz[], $7::text[], $8::text[], $9::text[],
                                      $10::text[], $11::timestamptz[], $12::bool[], $13::bytea[],
-                                     $14::text[], $15::int[], $16::text[]) WITH ORDINALITY
+                                     $14::text[], $15::int[], $16::text[], $21::text[],
+                                     $22::text[]) WITH ORDINALITY
                     AS i(id, kind, to_phone, body, file_url, run_at, job_id, created_by,
                          idempotency_key, fingerprint, expires_at, respect_window, payload,
-                         template_key, template_version, client_ref, ord)
+                         template_key, template_version, client_ref, template_language,
+                         template_values, ord)
              ), m AS (
                 INSERT INTO messages (id, kind, to_phone, body, file_url, run_at, job_id,
                                       max_attempts, created_by, idempotency_scope, idempotency_key,
                                       request_fingerprint, expires_at, respect_window, status,
                                       last_error, cancelled_at, template_key, template_version,
-                                      batch_id, client_ref)
+                                      batch_id, client_ref, template_language, template_values)
                 SELECT i.id, i.kind, i.to_phone, i.body, i.file_url, coalesce(i.run_at, now()),
                        CASE WHEN s.blocked THEN NULL ELSE i.job_id END, $17, i.created_by,
                        CASE WHEN i.idempotency_key IS NOT NULL THEN i.created_by END,
@@ -88,7 +90,8 @@ macro_rules! insert_messages {
                        CASE WHEN s.blocked THEN 'cancelled' ELSE 'queued' END,
                        CASE WHEN s.blocked THEN $18 END,
                        CASE WHEN s.blocked THEN now() END,
-                       i.template_key, i.template_version, $19::uuid, i.client_ref
+                       i.template_key, i.template_version, $19::uuid, i.client_ref,
+                       i.template_language, i.template_values::jsonb
                 FROM input i CROSS JOIN LATERAL (SELECT ",
             $crate::suppressed!("i.to_phone", "i.kind"),
             " AS blocked) s
@@ -154,6 +157,8 @@ pub async fn store(
         .bind(RECIPIENT_OPTED_OUT)
         .bind(batch_id)
         .bind(queue::SEND_QUEUE)
+        .bind(&c.template_languages)
+        .bind(&c.template_values)
         .fetch_all(&mut *conn)
         .await?;
     let opted_out: Vec<super::Change> = inserted
@@ -277,6 +282,9 @@ struct Columns<'a> {
     template_keys: Vec<Option<&'a str>>,
     template_versions: Vec<Option<i32>>,
     client_refs: Vec<Option<&'a str>>,
+    template_languages: Vec<Option<&'static str>>,
+    /// JSON objects, as text (cast to `jsonb` by the insert).
+    template_values: Vec<Option<&'a str>>,
 }
 
 impl<'a> Columns<'a> {
@@ -298,6 +306,8 @@ impl<'a> Columns<'a> {
             template_keys: Vec::with_capacity(n),
             template_versions: Vec::with_capacity(n),
             client_refs: Vec::with_capacity(n),
+            template_languages: Vec::with_capacity(n),
+            template_values: Vec::with_capacity(n),
         }
     }
 
@@ -319,10 +329,11 @@ impl<'a> Columns<'a> {
         self.expires.push(m.expires_at);
         self.windows.push(m.respect_window);
         self.payloads.push(job.payload);
-        self.template_keys
-            .push(m.template.as_ref().map(|t| t.0.as_str()));
-        self.template_versions
-            .push(m.template.as_ref().map(|t| t.1));
+        let t = m.template.as_ref();
+        self.template_keys.push(t.map(|t| t.key.as_str()));
+        self.template_versions.push(t.map(|t| t.version));
+        self.template_languages.push(t.map(|t| t.language.as_str()));
+        self.template_values.push(t.map(|t| t.values.as_str()));
         self.client_refs.push(item.client_ref);
     }
 }

@@ -176,9 +176,9 @@ impl pass::Pass for Pass {
 
     fn judge(&self, c: &Candidate) -> Result<NewMessage, String> {
         match verdict(c, self.date, &self.template, &self.workshop) {
-            Verdict::Remind { to, body } => {
-                let mut message = NewMessage::internal(Kind::Maintenance, to, body, None)
-                    .from_template(&self.template);
+            Verdict::Remind { to, body, template } => {
+                let mut message =
+                    NewMessage::internal(Kind::Maintenance, to, body, None).with_template(template);
                 message.expires_at = Some(self.expires_at);
                 Ok(message)
             }

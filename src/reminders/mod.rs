@@ -20,7 +20,7 @@ use chrono_tz::Tz;
 
 use crate::{
     messages::phone::PhoneNumber,
-    templates::{Current, Language, Subject, Workshop},
+    templates::{Current, Language, Origin, Subject, Workshop},
 };
 
 /// The scheduler's job id and name, as the seed's status endpoint shows them.
@@ -69,7 +69,12 @@ pub struct Candidate {
 /// What the fan-out does with a candidate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    Remind { to: PhoneNumber, body: String },
+    /// The text, and what its message records of the template.
+    Remind {
+        to: PhoneNumber,
+        body: String,
+        template: Origin,
+    },
     Skip(String),
 }
 
@@ -102,10 +107,8 @@ pub fn verdict(c: &Candidate, date: NaiveDate, template: &Current, workshop: &Wo
         due: c.due_date,
         today: date,
     };
-    Verdict::Remind {
-        to,
-        body: template.render(&subject, workshop),
-    }
+    let (body, template) = template.render_recorded(&subject, workshop);
+    Verdict::Remind { to, body, template }
 }
 
 #[cfg(test)]
@@ -151,9 +154,13 @@ mod tests {
 
     #[test]
     fn the_text_is_the_spec_text() {
-        let Verdict::Remind { to, body } = judge(&candidate()) else {
+        let Verdict::Remind { to, body, template } = judge(&candidate()) else {
             panic!("should remind");
         };
+        assert_eq!(
+            (template.key.as_str(), template.version),
+            ("maintenance_reminder", 1)
+        );
         assert_eq!(to.as_str(), "628551234567");
         assert_eq!(
             body,

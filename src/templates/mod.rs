@@ -2,14 +2,20 @@
 //! per language, `{placeholder}` syntax; the salutation rule and dates per language.
 //!
 //! [`render`] fills a body, [`salutation`] decides how a person is addressed, [`check_text`]
-//! how long a rendered text may be, [`repo`] keeps the versions, [`routes`] is the HTTP surface.
+//! how long a rendered text may be, [`Origin`] is what a message rendered from a template
+//! records, [`send`] renders a send given as a template at enqueue (with [`recipient`]: whom
+//! the number belongs to), [`repo`] keeps the versions, [`routes`] is the HTTP surface.
 
 pub mod cloud_api;
 mod length;
+mod origin;
+pub mod recipient;
 pub mod repo;
 pub mod routes;
+pub mod send;
 
 pub use length::{MAX_TEXT_CHARS, TEXT_TOO_LONG, TooLong, check_text};
+pub use origin::{Origin, Recorded, ValuesJson};
 
 use std::{borrow::Cow, collections::HashMap};
 

@@ -131,6 +131,31 @@ pub async fn current<'e>(
     }))
 }
 
+/// The current version of each of `keys` that exists, by key (a template send renders with it).
+pub async fn current_many(
+    pool: &PgPool,
+    keys: &[&str],
+) -> sqlx::Result<std::collections::HashMap<String, Current>> {
+    let rows: Vec<(String, i32, Json<Bodies>)> = sqlx::query_as(
+        "SELECT DISTINCT ON (key) key, version, bodies FROM template_versions
+         WHERE key = ANY($1) ORDER BY key, version DESC",
+    )
+    .bind(keys)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(key, version, Json(bodies))| {
+            let current = Current {
+                key: key.clone(),
+                version,
+                bodies,
+            };
+            (key, current)
+        })
+        .collect())
+}
+
 /// What a save did.
 pub enum Saved {
     /// A new version (`created`: the template itself is new).

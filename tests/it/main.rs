@@ -28,6 +28,8 @@ mod suppressions;
 mod templates;
 mod templates_length;
 mod templates_preview;
+mod templates_send;
+mod templates_send_checks;
 mod throttle;
 mod validation;
 mod webhooks;
