@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
@@ -271,8 +273,22 @@ async fn confirm(
         );
         return Ok(None);
     }
-    let mut message = NewMessage::internal(Kind::System, to.clone(), body.to_owned(), None)
-        .from_template(&template);
+    let values = [
+        ("workshop_name", Cow::Borrowed(rules.workshop.name.as_str())),
+        (
+            "service_phone",
+            Cow::Borrowed(rules.workshop.service_phone.as_str()),
+        ),
+        ("optin_keyword", Cow::Borrowed(optin)),
+    ];
+    let origin = templates::Origin {
+        key: template.key.clone(),
+        version: template.version,
+        language: templates::Language::Id,
+        values: templates::ValuesJson::from_pairs(&values),
+    };
+    let mut message =
+        NewMessage::internal(Kind::System, to.clone(), body.to_owned(), None).with_template(origin);
     message.expires_at = Some(deadline);
     let stored =
         crate::messages::store::store(tx, &[Item::new(&message, BY)], None, rules.max_attempts)

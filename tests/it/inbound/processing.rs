@@ -13,8 +13,8 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{TOKEN, WITHIN, hook};
-use crate::helpers::{Options, TestApp, ready, wait_until};
+use super::{TOKEN, hook};
+use crate::helpers::{Options, TestApp};
 
 /// An app that takes webhooks but runs no worker: the test runs the processing.
 async fn api_app() -> TestApp {
@@ -250,29 +250,4 @@ async fn last_inbound_at_only_moves_forward() {
             .unwrap(),
         None
     );
-}
-
-#[tokio::test]
-async fn a_cloud_api_payload_fails_its_job_until_that_gateway_is_built() {
-    let app = TestApp::spawn().await;
-    let id = payload(&app, Gateway::CloudApi).await;
-    let (result, processed_at, job): (Option<String>, Option<DateTime<Utc>>, String) =
-        wait_until(WITHIN, async || {
-            let row: (Option<String>, Option<DateTime<Utc>>, String) = sqlx::query_as(
-                "SELECT p.result, p.processed_at, s.state FROM inbound_payloads p
-                 JOIN job_states s ON s.id = p.job_id WHERE p.id = $1",
-            )
-            .bind(id)
-            .fetch_one(&app.db.pool)
-            .await
-            .unwrap();
-            ready(row.2 == "failed", || format!("{row:?}")).map(|_| row)
-        })
-        .await;
-    assert_eq!(
-        result.as_deref(),
-        Some("failed: cloud_api inbound not built yet")
-    );
-    assert_eq!(processed_at, None, "a requeue may process it later");
-    assert_eq!(job, "failed");
 }

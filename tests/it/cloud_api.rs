@@ -1,0 +1,301 @@
+//! `GATEWAY=cloud_api` against a fake Graph API over HTTP (SPEC §13): what a send looks like,
+//! what each error code does, signed status webhooks as receipts, and inbound keywords.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    GraphAnswer, GraphApi, Options, StatusEvent, StatusPoster, TestApp, id_of, inbound_text,
+    ops_get, ready, sign, wait_until,
+};
+
+const NUMBER_ID: &str = "106540352242922";
+const TOKEN: &str = "EAAG-test-token";
+const APP_SECRET: &str = "app-secret-for-tests";
+const VERIFY: &str = "verify-me";
+const WITHIN: Duration = Duration::from_secs(20);
+
+async fn cloud_app(graph: &GraphApi, extra: &[(&'static str, &str)]) -> TestApp {
+    let mut env: Vec<(&'static str, String)> = vec![
+        ("GATEWAY", "cloud_api".into()),
+        ("CLOUD_API_ACCESS_TOKEN", TOKEN.into()),
+        ("CLOUD_API_PHONE_NUMBER_ID", NUMBER_ID.into()),
+        ("CLOUD_API_APP_SECRET", APP_SECRET.into()),
+        ("CLOUD_API_VERIFY_TOKEN", VERIFY.into()),
+        ("CLOUD_API_BASE_URL", graph.base_url()),
+        ("CLOUD_API_TIMEOUT_SECS", "2".into()),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    TestApp::spawn_with(Options {
+        env,
+        ..Options::default()
+    })
+    .await
+}
+
+fn poster(app: &TestApp) -> StatusPoster {
+    StatusPoster::new(
+        &format!("{}/inbound/cloud-api", app.base),
+        APP_SECRET,
+        NUMBER_ID,
+    )
+}
+
+async fn sent(app: &TestApp, to: &str, body: &str) -> Value {
+    let (status, reply) = app.send(json!({"to": to, "body": body})).await;
+    assert_eq!(status, 202, "{reply}");
+    app.wait_for_status(&id_of(&reply), "sent", WITHIN).await
+}
+
+#[tokio::test]
+async fn a_text_goes_to_the_graph_api_with_its_version_number_and_token_and_keeps_its_wamid() {
+    let graph = GraphApi::start().await;
+    let app = cloud_app(&graph, &[]).await;
+    let message = sent(&app, "0812 3456 7890", "Kendaraan Anda sudah selesai 🚗").await;
+    let calls = graph.requests();
+    assert_eq!(calls.len(), 1);
+    let call = &calls[0];
+    assert_eq!(call.path, format!("/v25.0/{NUMBER_ID}/messages"));
+    assert_eq!(
+        call.authorization(),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
+    assert_eq!(
+        call.json,
+        json!({"messaging_product": "whatsapp", "recipient_type": "individual",
+               "to": "6281234567890", "type": "text",
+               "biz_opaque_callback_data": message["id"],
+               "text": {"preview_url": false, "body": "Kendaraan Anda sudah selesai 🚗"}})
+    );
+    assert_eq!(
+        message["gateway_message_id"].as_str(),
+        call.wamid.as_deref()
+    );
+}
+
+#[tokio::test]
+async fn each_error_code_has_its_treatment() {
+    let graph = GraphApi::start().await;
+    let app = cloud_app(
+        &graph,
+        &[("SEND_RATE_PER_SECOND", "10"), ("SEND_BURST", "5")],
+    )
+    .await;
+
+    // 131026 (undeliverable) and 131047 (24-hour window): failed after one call.
+    for (to, code) in [("6281100000001", 131026), ("6281100000002", 131047)] {
+        graph.answer_to(to, GraphAnswer::Error { status: 400, code });
+        let (_, reply) = app.send(json!({"to": to, "body": "x"})).await;
+        let m = app.wait_for_status(&id_of(&reply), "failed", WITHIN).await;
+        assert_eq!(graph.calls_to(to).len(), 1, "{code}: one call");
+        assert!(
+            m["last_error"]
+                .as_str()
+                .unwrap()
+                .contains(&code.to_string()),
+            "{m}"
+        );
+    }
+
+    // 131056 (pair limit): only that recipient waits, no attempt spent; another goes on.
+    graph.answer_to(
+        "6281100000003",
+        GraphAnswer::Error {
+            status: 400,
+            code: 131056,
+        },
+    );
+    let (_, held) = app.send(json!({"to": "6281100000003", "body": "x"})).await;
+    sent(&app, "6281100000004", "others go on").await;
+    let m = wait_until(WITHIN, async || {
+        let m = app.message(&id_of(&held)).await;
+        ready(m["held_reason"] == "pair_limit", || m.to_string()).map(|_| m)
+    })
+    .await;
+    assert_eq!(m["attempts"], 0, "no attempt spent: {m}");
+    let held_for = chrono::DateTime::parse_from_rfc3339(m["held_until"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+        - chrono::Utc::now();
+    assert!(held_for.num_seconds() >= 50, "held ≥ 60 s: {m}");
+
+    // 130429 (throughput): no attempt spent, the rate halved.
+    graph.answer_next(
+        1,
+        GraphAnswer::Error {
+            status: 400,
+            code: 130429,
+        },
+    );
+    let (_, limited) = app.send(json!({"to": "6281100000005", "body": "x"})).await;
+    let m = wait_until(WITHIN, async || {
+        let m = app.message(&id_of(&limited)).await;
+        ready(
+            m["held_reason"] == "rate_limit" || m["status"] == "sent",
+            || m.to_string(),
+        )
+        .map(|_| m)
+    })
+    .await;
+    assert_eq!(m["attempts"], 0, "{m}");
+    let sender = ops_get(&app, "/ops/sender").await;
+    assert_eq!(sender["rate_effective"], 5.0, "{sender}");
+}
+
+#[tokio::test]
+async fn an_invalid_token_pauses_the_queue_and_fails_nothing() {
+    let graph = GraphApi::start().await;
+    let app = cloud_app(&graph, &[]).await;
+    graph.always(Some(GraphAnswer::Error {
+        status: 401,
+        code: 190,
+    }));
+    let (_, reply) = app.send(json!({"to": "6281100000009", "body": "x"})).await;
+    let queue = wait_until(WITHIN, async || {
+        let queues = ops_get(&app, "/ops/queues").await;
+        let send = queues
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["queue"] == "whatsapp-send")
+            .cloned()
+            .unwrap();
+        ready(send["paused"] == true, || send.to_string()).map(|_| send)
+    })
+    .await;
+    assert_eq!(queue["paused_reason"], "access token invalid");
+    let m = app.message(&id_of(&reply)).await;
+    assert_eq!(m["status"], "queued", "{m}");
+    assert_eq!(m["attempts"], 0, "{m}");
+}
+
+#[tokio::test]
+async fn signed_statuses_in_any_order_and_twice_end_read_once() {
+    let graph = GraphApi::start().await;
+    let app = cloud_app(&graph, &[]).await;
+    let m = sent(&app, "6281200000001", "servis").await;
+    let wamid = m["gateway_message_id"].as_str().unwrap().to_owned();
+    let t = chrono::Utc::now().timestamp();
+    let read = StatusEvent::new(&wamid, "read").at(t + 20);
+    let delivered = StatusEvent::new(&wamid, "delivered").at(t + 10);
+    let hooks = poster(&app);
+    // read before delivered, then both again; an inbound text with an emoji rides along.
+    let body = crate::helpers::webhook(
+        NUMBER_ID,
+        &[read.json(), delivered.json()],
+        &[inbound_text(
+            "6281200000001",
+            "wamid.in.1",
+            "terima kasih 🙏",
+        )],
+    );
+    assert_eq!(hooks.post(&body).await, 200);
+    assert_eq!(
+        hooks.statuses(&[delivered.clone(), read.clone()]).await,
+        200
+    );
+    let m = wait_until(WITHIN, async || {
+        let m = app.message(m["id"].as_str().unwrap()).await;
+        ready(m["delivery_status"] == "read", || m.to_string()).map(|_| m)
+    })
+    .await;
+    assert!(
+        m["delivered_at"].is_string() && m["read_at"].is_string(),
+        "{m}"
+    );
+    let rows = app
+        .count("SELECT count(*) FROM cloud_api_statuses WHERE status IN ('read', 'delivered')")
+        .await;
+    assert_eq!(rows, 2, "each (wamid, status) once");
+
+    // One changed byte: 401, nothing stored.
+    let payloads = app.count("SELECT count(*) FROM inbound_payloads").await;
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let signature = sign(APP_SECRET, &bytes);
+    let mut tampered = bytes.clone();
+    let at = tampered.len() / 2;
+    tampered[at] ^= 1;
+    assert_eq!(hooks.raw(&tampered, Some(&signature)).await, 401);
+    assert_eq!(hooks.raw(&bytes, None).await, 401);
+    assert_eq!(
+        app.count("SELECT count(*) FROM inbound_payloads").await,
+        payloads
+    );
+}
+
+#[tokio::test]
+async fn a_status_before_the_message_is_known_waits_for_it() {
+    let graph = GraphApi::start().await;
+    let app = cloud_app(&graph, &[]).await;
+    // A status for a wamid no message has yet (it beat our own commit).
+    let hooks = poster(&app);
+    assert_eq!(
+        hooks
+            .statuses(&[StatusEvent::new("wamid.early", "delivered")])
+            .await,
+        200
+    );
+    let m = sent(&app, "6281200000002", "servis").await;
+    sqlx::query("UPDATE messages SET gateway_message_id = 'wamid.early' WHERE id = $1::uuid")
+        .bind(m["id"].as_str().unwrap())
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let m = wait_until(Duration::from_secs(40), async || {
+        let m = app.message(m["id"].as_str().unwrap()).await;
+        ready(m["delivery_status"] == "delivered", || m.to_string()).map(|_| m)
+    })
+    .await;
+    assert!(m["delivered_at"].is_string());
+}
+
+#[tokio::test]
+async fn berhenti_through_the_cloud_api_opts_the_number_out_and_the_subscription_check_answers() {
+    let graph = GraphApi::start().await;
+    let app = cloud_app(&graph, &[]).await;
+    let hooks = poster(&app);
+    assert_eq!(
+        hooks
+            .messages(&[inbound_text("6281300000001", "wamid.in.stop", " Berhenti ")])
+            .await,
+        200
+    );
+    let entry = wait_until(WITHIN, async || {
+        let list = ops_get(&app, "/suppressions?phone=6281300000001").await;
+        let first = list["items"][0].clone();
+        ready(first.is_object(), || list.to_string()).map(|_| first)
+    })
+    .await;
+    assert_eq!(entry["source"], "inbound");
+    assert_eq!(entry["scope"], "all");
+    // Another number id's notification is ignored.
+    let other = StatusPoster::new(&hooks.url, APP_SECRET, "999");
+    assert_eq!(
+        other
+            .messages(&[inbound_text("6281300000002", "wamid.in.x", "STOP")])
+            .await,
+        200
+    );
+
+    let verify = |token: &str| {
+        app.http.get(format!(
+            "{}/inbound/cloud-api?hub.mode=subscribe&hub.verify_token={token}&hub.challenge=1158201444",
+            app.base
+        ))
+    };
+    let ok = verify(VERIFY).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.text().await.unwrap(), "1158201444");
+    assert_eq!(verify("wrong").send().await.unwrap().status(), 403);
+    // The other number's STOP changed nothing.
+    wait_until(WITHIN, async || {
+        let n = app
+            .count("SELECT count(*) FROM inbound_payloads WHERE processed_at IS NOT NULL")
+            .await;
+        ready(n == 2, || n.to_string())
+    })
+    .await;
+    let list = ops_get(&app, "/suppressions?phone=6281300000002").await;
+    assert_eq!(list["items"], json!([]));
+}
