@@ -278,8 +278,10 @@ mod tests {
                 "refuses a path parameter with a NUL",
             );
             let body = op.get("requestBody").is_some();
-            need(body, "400", "reads a JSON body");
-            need(body, "422", "validates a JSON body");
+            // Meta's webhook is stored as its signed bytes, not read: nothing to refuse in it.
+            let raw = method.eq_ignore_ascii_case("post") && path == "/inbound/cloud-api";
+            need(body && !raw, "400", "reads a JSON body");
+            need(body && !raw, "422", "validates a JSON body");
             need(body, "413", "limits a JSON body");
             need(body, "408", "times a JSON body out");
             let query = op["parameters"]

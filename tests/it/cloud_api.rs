@@ -299,3 +299,64 @@ async fn berhenti_through_the_cloud_api_opts_the_number_out_and_the_subscription
     let list = ops_get(&app, "/suppressions?phone=6281300000002").await;
     assert_eq!(list["items"], json!([]));
 }
+
+/// The first call times out after it went out. The message's status webhook (its callback data
+/// is the message id) arrives while the next run waits for it: sent, with no second call.
+#[tokio::test]
+async fn an_ambiguous_send_is_settled_by_its_status_and_not_sent_twice() {
+    let graph = GraphApi::start().await;
+    let app = cloud_app(
+        &graph,
+        &[
+            ("CLOUD_API_TIMEOUT_SECS", "1"),
+            ("AMBIGUOUS_RECEIPT_WAIT_SECS", "30"),
+        ],
+    )
+    .await;
+    graph.answer_next(1, GraphAnswer::Late(Duration::from_secs(3)));
+    let (_, reply) = app.send(json!({"to": "6281400000001", "body": "x"})).await;
+    let id = id_of(&reply);
+    let call = graph.wait_for_calls(1, WITHIN).await.remove(0);
+    assert_eq!(call.callback_data(), Some(id.as_str()));
+    // The attempt ended ambiguous (timed out after sending).
+    wait_until(WITHIN, async || {
+        let m = app.message(&id).await;
+        ready(m["status"] == "retrying", || m.to_string())
+    })
+    .await;
+    let status = StatusEvent::new("wamid.late", "sent").callback(&id);
+    assert_eq!(poster(&app).statuses(&[status]).await, 200);
+    let m = app.wait_for_status(&id, "sent", WITHIN).await;
+    assert_eq!(graph.count(), 1, "not called again");
+    assert_eq!(m["gateway_message_id"], "wamid.late");
+    assert_eq!(
+        app.outcomes(&id).await.last().map(String::as_str),
+        Some("sent")
+    );
+    let class: String = sqlx::query_scalar(
+        "SELECT class FROM message_attempts WHERE message_id = $1::uuid ORDER BY attempt DESC LIMIT 1",
+    )
+    .bind(&id)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(class, "receipt");
+}
+
+/// Without a status within `AMBIGUOUS_RECEIPT_WAIT_SECS`, the message is sent again.
+#[tokio::test]
+async fn an_ambiguous_send_without_a_status_is_sent_again_after_the_wait() {
+    let graph = GraphApi::start().await;
+    let app = cloud_app(
+        &graph,
+        &[
+            ("CLOUD_API_TIMEOUT_SECS", "1"),
+            ("AMBIGUOUS_RECEIPT_WAIT_SECS", "2"),
+        ],
+    )
+    .await;
+    graph.answer_next(1, GraphAnswer::Late(Duration::from_secs(3)));
+    let (_, reply) = app.send(json!({"to": "6281400000002", "body": "x"})).await;
+    let m = app.wait_for_status(&id_of(&reply), "sent", WITHIN).await;
+    assert_eq!(graph.count(), 2, "sent again: {m}");
+}
