@@ -23,13 +23,17 @@ use uuid::Uuid;
 use super::{
     Kind, Status,
     claim::{Claim, Claimed, Sendable},
+    cloud_send::{self, Plan},
     context::SendContext,
     decide::{AttemptClass, Decision, SendOutcome, decide},
     read,
     record::{Held, Recorded},
 };
 use crate::{
-    gateway::{Gateway, Outcome, SendRequest, cloud_api::statuses},
+    gateway::{
+        Class, Gateway, Outcome, SendRequest,
+        cloud_api::{codes, statuses},
+    },
     policy::{
         Gate, HoldReason, sender,
         throttle::{Acquired, Slot},
@@ -310,16 +314,52 @@ async fn settled_by_status(
     }
 }
 
-/// The gateway call.
+/// The gateway call. On the Cloud API, a reminder (and a templated message outside the 24-hour
+/// window) goes as its mapped Meta template ([`cloud_send`]); a template error flags the mapping.
 async fn call(ctx: &SendContext, id: Uuid, message: &Sendable) -> Outcome {
+    let plan = match &ctx.gateway {
+        Gateway::CloudApi(_) => match cloud_send::plan(&ctx.pool, id).await {
+            Ok(plan) => plan,
+            // Nothing went out: worth another attempt.
+            Err(e) => {
+                return Outcome::Retryable {
+                    class: Class::Connect,
+                    error: format!("reading the message's template: {e}"),
+                    response: None,
+                    retry_after: None,
+                };
+            }
+        },
+        Gateway::StarSender(_) => Plan::Text,
+    };
+    let (key, template) = match plan {
+        Plan::Text => (None, None),
+        Plan::Template { key, call } => (Some(key), Some(call)),
+        Plan::Refuse(error) => {
+            return Outcome::Permanent {
+                class: Class::ClientError,
+                error,
+                response: None,
+            };
+        }
+    };
     let request = SendRequest {
         message_id: id,
         to: &message.to_phone,
         body: &message.body,
         file_url: message.file_url.as_deref(),
-        template: None,
+        template: template.as_ref(),
     };
-    ctx.gateway.send(&request).await
+    let outcome = ctx.gateway.send(&request).await;
+    if let (Some(key), Some(code)) = (key, outcome.error_code())
+        && codes::TEMPLATE_CODES.contains(&code)
+    {
+        let error = outcome.error().unwrap_or_default();
+        if let Err(e) = crate::templates::cloud_api::flag(&ctx.pool, &key, code, error).await {
+            tracing::warn!(key, "flagging the Cloud API template failed: {e}");
+        }
+    }
+    outcome
 }
 
 /// Writes the run's verdict (and its message's attempt or hold), returns once it is committed,

@@ -360,3 +360,89 @@ async fn an_ambiguous_send_without_a_status_is_sent_again_after_the_wait() {
     let m = app.wait_for_status(&id_of(&reply), "sent", WITHIN).await;
     assert_eq!(graph.count(), 2, "sent again: {m}");
 }
+
+/// A templated send to a number that has not written in 24 hours goes as the mapped Meta
+/// template, its parameters in the mapping's order, in the recipient's language; once the
+/// number has written, the same send goes as text.
+#[tokio::test]
+async fn a_template_goes_as_its_mapped_meta_template_outside_the_window_and_as_text_inside() {
+    let graph = GraphApi::start().await;
+    let app = cloud_app(&graph, &[]).await;
+    let put = |path: &'static str, body: Value| {
+        crate::helpers::ops_call(&app, reqwest::Method::PUT, path, Some(body))
+    };
+    let (status, body) = put(
+        "/templates/servis_selesai",
+        json!({"body": "Halo {nama}, kendaraan {no_pol} sudah selesai"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _) = put(
+        "/templates/servis_selesai",
+        json!({"body": "Hello {nama}, your {no_pol} is ready", "language": "en"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, body) = put(
+        "/templates/servis_selesai/cloud-api",
+        json!({"name": "service_done", "languages": {"id": "id", "en": "en_US"},
+               "params": ["no_pol", "nama"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let to = "6281500000001";
+    let send = json!({"to": to, "template": {"key": "servis_selesai",
+        "values": {"nama": "Budi", "no_pol": "B 1234 XY"}, "language": "en"}});
+    let (status, reply) = app.send(send.clone()).await;
+    assert_eq!(status, 202, "{reply}");
+    app.wait_for_status(&id_of(&reply), "sent", WITHIN).await;
+    let call = graph.wait_for_calls(1, WITHIN).await.remove(0);
+    assert_eq!(call.json["type"], "template", "{}", call.json);
+    assert_eq!(
+        call.json["template"],
+        json!({"name": "service_done", "language": {"code": "en_US"},
+               "components": [{"type": "body", "parameters": [
+                   {"type": "text", "text": "B 1234 XY"}, {"type": "text", "text": "Budi"}]}]})
+    );
+
+    // The customer writes: within 24 hours the same send is text.
+    assert_eq!(
+        poster(&app)
+            .messages(&[inbound_text(to, "wamid.in.hi", "halo")])
+            .await,
+        200
+    );
+    wait_until(WITHIN, async || {
+        let n = app
+            .count("SELECT count(*) FROM whatsapp_contacts WHERE last_inbound_at IS NOT NULL")
+            .await;
+        ready(n == 1, || n.to_string())
+    })
+    .await;
+    let (_, reply) = app.send(send).await;
+    app.wait_for_status(&id_of(&reply), "sent", WITHIN).await;
+    let calls = graph.wait_for_calls(2, WITHIN).await;
+    assert_eq!(calls[1].json["type"], "text");
+    assert_eq!(
+        calls[1].json["text"]["body"],
+        "Hello Budi, your B 1234 XY is ready"
+    );
+
+    // A template error flags the mapping.
+    graph.answer_next(
+        1,
+        GraphAnswer::Error {
+            status: 404,
+            code: 132001,
+        },
+    );
+    let (_, reply) = app
+        .send(
+            json!({"to": "6281500000002", "template": {"key": "servis_selesai",
+            "values": {"nama": "Sari", "no_pol": "D 1 A"}}}),
+        )
+        .await;
+    app.wait_for_status(&id_of(&reply), "failed", WITHIN).await;
+    let (_, template) = app.call(app.get("/templates/servis_selesai")).await;
+    assert_eq!(template["data"]["cloud_api"]["flagged"]["code"], 132001);
+}
