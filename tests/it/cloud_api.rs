@@ -165,9 +165,14 @@ async fn an_invalid_token_pauses_the_queue_and_fails_nothing() {
     })
     .await;
     assert_eq!(queue["paused_reason"], "access token invalid");
-    let m = app.message(&id_of(&reply)).await;
-    assert_eq!(m["status"], "queued", "{m}");
+    // The pause is written before the run's outcome: wait for the message to be back.
+    let m = wait_until(WITHIN, async || {
+        let m = app.message(&id_of(&reply)).await;
+        ready(m["status"] == "queued", || m.to_string()).map(|_| m)
+    })
+    .await;
     assert_eq!(m["attempts"], 0, "{m}");
+    assert_eq!(graph.count(), 1, "one call, nothing failed");
 }
 
 #[tokio::test]

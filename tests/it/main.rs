@@ -6,6 +6,7 @@ mod helpers;
 mod auth;
 mod batch;
 mod cloud_api;
+mod cloud_drill;
 mod cloud_sandbox;
 mod cloud_templates;
 mod customers;
