@@ -23,7 +23,9 @@ use crate::{
     http::{
         envelope::{Envelope, Reply},
         extract::{QueryPairs, bytes_within},
-        responses::{BadRequest, BodyTimeout, Forbidden, NotFound, Unauthorized, Unavailable},
+        responses::{
+            BadRequest, BodyTimeout, Forbidden, Invalid, NotFound, Unauthorized, Unavailable,
+        },
     },
     state::AppState,
 };
@@ -41,7 +43,7 @@ pub fn router() -> Router<AppState> {
         ("hub.verify_token" = Option<String>, Query, description = "`CLOUD_API_VERIFY_TOKEN`"),
         ("hub.challenge" = Option<String>, Query, description = "echoed")),
     responses((status = 200, description = "The challenge, as plain text", body = String, content_type = "text/plain"),
-        BadRequest, Forbidden))]
+        BadRequest, Forbidden, Invalid))]
 pub async fn verify_subscription(State(state): State<AppState>, q: QueryPairs) -> Response {
     let token = state.config.gateway.cloud.verify_token.as_ref();
     let subscribe = q.get("hub.mode") == Some("subscribe");

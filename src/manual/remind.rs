@@ -36,6 +36,8 @@ pub struct Pass {
     pub template: Current,
     pub workshop: Workshop,
     pub max_attempts: u32,
+    /// Every candidate is skipped with this reason (`templates::cloud_api::unsendable`).
+    pub unsendable: Option<String>,
     /// The reminders' deadline: the end of `date` in the workshop's time zone
     /// (`reminders::end_of_business_day`).
     pub expires_at: DateTime<Utc>,
@@ -200,6 +202,10 @@ impl pass::Pass for Pass {
 
     fn max_attempts(&self) -> u32 {
         self.max_attempts
+    }
+
+    fn unsendable(&self) -> Option<&str> {
+        self.unsendable.as_deref()
     }
 
     fn walks(&self) -> Vec<(DueWalk, (NaiveDate, Uuid))> {

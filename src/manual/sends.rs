@@ -102,6 +102,12 @@ pub async fn send_reminders(
         template: manual_template(&state).await?,
         workshop: schedule::workshop(&state.config),
         max_attempts: state.config.send_max_attempts,
+        unsendable: crate::templates::cloud_api::unsendable(
+            &state.pool,
+            state.config.gateway.kind,
+            crate::templates::MANUAL,
+        )
+        .await?,
     };
     let mut summary = remind::run(&state.pool, &pass).await?;
     if let Some(wait) = wait {

@@ -8,6 +8,7 @@
 //! the HTTP surface.
 
 pub mod claim;
+pub mod cloud_admit;
 pub mod cloud_send;
 pub mod context;
 pub mod decide;

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::{
     Accepted, Attempt, Kind, Message, Status,
+    cloud_admit::{self, TextField},
     enqueue::Enqueue,
     idempotency::{IdempotencyKey, KeyReused, idempotency_key},
     phone::PhoneNumber,
@@ -23,6 +24,7 @@ use super::{
 };
 use crate::{
     error::{AppError, AppResult},
+    gateway::settings::GatewayKind,
     http::{
         auth::{Caller, Role, SendCaller},
         envelope::{Envelope, Reply},
@@ -53,8 +55,15 @@ async fn enqueue(
     new: NewMessage,
     scope: &str,
     headers: &HeaderMap,
+    field: TextField,
 ) -> AppResult<Reply<Accepted>> {
     let key = idempotency_key(headers)?;
+    if state.config.gateway.kind == GatewayKind::CloudApi {
+        let refused = cloud_admit::check(&state.pool, &[&new], field).await?;
+        if let Some(errors) = refused.into_iter().find(|e| !e.is_empty()) {
+            return Err(AppError::Validation(errors));
+        }
+    }
     let stored = state
         .enqueuer
         .submit(Enqueue {
@@ -108,7 +117,7 @@ pub async fn send(
     let checked = request::from_json(&body)?;
     let cx = Context::new(&state.config);
     let new = render::complete_one(&state.pool, &cx, Prefer::Customers, checked).await?;
-    enqueue(&state, new, &caller.sub, &headers).await
+    enqueue(&state, new, &caller.sub, &headers, TextField("body")).await
 }
 
 /// Queue a text message from query parameters `phone`, `message`. Without a token only when
@@ -126,7 +135,7 @@ pub async fn send_simple(
     q: QueryPairs,
 ) -> AppResult<Reply<Accepted>> {
     let new = query::from_query(&q, QueryRoute::Simple)?;
-    enqueue(&state, new, &caller.scope(), &headers).await
+    enqueue(&state, new, &caller.scope(), &headers, TextField("message")).await
 }
 
 /// Queue a media message from query parameters `phone`, `message`, `file_url`. Without a token
@@ -144,7 +153,7 @@ pub async fn send_with_file(
     q: QueryPairs,
 ) -> AppResult<Reply<Accepted>> {
     let new = query::from_query(&q, QueryRoute::WithFile)?;
-    enqueue(&state, new, &caller.scope(), &headers).await
+    enqueue(&state, new, &caller.scope(), &headers, TextField("message")).await
 }
 
 /// Queue a message for `schedule_timestamp_ms` (unix milliseconds: at most 60 s in the past
@@ -162,7 +171,7 @@ pub async fn send_scheduled(
     q: QueryPairs,
 ) -> AppResult<Reply<Accepted>> {
     let new = query::from_query(&q, QueryRoute::Scheduled)?;
-    enqueue(&state, new, &caller.scope(), &headers).await
+    enqueue(&state, new, &caller.scope(), &headers, TextField("message")).await
 }
 
 /// `phone` and `message` of the query-string sends (checked by [`request::from_query`]).

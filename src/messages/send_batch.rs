@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::{
     Status,
+    cloud_admit::{self, TextField},
     idempotency::{IdempotencyKey, KeyReused, idempotency_key},
     read, render,
     request::{self, NewMessage},
@@ -22,6 +23,7 @@ use super::{
 };
 use crate::{
     error::{AppError, AppResult, FieldError},
+    gateway::settings::GatewayKind,
     http::{
         auth::Caller,
         envelope::{Envelope, Reply},
@@ -238,7 +240,10 @@ pub async fn send_batch(
         }
     };
     let checked: Vec<Item> = items.iter().map(check_item).collect();
-    let checked = render_items(&state.pool, &Context::new(&state.config), checked).await?;
+    let mut checked = render_items(&state.pool, &Context::new(&state.config), checked).await?;
+    if state.config.gateway.kind == GatewayKind::CloudApi {
+        checked = cloud_check(&state.pool, checked).await?;
+    }
     let fingerprint = send_batches::fingerprint(&body);
     let stored = store(
         &state.pool,
@@ -264,6 +269,30 @@ pub async fn send_batch(
             "Idempotency-Key was already used for a different request".into(),
         )),
     }
+}
+
+/// Rejects the items the Cloud API would refuse (`cloud_admit`), like any invalid item.
+async fn cloud_check(pool: &PgPool, checked: Vec<Checked>) -> sqlx::Result<Vec<Checked>> {
+    let valid: Vec<&NewMessage> = checked
+        .iter()
+        .filter_map(|c| match c {
+            Checked::Valid(m, _) => Some(m),
+            Checked::Rejected(..) => None,
+        })
+        .collect();
+    let mut refused = cloud_admit::check(pool, &valid, TextField("body"))
+        .await?
+        .into_iter();
+    Ok(checked
+        .into_iter()
+        .map(|c| match c {
+            Checked::Valid(m, client_ref) => match refused.next() {
+                Some(errors) if !errors.is_empty() => Checked::Rejected(errors, client_ref),
+                _ => Checked::Valid(m, client_ref),
+            },
+            rejected => rejected,
+        })
+        .collect())
 }
 
 enum Outcome {

@@ -237,11 +237,35 @@ pub async fn requeue(pool: &PgPool, id: &str) -> sqlx::Result<Changed> {
             state.as_str()
         )));
     }
+    if let Some(why) = cooling_down(&mut tx, id).await? {
+        return Ok(Changed::Conflict(why));
+    }
     let jobs = queue::requeue(&mut tx, queue::Requeue::One(id)).await?;
     messages::withdraw::requeued(&mut tx, &jobs).await?;
     let job = job(&mut tx, id).await?;
     tx.commit().await?;
     Ok(job.map_or(Changed::NotFound, |j| Changed::Done(Box::new(j))))
+}
+
+/// Why job `id`'s message may not be requeued yet: it failed with a Cloud API code that is not
+/// retried within 24 hours (SPEC §13).
+async fn cooling_down(conn: &mut PgConnection, id: &str) -> sqlx::Result<Option<String>> {
+    let row: Option<(Option<String>, DateTime<Utc>)> = sqlx::query_as(concat!(
+        "SELECT m.gateway_response #>> '{error,code}', m.failed_at + interval '24 hours'
+         FROM messages m WHERE m.job_id = $1 AND ",
+        crate::cloud_cooling_down!()
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|(code, until)| {
+        format!(
+            "job {id}'s message failed with Cloud API error {}: WhatsApp limits this number, \
+             so it is not retried before {}",
+            code.unwrap_or_default(),
+            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )
+    }))
 }
 
 pub struct BulkRequeue {

@@ -260,11 +260,12 @@ fn changed(result: Changed, id: &str, done: &str) -> AppResult<Reply<Job>> {
 }
 
 /// A `failed` or `cancelled` job runs again now with fresh attempts; its message goes back to
-/// `queued`. Any other status → 409.
+/// `queued`. Any other status → 409; so is a message that failed with Cloud API error `131048`
+/// or `131049` less than 24 hours ago (not retried within 24 h).
 #[utoipa::path(post, path = "/ops/jobs/{id}/requeue", operation_id = "requeue_job", tag = "ops",
     params(("id" = String, Path, pattern = "^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$", description = "the job id (a ULID)")),
     responses((status = 200, description = "Requeued", body = Envelope<Job>),
-        (status = 409, description = "The job is neither `failed` nor `cancelled`", body = ErrorEnvelope),
+        (status = 409, description = "The job is neither `failed` nor `cancelled`, or its message failed with Cloud API error 131048/131049 less than 24 h ago", body = ErrorEnvelope),
         BadRequest, BadPathParameter, Unauthorized, Forbidden, NotFound, Unavailable),
     security(("bearer" = [])))]
 pub async fn requeue(
@@ -303,6 +304,7 @@ pub struct Requeued {
 
 /// Bulk requeue: `{queue?, status: "failed", failed_after?, failed_before?, limit? (≤ 10000,
 /// default 1000)}` → `{requeued: n}` (oldest first; `cancelled` may be requeued the same way).
+/// A message that failed with Cloud API error `131048`/`131049` less than 24 hours ago is left.
 #[utoipa::path(post, path = "/ops/jobs/requeue", operation_id = "requeue_jobs", tag = "ops",
     request_body(content = Option<super::BulkRequeueRequest>, description = "optional: an empty body requeues up to 1000 failed jobs"),
     responses((status = 200, description = "How many jobs were requeued", body = Envelope<Requeued>),

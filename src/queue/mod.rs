@@ -350,7 +350,7 @@ pub async fn requeue(conn: &mut PgConnection, which: Requeue<'_>) -> sqlx::Resul
             limit,
         ),
     };
-    sqlx::query_scalar(
+    sqlx::query_scalar(concat!(
         "WITH picked AS (
             SELECT id FROM job_states
             WHERE ($1::text IS NULL OR id = $1)
@@ -358,14 +358,17 @@ pub async fn requeue(conn: &mut PgConnection, which: Requeue<'_>) -> sqlx::Resul
               AND ($3::text IS NULL OR queue = $3)
               AND ($4::timestamptz IS NULL OR done_at >= $4)
               AND ($5::timestamptz IS NULL OR done_at < $5)
+              AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.job_id = job_states.id AND ",
+        crate::cloud_cooling_down!(),
+        ")
             ORDER BY id LIMIT $6
             FOR UPDATE SKIP LOCKED
          )
          UPDATE apalis.jobs SET status = 'Pending', attempts = 0, run_at = now(), lock_by = NULL,
                 lock_at = NULL, done_at = NULL, last_result = NULL
          FROM picked WHERE apalis.jobs.id = picked.id
-         RETURNING apalis.jobs.id",
-    )
+         RETURNING apalis.jobs.id"
+    ))
     .bind(one)
     .bind(state)
     .bind(queue)

@@ -72,6 +72,10 @@ pub trait Pass: Sync {
     /// The message for `c`, or why it gets none.
     fn judge(&self, c: &Self::Candidate) -> Result<NewMessage, String>;
 
+    /// Why no candidate of this pass can be sent at all (the Cloud API with an unmapped
+    /// template: `templates::cloud_api::unsendable`): every one is skipped with it.
+    fn unsendable(&self) -> Option<&str>;
+
     /// Inserts a reminder row for each `(candidate, message id)`, unless one exists for its key;
     /// returns the message ids of the rows it inserted. In the page's transaction: the messages
     /// are stored after it, the foreign key is checked at commit.
@@ -235,10 +239,15 @@ async fn remind_page<P: Pass>(
     // A text too long is dropped at once: a page of them would otherwise be held in memory.
     let judged: Vec<Judged> = page
         .iter()
-        .map(|c| match pass.judge(c) {
-            Ok(m) if templates::check_text(&m.body).is_err() => Judged::TooLong,
-            Ok(m) => Judged::Remind(m),
-            Err(reason) => Judged::Refused(reason),
+        .map(|c| {
+            match pass
+                .unsendable()
+                .map_or_else(|| pass.judge(c), |why| Err(why.to_owned()))
+            {
+                Ok(m) if templates::check_text(&m.body).is_err() => Judged::TooLong,
+                Ok(m) => Judged::Remind(m),
+                Err(reason) => Judged::Refused(reason),
+            }
         })
         .collect();
     // Numbers on the opt-out list (README "Opt-out"): one query for the page.

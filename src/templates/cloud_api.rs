@@ -228,6 +228,27 @@ fn languages(raw: Option<&Value>, errors: &mut Vec<FieldError>) -> BTreeMap<Stri
 }
 
 /// Flags the mapping of `key` after Meta refused a send with a template error.
+/// The skip reason of every reminder of a pass whose template (`key`) has no Meta mapping
+/// while the Cloud API sends (SPEC §13): such a reminder could not be sent.
+pub const NO_TEMPLATE: &str = "no cloud_api template";
+
+/// [`NO_TEMPLATE`] when `gateway` is the Cloud API and template `key` is not mapped.
+pub async fn unsendable(
+    db: impl PgExecutor<'_>,
+    gateway: crate::gateway::settings::GatewayKind,
+    key: &str,
+) -> sqlx::Result<Option<String>> {
+    if gateway != crate::gateway::settings::GatewayKind::CloudApi {
+        return Ok(None);
+    }
+    let mapped: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM cloud_api_templates WHERE key = $1)")
+            .bind(key)
+            .fetch_one(db)
+            .await?;
+    Ok((!mapped).then(|| NO_TEMPLATE.to_owned()))
+}
+
 pub async fn flag(db: impl PgExecutor<'_>, key: &str, code: i64, error: &str) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE cloud_api_templates SET flagged_code = $2, flagged_error = $3, flagged_at = now()

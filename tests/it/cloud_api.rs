@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    GraphAnswer, GraphApi, Options, StatusEvent, StatusPoster, TestApp, id_of, inbound_text,
-    ops_get, ready, sign, wait_until,
+    GraphAnswer, GraphApi, Options, Receiver, StatusEvent, StatusPoster, TestApp, id_of,
+    inbound_text, ops_get, ops_post, ready, sign, wait_until, wrote_just_now,
 };
 
 const NUMBER_ID: &str = "106540352242922";
@@ -52,6 +52,7 @@ async fn sent(app: &TestApp, to: &str, body: &str) -> Value {
 async fn a_text_goes_to_the_graph_api_with_its_version_number_and_token_and_keeps_its_wamid() {
     let graph = GraphApi::start().await;
     let app = cloud_app(&graph, &[]).await;
+    wrote_just_now(&app, &["6281234567890"]).await;
     let message = sent(&app, "0812 3456 7890", "Kendaraan Anda sudah selesai 🚗").await;
     let calls = graph.requests();
     assert_eq!(calls.len(), 1);
@@ -80,6 +81,17 @@ async fn each_error_code_has_its_treatment() {
     let app = cloud_app(
         &graph,
         &[("SEND_RATE_PER_SECOND", "10"), ("SEND_BURST", "5")],
+    )
+    .await;
+    wrote_just_now(
+        &app,
+        &[
+            "6281100000001",
+            "6281100000002",
+            "6281100000003",
+            "6281100000004",
+            "6281100000005",
+        ],
     )
     .await;
 
@@ -147,6 +159,7 @@ async fn each_error_code_has_its_treatment() {
 async fn an_invalid_token_pauses_the_queue_and_fails_nothing() {
     let graph = GraphApi::start().await;
     let app = cloud_app(&graph, &[]).await;
+    wrote_just_now(&app, &["6281100000009"]).await;
     graph.always(Some(GraphAnswer::Error {
         status: 401,
         code: 190,
@@ -178,7 +191,17 @@ async fn an_invalid_token_pauses_the_queue_and_fails_nothing() {
 #[tokio::test]
 async fn signed_statuses_in_any_order_and_twice_end_read_once() {
     let graph = GraphApi::start().await;
-    let app = cloud_app(&graph, &[]).await;
+    let app = cloud_app(&graph, &[("WEBHOOK_ALLOW_PRIVATE", "true")]).await;
+    let receiver = Receiver::start().await;
+    let (status, sub) = ops_post(
+        &app,
+        "/webhooks",
+        Some(json!({"url": receiver.url, "events": ["message.delivered", "message.read"]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{sub}");
+    receiver.trust(sub["data"]["secret"].as_str().unwrap());
+    wrote_just_now(&app, &["6281200000001", "6281200000003"]).await;
     let m = sent(&app, "6281200000001", "servis").await;
     let wamid = m["gateway_message_id"].as_str().unwrap().to_owned();
     let t = chrono::Utc::now().timestamp();
@@ -214,6 +237,49 @@ async fn signed_statuses_in_any_order_and_twice_end_read_once() {
         .await;
     assert_eq!(rows, 2, "each (wamid, status) once");
 
+    // `read` without `delivered`, twice: read, with both times.
+    let only_read = sent(&app, "6281200000003", "servis").await;
+    let only_read_id = only_read["id"].as_str().unwrap();
+    let wamid = only_read["gateway_message_id"].as_str().unwrap();
+    let read_only = StatusEvent::new(wamid, "read").at(t + 30);
+    assert_eq!(hooks.statuses(&[read_only.clone(), read_only]).await, 200);
+    let only_read = wait_until(WITHIN, async || {
+        let m = app.message(only_read_id).await;
+        ready(m["delivery_status"] == "read", || m.to_string()).map(|_| m)
+    })
+    .await;
+    assert!(
+        only_read["delivered_at"].is_string() && only_read["read_at"].is_string(),
+        "{only_read}"
+    );
+
+    // Exactly one `message.read` per message, verified by the Standard Webhooks library: the
+    // first has `message.delivered` before it, the second has its delivery implied by the read.
+    let got = receiver.wait_for(4, WITHIN).await;
+    assert!(got.iter().all(|r| r.verified()), "{got:?}");
+    let events = |id: &str, kind: &str| {
+        got.iter()
+            .filter(|r| r.event_type() == kind && r.json["data"]["message_id"] == id)
+            .count()
+    };
+    for id in [m["id"].as_str().unwrap(), only_read_id] {
+        assert_eq!(events(id, "message.read"), 1, "{id}: {got:?}");
+    }
+    assert_eq!(events(m["id"].as_str().unwrap(), "message.delivered"), 1);
+    wait_until(WITHIN, async || {
+        let open = app
+            .count("SELECT count(*) FROM inbound_payloads WHERE processed_at IS NULL")
+            .await;
+        ready(open == 0, || open.to_string())
+    })
+    .await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM webhook_events WHERE type = 'message.read'")
+            .await,
+        2,
+        "no second read event was written"
+    );
+
     // One changed byte: 401, nothing stored.
     let payloads = app.count("SELECT count(*) FROM inbound_payloads").await;
     let bytes = serde_json::to_vec(&body).unwrap();
@@ -241,6 +307,7 @@ async fn a_status_before_the_message_is_known_waits_for_it() {
             .await,
         200
     );
+    wrote_just_now(&app, &["6281200000002"]).await;
     let m = sent(&app, "6281200000002", "servis").await;
     sqlx::query("UPDATE messages SET gateway_message_id = 'wamid.early' WHERE id = $1::uuid")
         .bind(m["id"].as_str().unwrap())
@@ -319,6 +386,7 @@ async fn an_ambiguous_send_is_settled_by_its_status_and_not_sent_twice() {
     )
     .await;
     graph.answer_next(1, GraphAnswer::Late(Duration::from_secs(3)));
+    wrote_just_now(&app, &["6281400000001"]).await;
     let (_, reply) = app.send(json!({"to": "6281400000001", "body": "x"})).await;
     let id = id_of(&reply);
     let call = graph.wait_for_calls(1, WITHIN).await.remove(0);
@@ -361,6 +429,7 @@ async fn an_ambiguous_send_without_a_status_is_sent_again_after_the_wait() {
     )
     .await;
     graph.answer_next(1, GraphAnswer::Late(Duration::from_secs(3)));
+    wrote_just_now(&app, &["6281400000002"]).await;
     let (_, reply) = app.send(json!({"to": "6281400000002", "body": "x"})).await;
     let m = app.wait_for_status(&id_of(&reply), "sent", WITHIN).await;
     assert_eq!(graph.count(), 2, "sent again: {m}");

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::helpers::{
     GraphAnswer, GraphApi, Options, RealProcess, StatusEvent, StatusPoster, TestApp, id_of,
+    wrote_just_now,
 };
 
 const NUMBER_ID: &str = "106540352242922";
@@ -39,6 +40,9 @@ async fn kill_9_mid_call_sends_again_only_what_no_status_vouched_for() {
     })
     .await;
     let mut victim = RealProcess::start(&app, "worker");
+    let phones: Vec<String> = (0..10).map(|i| format!("62816000000{i:02}")).collect();
+    let phones: Vec<&str> = phones.iter().map(String::as_str).collect();
+    wrote_just_now(&app, &phones).await;
     let mut ids = Vec::new();
     for i in 0..10 {
         let (status, reply) = app

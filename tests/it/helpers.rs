@@ -26,7 +26,9 @@ mod wait;
 
 pub use dates::{day, today};
 pub use graph::{GraphAnswer, GraphApi};
-pub use graph_hooks::{HookReceiver, StatusEvent, StatusPoster, inbound_text, sign, webhook};
+pub use graph_hooks::{
+    HookReceiver, StatusEvent, StatusPoster, inbound_text, sign, webhook, wrote_just_now,
+};
 pub use ops::{ops_call, ops_get, ops_ok, ops_post, ops_request, pause_sends, resume_sends};
 pub use read::{fields, http_status, metric};
 pub use receiver::{Answer, Received, Receiver, verifies};

@@ -7,6 +7,7 @@ mod auth;
 mod batch;
 mod cloud_api;
 mod cloud_drill;
+mod cloud_rules;
 mod cloud_sandbox;
 mod cloud_templates;
 mod customers;

@@ -18,6 +18,20 @@ pub const COUNTED: [i64; 12] = [
 /// Template codes: the template mapping is flagged on the templates API.
 pub const TEMPLATE_CODES: [i64; 2] = [132000, 132001];
 
+/// Codes after which a failed message is not retried within 24 hours: WhatsApp holds the
+/// number back for spam or engagement, and sending again at once makes it worse.
+pub const NOT_RETRIED_WITHIN_24H: [i64; 2] = [131048, 131049];
+
+/// SQL: message `m` failed less than 24 hours ago with a code of [`NOT_RETRIED_WITHIN_24H`]
+/// (from the error answer stored as its `gateway_response`), so no requeue takes it yet.
+#[macro_export]
+macro_rules! cloud_cooling_down {
+    () => {
+        "(m.status = 'failed' AND m.failed_at > now() - interval '24 hours'
+          AND m.gateway_response #>> '{error,code}' IN ('131048', '131049'))"
+    };
+}
+
 /// The metric label of a code.
 pub fn label(code: Option<i64>) -> String {
     match code {
@@ -110,6 +124,15 @@ mod tests {
                 .to_string()
                 .as_bytes(),
         )
+    }
+
+    #[test]
+    fn the_requeue_hold_names_exactly_the_codes_not_retried_within_24h() {
+        let sql = crate::cloud_cooling_down!();
+        for code in NOT_RETRIED_WITHIN_24H {
+            assert!(sql.contains(&format!("'{code}'")), "{code}");
+        }
+        assert_eq!(sql.matches("'1310").count(), NOT_RETRIED_WITHIN_24H.len());
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub async fn pass(pool: &PgPool, config: &Config, date: NaiveDate) -> anyhow::Re
                 templates::MAINTENANCE
             )
         })?;
+    let unsendable =
+        templates::cloud_api::unsendable(pool, config.gateway.kind, templates::MAINTENANCE).await?;
     Ok(fanout::Pass {
         date,
         days_before: settings.calendar(config),
@@ -67,6 +69,7 @@ pub async fn pass(pool: &PgPool, config: &Config, date: NaiveDate) -> anyhow::Re
         template,
         workshop: workshop(config),
         max_attempts: config.send_max_attempts,
+        unsendable,
         expires_at: end_of_business_day(config.app_timezone, date),
     })
 }
@@ -95,6 +98,12 @@ async fn daily(
             template,
             workshop: pass.workshop.clone(),
             max_attempts: pass.max_attempts,
+            unsendable: templates::cloud_api::unsendable(
+                pool,
+                config.gateway.kind,
+                templates::MANUAL,
+            )
+            .await?,
             expires_at: pass.expires_at,
         };
         let m = crate::manual::remind::run(pool, &manual).await?;

@@ -275,3 +275,16 @@ impl HookReceiver {
         .await
     }
 }
+
+/// These numbers wrote to the workshop just now: WhatsApp's 24-hour window is open for them, so
+/// the Cloud API takes ad-hoc text to them (SPEC §13).
+pub async fn wrote_just_now(app: &crate::helpers::TestApp, phones: &[&str]) {
+    sqlx::query(
+        "INSERT INTO whatsapp_contacts (phone, last_inbound_at) SELECT unnest($1::text[]), now()
+         ON CONFLICT (phone) DO UPDATE SET last_inbound_at = now()",
+    )
+    .bind(phones)
+    .execute(&app.db.pool)
+    .await
+    .expect("the contacts are written");
+}
