@@ -2,7 +2,8 @@
 //! customer-service window only an approved template may be sent. Reminders (`maintenance`,
 //! `manual`) always go as their template's mapped Meta template; another message rendered from a
 //! mapped template goes as that template when the number has not written in the last 24 hours,
-//! and as text otherwise.
+//! and as text otherwise. [`call`] makes the gateway call by that plan; [`status_by`] waits for
+//! the status of an attempt that may have sent.
 
 use std::time::Duration;
 
@@ -11,9 +12,9 @@ use serde_json::Value;
 use sqlx::{PgPool, types::Json};
 use uuid::Uuid;
 
-use super::Kind;
+use super::{Kind, claim::Sendable, context::SendContext};
 use crate::{
-    gateway::TemplateCall,
+    gateway::{Class, Gateway, Outcome, SendRequest, TemplateCall, cloud_api::codes},
     templates::{Language, cloud_api::Mapping},
 };
 
@@ -83,6 +84,83 @@ fn decide(row: Row, now: DateTime<Utc>) -> Plan {
             format!("no cloud_api template: `{key}` is not mapped (PUT /templates/{key}/cloud-api)")
         }),
         _ => Plan::Text,
+    }
+}
+
+/// The gateway call. On the Cloud API, a reminder (and a templated message outside the 24-hour
+/// window) goes as its mapped Meta template ([`plan`]); a template error flags the mapping.
+pub async fn call(ctx: &SendContext, id: Uuid, message: &Sendable) -> Outcome {
+    let plan = match &ctx.gateway {
+        Gateway::CloudApi(_) => match plan(&ctx.pool, id).await {
+            Ok(plan) => plan,
+            // Nothing went out: worth another attempt.
+            Err(e) => {
+                return Outcome::Retryable {
+                    class: Class::Connect,
+                    error: format!("reading the message's template: {e}"),
+                    response: None,
+                    retry_after: None,
+                };
+            }
+        },
+        Gateway::StarSender(_) => Plan::Text,
+    };
+    let (key, template) = match plan {
+        Plan::Text => (None, None),
+        Plan::Template { key, call } => (Some(key), Some(call)),
+        Plan::Refuse(error) => {
+            return Outcome::Permanent {
+                class: Class::ClientError,
+                error,
+                response: None,
+            };
+        }
+    };
+    let request = SendRequest {
+        message_id: id,
+        to: &message.to_phone,
+        body: &message.body,
+        file_url: message.file_url.as_deref(),
+        template: template.as_ref(),
+    };
+    let outcome = ctx.gateway.send(&request).await;
+    if let (Some(key), Some(code)) = (key, outcome.error_code())
+        && codes::TEMPLATE_CODES.contains(&code)
+    {
+        let error = outcome.error().unwrap_or_default();
+        if let Err(e) = crate::templates::cloud_api::flag(&ctx.pool, &key, code, error).await {
+            tracing::warn!(key, "flagging the Cloud API template failed: {e}");
+        }
+    }
+    outcome
+}
+
+/// How often a run waiting for a status of its ambiguous attempt looks.
+const STATUS_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The wamid of a status webhook of message `id` (by its callback data or wamid), waiting for
+/// one until `deadline`; `None` when none came by then (counted either way in
+/// `bengkel_ambiguous_sends_total`).
+pub async fn status_by(
+    pool: &PgPool,
+    id: Uuid,
+    deadline: DateTime<Utc>,
+) -> sqlx::Result<Option<String>> {
+    loop {
+        if let Some(wamid) = crate::gateway::cloud_api::statuses::sent_as(pool, id).await? {
+            tracing::info!(message_id = %id, wamid, "an ambiguous attempt reached WhatsApp (its status came): sent, not called again");
+            metrics::counter!("bengkel_ambiguous_sends_total", "resolution" => "receipt")
+                .increment(1);
+            return Ok(Some(wamid));
+        }
+        let left = (deadline - Utc::now()).to_std().unwrap_or_default();
+        if left.is_zero() {
+            tracing::warn!(message_id = %id, "no status of the ambiguous attempt within AMBIGUOUS_RECEIPT_WAIT_SECS: calling again");
+            metrics::counter!("bengkel_ambiguous_sends_total", "resolution" => "resent")
+                .increment(1);
+            return Ok(None);
+        }
+        tokio::time::sleep(left.min(STATUS_POLL)).await;
     }
 }
 

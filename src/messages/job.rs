@@ -1,7 +1,7 @@
 //! The send job: one gateway call per run, its outcome recorded in one transaction with its
 //! job's verdict (see `queue` and `docs/lifecycle.md`). [`execute`] reads as the run goes:
 //!
-//! [`parse`] → [`gate`] → [`slot`] → [`claim`] → [`call`] → [`decide`](super::decide::decide)
+//! [`parse`] → [`gate`] → [`slot`] → [`claim`] → [`call`](super::cloud_send::call) → [`decide`](super::decide::decide)
 //! → [`record`]
 //!
 //! Each step either hands the next one what it needs or ends the run with what to record
@@ -23,17 +23,14 @@ use uuid::Uuid;
 use super::{
     Kind, Status,
     claim::{Claim, Claimed, Sendable},
-    cloud_send::{self, Plan},
+    cloud_send,
     context::SendContext,
     decide::{AttemptClass, Decision, SendOutcome, decide},
     read,
     record::{Held, Recorded},
 };
 use crate::{
-    gateway::{
-        Class, Gateway, Outcome, SendRequest,
-        cloud_api::{codes, statuses},
-    },
+    gateway::Gateway,
     policy::{
         Gate, HoldReason, sender,
         throttle::{Acquired, Slot},
@@ -135,7 +132,7 @@ async fn steps(ctx: &SendContext, run: &Run, payload: Value) -> Result<Ended, St
     if message.previous == Status::Sending {
         tracing::warn!(message_id = %job.message_id, attempt = message.attempt, "previous attempt was interrupted mid-call; sending again (SEND_RETRY_AMBIGUOUS)");
     }
-    let outcome = call(ctx, job.message_id, &message).await;
+    let outcome = cloud_send::call(ctx, job.message_id, &message).await;
     let jitter = rand::rng().random_range(0.0..=1.0);
     let decision = decide(
         &outcome,
@@ -262,9 +259,6 @@ async fn claim(
     }
 }
 
-/// How often a run waiting for a status of its ambiguous attempt looks.
-const STATUS_POLL: Duration = Duration::from_millis(250);
-
 /// On the Cloud API, an attempt that may have reached WhatsApp (cut off mid-call, or timed
 /// out after sending) is not repeated blindly: a status webhook of it (its
 /// `biz_opaque_callback_data` is the message id) arriving within `AMBIGUOUS_RECEIPT_WAIT_SECS`
@@ -281,85 +275,20 @@ async fn settled_by_status(
         return Ok(None);
     };
     let deadline = since + chrono::Duration::from_std(ctx.ambiguous_wait).unwrap_or_default();
-    loop {
-        let found = statuses::sent_as(&ctx.pool, id)
-            .await
-            .map_err(|e| Stop::Failed(SendError(format!("looking for a status of {id}: {e}"))))?;
-        if let Some(wamid) = found {
-            tracing::info!(message_id = %id, wamid, "an ambiguous attempt reached WhatsApp (its status came): sent, not called again");
-            metrics::counter!("bengkel_ambiguous_sends_total", "resolution" => "receipt")
-                .increment(1);
-            let response = json!({"messages": [{"id": wamid}], "resolved_by": "status webhook"});
-            let attempted = Decision::Sent.attempt(
-                id,
-                message.attempt,
-                started_at,
-                AttemptClass::Receipt,
-                Some(response),
-            );
-            return Ok(Some(Ended::decided(
-                run.clone(),
-                &Decision::Sent,
-                attempted,
-            )));
-        }
-        let left = (deadline - Utc::now()).to_std().unwrap_or_default();
-        if left.is_zero() {
-            tracing::warn!(message_id = %id, "no status of the ambiguous attempt within AMBIGUOUS_RECEIPT_WAIT_SECS: calling again");
-            metrics::counter!("bengkel_ambiguous_sends_total", "resolution" => "resent")
-                .increment(1);
-            return Ok(None);
-        }
-        tokio::time::sleep(left.min(STATUS_POLL)).await;
-    }
-}
-
-/// The gateway call. On the Cloud API, a reminder (and a templated message outside the 24-hour
-/// window) goes as its mapped Meta template ([`cloud_send`]); a template error flags the mapping.
-async fn call(ctx: &SendContext, id: Uuid, message: &Sendable) -> Outcome {
-    let plan = match &ctx.gateway {
-        Gateway::CloudApi(_) => match cloud_send::plan(&ctx.pool, id).await {
-            Ok(plan) => plan,
-            // Nothing went out: worth another attempt.
-            Err(e) => {
-                return Outcome::Retryable {
-                    class: Class::Connect,
-                    error: format!("reading the message's template: {e}"),
-                    response: None,
-                    retry_after: None,
-                };
-            }
-        },
-        Gateway::StarSender(_) => Plan::Text,
-    };
-    let (key, template) = match plan {
-        Plan::Text => (None, None),
-        Plan::Template { key, call } => (Some(key), Some(call)),
-        Plan::Refuse(error) => {
-            return Outcome::Permanent {
-                class: Class::ClientError,
-                error,
-                response: None,
-            };
-        }
-    };
-    let request = SendRequest {
-        message_id: id,
-        to: &message.to_phone,
-        body: &message.body,
-        file_url: message.file_url.as_deref(),
-        template: template.as_ref(),
-    };
-    let outcome = ctx.gateway.send(&request).await;
-    if let (Some(key), Some(code)) = (key, outcome.error_code())
-        && codes::TEMPLATE_CODES.contains(&code)
-    {
-        let error = outcome.error().unwrap_or_default();
-        if let Err(e) = crate::templates::cloud_api::flag(&ctx.pool, &key, code, error).await {
-            tracing::warn!(key, "flagging the Cloud API template failed: {e}");
-        }
-    }
-    outcome
+    let found = cloud_send::status_by(&ctx.pool, id, deadline)
+        .await
+        .map_err(|e| Stop::Failed(SendError(format!("looking for a status of {id}: {e}"))))?;
+    Ok(found.map(|wamid| {
+        let response = json!({"messages": [{"id": wamid}], "resolved_by": "status webhook"});
+        let attempted = Decision::Sent.attempt(
+            id,
+            message.attempt,
+            started_at,
+            AttemptClass::Receipt,
+            Some(response),
+        );
+        Ended::decided(run.clone(), &Decision::Sent, attempted)
+    }))
 }
 
 /// Writes the run's verdict (and its message's attempt or hold), returns once it is committed,
