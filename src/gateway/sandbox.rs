@@ -151,16 +151,7 @@ pub async fn list(
     _: Caller,
     q: QueryPairs,
 ) -> AppResult<Reply<Vec<SandboxMessage>>> {
-    let limit = match q.get("limit") {
-        None => 100,
-        Some(raw) => raw
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=500).contains(n))
-            .ok_or_else(|| {
-                crate::error::AppError::validation("limit", "must be an integer between 1 and 500")
-            })?,
-    };
+    let limit = q.limit_or(100)?;
     let rows: Vec<SandboxMessage> = sqlx::query_as(
         "SELECT id, received_at, message_type, to_phone AS to, body, file_url AS file FROM sandbox_messages
          WHERE NOT starts_with(message_type, $3) AND ($1::text IS NULL OR to_phone = $1)

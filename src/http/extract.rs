@@ -360,6 +360,17 @@ impl QueryPairs {
         self.int("limit", 50, 1..=500, errors)
     }
 
+    /// `limit` of a list with its own default (1..=500): `422` naming it when it is not one.
+    pub fn limit_or(&self, default: i64) -> Result<i64, crate::error::AppError> {
+        let mut errors = Vec::new();
+        let limit = self.int("limit", default, 1..=500, &mut errors);
+        if errors.is_empty() {
+            Ok(limit)
+        } else {
+            Err(crate::error::AppError::Validation(errors))
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()

@@ -32,9 +32,6 @@ pub struct InboundContext {
     pub process: Process,
 }
 
-/// A run that panicked is looked at again after this (no attempt spent).
-const AFTER_PANIC: TimeDelta = TimeDelta::seconds(30);
-
 /// What processing a payload concluded.
 #[derive(Debug, Clone)]
 pub struct Processed {
@@ -199,21 +196,11 @@ pub async fn handle(
 ) -> Result<(), BoxDynError> {
     let run = Run::of(&task_id, &attempt, &worker);
     let ctx: Arc<InboundContext> = (*ctx).clone();
-    let in_flight = ctx.process.enter(&run.job_id);
-    let task = tokio::spawn({
+    let work = {
         let (ctx, run) = (ctx.clone(), run.clone());
         async move { execute(&ctx, run, payload).await }
-    });
-    let result = match task.await {
-        Ok(result) => result,
-        Err(e) => {
-            tracing::error!(job_id = %run.job_id, "inbound run panicked: {e}");
-            let verdict = queue::snooze(Utc::now() + AFTER_PANIC, "inbound run panicked");
-            settle_alone(&ctx.pool, run, verdict).await
-        }
     };
-    drop(in_flight);
-    result.map_err(|e| Box::new(e) as BoxDynError)
+    queue::run_guarded(&ctx.pool, &ctx.process, run, "inbound", work).await
 }
 
 /// One run: process the payload and settle the job in one transaction.
@@ -283,8 +270,5 @@ pub async fn execute(ctx: &InboundContext, run: Run, payload: Value) -> Result<(
 }
 
 async fn settle_alone(pool: &PgPool, run: Run, verdict: Verdict) -> Result<(), InboundError> {
-    let mut tx = pool.begin().await?;
-    queue::settle(&mut tx, &[(run, verdict)]).await?;
-    tx.commit().await?;
-    Ok(())
+    Ok(queue::settle_alone(pool, run, verdict).await?)
 }

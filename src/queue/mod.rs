@@ -9,12 +9,16 @@
 //! `docs/architecture.md` ("The queue") and `docs/guarantees.md`.
 
 pub mod backoff;
+mod guarded;
 pub mod pause;
 pub mod rescue;
 mod verdict;
 pub mod wakeup;
 
-pub use self::verdict::{Run, Verdict, retry_at, settle, snooze};
+pub use self::{
+    guarded::{run_guarded, settle_alone},
+    verdict::{Run, Verdict, retry_at, settle, snooze},
+};
 
 use std::time::Duration;
 

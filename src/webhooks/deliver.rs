@@ -61,9 +61,6 @@ impl DeliveryContext {
     }
 }
 
-/// A run that panicked is looked at again after this (no attempt spent).
-const AFTER_PANIC: TimeDelta = TimeDelta::seconds(30);
-
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct DeliveryError(String);
@@ -85,21 +82,11 @@ pub async fn handle(
 ) -> Result<(), BoxDynError> {
     let run = Run::of(&task_id, &attempt, &worker);
     let ctx: Arc<DeliveryContext> = (*ctx).clone();
-    let in_flight = ctx.process.enter(&run.job_id);
-    let task = tokio::spawn({
+    let work = {
         let (ctx, run) = (ctx.clone(), run.clone());
         async move { execute(&ctx, run, payload).await }
-    });
-    let result = match task.await {
-        Ok(result) => result,
-        Err(e) => {
-            tracing::error!(job_id = %run.job_id, "webhook delivery run panicked: {e}");
-            let verdict = queue::snooze(Utc::now() + AFTER_PANIC, "delivery run panicked");
-            settle_alone(&ctx.pool, run, verdict).await
-        }
     };
-    drop(in_flight);
-    result.map_err(|e| Box::new(e) as BoxDynError)
+    queue::run_guarded(&ctx.pool, &ctx.process, run, "webhook delivery", work).await
 }
 
 /// One run: claim, attempt, record.
@@ -122,10 +109,7 @@ pub async fn execute(ctx: &DeliveryContext, run: Run, payload: Value) -> Result<
 }
 
 async fn settle_alone(pool: &PgPool, run: Run, verdict: Verdict) -> Result<(), DeliveryError> {
-    let mut tx = pool.begin().await?;
-    queue::settle(&mut tx, &[(run, verdict)]).await?;
-    tx.commit().await?;
-    Ok(())
+    Ok(queue::settle_alone(pool, run, verdict).await?)
 }
 
 /// A delivery handed to this run.
@@ -189,16 +173,21 @@ async fn claim(
     let deadline = Instant::now() + CAPACITY_WAIT;
     let mut waiting: Option<Waiting<'_>> = None;
     loop {
+        // The claim and, when it does not hand the delivery over, the run's verdict commit
+        // together: a delivery never waits without its job snoozed (see the migration
+        // `webhook_order_wakeup`).
+        let mut tx = ctx.pool.begin().await?;
         let row: ClaimRow = sqlx::query_as("SELECT * FROM webhook_claim($1, $2, $3)")
             .bind(delivery_id)
             .bind(&run.job_id)
             .bind(lease)
-            .fetch_one(&ctx.pool)
+            .fetch_one(&mut *tx)
             .await?;
         let verdict = match row.outcome.as_str() {
             "claimed" => {
                 let claimed = row.claimed(delivery_id);
                 if claimed.is_some() {
+                    tx.commit().await?;
                     return Ok(claimed);
                 }
                 Verdict::Fail {
@@ -212,6 +201,7 @@ async fn claim(
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
                 if let Some(w) = waiting.as_ref().filter(|_| !left.is_zero()) {
+                    tx.commit().await?;
                     let _ = tokio::time::timeout(left, w.notify.notified()).await;
                     continue;
                 }
@@ -242,7 +232,8 @@ async fn claim(
                 reason: "its delivery no longer exists".into(),
             },
         };
-        settle_alone(&ctx.pool, run.clone(), verdict).await?;
+        queue::settle(&mut tx, &[(run.clone(), verdict)]).await?;
+        tx.commit().await?;
         return Ok(None);
     }
 }
@@ -255,7 +246,7 @@ enum Next {
 }
 
 /// Records the attempt and its consequences in one transaction: the attempt, the delivery's
-/// state, a success on the subscription and the deliveries to wake in one statement; on a
+/// state and a success on the subscription in one statement, then the deliveries to wake; on a
 /// failure the subscription's failure state (and its disabling); the job's verdict.
 async fn record(
     ctx: &DeliveryContext,
@@ -286,8 +277,7 @@ async fn record(
     let ok = attempted.class == AttemptClass::Ok;
     let retrying = matches!(next, Next::RetryAt(_));
     let mut tx = ctx.pool.begin().await?;
-    // The next event of its message waits while this one is to be retried.
-    let mut wake: Vec<String> = sqlx::query_scalar(
+    sqlx::query(
         "WITH d AS (
             UPDATE webhook_deliveries SET status = $7, next_attempt_at = $8,
                    attempts = attempts + 1,
@@ -308,14 +298,7 @@ async fn record(
               AND (failing_since IS NOT NULL OR last_success_at IS NULL
                    OR last_success_at < now() - interval '1 second')
          )
-         (SELECT job_id FROM webhook_deliveries
-          WHERE subscription_id = $11 AND message_id = $12 AND status = 'pending' AND NOT $13
-            AND waiting = 'order' AND id <> $1
-          ORDER BY seq LIMIT 1)
-         UNION ALL
-         (SELECT job_id FROM webhook_deliveries
-          WHERE subscription_id = $11 AND status = 'pending' AND waiting = 'capacity'
-          ORDER BY seq LIMIT 1)",
+         SELECT 1 FROM d",
     )
     .bind(claimed.id)
     .bind(attempted.at)
@@ -328,8 +311,25 @@ async fn record(
     .bind(&run.job_id)
     .bind(ok)
     .bind(claimed.subscription_id)
+    .execute(&mut *tx)
+    .await?;
+    // Whom to wake: a statement of its own, so that its snapshot sees a claim that waited for
+    // this delivery's update (it locks the earlier deliveries FOR SHARE) and committed its
+    // snooze. The next event of its message waits while this one is to be retried.
+    let mut wake: Vec<String> = sqlx::query_scalar(
+        "(SELECT job_id FROM webhook_deliveries
+          WHERE subscription_id = $1 AND message_id = $2 AND status = 'pending' AND NOT $3
+            AND waiting = 'order' AND id <> $4
+          ORDER BY seq LIMIT 1)
+         UNION ALL
+         (SELECT job_id FROM webhook_deliveries
+          WHERE subscription_id = $1 AND status = 'pending' AND waiting = 'capacity'
+          ORDER BY seq LIMIT 1)",
+    )
+    .bind(claimed.subscription_id)
     .bind(claimed.message_id)
     .bind(retrying)
+    .bind(claimed.id)
     .fetch_all(&mut *tx)
     .await?;
     let mut verdict = match next {

@@ -35,7 +35,7 @@ use self::{
 };
 use crate::{
     config::Secret,
-    error::{AppError, AppResult},
+    error::AppResult,
     http::{
         auth::Caller,
         envelope::{Envelope, Reply},
@@ -244,14 +244,7 @@ pub async fn list(
     _: Caller,
     q: QueryPairs,
 ) -> AppResult<Reply<Vec<CloudSandboxMessage>>> {
-    let limit = match q.get("limit") {
-        None => 100,
-        Some(raw) => raw
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=500).contains(n))
-            .ok_or_else(|| AppError::validation("limit", "must be an integer between 1 and 500"))?,
-    };
+    let limit = q.limit_or(100)?;
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT id, received_at, message_type, to_phone, body FROM sandbox_messages
          WHERE starts_with(message_type, $1) AND ($2::text IS NULL OR to_phone = $2)
