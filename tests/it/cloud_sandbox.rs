@@ -10,7 +10,7 @@ use bengkel_whatsapp::{
 };
 use serde_json::{Value, json};
 
-use crate::helpers::{HookReceiver, Options, TestApp, ops_token};
+use crate::helpers::{HookReceiver, Options, TestApp, ops_token, ready, wait_until};
 
 const APP_SECRET: &str = "sandbox-app-secret";
 const PHONE_NUMBER_ID: &str = "109876543210";
@@ -337,15 +337,32 @@ async fn a_trial_number_gets_its_error_at_once_or_as_a_failed_status() {
     assert_eq!(s["biz_opaque_callback_data"], "m-9");
     assert_eq!(s["errors"][0]["code"], 131026);
     assert!(s["errors"][0]["title"].is_string());
-    // Nothing follows it: ten status delays later there is still only the `failed` one.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(sandbox.hooks.received().len(), 1);
+    // Nothing follows it: a message taken after it gets all three of its statuses (the last
+    // three status delays after it), and the undeliverable one still has only its `failed`.
+    let (status, later) = sandbox.send(&text("6281234567890", "y")).await;
+    assert_eq!(status, 200, "{later}");
+    let later = wamid(&later);
+    wait_until(Duration::from_secs(5), async || {
+        let hooks = sandbox.hooks.received();
+        let read = hooks
+            .iter()
+            .any(|h| h.status()["id"] == later.as_str() && h.status()["status"] == "read");
+        ready(read, || format!("{} hooks", hooks.len()))
+    })
+    .await;
+    let undeliverable = sandbox
+        .hooks
+        .received()
+        .iter()
+        .filter(|h| h.status()["id"] == s["id"])
+        .count();
+    assert_eq!(undeliverable, 1);
     assert_eq!(
         sandbox
             .app
             .count("SELECT count(*) FROM sandbox_messages")
             .await,
-        1
+        2
     );
 }
 
