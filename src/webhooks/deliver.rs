@@ -197,7 +197,7 @@ async fn claim(
             }
             "capacity" => {
                 if let (None, Some(sub)) = (&waiting, row.subscription_id) {
-                    waiting = Some(ctx.waiters.enter(sub));
+                    waiting = ctx.waiters.enter(sub);
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
                 if let Some(w) = waiting.as_ref().filter(|_| !left.is_zero()) {
