@@ -5,10 +5,21 @@ use std::time::Duration;
 
 use crate::config::{ConfigError, Env, Secret};
 
-/// `GATEWAY`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A gateway: `GATEWAY`, the `gateway` label of the metrics, and where an inbound payload came
+/// from (stored as its name).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[sqlx(type_name = "text")]
+#[schema(as = Gateway)]
 pub enum GatewayKind {
+    /// StarSender (its per-device webhook is `POST /inbound/starsender/{token}`).
+    #[sqlx(rename = "starsender")]
+    #[serde(rename = "starsender")]
     StarSender,
+    /// Meta's WhatsApp Cloud API.
+    #[sqlx(rename = "cloud_api")]
+    #[serde(rename = "cloud_api")]
     CloudApi,
 }
 

@@ -252,7 +252,7 @@ fn documented_constraints_are_the_codes() {
         crate::messages::Kind::ALL.map(crate::messages::Kind::as_str)
     );
     assert_eq!(
-        values("InboundGateway"),
+        values("Gateway"),
         crate::inbound::Gateway::ALL.map(crate::inbound::Gateway::as_str)
     );
     assert_eq!(

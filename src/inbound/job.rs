@@ -125,7 +125,7 @@ pub async fn process_payload(
         });
     }
     let outcome = match payload.gateway {
-        Gateway::Starsender => from_starsender(tx, rules, &payload).await,
+        Gateway::StarSender => from_starsender(tx, rules, &payload).await,
         Gateway::CloudApi => cloud_api::process(tx, rules, &payload).await,
     };
     match outcome {
@@ -147,7 +147,7 @@ async fn from_starsender(
     rules: &Rules,
     payload: &Payload,
 ) -> Result<Processed, ProcessError> {
-    let gateway = Gateway::Starsender;
+    let gateway = Gateway::StarSender;
     let parsed = match starsender::parse(payload.content_type.as_deref(), &payload.body) {
         Ok(parsed) => parsed,
         Err(malformed) => {

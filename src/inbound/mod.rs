@@ -17,7 +17,6 @@ pub mod routes;
 pub mod starsender;
 pub mod store;
 
-use serde::Serialize;
 
 use crate::config::Secret;
 
@@ -39,27 +38,7 @@ pub const OPTOUT_CONFIRMATION: &str = "optout_confirmation";
 pub const BY: &str = "inbound";
 
 /// Where an inbound payload came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, sqlx::Type, utoipa::ToSchema)]
-#[sqlx(type_name = "text", rename_all = "snake_case")]
-#[serde(rename_all = "snake_case")]
-#[schema(as = InboundGateway)]
-pub enum Gateway {
-    /// StarSender's per-device webhook (`POST /inbound/starsender/{token}`).
-    Starsender,
-    /// Meta's WhatsApp Cloud API webhook.
-    CloudApi,
-}
-
-impl Gateway {
-    pub const ALL: [Gateway; 2] = [Gateway::Starsender, Gateway::CloudApi];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Gateway::Starsender => "starsender",
-            Gateway::CloudApi => "cloud_api",
-        }
-    }
-}
+pub use crate::gateway::settings::GatewayKind as Gateway;
 
 /// What became of an inbound request or message: the `result` label of
 /// `bengkel_inbound_total{gateway, result}`.

@@ -146,7 +146,7 @@ pub async fn starsender(
         _ => false,
     };
     if !known {
-        count(Gateway::Starsender, InboundResult::BadToken);
+        count(Gateway::StarSender, InboundResult::BadToken);
         return Err(not_found());
     }
     let content_type = req
@@ -156,12 +156,12 @@ pub async fn starsender(
         .map(str::to_owned);
     let body = bytes_within(req, MAX_BODY_BYTES).await?;
     if let Err(malformed) = starsender::parse(content_type.as_deref(), &body) {
-        count(Gateway::Starsender, InboundResult::Malformed);
+        count(Gateway::StarSender, InboundResult::Malformed);
         return Err(malformed.into());
     }
     let mut tx = state.pool.begin().await?;
     let payload_id =
-        store::store_payload(&mut tx, Gateway::Starsender, content_type.as_deref(), &body).await?;
+        store::store_payload(&mut tx, Gateway::StarSender, content_type.as_deref(), &body).await?;
     tx.commit().await?;
     Ok(Reply::ok(InboundReceived { payload_id }, "Received"))
 }

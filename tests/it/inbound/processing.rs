@@ -157,9 +157,9 @@ async fn a_message_the_gateway_sends_twice_is_a_duplicate_and_does_nothing_else(
 
     // Another gateway's id space, and StarSender's messages (no id) are never duplicates.
     for (gateway, external_id) in [
-        (Gateway::Starsender, Some("wamid.HBgM-1")),
-        (Gateway::Starsender, None),
-        (Gateway::Starsender, None),
+        (Gateway::StarSender, Some("wamid.HBgM-1")),
+        (Gateway::StarSender, None),
+        (Gateway::StarSender, None),
     ] {
         let p = payload(&app, gateway).await;
         let mut tx = app.db.pool.begin().await.unwrap();
@@ -211,13 +211,13 @@ async fn last_inbound_at_only_moves_forward() {
         // a gateway clock ahead of ours counts as the arrival
         Some(now + Duration::hours(3)),
     ] {
-        let p = payload(&app, Gateway::Starsender).await;
+        let p = payload(&app, Gateway::StarSender).await;
         let mut tx = app.db.pool.begin().await.unwrap();
         inbound::accept(
             &mut tx,
             &rules,
             &NewInbound {
-                gateway: Gateway::Starsender,
+                gateway: Gateway::StarSender,
                 external_id: None,
                 from: "0812-3456-789".into(),
                 text: Some("halo".into()),
