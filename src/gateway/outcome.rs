@@ -221,6 +221,25 @@ pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Opt
     )
 }
 
+/// Sends `request` and classifies what came back: a transport error, a body that could not be
+/// read, or `classify(status, body)` with the response's `Retry-After`.
+pub async fn exchange(
+    request: reqwest::RequestBuilder,
+    classify: impl FnOnce(u16, &[u8]) -> Outcome,
+) -> Outcome {
+    match request.send().await {
+        Err(e) => transport_error(&e),
+        Ok(response) => {
+            let status = response.status();
+            let retry_after = retry_after_of(&response);
+            match response.bytes().await {
+                Err(e) => body_error(status, &e),
+                Ok(body) => classify(status.as_u16(), &body).with_retry_after(retry_after),
+            }
+        }
+    }
+}
+
 /// The `Retry-After` of a response, as a wait from now.
 pub fn retry_after_of(response: &reqwest::Response) -> Option<Duration> {
     response

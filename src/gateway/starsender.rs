@@ -7,9 +7,7 @@ use serde_json::Value;
 
 use super::{
     SendRequest,
-    outcome::{
-        Class, Outcome, answer_json, body_error, body_excerpt, retry_after_of, transport_error,
-    },
+    outcome::{Class, Outcome, answer_json, body_excerpt, exchange},
 };
 use crate::config::Secret;
 
@@ -63,26 +61,12 @@ impl StarSender {
     /// media only: a template message goes as its rendered text.
     pub async fn send(&self, request: &SendRequest<'_>) -> Outcome {
         let body = StarSenderBody::new(request.to, request.body, request.file_url);
-        let result = self
+        let request = self
             .http
             .post(&self.url)
             .header(reqwest::header::AUTHORIZATION, self.api_key.expose())
-            .json(&body)
-            .send()
-            .await;
-        match result {
-            Err(e) => transport_error(&e),
-            Ok(response) => {
-                let status = response.status();
-                let retry_after = retry_after_of(&response);
-                match response.bytes().await {
-                    Err(e) => body_error(status, &e),
-                    Ok(body) => {
-                        classify_response(status.as_u16(), &body).with_retry_after(retry_after)
-                    }
-                }
-            }
-        }
+            .json(&body);
+        exchange(request, classify_response).await
     }
 }
 

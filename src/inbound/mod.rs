@@ -17,7 +17,6 @@ pub mod routes;
 pub mod starsender;
 pub mod store;
 
-
 use crate::config::Secret;
 
 pub use self::{

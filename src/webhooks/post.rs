@@ -84,11 +84,8 @@ pub(super) async fn attempt(ctx: &DeliveryContext, claimed: &Claimed) -> Attempt
     match sent {
         Ok(response) => {
             let status = response.status().as_u16();
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
+            // A date in the past reads as no wait: the schedule's delay stands.
+            let retry_after = crate::gateway::outcome::retry_after_of(&response);
             let excerpt = excerpt(response).await;
             done(
                 AttemptClass::of_status(status),
@@ -135,20 +132,8 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     text.chars().take(EXCERPT_BYTES).collect()
 }
 
-/// `Retry-After` in seconds or as an HTTP date.
-fn parse_retry_after(raw: &str) -> Option<Duration> {
-    let raw = raw.trim();
-    if let Ok(secs) = raw.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = DateTime::parse_from_rfc2822(raw).ok()?;
-    (at.with_timezone(&Utc) - Utc::now()).to_std().ok()
-}
-
 #[cfg(test)]
 mod tests {
-    use chrono::TimeDelta;
-
     use super::*;
 
     #[test]
@@ -163,19 +148,5 @@ mod tests {
             r#"{"data":{"attempts":1,"message_id":"m","to":"6281"},"timestamp":"2026-12-06T10:00:00.500000Z","type":"message.sent"}"#
         );
         assert_eq!(bytes, body("message.sent", at, &data));
-    }
-
-    #[test]
-    fn retry_after_is_read_in_seconds_or_as_a_date() {
-        assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_retry_after(" 5 "), Some(Duration::from_secs(5)));
-        assert_eq!(parse_retry_after("soon"), None);
-        let later = (Utc::now() + TimeDelta::seconds(300)).to_rfc2822();
-        let d = parse_retry_after(&later).unwrap();
-        assert!(
-            d > Duration::from_secs(290) && d <= Duration::from_secs(300),
-            "{d:?}"
-        );
-        assert_eq!(parse_retry_after("Mon, 01 Jan 2001 00:00:00 +0000"), None);
     }
 }

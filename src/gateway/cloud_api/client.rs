@@ -9,7 +9,7 @@ use crate::{
     config::Secret,
     gateway::{
         SendRequest, TemplateCall,
-        outcome::{Outcome, body_error, retry_after_of, transport_error},
+        outcome::{Outcome, exchange},
     },
 };
 
@@ -51,26 +51,12 @@ impl CloudApi {
 
     /// One call; never panics, every failure becomes an [`Outcome`].
     pub async fn send(&self, request: &SendRequest<'_>) -> Outcome {
-        let result = self
+        let call = self
             .http
             .post(&self.url)
             .bearer_auth(self.token.expose())
-            .json(&body(request))
-            .send()
-            .await;
-        match result {
-            Err(e) => transport_error(&e),
-            Ok(response) => {
-                let status = response.status();
-                let retry_after = retry_after_of(&response);
-                match response.bytes().await {
-                    Err(e) => body_error(status, &e),
-                    Ok(body) => {
-                        codes::classify(status.as_u16(), &body).with_retry_after(retry_after)
-                    }
-                }
-            }
-        }
+            .json(&body(request));
+        exchange(call, codes::classify).await
     }
 }
 
