@@ -7,6 +7,7 @@
 //! 3. Idle enqueue-to-gateway latency: a `serve` process, one send at a time.
 //! 4. (`webhooks`) The drain rate without and with one webhook subscription, and the delivery
 //!    rate to a local receiver.
+//! 5. (`cloud`) The drain rate through StarSender against the Cloud API, alternating.
 
 use std::{
     collections::HashMap,
@@ -20,6 +21,7 @@ use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection, PgPool};
 
 mod ceiling;
+mod cloud;
 mod fanout;
 mod gateway;
 mod profile;
@@ -76,8 +78,14 @@ pub struct BenchArgs {
     /// Rounds of the webhook benchmark (each: a run without a subscription, then one with).
     #[arg(long, default_value_t = 2)]
     pub webhook_rounds: usize,
+    /// Sends per run of the Cloud API benchmark.
+    #[arg(long, default_value_t = 10_000)]
+    pub cloud_sends: usize,
+    /// Rounds of the Cloud API benchmark (each: a StarSender run, then a Cloud API run).
+    #[arg(long, default_value_t = 3)]
+    pub cloud_rounds: usize,
     /// Which parts to run: any of ceiling, enqueue, batch, drain, latency, throttle, fanout,
-    /// webhooks.
+    /// webhooks, cloud.
     /// `ceiling` (PostgreSQL's own insert rates) runs first, and the enqueue figures are then
     /// also printed as a ratio to it.
     #[arg(
@@ -157,6 +165,10 @@ async fn bench(config: &Config, admin_url: &str, args: &BenchArgs) -> anyhow::Re
             webhooks::webhooks(config, admin_url, &gateway, args).await?;
             continue;
         }
+        if part == "cloud" {
+            cloud::cloud(config, admin_url, &gateway, args).await?;
+            continue;
+        }
         if part == "fanout" {
             for &n in &args.vehicles {
                 fanout(config, admin_url, &gateway, n).await?;
@@ -186,7 +198,7 @@ async fn bench(config: &Config, admin_url: &str, args: &BenchArgs) -> anyhow::Re
             "latency" => idle_latency(config, &pool, &gateway, args).await,
             "throttle" => throttle_accuracy(&scratch.url, &pool, &gateway, args).await,
             other => Err(anyhow::anyhow!(
-                "unknown benchmark `{other}` (ceiling, enqueue, batch, drain, latency, throttle, fanout, webhooks)"
+                "unknown benchmark `{other}` (ceiling, enqueue, batch, drain, latency, throttle, fanout, webhooks, cloud)"
             )),
         };
         pool.close().await;

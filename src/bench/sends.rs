@@ -361,3 +361,30 @@ pub(super) async fn throttle_accuracy(
     );
     Ok(())
 }
+
+/// Waits until the fake gateway took `n` calls and `n` messages are `sent` (watching the
+/// gateway first, so as not to load the database); returns the time since `started`.
+pub(super) async fn wait_drained(
+    pool: &PgPool,
+    gateway: &FakeGateway,
+    n: usize,
+    started: Instant,
+) -> anyhow::Result<Duration> {
+    while gateway.calls() < n {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "the drain did not finish in 10 minutes ({}/{n} calls)",
+            gateway.calls()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    loop {
+        let sent: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE status = 'sent'")
+            .fetch_one(pool)
+            .await?;
+        if sent as usize >= n {
+            return Ok(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

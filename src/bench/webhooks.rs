@@ -87,24 +87,7 @@ async fn run_once(
         let before = super::profile::Snapshot::take(&pool).await?;
         let started = Instant::now();
         let (running, _) = start(config, ProcessRole::Worker, &pool).await?;
-        while gateway.calls() < n {
-            anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(600),
-                "the drain did not finish in 10 minutes"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        loop {
-            let sent: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM messages WHERE status = 'sent'")
-                    .fetch_one(&pool)
-                    .await?;
-            if sent as usize >= n {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let drained = started.elapsed();
+        let drained = wait_drained(&pool, gateway, n, started).await?;
         let deliveries_started = if mode == Mode::Held {
             crate::queue::pause::set_paused(&pool, crate::queue::WEBHOOK_QUEUE, false, "bench")
                 .await?;
