@@ -90,6 +90,8 @@ pub struct Config {
     pub gateway: crate::gateway::Settings,
     /// `INBOUND_STARSENDER_TOKEN`, `OPTOUT_KEYWORDS`, `OPTIN_KEYWORDS` (SPEC §13).
     pub inbound: crate::inbound::Settings,
+    /// `ADMIN_PHONES`, `ADMIN_ALERT_REPEAT_SECS` (SPEC §14).
+    pub admin: crate::admin::Settings,
 }
 
 /// How long a client may take and how many connections it may hold (see `http::server`).
@@ -211,6 +213,7 @@ impl Config {
                 env.get("OPTIN_KEYWORDS"),
             )
             .map_err(|(var, value, reason)| ConfigError { var, value, reason })?,
+            admin: crate::admin::parse(&env)?,
         };
         if let (false, Some(secret)) = (config.sandbox(), &config.jwt_secret)
             && secret.expose().len() < MIN_LIVE_JWT_SECRET_BYTES

@@ -1,5 +1,6 @@
 //! bengkel-whatsapp: every WhatsApp send is a persisted apalis job in PostgreSQL.
 
+pub mod admin;
 pub mod app;
 pub mod bench;
 pub mod cli;

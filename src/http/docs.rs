@@ -110,6 +110,7 @@ use crate::state::AppState;
         crate::inbound::routes::list,
         crate::inbound::cloud_routes::verify_subscription,
         crate::inbound::cloud_routes::notification,
+        crate::admin::alerts::alertmanager,
     ),
     components(schemas(ErrorEnvelope, crate::messages::read::DeliveryFilter)),
     modifiers(&BearerAuth, &OptionalBodies),
@@ -122,7 +123,8 @@ use crate::state::AppState;
          (name = "suppressions", description = "The opt-out list: numbers that must not be messaged. Any valid token reads it, adds a number or widens its scope; narrowing (all → reminders) and removing need role ops"),
          (name = "templates", description = "Message texts with versions, one body per language; saved with role ops, previewed without sending"),
          (name = "webhooks", description = "Outbound webhooks (role ops): subscriptions, signed events (Standard Webhooks 1.0), deliveries with their attempts, replay"),
-         (name = "inbound", description = "What customers write to the workshop's number: the gateways' webhooks (no token: a secret path or a signature) and the list of inbound messages (role ops)"))
+         (name = "inbound", description = "What customers write to the workshop's number: the gateways' webhooks (no token: a secret path or a signature) and the list of inbound messages (role ops)"),
+         (name = "alerts", description = "Alertmanager's notifications as WhatsApp messages to ADMIN_PHONES"))
 )]
 pub struct ApiDoc;
 

@@ -76,6 +76,7 @@ pub fn router(state: AppState, surface: Surface) -> Router {
             .merge(crate::webhooks::routes::router())
             .merge(crate::inbound::routes::router())
             .merge(crate::inbound::cloud_routes::router())
+            .merge(crate::admin::alerts::router())
             .merge(docs::router());
     }
     app.fallback(not_found)

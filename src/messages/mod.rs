@@ -45,10 +45,19 @@ pub enum Kind {
     /// Sent by the service on its own account: the reply that confirms a keyword opt-out (README
     /// "Inbound messages and opt-out keywords"). Not held by the send window.
     System,
+    /// To the workshop's own `ADMIN_PHONES` (alerts, the daily summary): not held by the send
+    /// window, not stopped by the opt-out list.
+    Admin,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Adhoc, Kind::Maintenance, Kind::Manual, Kind::System];
+    pub const ALL: [Kind; 5] = [
+        Kind::Adhoc,
+        Kind::Maintenance,
+        Kind::Manual,
+        Kind::System,
+        Kind::Admin,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -56,6 +65,7 @@ impl Kind {
             Kind::Maintenance => "maintenance",
             Kind::Manual => "manual",
             Kind::System => "system",
+            Kind::Admin => "admin",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {

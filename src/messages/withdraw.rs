@@ -31,7 +31,7 @@ pub async fn cancel_for_recipient(
     let rows: Vec<(Uuid, Kind, Option<String>)> = sqlx::query_as(concat!(
         "WITH picked AS (
             SELECT id FROM messages
-            WHERE to_phone = $1 AND status IN ('queued', 'retrying')
+            WHERE to_phone = $1 AND status IN ('queued', 'retrying') AND kind <> 'admin'
               AND ($2 = 'all' OR kind IN ",
         crate::reminder_kinds!(),
         ")

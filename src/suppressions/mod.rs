@@ -52,6 +52,7 @@ impl Scope {
     /// Whether a message of `kind` to a number suppressed with this scope is blocked.
     pub fn blocks(self, kind: Kind) -> bool {
         match self {
+            _ if kind == Kind::Admin => false,
             Scope::All => true,
             Scope::Reminders => matches!(kind, Kind::Maintenance | Kind::Manual),
         }
@@ -100,12 +101,14 @@ macro_rules! reminder_kinds {
 /// SQL: whether a message of kind `$kind` (an SQL text expression) to `$phone` (a normalized
 /// number) is blocked by the opt-out list, as a literal so that queries stay `&'static str`. A
 /// `system` message (the reply confirming a keyword opt-out) passes an entry the customer made
-/// with a keyword, and no other.
+/// with a keyword, and no other; an `admin` message (to the workshop's own people) passes all.
 #[macro_export]
 macro_rules! suppressed {
     ($phone:literal, $kind:literal) => {
         concat!(
-            "EXISTS (SELECT 1 FROM suppressions sup WHERE sup.phone = ",
+            "EXISTS (SELECT 1 FROM suppressions sup WHERE ",
+            $kind,
+            " <> 'admin' AND sup.phone = ",
             $phone,
             " AND (sup.scope = 'all' OR ",
             $kind,
@@ -151,6 +154,7 @@ mod tests {
         for kind in [Kind::Adhoc, Kind::Maintenance, Kind::Manual, Kind::System] {
             assert!(Scope::All.blocks(kind));
         }
+        assert!(!Scope::All.blocks(Kind::Admin) && !Scope::Reminders.blocks(Kind::Admin));
         assert_eq!(Scope::parse("all"), Some(Scope::All));
         assert_eq!(Scope::parse("ALL"), None);
         assert_eq!(
@@ -163,8 +167,8 @@ mod tests {
     fn the_sql_condition_names_the_reminder_kinds() {
         assert_eq!(
             suppressed!("m.to_phone", "m.kind"),
-            "EXISTS (SELECT 1 FROM suppressions sup WHERE sup.phone = m.to_phone AND \
-             (sup.scope = 'all' OR m.kind IN ('maintenance', 'manual')) AND \
+            "EXISTS (SELECT 1 FROM suppressions sup WHERE m.kind <> 'admin' AND \
+             sup.phone = m.to_phone AND (sup.scope = 'all' OR m.kind IN ('maintenance', 'manual')) AND \
              NOT (m.kind = 'system' AND sup.source = 'inbound'))"
         );
     }

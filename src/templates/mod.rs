@@ -51,6 +51,9 @@ pub fn placeholders_for(key: &str) -> Vec<&'static str> {
     if key == crate::inbound::OPTOUT_CONFIRMATION {
         return CONFIRMATION_PLACEHOLDERS.to_vec();
     }
+    if key == crate::admin::ADMIN_ALERT {
+        return crate::admin::ALERT_PLACEHOLDERS.to_vec();
+    }
     PLACEHOLDERS
         .into_iter()
         .filter(|p| key != MANUAL || *p != "model")

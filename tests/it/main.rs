@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod admin_alerts;
 mod auth;
 mod batch;
 mod cloud_api;
