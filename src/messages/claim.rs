@@ -24,6 +24,10 @@ pub struct Sendable {
     /// When an attempt that may have reached the gateway began (cut off mid-call, or timed out
     /// after sending): on the Cloud API, a status webhook of it is looked for before calling again.
     pub ambiguous_since: Option<DateTime<Utc>>,
+    pub kind: Kind,
+    /// Rendered from a template (`template_key` set): on the Cloud API it may go as the mapped
+    /// Meta template. A message that is neither this nor a reminder always goes as text.
+    pub templated: bool,
 }
 
 /// What a claim found.
@@ -169,7 +173,8 @@ pub async fn claim_many(
          )
          SELECT d.id, d.disposition, d.until, d.kind, d.status AS previous, d.attempt,
                 coalesce(j.max_attempts, m.max_attempts) AS max_attempts,
-                m.to_phone, m.body, m.file_url, d.ambiguous_since
+                m.to_phone, m.body, m.file_url, d.ambiguous_since,
+                m.template_key IS NOT NULL AS templated
          FROM d JOIN messages m ON m.id = d.id LEFT JOIN apalis.jobs j ON j.id = d.job_id"
         ),
     )

@@ -90,7 +90,10 @@ fn decide(row: Row, now: DateTime<Utc>) -> Plan {
 /// The gateway call. On the Cloud API, a reminder (and a templated message outside the 24-hour
 /// window) goes as its mapped Meta template ([`plan`]); a template error flags the mapping.
 pub async fn call(ctx: &SendContext, id: Uuid, message: &Sendable) -> Outcome {
+    let plain = !message.templated && !message.kind.keeps_window();
     let plan = match &ctx.gateway {
+        // Neither a reminder nor a template: text, with no need to look (see `decide`).
+        Gateway::CloudApi(_) if plain => Plan::Text,
         Gateway::CloudApi(_) => match plan(&ctx.pool, id).await {
             Ok(plan) => plan,
             // Nothing went out: worth another attempt.
