@@ -9,12 +9,18 @@ use uuid::Uuid;
 /// process for one of them to finish (woken by [`Waiters::finished`]) before it snoozes.
 pub(super) const CAPACITY_WAIT: Duration = Duration::from_secs(2);
 
+/// At most this many runs of one subscription wait in a process: half of its webhook worker
+/// slots (16), so that a receiver that hangs leaves the other half (less its 4 in flight) to
+/// every other subscription.
+pub(super) const MAX_WAITERS: i64 = 8;
+
 /// Runs waiting in this process for a slot of their subscription, woken one by one as its
-/// deliveries finish here. At most [`super::MAX_IN_FLIGHT`] runs wait per subscription (a burst
-/// to one receiver then runs 4 at a time with 4 more ready); any more snooze at once, to be
-/// woken by a finishing delivery's record. A waiter gives up after [`CAPACITY_WAIT`]. (When
-/// every worker slot could wait, a receiver that hung held the process's workers: another
-/// subscription's 40 deliveries took 4.6 s longer.)
+/// deliveries finish here. At most [`MAX_WAITERS`] runs wait per subscription (a burst to one
+/// receiver runs 4 at a time with the next ones ready); any more snooze at once, to be woken by a
+/// finishing delivery's record. A waiter gives up after [`CAPACITY_WAIT`]. (When every worker
+/// slot could wait, a receiver that hung held the process's workers: another subscription's 40
+/// deliveries took 4.6 s longer. With 4 waiters at most, a burst to one receiver fell from
+/// ~300 to 89 deliveries/s: most runs snoozed and waited for a wake-up each.)
 #[derive(Default)]
 pub struct Waiters {
     waiting: std::sync::Mutex<HashMap<Uuid, (Arc<Notify>, i64)>>,
@@ -32,7 +38,7 @@ impl Waiters {
     pub(super) fn enter(&self, subscription_id: Uuid) -> Option<Waiting<'_>> {
         let mut map = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         let entry = map.entry(subscription_id).or_default();
-        if entry.1 >= super::MAX_IN_FLIGHT {
+        if entry.1 >= MAX_WAITERS {
             return None;
         }
         entry.1 += 1;
