@@ -110,6 +110,8 @@ use crate::state::AppState;
         crate::inbound::routes::list,
         crate::inbound::cloud_routes::verify_subscription,
         crate::inbound::cloud_routes::notification,
+        crate::console::routes::today,
+        crate::console::routes::lookup,
     ),
     components(schemas(ErrorEnvelope, crate::messages::read::DeliveryFilter)),
     modifiers(&BearerAuth, &OptionalBodies),
@@ -122,6 +124,7 @@ use crate::state::AppState;
          (name = "suppressions", description = "The opt-out list: numbers that must not be messaged. Any valid token reads it, adds a number or widens its scope; narrowing (all → reminders) and removing need role ops"),
          (name = "templates", description = "Message texts with versions, one body per language; saved with role ops, previewed without sending"),
          (name = "webhooks", description = "Outbound webhooks (role ops): subscriptions, signed events (Standard Webhooks 1.0), deliveries with their attempts, replay"),
+         (name = "console", description = "The workshop's console (role ops): today's reminders, and a lookup by phone, number plate or name with the number's conversation"),
          (name = "inbound", description = "What customers write to the workshop's number: the gateways' webhooks (no token: a secret path or a signature) and the list of inbound messages (role ops)"))
 )]
 pub struct ApiDoc;

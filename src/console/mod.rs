@@ -1,0 +1,9 @@
+//! The workshop's console (README "Console"): what the ops page shows beside the queue views.
+//! [`today`] is today's reminder run and its reminders, [`lookup`] finds a customer, a manual
+//! record or a number and its conversation; [`routes`] is the HTTP surface (role `ops`). Both
+//! only read: every change the page makes goes through the existing endpoints (suppressions,
+//! requeue, cancel).
+
+pub mod lookup;
+pub mod routes;
+pub mod today;
