@@ -190,7 +190,12 @@ async function consoleChecks({ page, base, token }) {
     const wide = Array.from(c.querySelectorAll('button, input, select, .record, .scroll'))
       .filter((e) => e.offsetParent !== null && e.getBoundingClientRect().right > window.innerWidth + 1)
       .map((e) => `${e.tagName}.${e.className} ${e.getAttribute('data-testid') || ''} ${Math.round(e.getBoundingClientRect().right)}`);
-    return { cardWidth: c.scrollWidth, clientWidth: c.clientWidth, pageWidth: document.documentElement.scrollWidth, wide };
+    // What widens the page, if anything (not counting what scrolls inside its own box).
+    const widens = Array.from(document.querySelectorAll('body *'))
+      .filter((e) => e.offsetParent !== null && !e.closest('.scroll') && e.getBoundingClientRect().right > window.innerWidth + 1)
+      .slice(0, 8)
+      .map((e) => `${e.tagName}#${e.id}.${e.className} ${e.getAttribute('data-testid') || ''} ${Math.round(e.getBoundingClientRect().right)}`);
+    return { cardWidth: c.scrollWidth, clientWidth: c.clientWidth, pageWidth: document.documentElement.scrollWidth, wide, widens };
   });
   if (overflow.wide.length || overflow.cardWidth > overflow.clientWidth + 1 || overflow.pageWidth > 391) {
     throw new Error(`the console is wider than a phone: ${JSON.stringify(overflow)}`);
