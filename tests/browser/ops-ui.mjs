@@ -134,8 +134,8 @@ async function consoleChecks({ page, base, token }) {
   };
   const card = (id) => page.getByTestId(id);
   const today = new Date().toLocaleDateString('en-CA', { timeZone: 'Asia/Jakarta' });
-  const phone = '6281277770001';
-  const created = await call('POST', '/customers', { nama: 'Konsol Pelanggan', hp: '0812 7777 0001',
+  const phone = '6281277770042';
+  const created = await call('POST', '/customers', { nama: 'Konsol Pelanggan', hp: '0812 7777 0042',
     vehicles: [{ no_pol: 'B 7777 CC', model: 'Avanza', next_visit_date: today }] }, [201]);
   const customerId = created.json.data.id;
   await call('POST', '/scheduler/maintenance-reminder/run-now', undefined, [200]);
@@ -165,7 +165,7 @@ async function consoleChecks({ page, base, token }) {
   await row.waitFor();
   log(`console today: ${(await row.innerText()).replace(/\s+/g, ' ')}; the status filter hides and shows it`);
 
-  await card('find-q').fill('+62 812-7777-0001');
+  await card('find-q').fill('+62 812-7777-0042');
   await card('find-submit').click();
   const conv = card(`find-conversation-${phone}`);
   await conv.waitFor();
