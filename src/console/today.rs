@@ -135,19 +135,19 @@ pub async fn counts(pool: &PgPool, date: NaiveDate) -> sqlx::Result<Counts> {
     .bind(date)
     .fetch_one(pool)
     .await?;
-    let pass: Option<(Option<i32>, Option<i32>, Option<i32>, Option<i32>)> = sqlx::query_as(
-        "SELECT eligible, skipped, manual_eligible, manual_skipped FROM fanout_runs \
-         WHERE business_date = $1 AND status = 'done' \
+    // The manual pass's numbers are NULL when the run had none.
+    let pass: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
+        "SELECT (eligible + coalesce(manual_eligible, 0))::bigint, \
+                (skipped + coalesce(manual_skipped, 0))::bigint \
+         FROM fanout_runs WHERE business_date = $1 AND status = 'done' \
          ORDER BY finished_at DESC NULLS LAST LIMIT 1",
     )
     .bind(date)
     .fetch_optional(pool)
     .await?;
-    if let Some((eligible, skipped, manual_eligible, manual_skipped)) = pass {
-        let sum =
-            |a: Option<i32>, b: Option<i32>| a.map(|a| i64::from(a) + i64::from(b.unwrap_or(0)));
-        counts.eligible = sum(eligible, manual_eligible);
-        counts.skipped = sum(skipped, manual_skipped);
+    if let Some((eligible, skipped)) = pass {
+        counts.eligible = eligible;
+        counts.skipped = skipped;
     }
     Ok(counts)
 }
