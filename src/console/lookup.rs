@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::{
@@ -135,15 +135,15 @@ pub struct Lookup {
 }
 
 /// Answers `q` (see [`Query`]); `months` is `SERVICE_INTERVAL_MONTHS`, for the due dates.
-pub async fn lookup(pool: &PgPool, q: &Query, months: u32) -> sqlx::Result<Lookup> {
+pub async fn lookup(conn: &mut PgConnection, q: &Query, months: u32) -> sqlx::Result<Lookup> {
     let (customer_ids, mut manual) = match q {
         Query::Phone(phone) => (
-            customers_by_phone(pool, phone.as_str()).await?,
-            manual_by_phone(pool, phone.as_str()).await?,
+            customers_by_phone(&mut *conn, phone.as_str()).await?,
+            manual_by_phone(&mut *conn, phone.as_str()).await?,
         ),
         Query::Text(text) => (
-            customers_by_text(pool, text).await?,
-            manual_by_text(pool, text).await?,
+            customers_by_text(&mut *conn, text).await?,
+            manual_by_text(&mut *conn, text).await?,
         ),
     };
     let mut truncated =
@@ -153,7 +153,7 @@ pub async fn lookup(pool: &PgPool, q: &Query, months: u32) -> sqlx::Result<Looku
         .take(MAX_RECORDS as usize)
         .collect();
     manual.truncate(MAX_RECORDS as usize);
-    let customers: Vec<Customer> = customers::repo::load(pool, &ids)
+    let customers: Vec<Customer> = customers::repo::load(&mut *conn, &ids)
         .await?
         .into_iter()
         .map(|c| c.with_due(months))
@@ -192,8 +192,8 @@ pub async fn lookup(pool: &PgPool, q: &Query, months: u32) -> sqlx::Result<Looku
 
     let mut phones = Vec::with_capacity(numbers.len());
     for phone in numbers {
-        let suppression = suppression(pool, &phone).await?;
-        let mut conversation = conversation(pool, &phone).await?;
+        let suppression = suppression(&mut *conn, &phone).await?;
+        let mut conversation = conversation(&mut *conn, &phone).await?;
         let conversation_truncated = conversation.len() as i64 > MAX_CONVERSATION;
         conversation.truncate(MAX_CONVERSATION as usize);
         phones.push(Phone {
@@ -219,19 +219,19 @@ pub async fn lookup(pool: &PgPool, q: &Query, months: u32) -> sqlx::Result<Looku
 
 /// Customers whose `hp`, normalized, is `phone` (the fan-out's reading of `hp`), newest first;
 /// one more than shown, to tell truncation.
-async fn customers_by_phone(pool: &PgPool, phone: &str) -> sqlx::Result<Vec<Uuid>> {
+async fn customers_by_phone(conn: &mut PgConnection, phone: &str) -> sqlx::Result<Vec<Uuid>> {
     sqlx::query_scalar(
         "SELECT id FROM customers WHERE phone_normalized(hp) = $1 ORDER BY id DESC LIMIT $2",
     )
     .bind(phone)
     .bind(MAX_RECORDS + 1)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await
 }
 
 /// Customers whose name or one of whose number plates contains `text` (case-insensitive; a
 /// plate also matches with its spaces left out: `b1234xy` finds `B 1234 XY`).
-async fn customers_by_text(pool: &PgPool, text: &str) -> sqlx::Result<Vec<Uuid>> {
+async fn customers_by_text(conn: &mut PgConnection, text: &str) -> sqlx::Result<Vec<Uuid>> {
     sqlx::query_scalar(
         "SELECT c.id FROM customers c \
           WHERE c.nama ILIKE $1 \
@@ -242,22 +242,25 @@ async fn customers_by_text(pool: &PgPool, text: &str) -> sqlx::Result<Vec<Uuid>>
     .bind(contains_pattern(text))
     .bind(contains_pattern(&text.replace(' ', "")))
     .bind(MAX_RECORDS + 1)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await
 }
 
-async fn manual_by_phone(pool: &PgPool, phone: &str) -> sqlx::Result<Vec<manual::Record>> {
+async fn manual_by_phone(
+    conn: &mut PgConnection,
+    phone: &str,
+) -> sqlx::Result<Vec<manual::Record>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {} FROM manual_whatsapp WHERE no_hp = $1 ORDER BY id DESC LIMIT $2",
         manual::COLUMNS
     )))
     .bind(phone)
     .bind(MAX_RECORDS + 1)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await
 }
 
-async fn manual_by_text(pool: &PgPool, text: &str) -> sqlx::Result<Vec<manual::Record>> {
+async fn manual_by_text(conn: &mut PgConnection, text: &str) -> sqlx::Result<Vec<manual::Record>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {} FROM manual_whatsapp \
           WHERE customer_name ILIKE $1 OR nopol ILIKE $1 OR replace(nopol, ' ', '') ILIKE $2 \
@@ -267,23 +270,23 @@ async fn manual_by_text(pool: &PgPool, text: &str) -> sqlx::Result<Vec<manual::R
     .bind(contains_pattern(text))
     .bind(contains_pattern(&text.replace(' ', "")))
     .bind(MAX_RECORDS + 1)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await
 }
 
-async fn suppression(pool: &PgPool, phone: &str) -> sqlx::Result<Option<Suppression>> {
+async fn suppression(conn: &mut PgConnection, phone: &str) -> sqlx::Result<Option<Suppression>> {
     sqlx::query_as(
         "SELECT phone, scope, reason, created_by, created_at, updated_by, updated_at, source \
          FROM suppressions WHERE phone = $1",
     )
     .bind(phone)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await
 }
 
 /// Messages to and from `phone`, newest first, one more than shown. Each side is read newest
 /// first through its `(phone, id DESC)` index (ids are UUIDv7, in time order) before merging.
-async fn conversation(pool: &PgPool, phone: &str) -> sqlx::Result<Vec<Entry>> {
+async fn conversation(conn: &mut PgConnection, phone: &str) -> sqlx::Result<Vec<Entry>> {
     sqlx::query_as(
         "SELECT * FROM ( \
            (SELECT 'out' AS direction, m.id, m.created_at AS at, m.body AS text, m.kind, \
@@ -298,7 +301,7 @@ async fn conversation(pool: &PgPool, phone: &str) -> sqlx::Result<Vec<Entry>> {
     )
     .bind(phone)
     .bind(MAX_CONVERSATION + 1)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await
 }
 

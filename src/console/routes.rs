@@ -48,8 +48,11 @@ pub async fn today(
         })?),
     };
     let date = business_date(state.config.app_timezone, Utc::now());
-    let counts = today::counts(&state.pool, date).await?;
-    let (items, truncated) = today::reminders(&state.pool, date, status).await?;
+    // One snapshot, so that the counts and the list agree.
+    let mut tx = super::snapshot(&state.pool).await?;
+    let counts = today::counts(&mut tx, date).await?;
+    let (items, truncated) = today::reminders(&mut tx, date, status).await?;
+    tx.commit().await?;
     let message = format!("{} reminder(s) on {date}", counts.total);
     Ok(Reply::ok(
         Today {
@@ -80,7 +83,9 @@ pub async fn lookup(
 ) -> AppResult<Reply<Lookup>> {
     let query = Query::parse(q.get("q").unwrap_or_default())
         .map_err(|problem| AppError::validation("q", problem))?;
-    let found = lookup::lookup(&state.pool, &query, state.config.service_interval_months).await?;
+    let mut tx = super::snapshot(&state.pool).await?;
+    let found = lookup::lookup(&mut tx, &query, state.config.service_interval_months).await?;
+    tx.commit().await?;
     let message = format!(
         "{} customer(s), {} manual record(s), {} number(s)",
         found.customers.len(),

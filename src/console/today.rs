@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::messages::{DeliveryStatus, Status};
@@ -95,7 +95,7 @@ macro_rules! day_rows {
 /// The day's reminders, newest first, at most [`MAX_ROWS`] (and whether there were more);
 /// `status` keeps those whose message has it.
 pub async fn reminders(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     date: NaiveDate,
     status: Option<Status>,
 ) -> sqlx::Result<(Vec<Reminder>, bool)> {
@@ -108,7 +108,7 @@ pub async fn reminders(
     .bind(date)
     .bind(status.map(Status::as_str))
     .bind(MAX_ROWS + 1)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     let truncated = rows.len() as i64 > MAX_ROWS;
     rows.truncate(MAX_ROWS as usize);
@@ -116,7 +116,7 @@ pub async fn reminders(
 }
 
 /// The day's counts; `eligible` and `skipped` from its latest finished pass.
-pub async fn counts(pool: &PgPool, date: NaiveDate) -> sqlx::Result<Counts> {
+pub async fn counts(conn: &mut PgConnection, date: NaiveDate) -> sqlx::Result<Counts> {
     let mut counts: Counts = sqlx::query_as(concat!(
         "WITH t AS (",
         day_rows!(),
@@ -133,7 +133,7 @@ pub async fn counts(pool: &PgPool, date: NaiveDate) -> sqlx::Result<Counts> {
          FROM t"
     ))
     .bind(date)
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await?;
     // The manual pass's numbers are NULL when the run had none.
     let pass: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
@@ -143,7 +143,7 @@ pub async fn counts(pool: &PgPool, date: NaiveDate) -> sqlx::Result<Counts> {
          ORDER BY finished_at DESC NULLS LAST LIMIT 1",
     )
     .bind(date)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await?;
     if let Some((eligible, skipped)) = pass {
         counts.eligible = eligible;
