@@ -11,11 +11,14 @@
 // "More" following the cursor, a bad batch filter refused with the 422 naming it. Then the webhooks
 // panel: a subscription to a local receiver made on the page (its secret shown once), a test event
 // delivered, signed and listed with its attempt, a replay, disable/enable, rotate, delete, and the
-// panel on a phone-sized screen. Both HTML pages
+// panel on a phone-sized screen. Then the console at 390×844: today's reminder listed and
+// filtered by status, a number found in another spelling with its customer and conversation,
+// opted out and in, an unsent message cancelled and a failed one requeued. Both HTML pages
 // (/ops/ui, then /docs) must work under their Content-Security-Policy (no violation in the
 // console). It saves screenshots (target/ops-ui.png; the templates card in
 // target/ops-ui-templates.png, the messages card in target/ops-ui-messages.png, the webhooks panel in
-// target/ops-ui-webhooks.png and target/ops-ui-webhooks-phone.png) and always cleans
+// target/ops-ui-webhooks.png and target/ops-ui-webhooks-phone.png, the console in
+// target/ops-ui-console-phone.png) and always cleans
 // up (service, gateway, browser, scratch database).
 //
 // Environment: BENGKEL_BIN (default target/debug/bengkel-whatsapp), TEST_DATABASE_URL (a superuser
@@ -126,13 +129,17 @@ async function api(base, token, method, p, body) {
 // On a phone-sized screen: Today lists a reminder of today's run; Find by phone (another
 // spelling than the stored one) shows the customer with the vehicle's due date and the number's
 // conversation (the customer's message above our reminder), and opts the number out and in again.
-async function consoleChecks({ page, base, token }) {
+async function consoleChecks({ page, base, token, gw }) {
   const call = async (method, p, body, want) => {
     const r = await api(base, token, method, p, body);
     if (want && !want.includes(r.status)) throw new Error(`${method} ${p} → ${r.status} ${r.text}`);
     return r;
   };
   const card = (id) => page.getByTestId(id);
+  // The policy checks left 600 s between two messages to one number: back to none, so that
+  // this number's later messages are not held. Every process follows within 2 s.
+  await call('PUT', '/ops/policy', { recipient_min_interval_secs: 0 }, [200]);
+  await sleep(2_100);
   const today = new Date().toLocaleDateString('en-CA', { timeZone: 'Asia/Jakarta' });
   const phone = '6281277770042';
   const created = await call('POST', '/customers', { nama: 'Konsol Pelanggan', hp: '0812 7777 0042',
@@ -184,6 +191,25 @@ async function consoleChecks({ page, base, token }) {
   await card(`find-optin-${phone}`).click();
   await card(`find-suppression-${phone}`).filter({ hasText: /not opted out/ }).waitFor();
   log('console opt-out and opt-in');
+
+  // Cancel an unsent message (due in an hour) from the conversation.
+  const later = (await call('POST', '/whatsapp/send', { to: phone, body: 'Nanti saja', delay: 3600 }, [202])).json.data.id;
+  await card('find-submit').click();
+  await card(`find-cancel-${later}`).click();
+  await card(`find-cancel-${later}`).waitFor({ state: 'detached' });
+  await waitFor(`message ${later} to be cancelled`, 5_000, async () =>
+    (await call('GET', `/whatsapp/messages/${later}`)).json?.data?.status === 'cancelled');
+  // Requeue a failed one: the gateway refuses it once, then accepts.
+  gw.failing = true;
+  const failing = (await call('POST', '/whatsapp/send', { to: phone, body: 'Coba lagi' }, [202])).json.data.id;
+  await waitFor(`message ${failing} to fail`, 20_000, async () =>
+    (await call('GET', `/whatsapp/messages/${failing}`)).json?.data?.status === 'failed');
+  gw.failing = false;
+  await card('find-submit').click();
+  await card(`find-requeue-${failing}`).click();
+  await waitFor(`message ${failing} to be sent after the requeue`, 20_000, async () =>
+    (await call('GET', `/whatsapp/messages/${failing}`)).json?.data?.status === 'sent');
+  log('console cancel of an unsent message and requeue of a failed one');
 
   const overflow = await page.evaluate(() => {
     const c = document.getElementById('console-card');
@@ -949,7 +975,7 @@ async function main(cleanup) {
   pageChecks();
   log('webhooks panel passed; now the console');
 
-  await consoleChecks({ page, base, token });
+  await consoleChecks({ page, base, token, gw });
   pageChecks();
 }
 

@@ -284,3 +284,41 @@ async fn a_bad_q_or_status_is_422_and_a_client_token_is_403() {
         assert_eq!(status, 403, "{path}: {body}");
     }
 }
+
+#[tokio::test]
+async fn today_shows_the_newest_thousand_and_says_it_left_some_out() {
+    let app = TestApp::spawn().await;
+    // 1,001 reminders of today, written straight to the tables (a fan-out of that size would
+    // only slow the test down).
+    sqlx::query(
+        "WITH c AS (INSERT INTO customers (id, nama, hp) VALUES (gen_random_uuid(), 'Banyak', '081234570000') RETURNING id),
+              v AS (INSERT INTO vehicles (id, customer_id, no_pol, next_visit_date)
+                    SELECT gen_random_uuid(), c.id, 'B ' || n, $1 FROM c, generate_series(1, 1001) n
+                    RETURNING id, customer_id, no_pol),
+              m AS (INSERT INTO messages (id, kind, to_phone, body, status, run_at, max_attempts, created_at)
+                    SELECT gen_random_uuid(), 'maintenance', '6281234570000', v.no_pol, 'cancelled', now(), 5,
+                           now() - make_interval(secs => substr(v.no_pol, 3)::int)
+                    FROM v RETURNING id, body)
+         INSERT INTO reminders (id, vehicle_id, customer_id, reminder_date, next_visit_date, status, message_id)
+         SELECT gen_random_uuid(), v.id, v.customer_id, $1, $1, 'cancelled', m.id
+         FROM v JOIN m ON m.body = v.no_pol",
+    )
+    .bind(today())
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+
+    let all = ops_get(&app, "/console/today").await;
+    let items = all["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1000);
+    assert_eq!(all["truncated"], true);
+    assert_eq!(all["counts"]["total"], 1001, "counts cover every reminder");
+    // Newest first: `B 1` was queued last, `B 1001` first and is the one left out.
+    assert_eq!(items[0]["no_pol"], "B 1");
+    assert_eq!(items[999]["no_pol"], "B 1000");
+    let filtered = ops_get(&app, "/console/today?status=cancelled").await;
+    assert_eq!(filtered["truncated"], true);
+    let none = ops_get(&app, "/console/today?status=failed").await;
+    assert_eq!(none["truncated"], false);
+    assert!(none["items"].as_array().unwrap().is_empty());
+}
