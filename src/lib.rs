@@ -5,6 +5,7 @@ pub mod app;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod customers;
 pub mod db;
 pub mod error;

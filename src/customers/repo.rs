@@ -93,18 +93,18 @@ pub async fn insert_many(
 
 /// Customers by id, each with its vehicles, in the order of `ids` (vehicles without their due
 /// date: [`Customer::with_due`] fills it).
-pub async fn load(pool: &PgPool, ids: &[Uuid]) -> sqlx::Result<Vec<Customer>> {
+pub async fn load(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<Vec<Customer>> {
     let mut customers: Vec<Customer> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {CUSTOMER} FROM customers WHERE id = ANY($1)"
     )))
     .bind(ids)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     let vehicles: Vec<Vehicle> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {VEHICLE} FROM vehicles WHERE customer_id = ANY($1) ORDER BY id"
     )))
     .bind(ids)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     for v in vehicles {
         if let Some(c) = customers.iter_mut().find(|c| c.id == v.customer_id) {
@@ -124,7 +124,7 @@ pub async fn list(pool: &PgPool, before: Option<Uuid>, limit: i64) -> sqlx::Resu
     .bind(limit)
     .fetch_all(pool)
     .await?;
-    load(pool, &ids).await
+    load(&mut *pool.acquire().await?, &ids).await
 }
 
 /// Applies the given fields; false when there is no such customer.

@@ -44,7 +44,7 @@ fn months(state: &AppState) -> u32 {
 }
 
 async fn one(state: &AppState, id: Uuid) -> AppResult<Customer> {
-    repo::load(&state.pool, &[id])
+    repo::load(&mut *state.pool.acquire().await?, &[id])
         .await?
         .pop()
         .map(|c| c.with_due(months(state)))

@@ -111,6 +111,8 @@ use crate::state::AppState;
         crate::inbound::cloud_routes::verify_subscription,
         crate::inbound::cloud_routes::notification,
         crate::admin::alerts::alertmanager,
+        crate::console::routes::today,
+        crate::console::routes::lookup,
     ),
     components(schemas(ErrorEnvelope, crate::messages::read::DeliveryFilter)),
     modifiers(&BearerAuth, &OptionalBodies),
@@ -124,7 +126,8 @@ use crate::state::AppState;
          (name = "templates", description = "Message texts with versions, one body per language; saved with role ops, previewed without sending"),
          (name = "webhooks", description = "Outbound webhooks (role ops): subscriptions, signed events (Standard Webhooks 1.0), deliveries with their attempts, replay"),
          (name = "inbound", description = "What customers write to the workshop's number: the gateways' webhooks (no token: a secret path or a signature) and the list of inbound messages (role ops)"),
-         (name = "alerts", description = "Alertmanager's notifications as WhatsApp messages to ADMIN_PHONES"))
+         (name = "alerts", description = "Alertmanager's notifications as WhatsApp messages to ADMIN_PHONES"),
+         (name = "console", description = "The workshop's console (role ops): today's reminders, and a lookup by phone, number plate or name with the number's conversation"))
 )]
 pub struct ApiDoc;
 

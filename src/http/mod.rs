@@ -69,6 +69,7 @@ pub fn router(state: AppState, surface: Surface) -> Router {
             .merge(crate::reminders::report::router())
             .merge(crate::manual::routes::router())
             .merge(crate::ops::routes::router())
+            .merge(crate::console::routes::router())
             .merge(crate::policy::routes::router())
             .merge(crate::suppressions::routes::router())
             .merge(crate::templates::routes::router())

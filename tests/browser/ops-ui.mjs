@@ -11,11 +11,14 @@
 // "More" following the cursor, a bad batch filter refused with the 422 naming it. Then the webhooks
 // panel: a subscription to a local receiver made on the page (its secret shown once), a test event
 // delivered, signed and listed with its attempt, a replay, disable/enable, rotate, delete, and the
-// panel on a phone-sized screen. Both HTML pages
+// panel on a phone-sized screen. Then the console at 390×844: today's reminder listed and
+// filtered by status, a number found in another spelling with its customer and conversation,
+// opted out and in, an unsent message cancelled and a failed one requeued. Both HTML pages
 // (/ops/ui, then /docs) must work under their Content-Security-Policy (no violation in the
 // console). It saves screenshots (target/ops-ui.png; the templates card in
 // target/ops-ui-templates.png, the messages card in target/ops-ui-messages.png, the webhooks panel in
-// target/ops-ui-webhooks.png and target/ops-ui-webhooks-phone.png) and always cleans
+// target/ops-ui-webhooks.png and target/ops-ui-webhooks-phone.png, the console in
+// target/ops-ui-console-phone.png) and always cleans
 // up (service, gateway, browser, scratch database).
 //
 // Environment: BENGKEL_BIN (default target/debug/bengkel-whatsapp), TEST_DATABASE_URL (a superuser
@@ -43,6 +46,7 @@ const SCREENSHOT = path.resolve(ROOT, process.env.SCREENSHOT || 'target/ops-ui.p
 const ADMIN_URL = process.env.TEST_DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/postgres';
 const JWT_SECRET = 'browser-test-secret-browser-test-secret';
 const QUEUE = 'whatsapp-send';
+const INBOUND_TOKEN = 'browser-test-inbound-token-0123456789';
 
 const started = Date.now();
 const log = (msg) => console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)} s] ${msg}`);
@@ -119,6 +123,112 @@ async function api(base, token, method, p, body) {
   let json;
   try { json = JSON.parse(text); } catch { json = null; }
   return { status: res.status, json, text };
+}
+
+// ---------- the console (README "Console") ----------
+// On a phone-sized screen: Today lists a reminder of today's run; Find by phone (another
+// spelling than the stored one) shows the customer with the vehicle's due date and the number's
+// conversation (the customer's message above our reminder), and opts the number out and in again.
+async function consoleChecks({ page, base, token, gw }) {
+  const call = async (method, p, body, want) => {
+    const r = await api(base, token, method, p, body);
+    if (want && !want.includes(r.status)) throw new Error(`${method} ${p} → ${r.status} ${r.text}`);
+    return r;
+  };
+  const card = (id) => page.getByTestId(id);
+  // The policy checks left 600 s between two messages to one number: back to none, so that
+  // this number's later messages are not held. Every process follows within 2 s.
+  await call('PUT', '/ops/policy', { recipient_min_interval_secs: 0 }, [200]);
+  await sleep(2_100);
+  const today = new Date().toLocaleDateString('en-CA', { timeZone: 'Asia/Jakarta' });
+  const phone = '6281277770042';
+  const created = await call('POST', '/customers', { nama: 'Konsol Pelanggan', hp: '0812 7777 0042',
+    vehicles: [{ no_pol: 'B 7777 CC', model: 'Avanza', next_visit_date: today }] }, [201]);
+  const customerId = created.json.data.id;
+  await call('POST', '/scheduler/maintenance-reminder/run-now', undefined, [200]);
+  const reminder = await waitFor('the reminder in GET /console/today', 10_000, async () =>
+    ((await call('GET', '/console/today', undefined, [200])).json.data.items || []).find((r) => r.phone === phone));
+  await waitFor('the reminder to be sent', 20_000, async () =>
+    (await call('GET', `/whatsapp/messages/${reminder.message_id}`)).json?.data?.status === 'sent');
+  const hook = await fetch(`${base}/inbound/starsender/${INBOUND_TOKEN}`, { method: 'POST',
+    headers: { 'content-type': 'application/json' }, body: JSON.stringify({ from: phone, message: 'Kapan bengkel buka?' }) });
+  if (hook.status !== 200) throw new Error(`inbound webhook → ${hook.status} ${await hook.text()}`);
+  await waitFor('the inbound message to be stored', 15_000, async () =>
+    ((await call('GET', `/inbound/messages?from=${phone}`, undefined, [200])).json.data.items || []).length === 1);
+
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.goto(`${base}/ops/ui`);
+  const row = card(`today-row-${reminder.message_id}`);
+  await row.waitFor();
+  const rowText = await row.textContent();
+  if (!rowText.includes('Konsol Pelanggan') || !rowText.includes('B 7777 CC') || !rowText.includes(phone)) {
+    throw new Error(`today's row: ${rowText}`);
+  }
+  await waitFor('the counts to show the day', 10_000, async () =>
+    Number((await card('today-count-total').textContent()).trim()) >= 1);
+  await card('today-status').selectOption('failed');
+  await row.waitFor({ state: 'detached' });
+  await card('today-status').selectOption('sent');
+  await row.waitFor();
+  log(`console today: ${(await row.innerText()).replace(/\s+/g, ' ')}; the status filter hides and shows it`);
+
+  await card('find-q').fill('+62 812-7777-0042');
+  await card('find-submit').click();
+  const conv = card(`find-conversation-${phone}`);
+  await conv.waitFor();
+  const dirs = await conv.locator('tbody tr').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-direction')));
+  if (JSON.stringify(dirs) !== JSON.stringify(['in', 'out'])) throw new Error(`conversation directions: ${JSON.stringify(dirs)}`);
+  const convText = await conv.textContent();
+  if (!convText.includes('Kapan bengkel buka?') || !convText.includes('Konsol Pelanggan')) throw new Error(`conversation: ${convText}`);
+  const customerText = await card(`find-customer-${customerId}`).textContent();
+  if (!customerText.includes('B 7777 CC') || !customerText.includes(today)) throw new Error(`found customer: ${customerText}`);
+  log('console find by phone: the customer with the due date and the conversation, newest first');
+
+  await card(`find-optout-${phone}`).click();
+  await card(`find-suppression-${phone}`).filter({ hasText: /opted out \(all\)/ }).waitFor();
+  const listed = (await call('GET', `/suppressions?phone=${phone}`, undefined, [200])).json.data.items || [];
+  if (listed.length !== 1 || listed[0].scope !== 'all') throw new Error(`after opting out on the console: ${JSON.stringify(listed)}`);
+  await card(`find-optin-${phone}`).click();
+  await card(`find-suppression-${phone}`).filter({ hasText: /not opted out/ }).waitFor();
+  log('console opt-out and opt-in');
+
+  // Cancel an unsent message (due in an hour) from the conversation.
+  const later = (await call('POST', '/whatsapp/send', { to: phone, body: 'Nanti saja', delay: 3600 }, [202])).json.data.id;
+  await card('find-submit').click();
+  await card(`find-cancel-${later}`).click();
+  await card(`find-cancel-${later}`).waitFor({ state: 'detached' });
+  await waitFor(`message ${later} to be cancelled`, 5_000, async () =>
+    (await call('GET', `/whatsapp/messages/${later}`)).json?.data?.status === 'cancelled');
+  // Requeue a failed one: the gateway refuses it once, then accepts.
+  gw.failing = true;
+  const failing = (await call('POST', '/whatsapp/send', { to: phone, body: 'Coba lagi' }, [202])).json.data.id;
+  await waitFor(`message ${failing} to fail`, 20_000, async () =>
+    (await call('GET', `/whatsapp/messages/${failing}`)).json?.data?.status === 'failed');
+  gw.failing = false;
+  await card('find-submit').click();
+  await card(`find-requeue-${failing}`).click();
+  await waitFor(`message ${failing} to be sent after the requeue`, 20_000, async () =>
+    (await call('GET', `/whatsapp/messages/${failing}`)).json?.data?.status === 'sent');
+  log('console cancel of an unsent message and requeue of a failed one');
+
+  const overflow = await page.evaluate(() => {
+    const c = document.getElementById('console-card');
+    const wide = Array.from(c.querySelectorAll('button, input, select, .record, .scroll'))
+      .filter((e) => e.offsetParent !== null && e.getBoundingClientRect().right > window.innerWidth + 1)
+      .map((e) => `${e.tagName}.${e.className} ${e.getAttribute('data-testid') || ''} ${Math.round(e.getBoundingClientRect().right)}`);
+    // What widens the page, if anything (not counting what scrolls inside its own box).
+    const widens = Array.from(document.querySelectorAll('body *'))
+      .filter((e) => e.offsetParent !== null && !e.closest('.scroll') && e.getBoundingClientRect().right > window.innerWidth + 1)
+      .slice(0, 8)
+      .map((e) => `${e.tagName}#${e.id}.${e.className} ${e.getAttribute('data-testid') || ''} ${Math.round(e.getBoundingClientRect().right)}`);
+    return { cardWidth: c.scrollWidth, clientWidth: c.clientWidth, pageWidth: document.documentElement.scrollWidth, wide, widens };
+  });
+  if (overflow.wide.length || overflow.cardWidth > overflow.clientWidth + 1 || overflow.pageWidth > 391) {
+    throw new Error(`the console is wider than a phone: ${JSON.stringify(overflow)}`);
+  }
+  await card('console-card').screenshot({ path: path.join(path.dirname(SCREENSHOT), 'ops-ui-console-phone.png') });
+  await page.setViewportSize({ width: 1280, height: 900 });
+  log('the console fits a 390 px wide screen');
 }
 
 // ---------- the delivery-policy cards (README "Delivery policy") ----------
@@ -697,6 +807,8 @@ async function main(cleanup) {
     DATA_DIR: path.join(workdir, 'data'),
     // The webhooks panel's receiver listens on 127.0.0.1 over plain http.
     WEBHOOK_ALLOW_PRIVATE: 'true',
+    // The console checks post a customer's message through StarSender's webhook.
+    INBOUND_STARSENDER_TOKEN: INBOUND_TOKEN,
   };
   const serviceLog = path.join(workdir, 'service.log');
   const out = fs.openSync(serviceLog, 'w');
@@ -861,6 +973,10 @@ async function main(cleanup) {
 
   await webhooksChecks({ page, base, token, cleanup });
   pageChecks();
+  log('webhooks panel passed; now the console');
+
+  await consoleChecks({ page, base, token, gw });
+  pageChecks();
 }
 
 const cleanup = [];
@@ -885,7 +1001,7 @@ async function finish(failure) {
     console.log('0 passed, 1 failed');
     process.exit(1);
   }
-  console.log(`PASS: ops UI requeue of a failed send, delivery-policy cards, suppressions, templates, messages and webhooks (${secs} s)`);
+  console.log(`PASS: ops UI requeue of a failed send, delivery-policy cards, suppressions, templates, messages, webhooks and the console (${secs} s)`);
   console.log('1 passed, 0 failed');
   process.exit(0);
 }

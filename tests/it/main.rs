@@ -11,6 +11,7 @@ mod cloud_drill;
 mod cloud_rules;
 mod cloud_sandbox;
 mod cloud_templates;
+mod console;
 mod customers;
 mod deadlines;
 mod durability;
