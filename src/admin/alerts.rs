@@ -40,6 +40,8 @@ pub const PATH: &str = "/alerts/alertmanager";
 
 /// At most this many alert names in a message (then "+N").
 const MAX_NAMES: usize = 5;
+/// How `{since}` is written (in `APP_TIMEZONE`).
+pub const SINCE_FORMAT: &str = "%d-%m-%Y %H:%M %Z";
 /// A summary longer than this is cut.
 const MAX_SUMMARY_CHARS: usize = 1000;
 
@@ -276,7 +278,7 @@ pub fn values(n: &Notification, config: &Config) -> Vec<(&'static str, String)> 
         .min()
         .unwrap_or_else(Utc::now)
         .with_timezone(&config.app_timezone)
-        .format("%d-%m-%Y %H:%M %Z")
+        .format(SINCE_FORMAT)
         .to_string();
     let count = n.alerts.len() as u64 + n.truncated_alerts;
     vec![

@@ -24,6 +24,24 @@ pub const ALERT_PLACEHOLDERS: [&str; 6] = [
     "count",
 ];
 
+/// Example values of [`ADMIN_ALERT`]'s own placeholders, for a preview.
+pub fn preview_values(config: &crate::config::Config) -> Vec<(String, String)> {
+    let since = chrono::Utc::now().with_timezone(&config.app_timezone);
+    [
+        ("status", "FIRING".to_owned()),
+        ("alert_names", "BengkelQueueBacklog".to_owned()),
+        (
+            "summary",
+            "whatsapp-send has jobs due for over 5 minutes".to_owned(),
+        ),
+        ("since", since.format(alerts::SINCE_FORMAT).to_string()),
+        ("count", "1".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
 /// The `created_by` of admin messages.
 pub const BY: &str = "admin";
 

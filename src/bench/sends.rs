@@ -191,26 +191,7 @@ pub(super) async fn drain_rate(
     let started = Instant::now();
     let (running, _) = start(config, ProcessRole::Worker, pool).await?;
     let total = args.drain as i64;
-    // Watch the fake gateway (not the database, so as not to load it), then check the table.
-    while (gateway.calls() as i64) < total {
-        if started.elapsed() > Duration::from_secs(600) {
-            anyhow::bail!(
-                "drain did not finish in 10 minutes ({}/{total} calls)",
-                gateway.calls()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    loop {
-        let sent: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE status = 'sent'")
-            .fetch_one(pool)
-            .await?;
-        if sent >= total {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let elapsed = started.elapsed();
+    let elapsed = wait_drained(pool, gateway, args.drain, started).await?;
     let after = settled_snapshot(pool).await?;
     running.stop().await?;
     let rate = total as f64 / elapsed.as_secs_f64();

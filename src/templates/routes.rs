@@ -322,19 +322,7 @@ pub async fn preview(
         );
     }
     if key == crate::admin::ADMIN_ALERT {
-        let since = Utc::now().with_timezone(&config.app_timezone);
-        for (name, value) in [
-            ("status", "FIRING".to_owned()),
-            ("alert_names", "BengkelQueueBacklog".to_owned()),
-            (
-                "summary",
-                "whatsapp-send has jobs due for over 5 minutes".to_owned(),
-            ),
-            ("since", since.format("%d-%m-%Y %H:%M %Z").to_string()),
-            ("count", "1".to_owned()),
-        ] {
-            values.insert(name.to_owned(), value);
-        }
+        values.extend(crate::admin::preview_values(config));
     }
     let mut recipient_language = Language::Id;
     if vehicle_id.is_some() || customer_id.is_some() {

@@ -6,21 +6,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Options, TestApp, ops_post, ready, wait_until};
+use crate::helpers::{Options, TestApp, ops_post, ready, wait_until, window_excluding_now};
 
 const ADMINS: &str = "0812 1111 0001, +62 812-1111-0002";
 const WITHIN: Duration = Duration::from_secs(20);
-
-/// A window that does not contain the current time in Jakarta.
-fn window_excluding_now() -> String {
-    use chrono::Timelike;
-    let now = chrono::Utc::now().with_timezone(&chrono_tz::Asia::Jakarta);
-    format!(
-        "{:02}:00-{:02}:00",
-        (now.hour() + 2) % 24,
-        (now.hour() + 3) % 24
-    )
-}
 
 async fn app(admins: &str) -> TestApp {
     TestApp::spawn_with(Options {

@@ -24,7 +24,7 @@ mod receiver;
 mod recorder;
 mod wait;
 
-pub use dates::{day, today};
+pub use dates::{day, today, window_excluding_now};
 pub use graph::{GraphAnswer, GraphApi};
 pub use graph_hooks::{
     HookReceiver, StatusEvent, StatusPoster, inbound_text, sign, webhook, wrote_just_now,

@@ -87,8 +87,23 @@ async fn templates_are_listed_with_their_placeholders_and_versions() {
     assert_eq!(status, 200, "{body}");
     let all = body["data"].as_array().unwrap();
     let keys: Vec<&str> = all.iter().map(|t| t["key"].as_str().unwrap()).collect();
-    assert_eq!(keys, ["maintenance_reminder", "manual_reminder"]);
-    let maintenance = &all[0];
+    assert_eq!(
+        keys,
+        ["admin_alert", "maintenance_reminder", "manual_reminder"]
+    );
+    // The alert template (SPEC §14) knows the alert, not a customer.
+    assert_eq!(
+        all[0]["placeholders"],
+        json!([
+            "workshop_name",
+            "status",
+            "alert_names",
+            "summary",
+            "since",
+            "count"
+        ])
+    );
+    let maintenance = &all[1];
     assert_eq!(maintenance["builtin"], true);
     assert_eq!(maintenance["current_version"], 1);
     assert_eq!(maintenance["versions"].as_array().unwrap().len(), 1);

@@ -7,23 +7,13 @@ use serde_json::{Value, json};
 use super::{WITHIN, app, app_with, events, inbound, list, series, subscribe, suppression};
 use crate::helpers::{
     TestApp, fields, id_of, ops_call, ops_get, ops_post, pause_sends, resume_sends, today,
+    window_excluding_now,
 };
 
 const NUMBER: &str = "628123456789";
 const CONFIRMATION: &str = "Anda tidak akan menerima pesan lagi dari {workshop_name}. Ketik {optin_keyword} untuk mulai lagi.";
 const RENDERED: &str =
     "Anda tidak akan menerima pesan lagi dari Bengkel. Ketik MULAI untuk mulai lagi.";
-
-/// A window that does not contain the current time in Jakarta.
-fn window_excluding_now() -> String {
-    use chrono::Timelike;
-    let now = chrono::Utc::now().with_timezone(&chrono_tz::Asia::Jakarta);
-    format!(
-        "{:02}:00-{:02}:00",
-        (now.hour() + 2) % 24,
-        (now.hour() + 3) % 24
-    )
-}
 
 /// An operator's opt-out of `phone`.
 async fn operator_suppresses(app: &TestApp, phone: &str, scope: &str) -> Value {
