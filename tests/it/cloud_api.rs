@@ -76,6 +76,35 @@ async fn a_text_goes_to_the_graph_api_with_its_version_number_and_token_and_keep
 }
 
 #[tokio::test]
+async fn a_document_and_an_image_go_with_their_link_caption_and_file_name() {
+    let graph = GraphApi::start().await;
+    let app = cloud_app(&graph, &[]).await;
+    wrote_just_now(&app, &["6281234567891"]).await;
+    for file in [
+        "https://files.example.com/nota/INV-77.pdf",
+        "https://files.example.com/foto/mobil.JPG",
+    ] {
+        let (status, reply) = app
+            .send(json!({"to": "6281234567891", "body": "Nota servis 🚗", "file": file}))
+            .await;
+        assert_eq!(status, 202, "{reply}");
+        app.wait_for_status(&id_of(&reply), "sent", WITHIN).await;
+    }
+    let calls = graph.wait_for_calls(2, WITHIN).await;
+    assert_eq!(calls[0].json["type"], "document");
+    assert_eq!(
+        calls[0].json["document"],
+        json!({"link": "https://files.example.com/nota/INV-77.pdf",
+               "caption": "Nota servis 🚗", "filename": "INV-77.pdf"})
+    );
+    assert_eq!(calls[1].json["type"], "image");
+    assert_eq!(
+        calls[1].json["image"],
+        json!({"link": "https://files.example.com/foto/mobil.JPG", "caption": "Nota servis 🚗"})
+    );
+}
+
+#[tokio::test]
 async fn each_error_code_has_its_treatment() {
     let graph = GraphApi::start().await;
     let app = cloud_app(

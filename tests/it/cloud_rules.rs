@@ -172,6 +172,8 @@ async fn a_reminder_without_a_meta_template_is_skipped_and_with_one_goes_as_it()
     let call = graph.wait_for_calls(1, WITHIN).await.remove(0);
     assert_eq!(call.json["type"], "template", "{}", call.json);
     assert_eq!(call.json["template"]["name"], "service_reminder");
+    // The customer's language (Indonesian by default): the mapping's `id` code.
+    assert_eq!(call.json["template"]["language"]["code"], "id");
     let params = &call.json["template"]["components"][0]["parameters"];
     assert_eq!(params[0]["text"], "Budi");
     assert_eq!(params[1]["text"], "B 1 CL");
