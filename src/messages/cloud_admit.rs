@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use super::{cloud_send::SERVICE_WINDOW, request::NewMessage};
+use super::{cloud_send::window_open, request::NewMessage};
 use crate::{error::FieldError, gateway::cloud_api::client::MAX_CAPTION};
 
 /// The field a message's text came in (`body` in JSON, `message` in a query string).
@@ -52,17 +52,11 @@ pub async fn check(
     Ok(messages
         .iter()
         .map(|m| {
-            let window_open = inbound
-                .get(m.to.as_str())
-                .is_some_and(|at| within(*at, now));
+            let open = window_open(inbound.get(m.to.as_str()).copied(), now);
             let mapped = m.template.as_ref().is_some_and(|t| mapped.contains(&t.key));
-            refusals(m, window_open, mapped, field)
+            refusals(m, open, mapped, field)
         })
         .collect())
-}
-
-fn within(at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
-    chrono::Duration::from_std(SERVICE_WINDOW).is_ok_and(|window| now - at < window)
 }
 
 fn refusals(m: &NewMessage, window_open: bool, mapped: bool, field: TextField) -> Vec<FieldError> {

@@ -21,6 +21,13 @@ use crate::{
 /// WhatsApp's customer-service window.
 pub const SERVICE_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
+/// Whether a number that last wrote at `last_inbound` is within [`SERVICE_WINDOW`] at `now`.
+pub fn window_open(last_inbound: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+    last_inbound.is_some_and(|at| {
+        chrono::Duration::from_std(SERVICE_WINDOW).is_ok_and(|window| now - at < window)
+    })
+}
+
 /// What to send.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Plan {
@@ -60,9 +67,7 @@ pub async fn plan(pool: &PgPool, id: Uuid) -> sqlx::Result<Plan> {
 }
 
 fn decide(row: Row, now: DateTime<Utc>) -> Plan {
-    let window_open = row.last_inbound_at.is_some_and(|at| {
-        now - at < chrono::Duration::from_std(SERVICE_WINDOW).unwrap_or_default()
-    });
+    let window_open = window_open(row.last_inbound_at, now);
     let reminder = matches!(row.kind, Kind::Maintenance | Kind::Manual);
     let key = row.template_key.unwrap_or_default();
     match row.mapping {
