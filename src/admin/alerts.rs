@@ -118,6 +118,14 @@ pub async fn alertmanager(
         by = caller.sub,
         "alert notification"
     );
+    let result = if notified.duplicate {
+        "repeat"
+    } else if state.config.admin.phones.is_empty() {
+        "no_phones"
+    } else {
+        "queued"
+    };
+    metrics::counter!(super::NOTIFICATIONS, "source" => "alert", "result" => result).increment(1);
     let message = if notified.duplicate {
         "Already sent: a repeat within ADMIN_ALERT_REPEAT_SECS".to_owned()
     } else if state.config.admin.phones.is_empty() {

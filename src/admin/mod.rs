@@ -42,6 +42,11 @@ pub fn preview_values(config: &crate::config::Config) -> Vec<(String, String)> {
     .collect()
 }
 
+/// `bengkel_admin_notifications_total{source, result}`: alert notifications (`source="alert"`;
+/// `result` `queued`, `repeat`, `no_phones`) and daily summaries (`source="summary"`; `result`
+/// `drained` or `window_close`: what made the day's summary go).
+pub const NOTIFICATIONS: &str = "bengkel_admin_notifications_total";
+
 /// The `created_by` of admin messages.
 pub const BY: &str = "admin";
 
