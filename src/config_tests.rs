@@ -171,3 +171,40 @@ fn secrets_do_not_print() {
         "{shown}"
     );
 }
+
+#[test]
+fn admin_settings_parse_and_refuse_bad_values() {
+    let c = parse(&[]).unwrap();
+    assert!(c.admin.phones.is_empty());
+    assert!(c.admin.daily_summary);
+    assert_eq!(c.admin.language, crate::templates::Language::Id);
+    assert_eq!(c.admin.summary_check, Duration::from_secs(10));
+    let c = parse(&[
+        (
+            "ADMIN_PHONES",
+            "0812 1111 0001, +62 812-1111-0001,0812 1111 0002",
+        ),
+        ("ADMIN_DAILY_SUMMARY", "false"),
+        ("ADMIN_LANGUAGE", "en"),
+        ("ADMIN_SUMMARY_CHECK_SECS", "2"),
+    ])
+    .unwrap();
+    let phones: Vec<&str> = c.admin.phones.iter().map(|p| p.as_str()).collect();
+    assert_eq!(
+        phones,
+        ["6281211110001", "6281211110002"],
+        "normalized, once"
+    );
+    assert!(!c.admin.daily_summary);
+    assert_eq!(c.admin.language, crate::templates::Language::En);
+    assert_eq!(c.admin.summary_check, Duration::from_secs(2));
+    for (var, value) in [
+        ("ADMIN_PHONES", "0812 1111 0001, nope"),
+        ("ADMIN_LANGUAGE", "jv"),
+        ("ADMIN_DAILY_SUMMARY", "maybe"),
+        ("ADMIN_SUMMARY_CHECK_SECS", "0"),
+    ] {
+        let e = parse(&[(var, value)]).unwrap_err().to_string();
+        assert!(e.contains(var), "{var}={value}: {e}");
+    }
+}

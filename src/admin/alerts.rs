@@ -5,17 +5,16 @@
 //! several Alertmanagers may send the same one) — decided in the transaction that stores the
 //! messages, so two processes taking the same notification at once send it once.
 
-use std::{borrow::Cow, collections::BTreeMap};
+use std::collections::BTreeMap;
 
 use axum::{Router, extract::State, routing::post};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{ADMIN_ALERT, BY};
+use super::ADMIN_ALERT;
 use crate::{
     config::Config,
     error::{AppError, AppResult},
@@ -27,13 +26,7 @@ use crate::{
             BadRequest, BodyTimeout, Forbidden, Invalid, TooLarge, Unauthorized, Unavailable,
         },
     },
-    messages::{
-        Kind, Status,
-        request::NewMessage,
-        store::{self, Item, Stored},
-    },
     state::AppState,
-    templates::{self, Language},
 };
 
 pub const PATH: &str = "/alerts/alertmanager";
@@ -235,7 +228,7 @@ async fn notify(state: &AppState, n: &Notification) -> AppResult<Notified> {
         notified.duplicate = true;
         return Ok(notified);
     }
-    notified.message_ids = queue_messages(&mut tx, config, n).await?;
+    notified.message_ids = super::queue(&mut tx, config, ADMIN_ALERT, &values(n, config)).await?;
     tx.commit().await?;
     notified.queued = notified.message_ids.len();
     Ok(notified)
@@ -297,63 +290,6 @@ pub fn values(n: &Notification, config: &Config) -> Vec<(&'static str, String)> 
         ("since", since),
         ("count", count.to_string()),
     ]
-}
-
-/// One message per admin phone from the current `admin_alert`, in the notification's
-/// transaction. None when the template renders empty or too long.
-async fn queue_messages(
-    tx: &mut PgConnection,
-    config: &Config,
-    n: &Notification,
-) -> sqlx::Result<Vec<Uuid>> {
-    let Some(template) = templates::repo::current(&mut *tx, ADMIN_ALERT).await? else {
-        tracing::warn!("template admin_alert is missing: the alert is not sent");
-        return Ok(Vec::new());
-    };
-    let values = values(n, config);
-    let language = Language::Id;
-    let body = templates::render_with(template.bodies.for_language(language), |name| {
-        values
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| Cow::Borrowed(v.as_str()))
-    });
-    let body = body.trim();
-    if body.is_empty() || templates::check_text(body).is_err() {
-        tracing::warn!(
-            version = template.version,
-            "admin_alert renders empty or too long: not sent"
-        );
-        return Ok(Vec::new());
-    }
-    let pairs: Vec<(&str, Cow<'_, str>)> = values
-        .iter()
-        .map(|(k, v)| (*k, Cow::Borrowed(v.as_str())))
-        .collect();
-    let origin = templates::Origin {
-        key: template.key.clone(),
-        version: template.version,
-        language,
-        values: templates::ValuesJson::from_pairs(&pairs),
-    };
-    let messages: Vec<NewMessage> = config
-        .admin
-        .phones
-        .iter()
-        .map(|phone| {
-            NewMessage::internal(Kind::Admin, phone.clone(), body.to_owned(), None)
-                .with_template(origin.clone())
-        })
-        .collect();
-    let items: Vec<Item<'_>> = messages.iter().map(|m| Item::new(m, BY)).collect();
-    let stored = store::store(tx, &items, None, config.send_max_attempts).await?;
-    Ok(stored
-        .into_iter()
-        .filter_map(|s| match s {
-            Stored::Created(m) if m.status == Status::Queued => Some(m.id),
-            _ => None,
-        })
-        .collect())
 }
 
 #[cfg(test)]

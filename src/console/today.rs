@@ -1,9 +1,11 @@
 //! Today's reminder run: the reminders (vehicles and manual records) of today's business date,
 //! each with its message, and the counts over all of them.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, types::Json};
 use uuid::Uuid;
 
 use crate::messages::{DeliveryStatus, Status};
@@ -45,6 +47,9 @@ pub struct Counts {
     /// Of those, skipped by that pass (no usable number, opted out, …); `null` likewise.
     #[sqlx(skip)]
     pub skipped: Option<i64>,
+    /// `skipped` by reason; `null` likewise (and for a pass recorded before reasons were kept).
+    #[sqlx(skip)]
+    pub skipped_by_reason: Option<BTreeMap<String, i64>>,
     /// Reminders stored for the day.
     pub total: i64,
     /// Not sent yet: `queued`, `sending` or `retrying`.
@@ -58,6 +63,11 @@ pub struct Counts {
     /// Receipts: delivered (read ones included).
     pub delivered: i64,
     pub read: i64,
+    /// Receipts: accepted by the gateway, then reported as not deliverable.
+    pub undelivered: i64,
+    /// Reminders with any receipt (0: the gateway gave none, e.g. StarSender without its
+    /// webhook).
+    pub with_receipts: i64,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -129,25 +139,39 @@ pub async fn counts(conn: &mut PgConnection, date: NaiveDate) -> sqlx::Result<Co
            count(*) FILTER (WHERE status = 'cancelled' \
                AND EXISTS (SELECT 1 FROM suppressions s WHERE s.phone = t.phone)) AS opted_out, \
            count(*) FILTER (WHERE delivery_status IN ('delivered', 'read')) AS delivered, \
-           count(*) FILTER (WHERE delivery_status = 'read') AS read \
+           count(*) FILTER (WHERE delivery_status = 'read') AS read, \
+           count(*) FILTER (WHERE delivery_status = 'undelivered') AS undelivered, \
+           count(delivery_status) AS with_receipts \
          FROM t"
     ))
     .bind(date)
     .fetch_one(&mut *conn)
     .await?;
     // The manual pass's numbers are NULL when the run had none.
-    let pass: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
+    type Reasons = Option<Json<BTreeMap<String, i64>>>;
+    let pass: Option<(Option<i64>, Option<i64>, Reasons, Reasons)> = sqlx::query_as(
         "SELECT (eligible + coalesce(manual_eligible, 0))::bigint, \
-                (skipped + coalesce(manual_skipped, 0))::bigint \
+                (skipped + coalesce(manual_skipped, 0))::bigint, \
+                skipped_reasons, manual_skipped_reasons \
          FROM fanout_runs WHERE business_date = $1 AND status = 'done' \
          ORDER BY finished_at DESC NULLS LAST LIMIT 1",
     )
     .bind(date)
     .fetch_optional(&mut *conn)
     .await?;
-    if let Some((eligible, skipped)) = pass {
-        counts.eligible = eligible;
-        counts.skipped = skipped;
+    let Some((eligible, skipped, reasons, manual_reasons)) = pass else {
+        return Ok(counts);
+    };
+    counts.eligible = eligible;
+    counts.skipped = skipped;
+    if let Some(Json(mut reasons)) = reasons {
+        for (reason, n) in manual_reasons.map(|j| j.0).unwrap_or_default() {
+            *reasons.entry(reason).or_default() += n;
+        }
+        // The manual pass's `skipped` also counts the records outside the date window, which
+        // are not in `eligible`: of the eligible, these many were skipped.
+        counts.skipped = Some(reasons.values().sum());
+        counts.skipped_by_reason = Some(reasons);
     }
     Ok(counts)
 }

@@ -9,6 +9,8 @@ pub mod rescue;
 pub mod retention;
 pub mod sampler;
 
+use std::sync::Arc;
+
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +24,7 @@ use crate::{config::Config, queue::rescue::Process};
 /// finish, and is returned to be awaited after them (it then releases what is left).
 pub fn start(
     pool: &PgPool,
-    config: &Config,
+    config: &Arc<Config>,
     shutdown: &CancellationToken,
     workers: Option<(&Process, CancellationToken)>,
 ) -> Option<JoinHandle<()>> {
@@ -34,5 +36,10 @@ pub fn start(
         shutdown.clone(),
     ));
     tokio::spawn(expiry::run(pool.clone(), shutdown.clone()));
+    tokio::spawn(crate::admin::summary::run(
+        pool.clone(),
+        config.clone(),
+        shutdown.clone(),
+    ));
     Some(rescue::spawn(process, pool.clone(), workers_stopped))
 }

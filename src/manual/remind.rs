@@ -3,7 +3,7 @@
 //! concurrently — queues each record once a day; `{id}/send-reminder?force=true` adds another.
 //! `send-reminders` (and the daily run's manual pass) is a [`pass::Pass`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
@@ -110,6 +110,9 @@ pub struct Summary {
     pub reminder_queued: i64,
     pub already_queued: i64,
     pub skipped: i64,
+    /// The records in the date window that were skipped, by reason (those outside it, also
+    /// counted in `skipped`, are not listed).
+    pub skipped_by_reason: BTreeMap<String, i64>,
     /// Of today's manual reminders: delivered / failed so far.
     pub reminder_sent: i64,
     pub reminder_failed: i64,
@@ -307,6 +310,7 @@ pub async fn run(pool: &PgPool, pass: &Pass) -> sqlx::Result<Summary> {
         already_queued: walked.already_queued,
         // The records outside the window count as skipped too (the seed's count).
         skipped: walked.skipped + total_records - walked.eligible.min(total_records),
+        skipped_by_reason: walked.skipped_by_reason,
         reminder_sent: 0,
         reminder_failed: 0,
         details: walked.details,

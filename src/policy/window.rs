@@ -69,6 +69,17 @@ impl SendWindow {
     }
 }
 
+impl SendWindow {
+    /// When the window closes on local date `date`, for a window inside one day (`07:00-21:00`);
+    /// `None` for one that is always open or crosses midnight (it is open at the day's end).
+    pub fn closing_on(&self, date: chrono::NaiveDate, tz: Tz) -> Option<DateTime<Utc>> {
+        if self.is_always() || self.start > self.end || self.end >= DAY {
+            return None;
+        }
+        earliest_valid(tz, date.and_time(minute_time(self.end)))
+    }
+}
+
 trait HourMinute {
     fn hour_minute(&self) -> u32;
 }
@@ -209,5 +220,17 @@ mod tests {
         assert!(!w.contains(jkt(12, 0), Jakarta));
         assert_eq!(w.next_opening(jkt(12, 0), Jakarta), jkt(20, 0));
         assert!(SendWindow::ALWAYS.contains(jkt(3, 0), Jakarta));
+    }
+
+    #[test]
+    fn a_window_inside_the_day_closes_at_its_end_on_that_date() {
+        let date = chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+        let w: SendWindow = "07:00-21:00".parse().unwrap();
+        assert_eq!(w.closing_on(date, Jakarta), Some(jkt(21, 0)));
+        let night: SendWindow = "20:00-06:00".parse().unwrap();
+        assert_eq!(night.closing_on(date, Jakarta), None);
+        assert_eq!(SendWindow::ALWAYS.closing_on(date, Jakarta), None);
+        let to_midnight: SendWindow = "07:00-24:00".parse().unwrap();
+        assert_eq!(to_midnight.closing_on(date, Jakarta), None);
     }
 }

@@ -4,7 +4,7 @@
 //! a query per vehicle — each reminded once per `(vehicle_id, reminder_date)` (`reminders`).
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     time::Instant,
 };
 
@@ -79,6 +79,8 @@ pub struct Summary {
     pub reminder_queued: i64,
     pub already_queued: i64,
     pub skipped: i64,
+    /// `skipped` by reason (`opted out`, `no usable number`, …).
+    pub skipped_by_reason: BTreeMap<String, i64>,
     /// Reminders of this date delivered so far (all passes).
     pub reminder_sent: i64,
     /// The daily run's pass over manual customers (README "Reminder calendar"); absent when
@@ -90,12 +92,14 @@ pub struct Summary {
 }
 
 /// What the manual pass of a daily run did.
-#[derive(Debug, Clone, Copy, Default, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct ManualCounts {
     pub eligible: i64,
     pub reminder_queued: i64,
     pub already_queued: i64,
     pub skipped: i64,
+    /// The records in the date window that were skipped, by reason.
+    pub skipped_by_reason: BTreeMap<String, i64>,
 }
 
 /// Runs one pass ([`pass::walk`]) and counts what it did.
@@ -113,6 +117,7 @@ pub async fn run(pool: &PgPool, pass: &Pass, run_id: Uuid) -> anyhow::Result<Sum
         reminder_queued: walked.reminder_queued,
         already_queued: walked.already_queued,
         skipped: walked.skipped,
+        skipped_by_reason: walked.skipped_by_reason,
         reminder_sent: sent_on(pool, pass.date).await?,
         manual: None,
         details: walked.details,

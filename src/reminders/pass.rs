@@ -12,7 +12,7 @@
 //! number is on the opt-out list (`opted out`, one query per page).
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     future::Future,
     time::{Duration, Instant},
 };
@@ -170,6 +170,8 @@ pub struct Walked<D> {
     pub reminder_queued: i64,
     pub already_queued: i64,
     pub skipped: i64,
+    /// `skipped` by reason (`Outcome::reason`).
+    pub skipped_by_reason: BTreeMap<String, i64>,
     pub details: Vec<D>,
     /// More candidates would have been listed than [`MAX_DETAILS`].
     pub details_truncated: bool,
@@ -182,6 +184,7 @@ impl<D> Default for Walked<D> {
             reminder_queued: 0,
             already_queued: 0,
             skipped: 0,
+            skipped_by_reason: BTreeMap::new(),
             details: Vec::new(),
             details_truncated: false,
         }
@@ -194,7 +197,12 @@ impl<D> Walked<D> {
         match outcome {
             Outcome::Queued { .. } => self.reminder_queued += 1,
             Outcome::AlreadyQueued { .. } => self.already_queued += 1,
-            Outcome::Skipped(_) => self.skipped += 1,
+            Outcome::Skipped(_) => {
+                self.skipped += 1;
+                if let Some(reason) = outcome.reason() {
+                    *self.skipped_by_reason.entry(reason).or_default() += 1;
+                }
+            }
         }
         let Some(detail) = detail else { return };
         if self.details.len() < MAX_DETAILS {

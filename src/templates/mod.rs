@@ -51,8 +51,8 @@ pub fn placeholders_for(key: &str) -> Vec<&'static str> {
     if key == crate::inbound::OPTOUT_CONFIRMATION {
         return CONFIRMATION_PLACEHOLDERS.to_vec();
     }
-    if key == crate::admin::ADMIN_ALERT {
-        return crate::admin::ALERT_PLACEHOLDERS.to_vec();
+    if let Some(placeholders) = crate::admin::placeholders_for(key) {
+        return placeholders;
     }
     PLACEHOLDERS
         .into_iter()

@@ -321,9 +321,7 @@ pub async fn preview(
             config.inbound.keywords.optin_example().to_owned(),
         );
     }
-    if key == crate::admin::ADMIN_ALERT {
-        values.extend(crate::admin::preview_values(config));
-    }
+    values.extend(crate::admin::preview_values_for(&key, config));
     let mut recipient_language = Language::Id;
     if vehicle_id.is_some() || customer_id.is_some() {
         let row: Option<VehicleRow> = sqlx::query_as(

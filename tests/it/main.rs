@@ -4,6 +4,7 @@
 mod helpers;
 
 mod admin_alerts;
+mod admin_summary;
 mod auth;
 mod batch;
 mod cloud_api;

@@ -89,7 +89,12 @@ async fn templates_are_listed_with_their_placeholders_and_versions() {
     let keys: Vec<&str> = all.iter().map(|t| t["key"].as_str().unwrap()).collect();
     assert_eq!(
         keys,
-        ["admin_alert", "maintenance_reminder", "manual_reminder"]
+        [
+            "admin_alert",
+            "admin_daily_summary",
+            "maintenance_reminder",
+            "manual_reminder"
+        ]
     );
     // The alert template (SPEC §14) knows the alert, not a customer.
     assert_eq!(
@@ -103,7 +108,26 @@ async fn templates_are_listed_with_their_placeholders_and_versions() {
             "count"
         ])
     );
-    let maintenance = &all[1];
+    // The summary's (SPEC §14): the day's counts.
+    assert_eq!(
+        all[1]["placeholders"],
+        json!([
+            "workshop_name",
+            "date",
+            "eligible",
+            "queued",
+            "sent",
+            "failed",
+            "skipped",
+            "skipped_reasons",
+            "expired",
+            "opted_out",
+            "delivered",
+            "read",
+            "undelivered"
+        ])
+    );
+    let maintenance = &all[2];
     assert_eq!(maintenance["builtin"], true);
     assert_eq!(maintenance["current_version"], 1);
     assert_eq!(maintenance["versions"].as_array().unwrap().len(), 1);

@@ -112,6 +112,7 @@ async fn daily(
             reminder_queued: m.reminder_queued,
             already_queued: m.already_queued,
             skipped: m.skipped,
+            skipped_by_reason: m.skipped_by_reason,
         });
     }
     Ok(summary)
@@ -134,12 +135,13 @@ pub async fn execute(
     metrics::counter!("bengkel_fanout_runs_total", "trigger" => trigger).increment(1);
     match daily(pool, config, date, run_id).await {
         Ok(s) => {
-            let m = s.manual;
+            let m = s.manual.as_ref();
             sqlx::query(
                 "UPDATE fanout_runs SET status = 'done', finished_at = now(), eligible = $2,
                         reminder_queued = $3, already_queued = $4, skipped = $5,
                         manual_eligible = $6, manual_reminder_queued = $7,
-                        manual_already_queued = $8, manual_skipped = $9
+                        manual_already_queued = $8, manual_skipped = $9, skipped_reasons = $10,
+                        manual_skipped_reasons = $11
                  WHERE id = $1",
             )
             .bind(run_id)
@@ -151,6 +153,8 @@ pub async fn execute(
             .bind(m.map(|m| m.reminder_queued as i32))
             .bind(m.map(|m| m.already_queued as i32))
             .bind(m.map(|m| m.skipped as i32))
+            .bind(sqlx::types::Json(&s.skipped_by_reason))
+            .bind(m.map(|m| sqlx::types::Json(&m.skipped_by_reason)))
             .execute(pool)
             .await?;
             tracing::info!(%run_id, trigger, %date, queued = s.reminder_queued,

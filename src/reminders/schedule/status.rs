@@ -1,10 +1,12 @@
 //! What the scheduler API shows: the schedule's job with its next run, the last fan-out, and
 //! whether the scheduler is healthy.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, DurationRound, NaiveDate, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::{PgPool, types::Json};
 use uuid::Uuid;
 
 use super::{
@@ -37,6 +39,10 @@ pub struct LastRun {
     pub reminder_queued: Option<i32>,
     pub already_queued: Option<i32>,
     pub skipped: Option<i32>,
+    /// `skipped` by reason (`null` for a run recorded before reasons were kept).
+    #[sqlx(rename = "skipped_reasons")]
+    #[schema(value_type = Option<BTreeMap<String, i64>>)]
+    pub skipped_by_reason: Option<Json<BTreeMap<String, i64>>>,
     /// The manual customers' pass of the run (absent when it had none).
     #[sqlx(skip)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -79,11 +85,12 @@ pub async fn status(pool: &PgPool, config: &Config) -> sqlx::Result<Status> {
         manual_reminder_queued: Option<i32>,
         manual_already_queued: Option<i32>,
         manual_skipped: Option<i32>,
+        manual_skipped_reasons: Option<Json<BTreeMap<String, i64>>>,
     }
     let row: Option<Row> = sqlx::query_as(
         "SELECT id, trigger, business_date, tick_at, status, eligible, reminder_queued, already_queued,
                 skipped, error, created_at, started_at, finished_at, manual_eligible,
-                manual_reminder_queued, manual_already_queued, manual_skipped
+                manual_reminder_queued, manual_already_queued, manual_skipped, skipped_reasons, manual_skipped_reasons
          FROM fanout_runs ORDER BY created_at DESC, id DESC LIMIT 1",
     )
     .fetch_optional(pool)
@@ -95,6 +102,7 @@ pub async fn status(pool: &PgPool, config: &Config) -> sqlx::Result<Status> {
             reminder_queued: i64::from(r.manual_reminder_queued.unwrap_or(0)),
             already_queued: i64::from(r.manual_already_queued.unwrap_or(0)),
             skipped: i64::from(r.manual_skipped.unwrap_or(0)),
+            skipped_by_reason: r.manual_skipped_reasons.map(|j| j.0).unwrap_or_default(),
         });
         run
     });
