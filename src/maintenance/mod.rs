@@ -9,6 +9,8 @@ pub mod rescue;
 pub mod retention;
 pub mod sampler;
 
+use std::sync::Arc;
+
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +28,11 @@ pub fn start(
     shutdown: &CancellationToken,
     workers: Option<(&Process, CancellationToken)>,
 ) -> Option<JoinHandle<()>> {
-    tokio::spawn(sampler::run(pool.clone(), shutdown.clone()));
+    tokio::spawn(sampler::run(
+        pool.clone(),
+        Arc::new(config.clone()),
+        shutdown.clone(),
+    ));
     let (process, workers_stopped) = workers?;
     tokio::spawn(retention::run(
         pool.clone(),
