@@ -1,7 +1,8 @@
 //! The periodic services of a process (STYLE "maintenance"): small, named, one per file, each
 //! with its own interval. [`sampler`] refreshes the queue gauges (every role); with workers,
 //! [`retention`] deletes old finished jobs, [`expiry`] expires messages past their deadline and
-//! [`rescue`] beats this process' liveness and rescues dead processes' jobs. [`start`] starts
+//! [`rescue`] beats this process' liveness and rescues dead processes' jobs, and
+//! `admin::summary` sends the day's summary when it is due. [`start`] starts
 //! them all. The SQL they run belongs to the tables' owners (`queue`, `messages::withdraw`).
 
 pub mod expiry;
@@ -28,7 +29,7 @@ pub fn start(
     shutdown: &CancellationToken,
     workers: Option<(&Process, CancellationToken)>,
 ) -> Option<JoinHandle<()>> {
-    tokio::spawn(sampler::run(pool.clone(), shutdown.clone()));
+    tokio::spawn(sampler::run(pool.clone(), config.clone(), shutdown.clone()));
     let (process, workers_stopped) = workers?;
     tokio::spawn(retention::run(
         pool.clone(),

@@ -573,6 +573,93 @@ async fn metrics_count_what_the_process_did_with_route_templates() {
     assert!(text.contains("bengkel_http_requests_total{method=\"POST\",route=\"/ops/queues/{queue}/pause\",status=\"200\"} 1"));
 }
 
+/// The schedule's gauges (SPEC §14 alert rules "the scheduler is stopped" and "the daily run has
+/// not started 30 minutes after its time"): a run that is due but held back (its queue paused)
+/// shows as scheduled and not started; once it runs, its start is after the scheduled time; a
+/// stopped schedule shows as not running with nothing scheduled.
+#[tokio::test]
+async fn the_schedule_gauges_show_a_due_run_that_has_not_started_and_a_stopped_schedule() {
+    let db = TestDb::with_processes(1).await;
+    let gateway = Gateway::start().await;
+    let mut env = env_for(&db, &gateway);
+    env.insert("APP_TIMEZONE".into(), "UTC".into());
+    let proc = Proc::start("serve", &env).await;
+    let ops = token(
+        "ops",
+        bengkel_whatsapp::http::auth::Role::Ops,
+        Duration::from_secs(600),
+    );
+    let client = reqwest::Client::new();
+    let res = client
+        .post(format!("{}/ops/queues/reminder-fanout/pause", proc.base))
+        .bearer_auth(&ops)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // Daily at the minute an hour ago, and the schedule older than that: the run is due (the
+    // ticker claims it as a catch-up), but its job waits in the paused queue.
+    let hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+    let scheduled = hour_ago.timestamp() - hour_ago.timestamp() % 60;
+    sqlx::query(
+        "UPDATE scheduler_settings SET enabled = true, hour = $1, minute = $2,
+                updated_at = now() - interval '2 days'",
+    )
+    .bind(i32::try_from(chrono::Timelike::hour(&hour_ago)).unwrap())
+    .bind(i32::try_from(chrono::Timelike::minute(&hour_ago)).unwrap())
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let text = scrape_until(&proc.base, "a scheduled run that has not started", |text| {
+        metric(text, "bengkel_fanout_scheduled_timestamp_seconds") == Some(scheduled as f64)
+    })
+    .await;
+    assert_eq!(metric(&text, "bengkel_scheduler_running"), Some(1.0));
+    assert_eq!(
+        metric(&text, "bengkel_fanout_last_start_timestamp_seconds"),
+        Some(0.0)
+    );
+
+    let res = client
+        .post(format!("{}/ops/queues/reminder-fanout/resume", proc.base))
+        .bearer_auth(&ops)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    scrape_until(&proc.base, "the run started after its time", |text| {
+        metric(text, "bengkel_fanout_last_start_timestamp_seconds")
+            .is_some_and(|t| t >= scheduled as f64)
+    })
+    .await;
+
+    let res = client
+        .post(format!("{}/scheduler/maintenance-reminder/stop", proc.base))
+        .bearer_auth(&ops)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let text = scrape_until(&proc.base, "the stopped schedule", |text| {
+        metric(text, "bengkel_scheduler_running") == Some(0.0)
+    })
+    .await;
+    assert_eq!(
+        metric(&text, "bengkel_fanout_scheduled_timestamp_seconds"),
+        Some(0.0)
+    );
+    for name in [
+        "bengkel_scheduler_running",
+        "bengkel_fanout_scheduled_timestamp_seconds",
+        "bengkel_fanout_last_start_timestamp_seconds",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {name} gauge\n")),
+            "{name} is not a gauge"
+        );
+    }
+}
+
 /// The delivery-policy series (README "Delivery policy") exist from the start of a process, the
 /// counters at 0 for every label value, so that `increase()` and the dashboard see their first
 /// event and the circuit alert always has a series to evaluate.
