@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Options, TestApp, ops_post, ready, wait_until, window_excluding_now};
+use crate::helpers::{Options, TestApp, ops_post, window_excluding_now};
 
 const ADMINS: &str = "0812 1111 0001, +62 812-1111-0002";
 const WITHIN: Duration = Duration::from_secs(20);
@@ -45,18 +45,6 @@ async fn notify(app: &TestApp, body: &Value) -> (u16, Value) {
     ops_post(app, "/alerts/alertmanager", Some(body.clone())).await
 }
 
-/// (to, body) of the gateway's calls, once there are `n`.
-async fn delivered(app: &TestApp, n: usize) -> Vec<(String, String)> {
-    wait_until(WITHIN, async || {
-        let to = app.gateway.sent_field("to").await;
-        ready(to.len() >= n, || format!("{} calls", to.len())).map(|_| to)
-    })
-    .await;
-    let to = app.gateway.sent_field("to").await;
-    let bodies = app.gateway.sent_field("body").await;
-    to.into_iter().zip(bodies).collect()
-}
-
 #[tokio::test]
 async fn a_notification_reaches_every_admin_once_and_its_resolution_follows() {
     let app = app(ADMINS).await;
@@ -74,7 +62,7 @@ async fn a_notification_reaches_every_admin_once_and_its_resolution_follows() {
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["data"]["queued"], 2, "{reply}");
     assert_eq!(reply["data"]["duplicate"], false);
-    let sent = delivered(&app, 2).await;
+    let sent = app.gateway.wait_sent(2, WITHIN).await;
     let mut to: Vec<&str> = sent.iter().map(|(t, _)| t.as_str()).collect();
     to.sort();
     assert_eq!(to, ["6281211110001", "6281211110002"]);
@@ -110,7 +98,7 @@ async fn a_notification_reaches_every_admin_once_and_its_resolution_follows() {
     let (status, reply) = notify(&app, &notification("resolved", &["a1b2c3", "d4e5f6"])).await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["data"]["queued"], 2, "{reply}");
-    let sent = delivered(&app, 4).await;
+    let sent = app.gateway.wait_sent(4, WITHIN).await;
     assert!(
         sent[2..].iter().all(|(_, b)| b.contains("[RESOLVED]")),
         "{sent:?}"

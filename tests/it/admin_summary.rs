@@ -55,20 +55,6 @@ async fn daily_run(app: &TestApp) {
         .expect("the daily run");
 }
 
-/// (to, body) of the gateway's calls, once there are `n`.
-async fn calls(app: &TestApp, n: usize) -> Vec<(String, String)> {
-    wait_until(WITHIN, async || {
-        let to = app.gateway.sent_field("to").await;
-        ready(to.len() >= n, || {
-            format!("{} of {n} gateway calls", to.len())
-        })
-    })
-    .await;
-    let to = app.gateway.sent_field("to").await;
-    let bodies = app.gateway.sent_field("body").await;
-    to.into_iter().zip(bodies).collect()
-}
-
 #[tokio::test]
 async fn the_summary_follows_the_last_reminder_with_the_days_counts() {
     let app = TestApp::spawn_with(Options {
@@ -102,9 +88,9 @@ async fn the_summary_follows_the_last_reminder_with_the_days_counts() {
 
     daily_run(&app).await;
     // Three reminders (two vehicles, the manual record), then the summary.
-    calls(&app, 4).await;
+    app.gateway.wait_for_calls(4, WITHIN).await;
     app.wait_idle(Duration::from_secs(10)).await;
-    let sent = calls(&app, 4).await;
+    let sent = app.gateway.wait_sent(4, WITHIN).await;
     assert_eq!(sent.len(), 4, "{sent:?}");
     let (to, text) = &sent[3];
     assert_eq!(to, "6281211110001", "the summary comes last: {sent:?}");
@@ -172,7 +158,7 @@ async fn with_reminders_held_by_the_window_the_summary_goes_at_its_close_outside
     assert_eq!(at_close.trigger, Trigger::WindowClose);
     assert_eq!(at_close.message_ids.len(), 1);
     // The admin message goes now, outside the window that still holds the reminder.
-    let sent = calls(&app, 1).await;
+    let sent = app.gateway.wait_sent(1, WITHIN).await;
     assert_eq!(sent[0].0, "6281211110001");
     assert!(
         sent[0]
@@ -225,7 +211,7 @@ async fn three_processes_deciding_at_once_send_the_summary_once() {
         RealProcess::start(&app, "worker"),
     ];
     daily_run(&app).await;
-    calls(&app, 3).await;
+    app.gateway.wait_for_calls(3, WITHIN).await;
     let names: Vec<String> = workers
         .iter()
         .map(|w| format!("bengkel-whatsapp/{}", w.pid()))
@@ -246,7 +232,7 @@ async fn three_processes_deciding_at_once_send_the_summary_once() {
     .await;
     gate.commit().await.unwrap();
 
-    let sent = calls(&app, 5).await;
+    let sent = app.gateway.wait_sent(5, WITHIN).await;
     app.wait_idle(Duration::from_secs(10)).await;
     let mut admins: Vec<String> = app
         .gateway

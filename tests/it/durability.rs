@@ -590,13 +590,16 @@ async fn the_schedule_gauges_show_a_due_run_that_has_not_started_and_a_stopped_s
         Duration::from_secs(600),
     );
     let client = reqwest::Client::new();
-    let res = client
-        .post(format!("{}/ops/queues/reminder-fanout/pause", proc.base))
-        .bearer_auth(&ops)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    let ops_post = async |path: &str| {
+        let res = client
+            .post(format!("{}{path}", proc.base))
+            .bearer_auth(&ops)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+    };
+    ops_post("/ops/queues/reminder-fanout/pause").await;
     // Daily at the minute an hour ago, and the schedule older than that: the run is due (the
     // ticker claims it as a catch-up), but its job waits in the paused queue.
     let hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
@@ -620,26 +623,14 @@ async fn the_schedule_gauges_show_a_due_run_that_has_not_started_and_a_stopped_s
         Some(0.0)
     );
 
-    let res = client
-        .post(format!("{}/ops/queues/reminder-fanout/resume", proc.base))
-        .bearer_auth(&ops)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    ops_post("/ops/queues/reminder-fanout/resume").await;
     scrape_until(&proc.base, "the run started after its time", |text| {
         metric(text, "bengkel_fanout_last_start_timestamp_seconds")
             .is_some_and(|t| t >= scheduled as f64)
     })
     .await;
 
-    let res = client
-        .post(format!("{}/scheduler/maintenance-reminder/stop", proc.base))
-        .bearer_auth(&ops)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    ops_post("/scheduler/maintenance-reminder/stop").await;
     let text = scrape_until(&proc.base, "the stopped schedule", |text| {
         metric(text, "bengkel_scheduler_running") == Some(0.0)
     })

@@ -249,6 +249,14 @@ impl Gateway {
         })
         .await
     }
+
+    /// (to, body) of each call, once there are at least `n` (or panics after `within`).
+    pub async fn wait_sent(&self, n: usize, within: Duration) -> Vec<(String, String)> {
+        self.wait_for_calls(n, within).await;
+        let to = self.sent_field("to").await;
+        let bodies = self.sent_field("body").await;
+        to.into_iter().zip(bodies).collect()
+    }
 }
 
 pub fn gateway_error(status: u16, body: Value) -> ResponseTemplate {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, DurationRound, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 use sqlx::{PgPool, types::Json};
@@ -11,11 +11,11 @@ use uuid::Uuid;
 
 use super::{
     settings::{Settings, load},
-    tick::{next_run, tick_on, trigger_text},
+    tick::{latest_due, next_run, trigger_text},
 };
 use crate::{
     config::Config,
-    reminders::{JOB_ID, JOB_NAME, business_date, calendar::DaysBefore, fanout},
+    reminders::{JOB_ID, JOB_NAME, calendar::DaysBefore, fanout},
 };
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -120,20 +120,10 @@ pub async fn healthy(pool: &PgPool, config: &Config, s: &Settings) -> sqlx::Resu
     if !s.enabled {
         return Ok(false);
     }
-    let tz = config.app_timezone;
     let grace = Utc::now() - chrono::Duration::minutes(5);
-    let today = business_date(tz, grace);
-    let mut last = tick_on(today, s, tz);
-    if last > grace {
-        last = tick_on(today - chrono::Days::new(1), s, tz);
-    }
-    let set_at = s
-        .updated_at
-        .duration_trunc(chrono::Duration::minutes(1))
-        .unwrap_or(s.updated_at);
-    if last < set_at {
+    let Some(last) = latest_due(grace, s, config.app_timezone) else {
         return Ok(true);
-    }
+    };
     let ok: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM fanout_runs WHERE tick_at = $1 AND status <> 'failed')",
     )

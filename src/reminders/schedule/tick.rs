@@ -33,6 +33,26 @@ pub fn tick_on(date: NaiveDate, s: &Settings, tz: Tz) -> DateTime<Utc> {
         .map_or_else(|| local.and_utc(), |t| t.with_timezone(&Utc))
 }
 
+/// The latest scheduled time at or before `now` that should have a fan-out: today's once it has
+/// come, else yesterday's. None while the schedule is off, and when the schedule was set after
+/// that time (the ticker does not catch up a time from before the schedule existed: see
+/// `schedule::tick::due`).
+pub fn latest_due(now: DateTime<Utc>, s: &Settings, tz: Tz) -> Option<DateTime<Utc>> {
+    if !s.enabled {
+        return None;
+    }
+    let today = business_date(tz, now);
+    let mut last = tick_on(today, s, tz);
+    if last > now {
+        last = tick_on(today - chrono::Days::new(1), s, tz);
+    }
+    let set_at = s
+        .updated_at
+        .duration_trunc(chrono::Duration::minutes(1))
+        .unwrap_or(s.updated_at);
+    (last >= set_at).then_some(last)
+}
+
 /// The next scheduled run after `now`, in the business zone.
 pub fn next_run(now: DateTime<Utc>, s: &Settings, tz: Tz) -> DateTime<Tz> {
     let today = business_date(tz, now);
@@ -139,5 +159,43 @@ mod tests {
         let mut off = settings(7, 0, "2025-12-01T00:00:00Z");
         off.enabled = false;
         assert_eq!(due(at("2025-12-14T07:00:01+07:00"), &off, JKT), None);
+    }
+
+    #[test]
+    fn the_latest_due_run_is_todays_once_its_time_has_come_else_yesterdays() {
+        let s = settings(7, 0, "2025-12-01T00:00:00Z");
+        for (now, want) in [
+            ("2025-12-14T07:30:00+07:00", "2025-12-14T07:00:00+07:00"),
+            ("2025-12-14T07:00:00+07:00", "2025-12-14T07:00:00+07:00"),
+            ("2025-12-14T06:59:59+07:00", "2025-12-13T07:00:00+07:00"),
+        ] {
+            assert_eq!(latest_due(at(now), &s, JKT), Some(at(want)), "{now}");
+        }
+    }
+
+    #[test]
+    fn no_run_is_due_while_stopped_or_from_before_the_schedule_was_set() {
+        let mut stopped = settings(7, 0, "2025-12-01T00:00:00Z");
+        stopped.enabled = false;
+        assert_eq!(
+            latest_due(at("2025-12-14T08:00:00+07:00"), &stopped, JKT),
+            None
+        );
+        // Set at 07:30 today: today's 07:00 and yesterday's are not the ticker's to run.
+        let late = settings(7, 0, "2025-12-14T07:30:00+07:00");
+        assert_eq!(
+            latest_due(at("2025-12-14T09:00:00+07:00"), &late, JKT),
+            None
+        );
+        assert_eq!(
+            latest_due(at("2025-12-15T07:00:05+07:00"), &late, JKT),
+            Some(at("2025-12-15T07:00:00+07:00"))
+        );
+        // Set during its own minute: that run is due (the ticker runs it).
+        let same_minute = settings(7, 0, "2025-12-14T07:00:30+07:00");
+        assert_eq!(
+            latest_due(at("2025-12-14T07:40:00+07:00"), &same_minute, JKT),
+            Some(at("2025-12-14T07:00:00+07:00"))
+        );
     }
 }
