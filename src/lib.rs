@@ -19,6 +19,7 @@ pub mod ops;
 pub mod policy;
 pub mod queue;
 pub mod reminders;
+pub mod segments;
 pub mod state;
 pub mod suppressions;
 pub mod telemetry;

@@ -113,6 +113,11 @@ use crate::state::AppState;
         crate::admin::alerts::alertmanager,
         crate::console::routes::today,
         crate::console::routes::lookup,
+        crate::segments::routes::create,
+        crate::segments::routes::list,
+        crate::segments::routes::detail,
+        crate::segments::routes::remove,
+        crate::segments::routes::preview,
     ),
     components(schemas(ErrorEnvelope, crate::messages::read::DeliveryFilter)),
     modifiers(&BearerAuth, &OptionalBodies),
@@ -127,7 +132,8 @@ use crate::state::AppState;
          (name = "webhooks", description = "Outbound webhooks (role ops): subscriptions, signed events (Standard Webhooks 1.0), deliveries with their attempts, replay"),
          (name = "inbound", description = "What customers write to the workshop's number: the gateways' webhooks (no token: a secret path or a signature) and the list of inbound messages (role ops)"),
          (name = "alerts", description = "Alertmanager's notifications as WhatsApp messages to ADMIN_PHONES"),
-         (name = "console", description = "The workshop's console (role ops): today's reminders, and a lookup by phone, number plate or name with the number's conversation"))
+         (name = "console", description = "The workshop's console (role ops): today's reminders, and a lookup by phone, number plate or name with the number's conversation"),
+         (name = "segments", description = "Saved filters over vehicles and manual records (role ops): one recipient per number, opted-out numbers left out; preview who one reaches"))
 )]
 pub struct ApiDoc;
 

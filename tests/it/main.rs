@@ -29,6 +29,7 @@ mod queue;
 mod receipts;
 mod reminders;
 mod retries;
+mod segments;
 mod sending;
 mod suppressions;
 mod templates;
