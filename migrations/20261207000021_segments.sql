@@ -13,3 +13,6 @@ CREATE UNIQUE INDEX segments_name ON segments (lower(name));
 -- beside what was typed (`phone_normalized` is PL/pgSQL: a million calls take seconds).
 ALTER TABLE customers
     ADD COLUMN phone text GENERATED ALWAYS AS (phone_normalized(hp)) STORED;
+-- Lookups by number (the console, template sends) read the column now.
+DROP INDEX customers_phone;
+CREATE INDEX customers_phone ON customers (phone);

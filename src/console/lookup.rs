@@ -221,7 +221,7 @@ pub async fn lookup(conn: &mut PgConnection, q: &Query, months: u32) -> sqlx::Re
 /// one more than shown, to tell truncation.
 async fn customers_by_phone(conn: &mut PgConnection, phone: &str) -> sqlx::Result<Vec<Uuid>> {
     sqlx::query_scalar(
-        "SELECT id FROM customers WHERE phone_normalized(hp) = $1 ORDER BY id DESC LIMIT $2",
+        "SELECT id FROM customers WHERE phone = $1 ORDER BY id DESC LIMIT $2",
     )
     .bind(phone)
     .bind(MAX_RECORDS + 1)

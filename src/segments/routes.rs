@@ -230,8 +230,7 @@ pub async fn preview(
         reminder_type,
         interval_months: state.config.service_interval_months,
     };
-    let mut conn = state.pool.acquire().await?;
-    let (count, recipients) = query::preview(&mut conn, &spec).await?;
+    let (count, recipients) = query::preview(&state.pool, &spec).await?;
     let shown = recipients.len().min(PREVIEW as usize);
     Ok(Reply::ok(
         Preview { count, recipients },

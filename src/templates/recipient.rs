@@ -95,14 +95,14 @@ struct ManualRow {
     last_service: Option<NaiveDate>,
 }
 
-/// Customers by their phone in its normalized form (`phone_normalized(hp)`, indexed: `hp` is
-/// stored as typed); of several with one number, the one changed last.
+/// Customers by their phone in its normalized form (`customers.phone`: `phone_normalized(hp)`,
+/// stored and indexed; `hp` is kept as typed); of several with one number, the one changed last.
 async fn customers(pool: &PgPool, phones: &[&str]) -> sqlx::Result<HashMap<String, Recipient>> {
     let rows: Vec<CustomerRow> = sqlx::query_as(
         "SELECT DISTINCT ON (p.phone) p.phone, c.nama, c.salutation, c.language, v.vehicles,
                 v.no_pol, v.model, v.next_visit_date, v.last_visit_date
          FROM unnest($1::text[]) AS p(phone)
-         JOIN customers c ON phone_normalized(c.hp) = p.phone
+         JOIN customers c ON c.phone = p.phone
          LEFT JOIN LATERAL (
              SELECT count(*) OVER () AS vehicles, no_pol, model, next_visit_date, last_visit_date
              FROM vehicles WHERE customer_id = c.id LIMIT 1
