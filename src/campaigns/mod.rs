@@ -3,7 +3,12 @@
 //! `delay_days` after the previous one's last message became final and goes only to those its
 //! `only_if` keeps. [`request`] reads a new campaign, [`repo`] stores it and moves its status.
 
+pub mod driver;
+pub mod repo;
 pub mod request;
+pub mod results;
+pub mod routes;
+pub mod step;
 
 use serde::{Deserialize, Serialize};
 
