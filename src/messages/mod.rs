@@ -34,6 +34,14 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+/// Where a campaign message comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct CampaignRef {
+    pub id: Uuid,
+    pub step: i32,
+    pub variant: i32,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
@@ -289,6 +297,11 @@ pub struct Message {
     pub batch_id: Option<Uuid>,
     /// The item's `client_ref` in that batch; null when it had none, and outside a batch.
     pub client_ref: Option<String>,
+    /// A campaign's message (kind `campaign`, SPEC §15): the campaign, its step and the
+    /// recipient's variant; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[sqlx(json(nullable))]
+    pub campaign: Option<CampaignRef>,
     /// What WhatsApp reported after the gateway accepted it: null (no receipt yet, or a gateway
     /// that gives none — StarSender), `delivered`, `read` or `undelivered`. Only moves forward;
     /// `status` stays `sent`. List by it with `GET /whatsapp/messages?delivery_status=`.

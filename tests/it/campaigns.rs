@@ -7,7 +7,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Options, TestApp, ops_call, ops_get, ops_post, ready, wait_until, window_excluding_now,
+    Options, Receiver, TestApp, ops_call, ops_get, ops_post, ready, wait_until,
+    window_excluding_now,
 };
 use crate::inbound::{TOKEN, inbound};
 
@@ -18,6 +19,7 @@ async fn app(window: String) -> TestApp {
         env: vec![
             ("SEND_WINDOW", window),
             ("INBOUND_STARSENDER_TOKEN", TOKEN.into()),
+            ("WEBHOOK_ALLOW_PRIVATE", "true".into()),
         ],
         ..Options::default()
     })
@@ -144,6 +146,9 @@ async fn a_no_reply_follow_up_skips_the_recipient_who_answered() {
                           "only_if": "no_reply"}]}),
     )
     .await;
+    // Each step is a §11 batch: `batch.finished` when its last message is final.
+    let receiver = Receiver::start().await;
+    crate::webhooks::subscribe(&app, &receiver, &["batch.finished"]).await;
     act(&app, &id, "start").await;
     app.gateway.wait_sent(3, WITHIN).await;
     // The first step is done once its last message is final; the next is due a day later.
@@ -176,6 +181,23 @@ async fn a_no_reply_follow_up_skips_the_recipient_who_answered() {
     assert_eq!(again, ["6281300000000", "6281300000002"], "{calls:?}");
     let replied = &done["results"][0]["replied"];
     assert_eq!(replied, 1, "{done}");
+    let finished = receiver.wait_for(2, WITHIN).await;
+    for (step, total) in [(0, 3), (1, 2)] {
+        let batch = &done["steps"][step]["batch_id"];
+        let event = finished
+            .iter()
+            .find(|r| &r.json["data"]["batch_id"] == batch)
+            .unwrap_or_else(|| panic!("no batch.finished for step {step}: {finished:?}"));
+        assert!(event.verified());
+        assert_eq!(event.json["data"]["total"], total);
+        assert_eq!(event.json["data"]["sent"], total);
+    }
+    // Its messages say where they came from.
+    let listed = ops_get(&app, "/whatsapp/messages?kind=campaign&limit=10").await;
+    let first = &listed["items"][0];
+    assert_eq!(first["campaign"]["id"], id.as_str(), "{first}");
+    assert_eq!(first["campaign"]["step"], 1);
+    assert_eq!(first["campaign"]["variant"], 0);
 }
 
 #[tokio::test]
