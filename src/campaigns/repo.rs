@@ -267,31 +267,23 @@ pub async fn cancel(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<u64>> {
 /// `running`/`scheduled` → `paused`: no step starts, and its messages waiting to be sent are
 /// parked (`queue::park`). Returns how many; `None` when the status does not allow it.
 pub async fn pause(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<u64>> {
-    let mut tx = pool.begin().await?;
-    let moved = sqlx::query(
-        "UPDATE campaigns SET status = 'paused' WHERE id = $1 AND status IN ('scheduled', 'running')",
-    )
-    .bind(id)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if moved == 0 {
-        return Ok(None);
-    }
-    let jobs = unsent_jobs(&mut tx, id).await?;
-    let parked = crate::queue::park(&mut tx, &jobs).await?;
-    tx.commit().await?;
-    Ok(Some(parked))
+    hold(pool, id, true).await
 }
 
 /// `paused` → `running` (or `scheduled` when its `start_at` is still ahead): its parked messages
 /// are due now. Returns how many; `None` when the status does not allow it.
 pub async fn resume(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<u64>> {
+    hold(pool, id, false).await
+}
+
+async fn hold(pool: &PgPool, id: Uuid, pause: bool) -> sqlx::Result<Option<u64>> {
     let mut tx = pool.begin().await?;
-    let moved = sqlx::query(
+    let moved = sqlx::query(if pause {
+        "UPDATE campaigns SET status = 'paused' WHERE id = $1 AND status IN ('scheduled', 'running')"
+    } else {
         "UPDATE campaigns SET status = CASE WHEN start_at > now() THEN 'scheduled' ELSE 'running' END
-         WHERE id = $1 AND status = 'paused'",
-    )
+         WHERE id = $1 AND status = 'paused'"
+    })
     .bind(id)
     .execute(&mut *tx)
     .await?
@@ -300,9 +292,13 @@ pub async fn resume(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<u64>> {
         return Ok(None);
     }
     let jobs = unsent_jobs(&mut tx, id).await?;
-    let woken = crate::queue::unpark(&mut tx, &jobs).await?;
+    let n = if pause {
+        crate::queue::park(&mut tx, &jobs).await?
+    } else {
+        crate::queue::unpark(&mut tx, &jobs).await?
+    };
     tx.commit().await?;
-    Ok(Some(woken))
+    Ok(Some(n))
 }
 
 async fn unsent_jobs(conn: &mut sqlx::PgConnection, id: Uuid) -> sqlx::Result<Vec<String>> {

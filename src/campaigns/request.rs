@@ -40,18 +40,7 @@ pub struct NewCampaign {
 
 pub fn validate(body: &Map<String, Value>) -> Result<NewCampaign, Vec<FieldError>> {
     let mut f = Fields::new(body);
-    let name = f.required_str("name").and_then(|raw| {
-        let name = raw.trim();
-        let n = name.chars().count();
-        if n == 0 || n > MAX_NAME_CHARS {
-            f.errors.push(FieldError::new(
-                "name",
-                format!("must be 1 to {MAX_NAME_CHARS} characters (got {n})"),
-            ));
-            return None;
-        }
-        Some(name.to_owned())
-    });
+    let name = f.text("name", MAX_NAME_CHARS, true);
     let reminder_type = f.optional_bool("reminder_type").unwrap_or(false);
     let start_at = f.optional_time("start_at");
     let expires_after_secs = f.optional_i64("expires_after").and_then(|secs| {

@@ -262,12 +262,7 @@ async fn a_bad_campaign_is_refused_field_by_field() {
     )
     .await;
     assert_eq!(status, 422, "{reply}");
-    let fields: Vec<&str> = reply["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
+    let fields = crate::helpers::fields(&reply);
     assert_eq!(fields, ["segment_id", "steps[0].variants[0].template_key"]);
     let (status, _) = ops_call(&app, Method::GET, "/campaigns/not-an-id", None).await;
     assert_eq!(status, 404);
