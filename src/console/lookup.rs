@@ -220,13 +220,11 @@ pub async fn lookup(conn: &mut PgConnection, q: &Query, months: u32) -> sqlx::Re
 /// Customers whose `hp`, normalized, is `phone` (the fan-out's reading of `hp`), newest first;
 /// one more than shown, to tell truncation.
 async fn customers_by_phone(conn: &mut PgConnection, phone: &str) -> sqlx::Result<Vec<Uuid>> {
-    sqlx::query_scalar(
-        "SELECT id FROM customers WHERE phone = $1 ORDER BY id DESC LIMIT $2",
-    )
-    .bind(phone)
-    .bind(MAX_RECORDS + 1)
-    .fetch_all(&mut *conn)
-    .await
+    sqlx::query_scalar("SELECT id FROM customers WHERE phone = $1 ORDER BY id DESC LIMIT $2")
+        .bind(phone)
+        .bind(MAX_RECORDS + 1)
+        .fetch_all(&mut *conn)
+        .await
 }
 
 /// Customers whose name or one of whose number plates contains `text` (case-insensitive; a

@@ -118,6 +118,13 @@ use crate::state::AppState;
         crate::segments::routes::detail,
         crate::segments::routes::remove,
         crate::segments::routes::preview,
+        crate::campaigns::routes::create,
+        crate::campaigns::routes::list,
+        crate::campaigns::routes::detail,
+        crate::campaigns::routes::start,
+        crate::campaigns::routes::pause,
+        crate::campaigns::routes::resume,
+        crate::campaigns::routes::cancel,
     ),
     components(schemas(ErrorEnvelope, crate::messages::read::DeliveryFilter)),
     modifiers(&BearerAuth, &OptionalBodies),
@@ -133,7 +140,8 @@ use crate::state::AppState;
          (name = "inbound", description = "What customers write to the workshop's number: the gateways' webhooks (no token: a secret path or a signature) and the list of inbound messages (role ops)"),
          (name = "alerts", description = "Alertmanager's notifications as WhatsApp messages to ADMIN_PHONES"),
          (name = "console", description = "The workshop's console (role ops): today's reminders, and a lookup by phone, number plate or name with the number's conversation"),
-         (name = "segments", description = "Saved filters over vehicles and manual records (role ops): one recipient per number, opted-out numbers left out; preview who one reaches"))
+         (name = "segments", description = "Saved filters over vehicles and manual records (role ops): one recipient per number, opted-out numbers left out; preview who one reaches"),
+         (name = "campaigns", description = "Campaigns (role ops): steps with weighted template variants (and holdouts) sent to a segment as §11 batches, follow-ups with only_if, results per step and variant"))
 )]
 pub struct ApiDoc;
 

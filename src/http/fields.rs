@@ -75,6 +75,22 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// A string, trimmed, of 1 to `max` characters (`required`: absent is an error too).
+    pub fn text(&mut self, field: &str, max: usize, required: bool) -> Option<String> {
+        let raw = if required {
+            self.required_str(field)
+        } else {
+            self.optional_str(field)
+        }?;
+        let text = raw.trim();
+        let n = text.chars().count();
+        if n == 0 || n > max {
+            self.error(field, format!("must be 1 to {max} characters (got {n})"));
+            return None;
+        }
+        Some(text.to_owned())
+    }
+
     /// An optional RFC 3339 time.
     pub fn optional_time(&mut self, field: &str) -> Option<chrono::DateTime<chrono::Utc>> {
         let raw = self.optional_str(field)?;

@@ -79,6 +79,7 @@ pub fn router(state: AppState, surface: Surface) -> Router {
             .merge(crate::inbound::cloud_routes::router())
             .merge(crate::admin::alerts::router())
             .merge(crate::segments::routes::router())
+            .merge(crate::campaigns::routes::router())
             .merge(docs::router());
     }
     app.fallback(not_found)

@@ -37,6 +37,11 @@ pub fn start(
         shutdown.clone(),
     ));
     tokio::spawn(expiry::run(pool.clone(), shutdown.clone()));
+    tokio::spawn(crate::campaigns::driver::run(
+        pool.clone(),
+        config.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(crate::admin::summary::run(
         pool.clone(),
         config.clone(),

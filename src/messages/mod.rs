@@ -34,6 +34,14 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+/// Where a campaign message comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct CampaignRef {
+    pub id: Uuid,
+    pub step: i32,
+    pub variant: i32,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
@@ -48,15 +56,20 @@ pub enum Kind {
     /// To the workshop's own `ADMIN_PHONES` (alerts, the daily summary): not held by the send
     /// window, not stopped by the opt-out list.
     Admin,
+    /// One recipient's message of a campaign (SPEC §15): promotional, so it waits for the send
+    /// window like a reminder and an opt-out of scope `all` stops it; in the send queue it is
+    /// bulk ([`crate::queue::Class::Bulk`]) and yields to every other kind.
+    Campaign,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Adhoc,
         Kind::Maintenance,
         Kind::Manual,
         Kind::System,
         Kind::Admin,
+        Kind::Campaign,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +79,7 @@ impl Kind {
             Kind::Manual => "manual",
             Kind::System => "system",
             Kind::Admin => "admin",
+            Kind::Campaign => "campaign",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -80,7 +94,7 @@ impl Kind {
     /// Whether messages of this kind wait for the send window by themselves (an ad-hoc send
     /// only with `respect_window`).
     pub fn keeps_window(self) -> bool {
-        matches!(self, Kind::Maintenance | Kind::Manual)
+        matches!(self, Kind::Maintenance | Kind::Manual | Kind::Campaign)
     }
 }
 
@@ -283,6 +297,11 @@ pub struct Message {
     pub batch_id: Option<Uuid>,
     /// The item's `client_ref` in that batch; null when it had none, and outside a batch.
     pub client_ref: Option<String>,
+    /// A campaign's message (kind `campaign`, SPEC §15): the campaign, its step and the
+    /// recipient's variant; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[sqlx(json(nullable))]
+    pub campaign: Option<CampaignRef>,
     /// What WhatsApp reported after the gateway accepted it: null (no receipt yet, or a gateway
     /// that gives none — StarSender), `delivered`, `read` or `undelivered`. Only moves forward;
     /// `status` stays `sent`. List by it with `GET /whatsapp/messages?delivery_status=`.

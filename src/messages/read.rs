@@ -19,7 +19,9 @@ macro_rules! columns {
          undelivered_reason, undelivered_code, gateway_message_id, job_id, created_at, updated_at, \
          CASE WHEN template_key IS NOT NULL THEN jsonb_build_object('key', template_key, \
          'version', template_version, 'language', template_language, 'values', template_values) \
-         END AS template"
+         END AS template, \
+         CASE WHEN campaign_id IS NOT NULL THEN jsonb_build_object('id', campaign_id, \
+         'step', campaign_step, 'variant', campaign_variant) END AS campaign"
     };
 }
 pub(super) use columns;

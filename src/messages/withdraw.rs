@@ -55,6 +55,39 @@ pub async fn cancel_for_recipient(
     Ok(rows.into_iter().map(|r| r.1).collect())
 }
 
+/// What a cancelled campaign's unsent messages say (`last_error`).
+pub const CAMPAIGN_CANCELLED: &str = "campaign cancelled";
+
+/// A campaign cancelled (SPEC §15): its messages not yet sent (`queued` or `retrying`) are
+/// cancelled with `last_error` = [`CAMPAIGN_CANCELLED`], their waiting jobs too, on the caller's
+/// transaction; one being sent right now is left to finish. Returns how many.
+pub async fn cancel_for_campaign(conn: &mut PgConnection, campaign: Uuid) -> sqlx::Result<u64> {
+    // Rows are locked in id order, as `claim::claim_many` locks them: no deadlock with a claim.
+    let rows: Vec<(Uuid, Option<String>)> = sqlx::query_as(
+        "WITH picked AS (
+            SELECT id FROM messages
+            WHERE campaign_id = $1 AND status IN ('queued', 'retrying')
+            ORDER BY id FOR UPDATE
+         )
+         UPDATE messages SET status = 'cancelled', cancelled_at = now(), last_error = $2,
+                next_attempt_at = NULL, held_until = NULL, held_reason = NULL, updated_at = now()
+         FROM picked WHERE messages.id = picked.id
+         RETURNING messages.id, messages.job_id",
+    )
+    .bind(campaign)
+    .bind(CAMPAIGN_CANCELLED)
+    .fetch_all(&mut *conn)
+    .await?;
+    let job_ids: Vec<String> = rows.iter().filter_map(|r| r.1.clone()).collect();
+    queue::cancel_waiting_many(&mut *conn, &job_ids).await?;
+    let changes: Vec<Change> = rows
+        .iter()
+        .map(|r| Change::new(r.0, Status::Cancelled, Some(CAMPAIGN_CANCELLED.to_owned())))
+        .collect();
+    follow(conn, &changes).await?;
+    Ok(rows.len() as u64)
+}
+
 pub enum Cancelled {
     Done(Box<Message>),
     NotFound,

@@ -262,6 +262,36 @@ pub async fn wake(conn: &mut PgConnection, job_ids: &[String]) -> sqlx::Result<u
     Ok(done.rows_affected())
 }
 
+/// Parks waiting jobs — due later, or failed and waiting for a retry — until [`unpark`] (a paused
+/// campaign's): never due meanwhile. Jobs a worker holds are left alone. Returns how many.
+pub async fn park(conn: &mut PgConnection, job_ids: &[String]) -> sqlx::Result<u64> {
+    if job_ids.is_empty() {
+        return Ok(0);
+    }
+    let done = sqlx::query(
+        "UPDATE apalis.jobs SET run_at = 'infinity'
+         WHERE id = ANY($1) AND (status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts))",
+    )
+    .bind(job_ids)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Parked jobs ([`park`]) are due now. Returns how many.
+pub async fn unpark(conn: &mut PgConnection, job_ids: &[String]) -> sqlx::Result<u64> {
+    if job_ids.is_empty() {
+        return Ok(0);
+    }
+    let done = sqlx::query(
+        "UPDATE apalis.jobs SET run_at = now() WHERE id = ANY($1) AND run_at = 'infinity'",
+    )
+    .bind(job_ids)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// [`cancel_waiting`] for many jobs in one statement (rows locked in id order). Returns how many
 /// were cancelled.
 pub async fn cancel_waiting_many(conn: &mut PgConnection, job_ids: &[String]) -> sqlx::Result<u64> {

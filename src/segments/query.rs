@@ -213,3 +213,14 @@ pub async fn preview(pool: &PgPool, spec: &Spec<'_>) -> sqlx::Result<(i64, Vec<R
     let total = rows.first().map_or(0, |r| r.total);
     Ok((total, rows.into_iter().map(|r| r.recipient).collect()))
 }
+
+/// Every recipient of `spec` (a campaign step's snapshot), on the caller's transaction (begun
+/// with [`begin`]).
+pub async fn all(conn: &mut sqlx::PgConnection, spec: &Spec<'_>) -> sqlx::Result<Vec<Recipient>> {
+    let mut q = recipients_cte(spec);
+    q.text.push_str("SELECT * FROM d ORDER BY phone");
+    let (text, args) = check(q)?;
+    sqlx::query_as_with(sqlx::AssertSqlSafe(text), args)
+        .fetch_all(conn)
+        .await
+}

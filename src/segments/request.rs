@@ -42,23 +42,7 @@ pub struct Valid {
 /// `{name?, source?, filters?}`; `name_required` for a segment to save.
 pub fn validate(body: &Map<String, Value>, name_required: bool) -> Result<Valid, Vec<FieldError>> {
     let mut f = Fields::new(body);
-    let name = if name_required {
-        f.required_str("name")
-    } else {
-        f.optional_str("name")
-    };
-    let name = name.and_then(|raw| {
-        let name = raw.trim();
-        let n = name.chars().count();
-        if n == 0 || n > MAX_NAME_CHARS {
-            f.errors.push(FieldError::new(
-                "name",
-                format!("must be 1 to {MAX_NAME_CHARS} characters (got {n})"),
-            ));
-            return None;
-        }
-        Some(name.to_owned())
-    });
+    let name = f.text("name", MAX_NAME_CHARS, name_required);
     let source = match f.optional_str("source") {
         None => Source::default(),
         Some(raw) => Source::parse(raw).unwrap_or_else(|| {
@@ -103,18 +87,7 @@ fn filters(map: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Filters {
             format!("unknown filter; known: {}", FILTERS.join(", ")),
         ));
     }
-    let model = f.optional_str("model").and_then(|raw| {
-        let model = raw.trim();
-        let n = model.chars().count();
-        if n == 0 || n > MAX_MODEL_CHARS {
-            f.errors.push(FieldError::new(
-                "model",
-                format!("must be 1 to {MAX_MODEL_CHARS} characters (got {n})"),
-            ));
-            return None;
-        }
-        Some(model.to_owned())
-    });
+    let model = f.text("model", MAX_MODEL_CHARS, false);
     let date = |f: &mut Fields, name: &str| {
         let raw = f.optional_str(name)?;
         let date = parse_date(raw);

@@ -139,12 +139,7 @@ async fn bad_notifications_are_refused_and_clients_may_not_send_them() {
     empty["status"] = json!("pending");
     let (status, reply) = notify(&app, &empty).await;
     assert_eq!(status, 422, "{reply}");
-    let fields: Vec<&str> = reply["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
+    let fields = crate::helpers::fields(&reply);
     assert_eq!(fields, ["status", "alerts"]);
     // A client token (not ops) may not.
     let (status, _) = app

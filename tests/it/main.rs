@@ -7,6 +7,7 @@ mod admin_alerts;
 mod admin_summary;
 mod auth;
 mod batch;
+mod campaigns;
 mod cloud_api;
 mod cloud_drill;
 mod cloud_rules;

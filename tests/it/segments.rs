@@ -250,12 +250,7 @@ async fn segments_are_saved_listed_read_previewed_and_deleted() {
     )
     .await;
     assert_eq!(status, 422, "{bad}");
-    let fields: Vec<&str> = bad["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
+    let fields = crate::helpers::fields(&bad);
     assert_eq!(fields, ["filters.colour", "filters.due_from"]);
     // A client token may not.
     let (status, _) = app.call(app.post("/segments").json(&body)).await;

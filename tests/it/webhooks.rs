@@ -36,7 +36,7 @@ async fn app(extra: &[(&'static str, &str)]) -> TestApp {
 }
 
 /// Subscribes `receiver` to `events`; it trusts the secret. Returns the subscription's id.
-async fn subscribe(app: &TestApp, receiver: &Receiver, events: &[&str]) -> String {
+pub async fn subscribe(app: &TestApp, receiver: &Receiver, events: &[&str]) -> String {
     let (status, body) = ops_post(
         app,
         "/webhooks",
