@@ -1,5 +1,5 @@
 //! What moves campaigns along, in every process with workers every [`EVERY`]: a scheduled
-//! campaign whose `start_at` came runs; a running step whose batch has no open message left is
+//! campaign whose `start_at` came runs; a paused one's messages stay parked; a running step whose batch has no open message left is
 //! done, and the next step becomes due `delay_days` after (or the campaign is finished); a due
 //! step of a running campaign starts ([`super::step::start`]: one process wins each).
 
@@ -34,6 +34,17 @@ pub async fn run(pool: PgPool, config: Arc<Config>, shutdown: CancellationToken)
 pub async fn once(pool: &PgPool, config: &Config) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE campaigns SET status = 'running' WHERE status = 'scheduled' AND start_at <= now()",
+    )
+    .execute(pool)
+    .await?;
+    // A paused campaign's message that a worker held when it was paused, and snoozed after
+    // (the window, the spacing), is parked like the rest.
+    sqlx::query(
+        "UPDATE apalis.jobs SET run_at = 'infinity'
+         WHERE id IN (SELECT m.job_id FROM messages m JOIN campaigns c ON c.id = m.campaign_id
+                      WHERE c.status = 'paused' AND m.status IN ('queued', 'retrying'))
+           AND run_at <> 'infinity'
+           AND (status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts))",
     )
     .execute(pool)
     .await?;

@@ -247,14 +247,15 @@ pub async fn cancel_waiting(conn: &mut PgConnection, job_id: &str) -> sqlx::Resu
 }
 
 /// Makes waiting jobs due now (their `run_at` was a snooze's), without touching their attempts.
-/// Jobs a worker holds are left alone.
+/// Jobs a worker holds are left alone, and so are parked ones ([`park`]: only [`unpark`] wakes
+/// them).
 pub async fn wake(conn: &mut PgConnection, job_ids: &[String]) -> sqlx::Result<u64> {
     if job_ids.is_empty() {
         return Ok(0);
     }
     let done = sqlx::query(
         "UPDATE apalis.jobs SET run_at = now()
-         WHERE id = ANY($1) AND status = 'Pending' AND run_at > now()",
+         WHERE id = ANY($1) AND status = 'Pending' AND run_at > now() AND run_at <> 'infinity'",
     )
     .bind(job_ids)
     .execute(conn)

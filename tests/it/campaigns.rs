@@ -235,6 +235,24 @@ async fn campaign_messages_wait_for_the_window_and_cancel_stops_them() {
     assert_eq!(act(&app, &id, "pause").await.0, 200);
     let parked = "SELECT count(*) FROM apalis.jobs WHERE run_at = 'infinity'";
     assert_eq!(app.count(parked).await, sent_to);
+    // A policy change wakes held messages; parked ones stay parked.
+    crate::helpers::ops_ok(
+        &app,
+        Method::PUT,
+        "/ops/policy",
+        Some(json!({"recipient_min_interval_secs": 7})),
+    )
+    .await;
+    wait_until(WITHIN, async || {
+        let woken = app
+            .count("SELECT count(*) FROM apalis.jobs WHERE run_at <= now() AND status = 'Pending'")
+            .await;
+        let parked_now = app.count(parked).await;
+        ready(parked_now == sent_to && woken == 0, || {
+            format!("{parked_now} parked, {woken} due")
+        })
+    })
+    .await;
     assert_eq!(act(&app, &id, "resume").await.0, 200);
     assert_eq!(app.count(parked).await, 0);
     let (status, cancelled) = act(&app, &id, "cancel").await;
