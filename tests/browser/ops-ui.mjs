@@ -16,7 +16,8 @@
 // filtered by status, a number found in another spelling with its customer and conversation,
 // opted out and in, an unsent message cancelled and a failed one requeued. Last, the campaigns
 // panel at 390×844: a segment previewed and saved, a two-variant campaign made, started and
-// followed to `finished` with its results per variant, start/pause/resume and a 409 shown. Both HTML pages
+// followed to `finished` with its results per variant, start/pause/resume/cancel and a 409 shown,
+// a holdout and a follow-up step, the segment deleted. Both HTML pages
 // (/ops/ui, then /docs) must work under their Content-Security-Policy (no violation in the
 // console). It saves screenshots (target/ops-ui.png; the templates card in
 // target/ops-ui-templates.png, the messages card in target/ops-ui-messages.png, the webhooks panel in
@@ -782,7 +783,9 @@ async function webhooksChecks({ page, base, token, cleanup }) {
 // results table shows both variants, not holdouts, with `sent` summing to the recipients and the
 // sent rate at 100 %. Then a campaign starting tomorrow: Start (scheduled), Pause, Resume on the
 // page, and a Pause left on the page after the campaign was cancelled elsewhere shows the 409's
-// message. Nothing in the panel is wider than the screen.
+// message. A campaign from the form's filters with a holdout and a no_reply follow-up step is
+// stored as the form says and cancelled on the page; the saved segment is deleted on the page.
+// Nothing in the panel is wider than the screen.
 async function campaignsChecks({ page, base, token, gw }) {
   const call = async (method, p, body, want) => {
     const r = await api(base, token, method, p, body);
@@ -916,13 +919,47 @@ async function campaignsChecks({ page, base, token, gw }) {
   await card('flash').filter({ hasText: /\(409\): a cancelled campaign cannot pause/ }).waitFor();
   await laterRow.and(page.locator('[data-status="cancelled"]')).waitFor();
   log(`campaigns: start/pause/resume on the page; a stale Pause shows "${(await card('flash').textContent()).trim()}"`);
+
+  // From the form's filters: a holdout beside a template, and a follow-up step; then Cancel on the page.
+  await card('campaign-segment').selectOption('');
+  await card('campaign-name').fill('Promo lanjutan');
+  await card('variant-0-1-holdout').check();
+  if (!(await card('variant-0-1-template').isDisabled())) throw new Error('a holdout variant still offers a template');
+  await card('variant-0-1-weight').fill('10');
+  await card('campaign-step2').check();
+  await card('variant-1-0-template').selectOption('promo_b');
+  await card('variant-1-0-weight').fill('1');
+  await card('campaign-delay').fill('3');
+  await card('campaign-only-if').selectOption('no_reply');
+  await card('campaign-create').click();
+  await card('flash').filter({ hasText: /Campaign "Promo lanjutan" made \(draft\)/ }).waitFor();
+  const follow = ((await call('GET', '/campaigns', undefined, [200])).json.data || []).find((c) => c.name === 'Promo lanjutan');
+  const followDetail = (await call('GET', `/campaigns/${follow.id}`, undefined, [200])).json.data;
+  const shape = JSON.stringify({ segment_id: followDetail.segment_id, source: followDetail.source, filters: followDetail.filters,
+    steps: followDetail.steps.map((st) => ({ variants: st.variants, delay_days: st.delay_days, only_if: st.only_if })) });
+  const want = JSON.stringify({ segment_id: null, source: 'vehicles', filters: { model: 'xenia kampanye' },
+    steps: [{ variants: [{ template_key: 'promo_a', weight: 50 }, { weight: 10, holdout: true }], delay_days: 0, only_if: undefined },
+      { variants: [{ template_key: 'promo_b', weight: 1 }], delay_days: 3, only_if: 'no_reply' }] });
+  if (shape !== want) throw new Error(`the campaign made on the page: ${shape}, want ${want}`);
+  await card('campaign-step-row-1').filter({ hasText: 'only if no_reply' }).waitFor();
+  await card(`campaign-cancel-${follow.id}`).click();
+  await card(`campaign-row-${follow.id}`).and(page.locator('[data-status="cancelled"]')).waitFor();
+  log('campaigns: a holdout and a no_reply follow-up made from the form\'s filters, cancelled on the page');
+
+  // Delete the saved segment: the campaigns keep their copy of its filters.
+  await card(`segment-delete-${segment.id}`).click();
+  await card(`segment-row-${segment.id}`).waitFor({ state: 'detached' });
+  await call('GET', `/segments/${segment.id}`, undefined, [404]);
+  if ((await card('campaign-segment').locator(`option[value="${segment.id}"]`).count()) !== 0) throw new Error('a deleted segment is still offered');
+  await card(`campaign-row-${made.id}`).filter({ hasText: 'model ~ xenia kampanye' }).waitFor();
+  log('campaigns: the saved segment deleted on the page');
   await card('auto-refresh').check();
 
   // Back to the finished one: its results, and the panel on a phone.
   await card(`campaign-results-${made.id}`).click();
   await card('campaign-detail-title').filter({ hasText: 'Promo Xenia' }).waitFor();
   await card('result-row-0-1').waitFor();
-  await card(`segment-preview-${segment.id}`).click();
+  await card('segment-preview').click();
   await card('segment-preview-count').filter({ hasText: new RegExp(`^${N}$`) }).waitFor();
   const overflow = await page.evaluate(() => {
     const c = document.getElementById('campaigns-card');
