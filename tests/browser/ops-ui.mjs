@@ -897,6 +897,13 @@ async function campaignsChecks({ page, base, token, gw }) {
   if (recipients !== N || sent !== recipients) throw new Error(`results: ${sent} sent of ${recipients} recipients`);
   const campaignCalls = gw.requests.slice(sentBefore).filter((r) => phones.some((p) => r.body.includes(p)));
   if (campaignCalls.length !== N) throw new Error(`the gateway got ${campaignCalls.length} campaign messages, want ${N}`);
+  // What the gateway got per template is what the table shows per variant.
+  const texts = campaignCalls.map((r) => JSON.parse(r.body).body || '');
+  const gotA = texts.filter((t) => t.startsWith('Halo Pelanggan Kampanye') && t.includes('promo A')).length;
+  const gotB = texts.filter((t) => t.startsWith('Halo Pelanggan Kampanye') && t.includes('promo B')).length;
+  if (gotA !== await num('result-0-0-sent') || gotB !== await num('result-0-1-sent')) {
+    throw new Error(`the gateway got ${gotA} promo A and ${gotB} promo B messages: ${JSON.stringify(texts.slice(0, 3))}`);
+  }
   log(`campaigns: finished; results per variant ${results.map((r) => `${r.variant}: ${r.sent}/${r.recipients} sent`).join(', ')}`);
 
   // Scheduled → paused → scheduled on the page; a stale Pause after a cancel elsewhere → the 409's message.
