@@ -14,12 +14,16 @@
 // panel on a phone-sized screen. The console at 390×844 (run right after the requeue flow, before
 // the policy checks add spacing between messages to one number): today's reminder listed and
 // filtered by status, a number found in another spelling with its customer and conversation,
-// opted out and in, an unsent message cancelled and a failed one requeued. Both HTML pages
+// opted out and in, an unsent message cancelled and a failed one requeued. Last, the campaigns
+// panel at 390×844: a segment previewed and saved, a two-variant campaign made, started and
+// followed to `finished` with its results per variant, start/pause/resume/cancel and a 409 shown,
+// a holdout and a follow-up step, the segment deleted. Both HTML pages
 // (/ops/ui, then /docs) must work under their Content-Security-Policy (no violation in the
 // console). It saves screenshots (target/ops-ui.png; the templates card in
 // target/ops-ui-templates.png, the messages card in target/ops-ui-messages.png, the webhooks panel in
 // target/ops-ui-webhooks.png and target/ops-ui-webhooks-phone.png, the console in
-// target/ops-ui-console-phone.png) and always cleans
+// target/ops-ui-console-phone.png, the campaigns panel in target/ops-ui-campaigns.png and
+// target/ops-ui-campaigns-phone.png) and always cleans
 // up (service, gateway, browser, scratch database).
 //
 // Environment: BENGKEL_BIN (default target/debug/bengkel-whatsapp), TEST_DATABASE_URL (a superuser
@@ -771,6 +775,215 @@ async function webhooksChecks({ page, base, token, cleanup }) {
   log('deleted from the page (GET → 404)');
 }
 
+// ---------- the campaigns panel (README "Campaigns") ----------
+// On a phone-sized screen: twelve customers whose vehicles have a model nobody else's has and two
+// custom templates; a segment previewed on the page (its count and its numbers, as the API
+// answers) and saved; a 422 shown by the campaign form; a two-variant campaign made on the page
+// from the saved segment, started, and followed by the page's auto-refresh until `finished`; the
+// results table shows both variants, not holdouts, with `sent` summing to the recipients and the
+// sent rate at 100 %. Then a campaign starting tomorrow: Start (scheduled), Pause, Resume on the
+// page, and a Pause left on the page after the campaign was cancelled elsewhere shows the 409's
+// message. A campaign from the form's filters with a holdout and a no_reply follow-up step is
+// stored as the form says and cancelled on the page; the saved segment is deleted on the page.
+// Nothing in the panel is wider than the screen.
+async function campaignsChecks({ page, base, token, gw }) {
+  const call = async (method, p, body, want) => {
+    const r = await api(base, token, method, p, body);
+    if (want && !want.includes(r.status)) throw new Error(`${method} ${p} → ${r.status} ${r.text}`);
+    return r;
+  };
+  const card = (id) => page.getByTestId(id);
+  const MODEL = 'Xenia Kampanye';
+  // Twelve, so that a 50/50 split leaves a variant empty only once in 2,048 campaign ids.
+  const N = 12;
+  const phones = [];
+  for (let i = 1; i <= N; i++) {
+    const nn = String(i).padStart(2, '0');
+    phones.push(`62812666600${nn}`);
+    await call('POST', '/customers', { nama: `Pelanggan Kampanye ${i}`, hp: `0812 6666 00${nn}`,
+      vehicles: [{ no_pol: `B 66${nn} KP`, model: MODEL, next_visit_date: `2027-01-${nn}` }] }, [201]);
+  }
+  await call('PUT', '/templates/promo_a', { body: 'Halo {nama}, promo A: cuci gratis untuk {no_pol}.' }, [200, 201]);
+  await call('PUT', '/templates/promo_b', { body: 'Halo {nama}, promo B: diskon oli 20%.' }, [200, 201]);
+  const wanted = (await call('POST', '/segments/preview', { source: 'vehicles', filters: { model: 'xenia kampanye' } }, [200])).json.data;
+  if (wanted.count !== N) throw new Error(`POST /segments/preview of the seeded model: ${JSON.stringify(wanted)}`);
+  const sentBefore = gw.requests.length;
+
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.goto(`${base}/ops/ui`);
+  await card('campaigns-card').waitFor();
+  // The templates just made are offered to the variants once GET /templates has answered.
+  await card('variant-0-0-template').locator('option[value="promo_b"]').waitFor({ state: 'attached' });
+
+  // Preview a segment from the form's filters: the count and the first recipients.
+  await card('segment-source').selectOption('vehicles');
+  await card('segment-model').fill('xenia kampanye');
+  await card('segment-preview').click();
+  await card('segment-preview-count').filter({ hasText: new RegExp(`^${N}$`) }).waitFor();
+  for (const p of phones) await card(`segment-preview-row-${p}`).waitFor();
+  const firstRow = (await card(`segment-preview-row-${phones[0]}`).innerText()).replace(/\s+/g, ' ');
+  if (!firstRow.includes('Pelanggan Kampanye 1') || !firstRow.includes('B 6601 KP') || !firstRow.includes('2027-01-01')) {
+    throw new Error(`preview row: ${firstRow}`);
+  }
+  log(`campaigns: segment preview on the page shows ${wanted.count} recipients (${firstRow})`);
+
+  // Save it: listed, and chosen for the next campaign.
+  await card('segment-name').fill('Xenia Kampanye');
+  await card('segment-save').click();
+  await card('flash').filter({ hasText: /Segment "Xenia Kampanye" saved/ }).waitFor();
+  const segment = ((await call('GET', '/segments', undefined, [200])).json.data || []).find((s) => s.name === 'Xenia Kampanye');
+  if (!segment || segment.source !== 'vehicles' || segment.filters.model !== 'xenia kampanye') {
+    throw new Error(`GET /segments after saving on the page: ${JSON.stringify(segment)}`);
+  }
+  await card(`segment-row-${segment.id}`).waitFor();
+  if ((await card('campaign-segment').inputValue()) !== segment.id) throw new Error('the saved segment is not chosen for the campaign');
+
+  // A campaign without a name or templates: the 422's fields by the form.
+  await card('campaign-create').click();
+  await card('campaign-errors').locator('li', { hasText: /^name: / }).waitFor();
+  await card('campaign-errors').locator('li', { hasText: 'steps[0].variants[0].template_key' }).waitFor();
+  log(`campaigns: a 422 listed by the form: ${(await card('campaign-errors').innerText()).replace(/\n/g, ' | ')}`);
+
+  // Two variants, 50/50, made (draft) and started from the page.
+  await card('campaign-name').fill('Promo Xenia');
+  await card('variant-0-0-template').selectOption('promo_a');
+  await card('variant-0-0-weight').fill('50');
+  await card('variant-add-0').click();
+  await card('variant-0-1-template').selectOption('promo_b');
+  await card('variant-0-1-weight').fill('50');
+  await card('campaign-create').click();
+  await card('flash').filter({ hasText: /Campaign "Promo Xenia" made \(draft\)/ }).waitFor();
+  if ((await card('campaign-errors').locator('li').count()) !== 0) throw new Error('the 422 stayed listed after a success');
+  const made = ((await call('GET', '/campaigns', undefined, [200])).json.data || []).find((c) => c.name === 'Promo Xenia');
+  if (!made || made.status !== 'draft' || made.segment_id !== segment.id) throw new Error(`GET /campaigns: ${JSON.stringify(made)}`);
+  const detail = (await call('GET', `/campaigns/${made.id}`, undefined, [200])).json.data;
+  const keys = detail.steps[0].variants.map((v) => `${v.template_key}:${v.weight}`).join(',');
+  if (detail.steps.length !== 1 || keys !== 'promo_a:50,promo_b:50') throw new Error(`the campaign's steps: ${JSON.stringify(detail.steps)}`);
+  const row = card(`campaign-row-${made.id}`);
+  await row.and(page.locator('[data-status="draft"]')).waitFor();
+  await card(`campaign-pause-${made.id}`).waitFor({ state: 'detached' });
+  await card(`campaign-start-${made.id}`).click();
+  await card('flash').filter({ hasText: /Promo Xenia: Campaign running/ }).waitFor();
+  log('campaigns: a two-variant campaign made from the saved segment and started on the page');
+
+  // The page's auto-refresh follows it to `finished`.
+  await card('campaign-detail-status').and(page.locator('[data-status="finished"]')).waitFor({ timeout: 60_000 });
+  await row.and(page.locator('[data-status="finished"]')).waitFor();
+  if ((await row.locator('button[data-testid^="campaign-start-"], button[data-testid^="campaign-pause-"], '
+    + 'button[data-testid^="campaign-resume-"], button[data-testid^="campaign-cancel-"]').count()) !== 0) {
+    throw new Error('a finished campaign still offers actions');
+  }
+  const results = (await call('GET', `/campaigns/${made.id}`, undefined, [200])).json.data.results;
+  const num = async (id) => Number((await card(id).textContent()).trim());
+  let sent = 0, recipients = 0;
+  for (const v of [0, 1]) {
+    const r = card(`result-row-0-${v}`);
+    await r.waitFor();
+    if ((await r.getAttribute('data-holdout')) !== 'false') throw new Error(`variant ${v} is marked holdout`);
+    if (!(await r.innerText()).includes(v === 0 ? 'promo_a' : 'promo_b')) throw new Error(`variant ${v} row: ${await r.innerText()}`);
+    const shown = { recipients: await num(`result-0-${v}-recipients`), sent: await num(`result-0-${v}-sent`) };
+    // The API lists a variant only once it has recipients; the page shows it with zeros before.
+    const api0 = results.find((x) => x.step === 0 && x.variant === v) || { recipients: 0, sent: 0 };
+    if (api0.recipients !== shown.recipients || api0.sent !== shown.sent) {
+      throw new Error(`variant ${v}: the page shows ${JSON.stringify(shown)}, the API ${JSON.stringify(api0)}`);
+    }
+    if (shown.recipients > 0 && (await card(`result-0-${v}-sent-rate`).textContent()).trim() !== '100 %') {
+      throw new Error(`variant ${v} sent rate: ${await card(`result-0-${v}-sent-rate`).textContent()}`);
+    }
+    sent += shown.sent;
+    recipients += shown.recipients;
+  }
+  if ((await card('campaign-results').locator('tbody tr').count()) !== 2) throw new Error('the results table has other rows than the two variants');
+  if (recipients !== N || sent !== recipients) throw new Error(`results: ${sent} sent of ${recipients} recipients`);
+  const campaignCalls = gw.requests.slice(sentBefore).filter((r) => phones.some((p) => r.body.includes(p)));
+  if (campaignCalls.length !== N) throw new Error(`the gateway got ${campaignCalls.length} campaign messages, want ${N}`);
+  // What the gateway got per template is what the table shows per variant.
+  const texts = campaignCalls.map((r) => JSON.parse(r.body).body || '');
+  const gotA = texts.filter((t) => t.startsWith('Halo Pelanggan Kampanye') && t.includes('promo A')).length;
+  const gotB = texts.filter((t) => t.startsWith('Halo Pelanggan Kampanye') && t.includes('promo B')).length;
+  if (gotA !== await num('result-0-0-sent') || gotB !== await num('result-0-1-sent')) {
+    throw new Error(`the gateway got ${gotA} promo A and ${gotB} promo B messages: ${JSON.stringify(texts.slice(0, 3))}`);
+  }
+  log(`campaigns: finished; results per variant ${results.map((r) => `${r.variant}: ${r.sent}/${r.recipients} sent`).join(', ')}`);
+
+  // Scheduled → paused → scheduled on the page; a stale Pause after a cancel elsewhere → the 409's message.
+  // Auto-refresh off meanwhile, so that the row the test clicks is the one it saw.
+  await card('auto-refresh').uncheck();
+  const tomorrow = new Date(Date.now() + 86_400_000).toISOString();
+  const later = (await call('POST', '/campaigns', { name: 'Promo besok', segment_id: segment.id, start_at: tomorrow,
+    steps: [{ variants: [{ template_key: 'promo_a', weight: 1 }] }] }, [201])).json.data;
+  await card('refresh').click();
+  const laterRow = card(`campaign-row-${later.id}`);
+  await laterRow.and(page.locator('[data-status="draft"]')).waitFor();
+  await card(`campaign-start-${later.id}`).click();
+  await laterRow.and(page.locator('[data-status="scheduled"]')).waitFor();
+  await card(`campaign-pause-${later.id}`).click();
+  await laterRow.and(page.locator('[data-status="paused"]')).waitFor();
+  await card(`campaign-resume-${later.id}`).click();
+  await laterRow.and(page.locator('[data-status="scheduled"]')).waitFor();
+  await call('POST', `/campaigns/${later.id}/cancel`, undefined, [200]);
+  await card(`campaign-pause-${later.id}`).click();
+  await card('flash').filter({ hasText: /\(409\): a cancelled campaign cannot pause/ }).waitFor();
+  await laterRow.and(page.locator('[data-status="cancelled"]')).waitFor();
+  log(`campaigns: start/pause/resume on the page; a stale Pause shows "${(await card('flash').textContent()).trim()}"`);
+
+  // From the form's filters: a holdout beside a template, and a follow-up step; then Cancel on the page.
+  await card('campaign-segment').selectOption('');
+  await card('campaign-name').fill('Promo lanjutan');
+  await card('variant-0-1-holdout').check();
+  if (!(await card('variant-0-1-template').isDisabled())) throw new Error('a holdout variant still offers a template');
+  await card('variant-0-1-weight').fill('10');
+  await card('campaign-step2').check();
+  await card('variant-1-0-template').selectOption('promo_b');
+  await card('variant-1-0-weight').fill('1');
+  await card('campaign-delay').fill('3');
+  await card('campaign-only-if').selectOption('no_reply');
+  await card('campaign-create').click();
+  await card('flash').filter({ hasText: /Campaign "Promo lanjutan" made \(draft\)/ }).waitFor();
+  const follow = ((await call('GET', '/campaigns', undefined, [200])).json.data || []).find((c) => c.name === 'Promo lanjutan');
+  const followDetail = (await call('GET', `/campaigns/${follow.id}`, undefined, [200])).json.data;
+  const shape = JSON.stringify({ segment_id: followDetail.segment_id, source: followDetail.source, filters: followDetail.filters,
+    steps: followDetail.steps.map((st) => ({ variants: st.variants, delay_days: st.delay_days, only_if: st.only_if })) });
+  const want = JSON.stringify({ segment_id: null, source: 'vehicles', filters: { model: 'xenia kampanye' },
+    steps: [{ variants: [{ template_key: 'promo_a', weight: 50 }, { weight: 10, holdout: true }], delay_days: 0, only_if: undefined },
+      { variants: [{ template_key: 'promo_b', weight: 1 }], delay_days: 3, only_if: 'no_reply' }] });
+  if (shape !== want) throw new Error(`the campaign made on the page: ${shape}, want ${want}`);
+  await card('campaign-step-row-1').filter({ hasText: 'only if no_reply' }).waitFor();
+  await card(`campaign-cancel-${follow.id}`).click();
+  await card(`campaign-row-${follow.id}`).and(page.locator('[data-status="cancelled"]')).waitFor();
+  log('campaigns: a holdout and a no_reply follow-up made from the form\'s filters, cancelled on the page');
+
+  // Delete the saved segment: the campaigns keep their copy of its filters.
+  await card(`segment-delete-${segment.id}`).click();
+  await card(`segment-row-${segment.id}`).waitFor({ state: 'detached' });
+  await call('GET', `/segments/${segment.id}`, undefined, [404]);
+  if ((await card('campaign-segment').locator(`option[value="${segment.id}"]`).count()) !== 0) throw new Error('a deleted segment is still offered');
+  await card(`campaign-row-${made.id}`).filter({ hasText: 'model ~ xenia kampanye' }).waitFor();
+  log('campaigns: the saved segment deleted on the page');
+  await card('auto-refresh').check();
+
+  // Back to the finished one: its results, and the panel on a phone.
+  await card(`campaign-results-${made.id}`).click();
+  await card('campaign-detail-title').filter({ hasText: 'Promo Xenia' }).waitFor();
+  await card('result-row-0-1').waitFor();
+  await card('segment-preview').click();
+  await card('segment-preview-count').filter({ hasText: new RegExp(`^${N}$`) }).waitFor();
+  const overflow = await page.evaluate(() => {
+    const c = document.getElementById('campaigns-card');
+    const wide = Array.from(c.querySelectorAll('button, input, select, td, th, .variant, .scroll, fieldset'))
+      .filter((e) => e.offsetParent !== null && e.getBoundingClientRect().right > window.innerWidth + 1)
+      .map((e) => `${e.tagName}.${e.className} ${e.getAttribute('data-testid') || ''} ${Math.round(e.getBoundingClientRect().right)}`);
+    return { cardWidth: c.scrollWidth, clientWidth: c.clientWidth, pageWidth: document.documentElement.scrollWidth, wide };
+  });
+  if (overflow.wide.length || overflow.cardWidth > overflow.clientWidth + 1 || overflow.pageWidth > 391) {
+    throw new Error(`the campaigns panel is wider than a phone: ${JSON.stringify(overflow)}`);
+  }
+  await card('campaigns-card').screenshot({ path: path.join(path.dirname(SCREENSHOT), 'ops-ui-campaigns-phone.png') });
+  await page.setViewportSize({ width: 1280, height: 900 });
+  await card('campaigns-card').screenshot({ path: path.join(path.dirname(SCREENSHOT), 'ops-ui-campaigns.png') });
+  log('campaigns: the panel fits a 390 px wide screen');
+}
+
 async function main(cleanup) {
   if (!fs.existsSync(BIN)) throw new Error(`${BIN} not found: run \`cargo build\` first (or set BENGKEL_BIN)`);
   if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found: install Debian's chromium (scripts/browser-test does)`);
@@ -976,7 +1189,11 @@ async function main(cleanup) {
 
   await webhooksChecks({ page, base, token, cleanup });
   pageChecks();
-  log('webhooks panel passed');
+  log('webhooks panel passed; now the campaigns panel');
+
+  await campaignsChecks({ page, base, token, gw });
+  pageChecks();
+  log('campaigns panel passed');
 }
 
 const cleanup = [];
@@ -1001,7 +1218,7 @@ async function finish(failure) {
     console.log('0 passed, 1 failed');
     process.exit(1);
   }
-  console.log(`PASS: ops UI requeue of a failed send, delivery-policy cards, suppressions, templates, messages, webhooks and the console (${secs} s)`);
+  console.log(`PASS: ops UI requeue of a failed send, delivery-policy cards, suppressions, templates, messages, webhooks, the console and campaigns (${secs} s)`);
   console.log('1 passed, 0 failed');
   process.exit(0);
 }
