@@ -1,4 +1,5 @@
-//! A campaign's results per step and variant (SPEC §15): what became of its messages, their
+//! A campaign's results per step and variant (SPEC §15; every variant of a started step, also
+//! one that got nobody): what became of its messages, their
 //! receipts, and what the recipients did — replied within 7 days of the step's start, visited
 //! (a newer last visit) within 30 — holdouts included, so the variants' reply and visit rates
 //! can be set against theirs.
@@ -14,6 +15,9 @@ pub struct VariantResult {
     /// Its recipients got no message.
     pub holdout: bool,
     pub recipients: i64,
+    /// Recipients of a template variant who got no message: it rendered empty or too long, or
+    /// its template was deleted (the log says which).
+    pub skipped: i64,
     /// Not sent yet (`queued`, `sending`, `retrying`).
     pub queued: i64,
     pub sent: i64,
@@ -52,7 +56,9 @@ fn share(n: i64, of: i64) -> Option<f64> {
 
 pub async fn of(pool: &PgPool, campaign: Uuid) -> sqlx::Result<Vec<VariantResult>> {
     let mut rows: Vec<VariantResult> = sqlx::query_as(
-        "SELECT r.step, r.variant, bool_or(r.holdout) AS holdout, count(*) AS recipients,
+        "SELECT v.step, v.variant, v.holdout, count(r.phone) AS recipients,
+                count(*) FILTER (WHERE r.phone IS NOT NULL AND r.message_id IS NULL
+                                 AND NOT r.holdout) AS skipped,
                 count(*) FILTER (WHERE m.status IN ('queued', 'sending', 'retrying')) AS queued,
                 count(*) FILTER (WHERE m.status = 'sent') AS sent,
                 count(*) FILTER (WHERE m.status = 'failed') AS failed,
@@ -62,21 +68,25 @@ pub async fn of(pool: &PgPool, campaign: Uuid) -> sqlx::Result<Vec<VariantResult
                 count(*) FILTER (WHERE m.delivery_status = 'read') AS read,
                 count(*) FILTER (WHERE EXISTS (
                     SELECT 1 FROM inbound_messages i WHERE i.from_phone = r.phone
-                       AND i.received_at >= s.started_at
-                       AND i.received_at < s.started_at + interval '7 days')) AS replied,
+                       AND i.received_at >= v.started_at
+                       AND i.received_at < v.started_at + interval '7 days')) AS replied,
                 count(*) FILTER (WHERE EXISTS (
-                    SELECT 1 FROM vehicles v WHERE v.customer_id = r.customer_id
-                       AND v.last_visit_date > s.started_at::date
-                       AND v.last_visit_date <= s.started_at::date + 30)
+                    SELECT 1 FROM vehicles ve WHERE ve.customer_id = r.customer_id
+                       AND ve.last_visit_date > v.started_at::date
+                       AND ve.last_visit_date <= v.started_at::date + 30)
                     OR EXISTS (
                     SELECT 1 FROM manual_whatsapp mw WHERE mw.id = r.manual_id
-                       AND mw.last_service > s.started_at::date
-                       AND mw.last_service <= s.started_at::date + 30)) AS visited
-         FROM campaign_recipients r
-         JOIN campaign_steps s ON s.campaign_id = r.campaign_id AND s.step = r.step
+                       AND mw.last_service > v.started_at::date
+                       AND mw.last_service <= v.started_at::date + 30)) AS visited
+         FROM (SELECT s.campaign_id, s.step, s.started_at, (e.ord - 1)::int AS variant,
+                      coalesce((e.v ->> 'holdout')::bool, false) AS holdout
+               FROM campaign_steps s
+               CROSS JOIN LATERAL jsonb_array_elements(s.variants) WITH ORDINALITY AS e(v, ord)
+               WHERE s.campaign_id = $1 AND s.started_at IS NOT NULL) v
+         LEFT JOIN campaign_recipients r
+                ON r.campaign_id = v.campaign_id AND r.step = v.step AND r.variant = v.variant
          LEFT JOIN messages m ON m.id = r.message_id
-         WHERE r.campaign_id = $1
-         GROUP BY r.step, r.variant ORDER BY r.step, r.variant",
+         GROUP BY v.step, v.variant, v.holdout ORDER BY v.step, v.variant",
     )
     .bind(campaign)
     .fetch_all(pool)
