@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 /// A campaign's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = CampaignStatus)]
 pub enum Status {
     /// Made, not started.
     Draft,
@@ -46,6 +47,7 @@ impl Status {
 /// Who of the previous step's recipients a later step keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = CampaignOnlyIf)]
 pub enum OnlyIf {
     /// Their previous message was not read (no `read` receipt).
     NotRead,
@@ -82,6 +84,7 @@ impl OnlyIf {
 
 /// One variant of a step: a template, or a holdout (its recipients get no message).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = CampaignVariant)]
 pub struct Variant {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_key: Option<String>,
@@ -93,6 +96,7 @@ pub struct Variant {
 
 /// One step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = CampaignStepDefinition)]
 pub struct Step {
     pub variants: Vec<Variant>,
     /// Whole days after every message of the previous step became final (0 for the first).

@@ -165,6 +165,7 @@ pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<Campaign>> {
 
 /// A step as stored, with what it is doing.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = CampaignStep)]
 pub struct StepRow {
     pub step: i32,
     #[schema(value_type = Step)]

@@ -37,6 +37,7 @@ pub struct VariantResult {
 
 /// Shares, 0 to 1 (`null` without a base).
 #[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+#[schema(as = CampaignRates)]
 pub struct Rates {
     /// sent / (recipients − holdout).
     pub sent: Option<f64>,

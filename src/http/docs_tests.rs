@@ -346,3 +346,65 @@ async fn errors_render_the_documented_envelope() {
         assert_eq!(body["data"], serde_json::json!({}));
     }
 }
+
+/// Two types documented under one schema name: utoipa keeps one of them silently, and every
+/// operation of the other documents the wrong body (a `Preview` of segments once replaced the
+/// templates' one). Each `ToSchema` type's name — or its `#[schema(as = …)]` — is unique.
+#[test]
+fn no_two_documented_types_share_a_schema_name() {
+    fn walk(dir: &std::path::Path, files: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, files);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut files,
+    );
+    let mut seen: std::collections::HashMap<String, String> = Default::default();
+    let mut clashes = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        // The attributes above an item: a derive with ToSchema, maybe `schema(as = Name)`.
+        let mut attrs = String::new();
+        for line in text.lines().map(str::trim) {
+            if line.starts_with("#[") || (!attrs.is_empty() && !line.starts_with("pub ")) {
+                attrs.push_str(line);
+                continue;
+            }
+            let item = line
+                .strip_prefix("pub struct ")
+                .or_else(|| line.strip_prefix("pub enum "));
+            if let Some(item) = item
+                && attrs.contains("ToSchema")
+            {
+                let own: String = item
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                let name = attrs
+                    .split("schema(as = ")
+                    .nth(1)
+                    .map(|rest| {
+                        rest.chars()
+                            .take_while(|c| c.is_alphanumeric() || *c == '_')
+                            .collect()
+                    })
+                    .unwrap_or(own);
+                let at = file.display().to_string();
+                if let Some(first) = seen.insert(name.clone(), at.clone()) {
+                    clashes.push(format!("{name}: {first} and {at}"));
+                }
+            }
+            attrs.clear();
+        }
+    }
+    assert!(clashes.is_empty(), "{clashes:#?}");
+    assert!(seen.len() > 50, "the scan found only {} types", seen.len());
+}

@@ -15,6 +15,7 @@ use crate::templates::Language;
 /// What a segment walks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = SegmentSource)]
 pub enum Source {
     /// Customers' vehicles.
     Vehicles,
@@ -47,6 +48,7 @@ impl Source {
 /// A segment's filters; every one given must hold (absent: no condition).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = SegmentFilters)]
 #[schema(example = json!({"model": "avanza", "due_from": "2027-01-01", "due_to": "2027-01-31", "language": "id"}))]
 pub struct Filters {
     /// The vehicle's model contains it (case-insensitive). Manual records have no model: with
@@ -104,6 +106,7 @@ pub struct Segment {
 /// One recipient: a number and the vehicle or record it was chosen by (the earliest due; a
 /// vehicle before a manual record).
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = SegmentRecipient)]
 pub struct Recipient {
     /// Normalized (`62…`).
     pub phone: String,

@@ -53,6 +53,7 @@ pub struct NewSegment {
 /// The body of `POST /segments/preview`: a saved segment, or one given here.
 #[derive(utoipa::ToSchema)]
 #[schema(example = json!({"source": "both", "filters": {"due_from": "2027-01-01", "due_to": "2027-01-31"}}))]
+#[schema(as = SegmentPreviewRequest)]
 #[allow(dead_code)]
 pub struct PreviewRequest {
     /// A saved segment (then `source` and `filters` must not be given).
@@ -65,6 +66,7 @@ pub struct PreviewRequest {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = SegmentPreview)]
 pub struct Preview {
     /// Recipients: one per number, opted-out numbers left out.
     pub count: i64,
