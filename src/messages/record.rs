@@ -161,6 +161,16 @@ pub(super) async fn follow(conn: &mut PgConnection, changes: &[Change]) -> sqlx:
     let of = |kind| -> Vec<Change> { changes.iter().filter(|c| c.may_be(kind)).cloned().collect() };
     crate::reminders::log::follow(&mut *conn, &of(Kind::Maintenance)).await?;
     crate::manual::repo::follow(&mut *conn, &of(Kind::Manual)).await?;
+    // `bengkel_campaign_messages_total{outcome}` (SPEC §15): a campaign message that became final.
+    for c in changes.iter().filter(|c| c.kind == Some(Kind::Campaign)) {
+        if matches!(
+            c.status,
+            Status::Sent | Status::Failed | Status::Cancelled | Status::Expired
+        ) {
+            metrics::counter!("bengkel_campaign_messages_total", "outcome" => c.status.as_str())
+                .increment(1);
+        }
+    }
     // Their events (`message.sent`, …, `batch.finished`) on the same transaction: the outbox.
     crate::webhooks::outbox::message_changes(conn, changes).await?;
     Ok(())

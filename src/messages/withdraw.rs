@@ -82,7 +82,10 @@ pub async fn cancel_for_campaign(conn: &mut PgConnection, campaign: Uuid) -> sql
     queue::cancel_waiting_many(&mut *conn, &job_ids).await?;
     let changes: Vec<Change> = rows
         .iter()
-        .map(|r| Change::new(r.0, Status::Cancelled, Some(CAMPAIGN_CANCELLED.to_owned())))
+        .map(|r| Change {
+            kind: Some(Kind::Campaign),
+            ..Change::new(r.0, Status::Cancelled, Some(CAMPAIGN_CANCELLED.to_owned()))
+        })
         .collect();
     follow(conn, &changes).await?;
     Ok(rows.len() as u64)

@@ -128,6 +128,15 @@ async fn a_two_variant_campaign_sends_each_recipient_one_message_near_the_weight
         ("campaign", id.clone(), 0)
     );
     assert_eq!(done["steps"][0]["status"], "done");
+    // Counted by outcome (the recorder is the test process's: other tests add theirs).
+    for outcome in ["queued", "sent"] {
+        let n = crate::inbound::series(
+            &app,
+            &format!("bengkel_campaign_messages_total{{outcome=\"{outcome}\"}}"),
+        )
+        .await;
+        assert!(n >= 1_000.0, "{outcome}: {n}");
+    }
     // A finished campaign cannot start again.
     assert_eq!(act(&app, &id, "start").await.0, 409);
 }
