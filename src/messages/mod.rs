@@ -48,15 +48,20 @@ pub enum Kind {
     /// To the workshop's own `ADMIN_PHONES` (alerts, the daily summary): not held by the send
     /// window, not stopped by the opt-out list.
     Admin,
+    /// One recipient's message of a campaign (SPEC §15): promotional, so it waits for the send
+    /// window like a reminder and an opt-out of scope `all` stops it; in the send queue it is
+    /// bulk ([`crate::queue::Class::Bulk`]) and yields to every other kind.
+    Campaign,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Adhoc,
         Kind::Maintenance,
         Kind::Manual,
         Kind::System,
         Kind::Admin,
+        Kind::Campaign,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +71,7 @@ impl Kind {
             Kind::Manual => "manual",
             Kind::System => "system",
             Kind::Admin => "admin",
+            Kind::Campaign => "campaign",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -80,7 +86,22 @@ impl Kind {
     /// Whether messages of this kind wait for the send window by themselves (an ad-hoc send
     /// only with `respect_window`).
     pub fn keeps_window(self) -> bool {
+        matches!(self, Kind::Maintenance | Kind::Manual | Kind::Campaign)
+    }
+
+    /// A reminder (the fan-out's or a manual customer's): opt-out scope `reminders` covers it,
+    /// and on the Cloud API it always goes as its mapped template.
+    pub fn is_reminder(self) -> bool {
         matches!(self, Kind::Maintenance | Kind::Manual)
+    }
+
+    /// Its class in the send queue: campaign messages are bulk and yield to every other kind
+    /// (README "Delivery policy": campaigns yield).
+    pub fn class(self) -> crate::queue::Class {
+        match self {
+            Kind::Campaign => crate::queue::Class::Bulk,
+            _ => crate::queue::Class::Single,
+        }
     }
 }
 
