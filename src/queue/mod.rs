@@ -9,6 +9,7 @@
 //! `docs/architecture.md` ("The queue") and `docs/guarantees.md`.
 
 pub mod backoff;
+mod class;
 mod guarded;
 pub mod pause;
 pub mod rescue;
@@ -16,6 +17,7 @@ mod verdict;
 pub mod wakeup;
 
 pub use self::{
+    class::Class,
     guarded::{run_guarded, settle_alone},
     verdict::{Run, Verdict, retry_at, settle, snooze},
 };
@@ -134,42 +136,6 @@ const CANCELLED_RESULT: &str = r#"{"Err": "cancelled"}"#;
 /// (migrations/20261201000003_expired_jobs.sql).
 pub const EXPIRED_RESULT: &str = r#"{"Err": "expired"}"#;
 
-/// A send job's class (README "Delivery policy": campaigns yield). `Bulk` (campaign messages)
-/// yields to `Single` (everything else) at each of the three places a run can wait:
-/// - the fetch (`get_jobs.sql`): single jobs are claimed first (`priority`), and a worker holds
-///   at most half its slots' worth of bulk jobs, so a due single job always finds a free slot;
-/// - the rate (`policy::throttle`): a bulk run takes a slot only while no single run of its
-///   process waits for one, and never more than one slot ahead;
-/// - nothing else: a bulk job that yields is never fetched, so it is never snoozed or charged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Class {
-    /// Reminders, ad-hoc and admin sends, system replies.
-    #[default]
-    Single,
-    /// Campaign messages.
-    Bulk,
-}
-
-/// `apalis.jobs.priority` of a bulk job; single jobs keep apalis' default 0 (so do jobs stored
-/// before classes existed). The fetch orders by priority, highest first.
-#[macro_export]
-macro_rules! bulk_priority {
-    () => {
-        "-1"
-    };
-}
-
-impl Class {
-    /// Its `apalis.jobs.priority`.
-    pub fn priority(self) -> i32 {
-        match self {
-            Class::Single => 0,
-            // Kept equal to `bulk_priority!()` by a test.
-            Class::Bulk => -1,
-        }
-    }
-}
-
 /// The payload of a send job: the message id (the message lives in `messages`) and what the
 /// delivery policy may decide before touching the database: whether the send window applies and
 /// the message's deadline. Jobs enqueued before these existed read as `false`/`None`; the claim
@@ -184,16 +150,6 @@ pub struct SendJob {
     /// A campaign message ([`Class::Bulk`]): its run yields the rate to single sends.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub bulk: bool,
-}
-
-impl SendJob {
-    pub fn class(&self) -> Class {
-        if self.bulk {
-            Class::Bulk
-        } else {
-            Class::Single
-        }
-    }
 }
 
 /// A job to insert: its id (a ULID, as apalis requires), payload, when it is due (`None` = now,
@@ -493,44 +449,4 @@ pub fn storage<Args>(
         .persist_results(false);
     let storage = PostgresStorage::<Args>::new(pool).with_config(config);
     PollWith::new(storage, wakeups.wakeup(queue, POLL_INTERVAL))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_bulk_priority_in_sql_is_the_bulk_class_priority() {
-        assert_eq!(crate::bulk_priority!(), Class::Bulk.priority().to_string());
-        assert!(Class::Bulk.priority() < Class::Single.priority());
-        assert_eq!(
-            Class::Single.priority(),
-            0,
-            "apalis' default, and older jobs'"
-        );
-    }
-
-    #[test]
-    fn a_send_job_is_bulk_only_when_it_says_so() {
-        let id = Uuid::nil();
-        let old: SendJob = serde_json::from_value(serde_json::json!({"message_id": id})).unwrap();
-        assert_eq!(old.class(), Class::Single);
-        let bulk = SendJob {
-            message_id: id,
-            window: true,
-            expires_at: None,
-            bulk: true,
-        };
-        let json = serde_json::to_value(bulk).unwrap();
-        assert_eq!(json["bulk"], true);
-        let single = SendJob {
-            bulk: false,
-            ..bulk
-        };
-        assert!(serde_json::to_value(single).unwrap().get("bulk").is_none());
-        assert_eq!(
-            serde_json::from_value::<SendJob>(json).unwrap().class(),
-            Class::Bulk
-        );
-    }
 }
