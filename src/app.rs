@@ -330,12 +330,11 @@ async fn prepare_workers(
     policy.spawn_refresher(shutdown.clone());
     let ctx = crate::messages::context::SendContext::new(
         pool.clone(),
-        workers.pool.clone(),
+        &workers,
         config,
         gateway,
         pauses,
         policy,
-        workers.process.clone(),
     );
     let scheduler = Arc::new(crate::reminders::schedule::SchedulerContext {
         pool: pool.clone(),

@@ -37,7 +37,9 @@ impl FakeGateway {
                 async move {
                     c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if let Some(text) = body.get("body").and_then(Value::as_str)
-                        && (text.starts_with("latency") || text.starts_with("throttle"))
+                        && ["latency", "throttle", "campaign", "reminder"]
+                            .iter()
+                            .any(|p| text.starts_with(p))
                         && let Ok(mut map) = a.lock()
                     {
                         map.insert(text.to_owned(), Instant::now());

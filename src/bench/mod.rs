@@ -8,6 +8,7 @@
 //! 4. (`webhooks`) The drain rate without and with one webhook subscription, and the delivery
 //!    rate to a local receiver.
 //! 5. (`cloud`) The drain rate through StarSender against the Cloud API, alternating.
+//! 6. (`fairness`) Campaigns yield: a campaign backlog at a limited rate, then reminders.
 
 use std::{
     collections::HashMap,
@@ -22,6 +23,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 
 mod ceiling;
 mod cloud;
+mod fairness;
 mod fanout;
 mod gateway;
 mod profile;
@@ -84,8 +86,23 @@ pub struct BenchArgs {
     /// Rounds of the Cloud API benchmark (each: a StarSender run, then a Cloud API run).
     #[arg(long, default_value_t = 3)]
     pub cloud_rounds: usize,
+    /// Campaign messages queued for the fairness benchmark (drained at `--fairness-rate`).
+    #[arg(long, default_value_t = 20_000)]
+    pub fairness_campaign: usize,
+    /// Reminders that arrive during the fairness benchmark's campaign.
+    #[arg(long, default_value_t = 100)]
+    pub fairness_reminders: usize,
+    /// `SEND_RATE_PER_SECOND` of the fairness benchmark.
+    #[arg(long, default_value_t = 20)]
+    pub fairness_rate: u32,
+    /// `WORKER_CONCURRENCY` of the fairness benchmark.
+    #[arg(long, default_value_t = 8)]
+    pub fairness_concurrency: usize,
+    /// Seconds the campaign runs alone before the reminders arrive (at most half its drain).
+    #[arg(long, default_value_t = 60)]
+    pub fairness_before_secs: u64,
     /// Which parts to run: any of ceiling, enqueue, batch, drain, latency, throttle, fanout,
-    /// webhooks, cloud.
+    /// webhooks, cloud, fairness.
     /// `ceiling` (PostgreSQL's own insert rates) runs first, and the enqueue figures are then
     /// also printed as a ratio to it.
     #[arg(
@@ -185,7 +202,7 @@ async fn bench(config: &Config, admin_url: &str, args: &BenchArgs) -> anyhow::Re
         // The pool of the role the part runs, at its default (or `DB_MAX_CONNECTIONS`) budget.
         let role = match part.as_str() {
             "enqueue" | "batch" => ProcessRole::Api,
-            "drain" | "throttle" => ProcessRole::Worker,
+            "drain" | "throttle" | "fairness" => ProcessRole::Worker,
             _ => ProcessRole::Serve,
         };
         let budget = app::budget(&shape, role)?;
@@ -197,8 +214,9 @@ async fn bench(config: &Config, admin_url: &str, args: &BenchArgs) -> anyhow::Re
             "drain" => drain_rate(config, &pool, &gateway, args, ceiling).await,
             "latency" => idle_latency(config, &pool, &gateway, args).await,
             "throttle" => throttle_accuracy(&scratch.url, &pool, &gateway, args).await,
+            "fairness" => fairness::fairness(config, &pool, &gateway, args).await,
             other => Err(anyhow::anyhow!(
-                "unknown benchmark `{other}` (ceiling, enqueue, batch, drain, latency, throttle, fanout, webhooks, cloud)"
+                "unknown benchmark `{other}` (ceiling, enqueue, batch, drain, latency, throttle, fanout, webhooks, cloud, fairness)"
             )),
         };
         pool.close().await;

@@ -117,7 +117,7 @@ pub async fn claim_many(
                   WHEN (SELECT circuit FROM s) = 'open'
                        OR ((SELECT circuit FROM s) = 'half_open'
                            AND (SELECT probe_by FROM s) IS DISTINCT FROM b.id::text) THEN 'circuit_open'
-                  WHEN (b.kind IN ('maintenance', 'manual') OR b.respect_window) AND NOT $4 THEN 'send_window'
+                  WHEN (b.kind IN ('maintenance', 'manual', 'campaign') OR b.respect_window) AND NOT $4 THEN 'send_window'
                   ELSE 'ok'
                 END AS verdict,
                 -- a lookup per message: as a join, the planner hashed the whole table (one row

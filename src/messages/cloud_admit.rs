@@ -61,7 +61,7 @@ pub async fn check(
 
 fn refusals(m: &NewMessage, window_open: bool, mapped: bool, field: TextField) -> Vec<FieldError> {
     let mut errors = Vec::new();
-    if m.kind.keeps_window() {
+    if m.kind.is_reminder() {
         // Reminders always go as templates; an unmapped one is skipped by the reminder pass.
         return errors;
     }

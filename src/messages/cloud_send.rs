@@ -68,7 +68,7 @@ pub async fn plan(pool: &PgPool, id: Uuid) -> sqlx::Result<Plan> {
 
 fn decide(row: Row, now: DateTime<Utc>) -> Plan {
     let window_open = window_open(row.last_inbound_at, now);
-    let reminder = matches!(row.kind, Kind::Maintenance | Kind::Manual);
+    let reminder = row.kind.is_reminder();
     let key = row.template_key.unwrap_or_default();
     match row.mapping {
         Some(Json(mapping)) if reminder || !window_open => {
@@ -95,7 +95,7 @@ fn decide(row: Row, now: DateTime<Utc>) -> Plan {
 /// The gateway call. On the Cloud API, a reminder (and a templated message outside the 24-hour
 /// window) goes as its mapped Meta template ([`plan`]); a template error flags the mapping.
 pub async fn call(ctx: &SendContext, id: Uuid, message: &Sendable) -> Outcome {
-    let plain = !message.templated && !message.kind.keeps_window();
+    let plain = !message.templated && !message.kind.is_reminder();
     let plan = match &ctx.gateway {
         // Neither a reminder nor a template: text, with no need to look (see `decide`).
         Gateway::CloudApi(_) if plain => Plan::Text,

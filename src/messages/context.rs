@@ -15,7 +15,7 @@ use crate::{
     db::group_commit::GroupCommit,
     gateway::Gateway,
     policy::Policy,
-    queue::{pause::Pauses, rescue::Process},
+    queue::{Workers, pause::Pauses, rescue::Process, wakeup::Wakeups},
 };
 
 /// Claims in flight at once, and the most claims in one statement.
@@ -43,19 +43,24 @@ pub struct SendContext {
     pub pauses: Pauses,
     /// This process' runs in flight (for orphan rescue).
     pub process: Process,
+    /// This process' wake-ups of idle workers: a bulk run that settled wakes the send workers
+    /// (see `queue::Class`).
+    pub wakeups: Wakeups,
 }
 
 impl SendContext {
-    /// `claim_pool` is the relaxed pool apalis' bookkeeping runs on (`queue::Workers::pool`).
+    /// Claims go through `workers.pool`, the relaxed pool apalis' bookkeeping runs on; the
+    /// runs register with `workers.process` and wake `workers.wakeups`.
     pub fn new(
         pool: PgPool,
-        claim_pool: PgPool,
+        workers: &Workers,
         config: &Config,
         gateway: Gateway,
         pauses: Pauses,
         policy: Policy,
-        process: Process,
     ) -> Arc<Self> {
+        let claim_pool = workers.pool.clone();
+        let (process, wakeups) = (workers.process.clone(), workers.wakeups.clone());
         let take_interrupted = config.send_retry_ambiguous;
         let claim_policy = policy.clone();
         let claims = GroupCommit::spawn(
@@ -91,6 +96,7 @@ impl SendContext {
             ambiguous_wait: config.gateway.ambiguous_receipt_wait,
             pauses,
             process,
+            wakeups,
         })
     }
 }

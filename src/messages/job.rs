@@ -58,11 +58,16 @@ pub async fn handle(
 ) -> Result<(), BoxDynError> {
     let run = Run::of(&task_id, &attempt, &worker);
     let ctx: std::sync::Arc<SendContext> = (*ctx).clone();
-    guarded(&ctx, run, |ctx, run| async move {
+    let bulk = payload.get("bulk").and_then(Value::as_bool) == Some(true);
+    let result = guarded(&ctx, run, |ctx, run| async move {
         execute(&ctx, run, payload).await
     })
-    .await
-    .map_err(|e| Box::new(e) as BoxDynError)
+    .await;
+    if bulk {
+        // Settled: its worker may take the next bulk job now rather than at its next poll.
+        ctx.wakeups.wake(queue::SEND_QUEUE);
+    }
+    result.map_err(|e| Box::new(e) as BoxDynError)
 }
 
 /// Runs `work` as its own task, registered as in flight until its verdict is written — also
@@ -192,7 +197,8 @@ async fn gate(ctx: &SendContext, run: &Run, job: &SendJob) -> Result<bool, Stop>
     }
 }
 
-/// Waits for a slot of the cluster's rate: not an error, no attempt spent. A pause ends the
+/// Waits for a slot of the cluster's rate: not an error, no attempt spent; a campaign message's
+/// run lets this process' other runs go first (`queue::Class`). A pause ends the
 /// wait (the job goes back to the queue at once rather than when its slot comes; a slot given
 /// up that way is lost to the rate, not used). A probe and a message past its deadline take no
 /// slot.
@@ -209,7 +215,7 @@ async fn slot(
     let waited = Instant::now();
     let (rate, burst) = ctx.policy.rate();
     let acquired = tokio::select! {
-        acquired = ctx.policy.throttle.acquire(rate, burst) => acquired,
+        acquired = ctx.policy.throttle.acquire(rate, burst, job.class()) => acquired,
         () = paused(ctx) => return Err(Ended::held(run, id, Utc::now(), HoldReason::Paused).into()),
     };
     let slot = match acquired {

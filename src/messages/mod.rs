@@ -96,6 +96,21 @@ impl Kind {
     pub fn keeps_window(self) -> bool {
         matches!(self, Kind::Maintenance | Kind::Manual | Kind::Campaign)
     }
+
+    /// A reminder (the fan-out's or a manual customer's): opt-out scope `reminders` covers it,
+    /// and on the Cloud API it always goes as its mapped template.
+    pub fn is_reminder(self) -> bool {
+        matches!(self, Kind::Maintenance | Kind::Manual)
+    }
+
+    /// Its class in the send queue: campaign messages are bulk and yield to every other kind
+    /// (README "Delivery policy": campaigns yield).
+    pub fn class(self) -> crate::queue::Class {
+        match self {
+            Kind::Campaign => crate::queue::Class::Bulk,
+            _ => crate::queue::Class::Single,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]

@@ -97,6 +97,7 @@ impl NewMessage {
             message_id,
             window: self.respect_window || self.kind.keeps_window(),
             expires_at: self.expires_at,
+            bulk: self.kind.class() == crate::queue::Class::Bulk,
         }
     }
 

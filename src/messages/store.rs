@@ -102,7 +102,17 @@ macro_rules! insert_messages {
              ), queued AS (
                 SELECT m.*, i.payload FROM m JOIN input i ON i.id = m.id WHERE m.job_id IS NOT NULL
              ), ",
-            $crate::enqueue_cte!("queued", "$20", "queued.payload"),
+            $crate::enqueue_cte!(
+                "queued",
+                "$20",
+                "queued.payload",
+                // campaign messages are bulk: they yield to every other kind (`queue::Class`)
+                concat!(
+                    "CASE WHEN queued.kind = 'campaign' THEN ",
+                    $crate::bulk_priority!(),
+                    " ELSE 0 END"
+                )
+            ),
             "
              SELECT id, kind, to_phone, status, run_at, last_error FROM m"
         )

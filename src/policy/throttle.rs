@@ -6,6 +6,14 @@
 //! limit. A slot a run did not use (its message was held back at the claim) goes to the next
 //! waiting run while it is fresh, or back to the bucket with the next reservation.
 //!
+//! Runs of class [`Class::Bulk`] (campaign messages) yield to the others (README "Delivery
+//! policy": campaigns yield): a bulk run takes a slot only while no single run of this process
+//! is still looking for one, and only once the slot has opened (a single run takes it ahead of
+//! time), so that a single run that arrives finds the next slot free: it waits for one slot
+//! interval at most, as if no bulk run were there. While
+//! single runs wait, bulk runs get no slot at all (strict priority: "at most 50 %" of the rate
+//! with the shortest wait for the reminders); when none waits, bulk runs take every slot.
+//!
 //! No wait lasts longer than the policy in force needs: a run that got no slot sleeps until the
 //! next one could open, never more than [`MAX_WAIT`], and at once asks again when this process
 //! reads a new rate or burst ([`Throttle::follow`]) — so a policy change reaches runs already
@@ -28,6 +36,7 @@ use tokio::{
 };
 
 use super::{clamped_secs, sender};
+use crate::queue::Class;
 
 /// Slots are reserved only when they open within this.
 pub const HORIZON: Duration = Duration::from_millis(250);
@@ -131,6 +140,9 @@ pub struct Throttle {
     waiting: Arc<AtomicU32>,
     anchor: Arc<std::sync::Mutex<Option<Anchor>>>,
     pace: Arc<watch::Sender<Pace>>,
+    /// Single runs of this process looking for a slot (not yet holding one): bulk runs wait
+    /// while there are any.
+    singles: Arc<watch::Sender<u32>>,
 }
 
 impl Throttle {
@@ -141,6 +153,7 @@ impl Throttle {
             waiting: Arc::default(),
             anchor: Arc::default(),
             pace: Arc::new(watch::channel(None).0),
+            singles: Arc::new(watch::channel(0).0),
         }
     }
 
@@ -155,11 +168,14 @@ impl Throttle {
 
     /// Waits for a slot of the cluster's rate (`rate` and `burst` as this process last read
     /// them, replaced by newer readings while it waits; the bucket itself uses the database's).
-    pub async fn acquire(&self, rate: f64, burst: u32) -> Acquired {
+    /// A [`Class::Bulk`] run lets single runs go first (see the module comment).
+    pub async fn acquire(&self, rate: f64, burst: u32, class: Class) -> Acquired {
         let mut changes = self.pace.subscribe();
+        let mut singles = self.singles.subscribe();
         let (mut rate, mut burst) = (rate, burst);
         self.waiting.fetch_add(1, Ordering::SeqCst);
         let _waiting = Waiting(&self.waiting);
+        let mut hunger = Hunger::new(&self.singles, class);
         loop {
             let latest = *changes.borrow_and_update();
             if let Some(pace) = latest {
@@ -180,7 +196,20 @@ impl Throttle {
                     break;
                 }
             }
-            if let Some(at) = pool.slots.pop_front() {
+            if let Some(at) = pool.slots.front().copied() {
+                if class == Class::Bulk {
+                    let singles_wait = *singles.borrow_and_update() > 0;
+                    if singles_wait || at > now {
+                        drop(pool);
+                        // Until no single run waits, or until this slot opens: a single run that
+                        // comes before then takes it.
+                        let until = if singles_wait { now + MAX_WAIT } else { at };
+                        self.give_way(until, &mut singles, &mut changes).await;
+                        continue;
+                    }
+                }
+                pool.slots.pop_front();
+                hunger.fed();
                 drop(pool);
                 // Within HORIZON (its offset clamped to MAX_WAIT): not cut short, or the slot
                 // would be used before the bucket opened it.
@@ -196,6 +225,7 @@ impl Throttle {
                 // Woken too late (a starved scheduler): used now, the slot would crowd the
                 // next ones. It goes back; this run takes another.
                 self.pool.lock().await.returned += 1;
+                hunger.hungry_again();
                 continue;
             }
             if let Some(until) = pool.not_before.filter(|t| *t > now) {
@@ -251,6 +281,22 @@ impl Throttle {
     async fn pause(&self, until: Instant, changes: &mut watch::Receiver<Pace>) {
         tokio::select! {
             () = tokio::time::sleep_until(until) => {}
+            Ok(()) = changes.changed() => {
+                self.pool.lock().await.not_before = None;
+            }
+        }
+    }
+
+    /// A bulk run waits until `until`, or until the single runs waiting change, or the rate.
+    async fn give_way(
+        &self,
+        until: Instant,
+        singles: &mut watch::Receiver<u32>,
+        changes: &mut watch::Receiver<Pace>,
+    ) {
+        tokio::select! {
+            () = tokio::time::sleep_until(until) => {}
+            Ok(()) = singles.changed() => {}
             Ok(()) = changes.changed() => {
                 self.pool.lock().await.not_before = None;
             }
@@ -318,6 +364,45 @@ impl Throttle {
         {
             tracing::debug!("giving back {n} send slots failed: {e}");
         }
+    }
+}
+
+/// A single run counted among those looking for a slot until it holds one (or leaves).
+struct Hunger<'a> {
+    singles: &'a watch::Sender<u32>,
+    class: Class,
+    counted: bool,
+}
+
+impl<'a> Hunger<'a> {
+    fn new(singles: &'a watch::Sender<u32>, class: Class) -> Self {
+        let mut hunger = Self {
+            singles,
+            class,
+            counted: false,
+        };
+        hunger.hungry_again();
+        hunger
+    }
+
+    fn hungry_again(&mut self) {
+        if self.class == Class::Single && !self.counted {
+            self.counted = true;
+            self.singles.send_modify(|n| *n += 1);
+        }
+    }
+
+    fn fed(&mut self) {
+        if self.counted {
+            self.counted = false;
+            self.singles.send_modify(|n| *n = n.saturating_sub(1));
+        }
+    }
+}
+
+impl Drop for Hunger<'_> {
+    fn drop(&mut self) {
+        self.fed();
     }
 }
 

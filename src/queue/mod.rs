@@ -9,6 +9,7 @@
 //! `docs/architecture.md` ("The queue") and `docs/guarantees.md`.
 
 pub mod backoff;
+mod class;
 mod guarded;
 pub mod pause;
 pub mod rescue;
@@ -16,6 +17,7 @@ mod verdict;
 pub mod wakeup;
 
 pub use self::{
+    class::Class,
     guarded::{run_guarded, settle_alone},
     verdict::{Run, Verdict, retry_at, settle, snooze},
 };
@@ -145,6 +147,9 @@ pub struct SendJob {
     pub window: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
+    /// A campaign message ([`Class::Bulk`]): its run yields the rate to single sends.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bulk: bool,
 }
 
 /// A job to insert: its id (a ULID, as apalis requires), payload, when it is due (`None` = now,
@@ -178,10 +183,14 @@ pub fn new_job_id() -> String {
 /// The common table expression that inserts a message's send job in the same statement as the
 /// message (`messages::store`: one round trip per accepted request). `$from` is the CTE
 /// with the inserted message rows (`job_id`, `max_attempts`, `run_at`); `$queue` and `$payload`
-/// are the statement's placeholders for the queue name and the payload.
+/// are the statement's placeholders for the queue name and the payload; `$priority`, when
+/// given, an SQL expression of the job's priority (else 0).
 #[macro_export]
 macro_rules! enqueue_cte {
     ($from:literal, $queue:literal, $payload:literal) => {
+        $crate::enqueue_cte!($from, $queue, $payload, "0")
+    };
+    ($from:literal, $queue:literal, $payload:literal, $priority:expr) => {
         concat!(
             "job AS (INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority) SELECT ",
             $from,
@@ -193,7 +202,9 @@ macro_rules! enqueue_cte {
             $from,
             ".max_attempts, ",
             $from,
-            ".run_at, 0 FROM ",
+            ".run_at, ",
+            $priority,
+            " FROM ",
             $from,
             ")"
         )

@@ -42,6 +42,13 @@ impl Wakeups {
         queues.entry(queue.to_owned()).or_default().clone()
     }
 
+    /// Wakes this process' idle workers of `queue` to fetch now: a bulk run that settled left
+    /// room for the next bulk job (`get_jobs.sql` gives a worker at most half its slots of
+    /// them, so a worker that found nothing else parked and would wait for its next poll).
+    pub fn wake(&self, queue: &str) {
+        self.notify(queue).notify_waiters();
+    }
+
     fn wake_all(&self) {
         let queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
         for n in queues.values() {

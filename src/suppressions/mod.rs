@@ -54,7 +54,7 @@ impl Scope {
         match self {
             _ if kind == Kind::Admin => false,
             Scope::All => true,
-            Scope::Reminders => matches!(kind, Kind::Maintenance | Kind::Manual),
+            Scope::Reminders => kind.is_reminder(),
         }
     }
 }
@@ -155,6 +155,9 @@ mod tests {
             assert!(Scope::All.blocks(kind));
         }
         assert!(!Scope::All.blocks(Kind::Admin) && !Scope::Reminders.blocks(Kind::Admin));
+        // A campaign is promotional: `all` stops it, `reminders` does not (SPEC §15's
+        // "reminder-type campaign" is not a kind of its own yet).
+        assert!(Scope::All.blocks(Kind::Campaign) && !Scope::Reminders.blocks(Kind::Campaign));
         assert_eq!(Scope::parse("all"), Some(Scope::All));
         assert_eq!(Scope::parse("ALL"), None);
         assert_eq!(

@@ -39,5 +39,6 @@ mod templates_preview;
 mod templates_send;
 mod templates_send_checks;
 mod throttle;
+mod throttle_classes;
 mod validation;
 mod webhooks;

@@ -187,15 +187,12 @@ fn send_context(app: &TestApp) -> std::sync::Arc<SendContext> {
         .unwrap(),
     );
     let policy = Policy::new(pool.clone(), config.app_timezone);
-    SendContext::new(
-        pool.clone(),
-        pool,
-        &config,
-        gateway,
-        Pauses::default(),
-        policy,
-        Process::new(),
-    )
+    let workers = bengkel_whatsapp::queue::Workers {
+        process: Process::new(),
+        wakeups: Default::default(),
+        pool: pool.clone(),
+    };
+    SendContext::new(pool, &workers, &config, gateway, Pauses::default(), policy)
 }
 
 /// apalis drops a run's handler when its worker stops under it (a database outage): the run
