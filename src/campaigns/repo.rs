@@ -12,7 +12,9 @@ use super::{
 };
 use crate::{
     error::FieldError,
+    gateway::settings::GatewayKind,
     segments::{Filters, Source},
+    templates::cloud_api::unsendable,
 };
 
 /// A campaign as `GET /campaigns` lists it.
@@ -53,7 +55,12 @@ impl From<sqlx::Error> for Refused {
 }
 
 /// Stores `new` as a draft: its segment (saved, or given) copied, its templates checked.
-pub async fn create(pool: &PgPool, new: &NewCampaign, by: &str) -> Result<Campaign, Refused> {
+pub async fn create(
+    pool: &PgPool,
+    gateway: GatewayKind,
+    new: &NewCampaign,
+    by: &str,
+) -> Result<Campaign, Refused> {
     let mut errors = Vec::new();
     let (segment_id, source, filters) = match &new.audience {
         Audience::Given(source, filters) => (None, *source, filters.clone()),
@@ -103,6 +110,15 @@ pub async fn create(pool: &PgPool, new: &NewCampaign, by: &str) -> Result<Campai
                 errors.push(FieldError::new(
                     field,
                     format!("{key:?} is not written to customers"),
+                ));
+            } else if unsendable(pool, gateway, key).await?.is_some() {
+                // On the Cloud API a campaign reaches people outside their 24-hour window:
+                // only as an approved WhatsApp template.
+                errors.push(FieldError::new(
+                    field,
+                    format!(
+                        "{key:?} is not mapped to a WhatsApp template: PUT /templates/{key}/cloud-api first"
+                    ),
                 ));
             }
         }

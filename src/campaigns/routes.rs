@@ -69,11 +69,12 @@ pub async fn create(
     JsonObject(body): JsonObject,
 ) -> AppResult<Reply<Campaign>> {
     let new = validate(&body).map_err(AppError::Validation)?;
-    let campaign = match repo::create(&state.pool, &new, &caller.sub).await {
-        Ok(c) => c,
-        Err(Refused::Invalid(errors)) => return Err(AppError::Validation(errors)),
-        Err(Refused::Db(e)) => return Err(e.into()),
-    };
+    let campaign =
+        match repo::create(&state.pool, state.config.gateway.kind, &new, &caller.sub).await {
+            Ok(c) => c,
+            Err(Refused::Invalid(errors)) => return Err(AppError::Validation(errors)),
+            Err(Refused::Db(e)) => return Err(e.into()),
+        };
     tracing::info!(by = caller.sub, id = %campaign.id, "campaign made");
     Ok(Reply(
         StatusCode::CREATED,

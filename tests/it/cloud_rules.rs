@@ -219,3 +219,34 @@ async fn a_message_failed_for_spam_limits_is_not_requeued_within_24_hours() {
     app.wait_for_status(&id, "sent", WITHIN).await;
     assert_eq!(graph.calls_to(to).len(), 2);
 }
+
+#[tokio::test]
+async fn a_campaign_on_the_cloud_api_needs_mapped_templates() {
+    let graph = GraphApi::start().await;
+    let app = cloud_app(&graph).await;
+    let (status, body) = ops_call(
+        &app,
+        Method::PUT,
+        "/templates/promo",
+        Some(json!({"body": "Halo {nama}, ada promo servis"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let campaign = json!({"name": "Promo", "segment": {"filters": {}},
+                          "steps": [{"variants": [{"template_key": "promo", "weight": 1}]}]});
+    let (status, reply) = ops_post(&app, "/campaigns", Some(campaign.clone())).await;
+    assert_eq!(status, 422, "{reply}");
+    let (field, says) = first_error(&reply);
+    assert_eq!(field, "steps[0].variants[0].template_key");
+    assert!(says.contains("PUT /templates/promo/cloud-api"), "{says}");
+    let (status, body) = ops_call(
+        &app,
+        Method::PUT,
+        "/templates/promo/cloud-api",
+        Some(json!({"name": "promo_servis", "languages": {"id": "id"}, "params": ["nama"]})),
+    )
+    .await;
+    assert!(status == 200 || status == 201, "{body}");
+    let (status, reply) = ops_post(&app, "/campaigns", Some(campaign)).await;
+    assert_eq!(status, 201, "{reply}");
+}
