@@ -48,6 +48,7 @@ pub async fn once(pool: &PgPool, config: &Config) -> sqlx::Result<()> {
     )
     .execute(pool)
     .await?;
+    own_windows(pool, config).await?;
     let finished: Vec<(Uuid, i32, DateTime<Utc>)> = sqlx::query_as(
         "SELECT s.campaign_id, s.step, coalesce(b.finished_at, now())
          FROM campaign_steps s JOIN batch_progress b ON b.batch_id = s.batch_id
@@ -131,6 +132,38 @@ async fn next(
         .bind(campaign)
         .execute(&mut *conn)
         .await?;
+    }
+    Ok(())
+}
+
+/// Running campaigns with their own send window: outside it their unsent messages are parked
+/// (again each pass: a step that started, a retry that came due); when it opens, they are due.
+async fn own_windows(pool: &PgPool, config: &Config) -> sqlx::Result<()> {
+    let windowed: Vec<(Uuid, String, bool)> = sqlx::query_as(
+        "SELECT id, send_window, window_parked FROM campaigns
+         WHERE status = 'running' AND send_window IS NOT NULL",
+    )
+    .fetch_all(pool)
+    .await?;
+    let now = Utc::now();
+    for (id, window, parked) in windowed {
+        let closed = super::outside_window(Some(&window), config.app_timezone, now);
+        if !closed && !parked {
+            continue;
+        }
+        let mut tx = pool.begin().await?;
+        let jobs = super::repo::unsent_jobs(&mut tx, id).await?;
+        if closed {
+            crate::queue::park(&mut tx, &jobs).await?;
+        } else {
+            crate::queue::unpark(&mut tx, &jobs).await?;
+        }
+        sqlx::query("UPDATE campaigns SET window_parked = $2 WHERE id = $1")
+            .bind(id)
+            .bind(closed)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
     }
     Ok(())
 }

@@ -106,6 +106,18 @@ pub struct Step {
     pub only_if: Option<OnlyIf>,
 }
 
+/// Whether `now` is outside a campaign's own send window (`None`, or one that does not parse:
+/// never outside it).
+pub fn outside_window(
+    window: Option<&str>,
+    tz: chrono_tz::Tz,
+    now: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    window
+        .and_then(|w| w.parse::<crate::policy::window::SendWindow>().ok())
+        .is_some_and(|w| !w.contains(now, tz))
+}
+
 /// The variant of `phone` in a step of campaign `campaign`: a point in `[0, total weight)`
 /// from a hash of (campaign, phone) — the same for every step and every run — picks the
 /// variant whose share covers it.

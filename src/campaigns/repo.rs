@@ -32,6 +32,8 @@ pub struct Campaign {
     pub start_at: Option<DateTime<Utc>>,
     /// Seconds: a message not sent this long after its step started expires.
     pub expires_after: Option<i64>,
+    /// Its own send window (`HH:MM-HH:MM`), on top of the delivery policy's.
+    pub send_window: Option<String>,
     pub created_by: Option<String>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -39,7 +41,7 @@ pub struct Campaign {
 }
 
 pub const COLUMNS: &str = "id, name, segment_id, source, filters, reminder_type, status, start_at, \
-     extract(epoch FROM expires_after)::bigint AS expires_after, created_by, created_at, \
+     extract(epoch FROM expires_after)::bigint AS expires_after, send_window, created_by, created_at, \
      started_at, finished_at";
 
 /// Why a new campaign was not stored.
@@ -130,8 +132,8 @@ pub async fn create(
     let id = Uuid::now_v7();
     let campaign: Campaign = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO campaigns (id, name, segment_id, source, filters, reminder_type, start_at,
-                                expires_after, created_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, make_interval(secs => $8), $9)
+                                expires_after, created_by, send_window)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, make_interval(secs => $8), $9, $10)
          RETURNING {COLUMNS}"
     )))
     .bind(id)
@@ -143,6 +145,7 @@ pub async fn create(
     .bind(new.start_at)
     .bind(new.expires_after_secs.map(|s| s as f64))
     .bind(by)
+    .bind(new.send_window.map(|w| w.to_string()))
     .fetch_one(&mut *tx)
     .await?;
     for (i, step) in new.steps.iter().enumerate() {
@@ -284,23 +287,10 @@ pub async fn cancel(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<u64>> {
 /// `running`/`scheduled` → `paused`: no step starts, and its messages waiting to be sent are
 /// parked (`queue::park`). Returns how many; `None` when the status does not allow it.
 pub async fn pause(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<u64>> {
-    hold(pool, id, true).await
-}
-
-/// `paused` → `running` (or `scheduled` when its `start_at` is still ahead): its parked messages
-/// are due now. Returns how many; `None` when the status does not allow it.
-pub async fn resume(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<u64>> {
-    hold(pool, id, false).await
-}
-
-async fn hold(pool: &PgPool, id: Uuid, pause: bool) -> sqlx::Result<Option<u64>> {
     let mut tx = pool.begin().await?;
-    let moved = sqlx::query(if pause {
-        "UPDATE campaigns SET status = 'paused' WHERE id = $1 AND status IN ('scheduled', 'running')"
-    } else {
-        "UPDATE campaigns SET status = CASE WHEN start_at > now() THEN 'scheduled' ELSE 'running' END
-         WHERE id = $1 AND status = 'paused'"
-    })
+    let moved = sqlx::query(
+        "UPDATE campaigns SET status = 'paused' WHERE id = $1 AND status IN ('scheduled', 'running')",
+    )
     .bind(id)
     .execute(&mut *tx)
     .await?
@@ -309,16 +299,46 @@ async fn hold(pool: &PgPool, id: Uuid, pause: bool) -> sqlx::Result<Option<u64>>
         return Ok(None);
     }
     let jobs = unsent_jobs(&mut tx, id).await?;
-    let n = if pause {
-        crate::queue::park(&mut tx, &jobs).await?
+    let n = crate::queue::park(&mut tx, &jobs).await?;
+    tx.commit().await?;
+    Ok(Some(n))
+}
+
+/// `paused` → `running` (or `scheduled` when its `start_at` is still ahead): its parked messages
+/// are due now — unless its own send window is closed (`tz`): then they stay parked until it
+/// opens. Returns how many woke; `None` when the status does not allow it.
+pub async fn resume(pool: &PgPool, id: Uuid, tz: chrono_tz::Tz) -> sqlx::Result<Option<u64>> {
+    let mut tx = pool.begin().await?;
+    let window: Option<Option<String>> = sqlx::query_scalar(
+        "UPDATE campaigns SET status = CASE WHEN start_at > now() THEN 'scheduled' ELSE 'running' END
+         WHERE id = $1 AND status = 'paused' RETURNING send_window",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(window) = window else {
+        return Ok(None);
+    };
+    let closed = super::outside_window(window.as_deref(), tz, Utc::now());
+    sqlx::query("UPDATE campaigns SET window_parked = $2 WHERE id = $1")
+        .bind(id)
+        .bind(closed)
+        .execute(&mut *tx)
+        .await?;
+    let n = if closed {
+        0
     } else {
+        let jobs = unsent_jobs(&mut tx, id).await?;
         crate::queue::unpark(&mut tx, &jobs).await?
     };
     tx.commit().await?;
     Ok(Some(n))
 }
 
-async fn unsent_jobs(conn: &mut sqlx::PgConnection, id: Uuid) -> sqlx::Result<Vec<String>> {
+pub(super) async fn unsent_jobs(
+    conn: &mut sqlx::PgConnection,
+    id: Uuid,
+) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar(
         "SELECT job_id FROM messages
          WHERE campaign_id = $1 AND status IN ('queued', 'retrying') AND job_id IS NOT NULL",

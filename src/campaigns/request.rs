@@ -10,6 +10,7 @@ use super::{OnlyIf, Step, Variant};
 use crate::{
     error::FieldError,
     http::fields::Fields,
+    policy::window::SendWindow,
     segments::{Filters, Source, request as segment_request},
 };
 
@@ -36,6 +37,8 @@ pub struct NewCampaign {
     pub steps: Vec<Step>,
     pub start_at: Option<DateTime<Utc>>,
     pub expires_after_secs: Option<i64>,
+    /// Its own send window, on top of the delivery policy's.
+    pub send_window: Option<SendWindow>,
 }
 
 pub fn validate(body: &Map<String, Value>) -> Result<NewCampaign, Vec<FieldError>> {
@@ -58,6 +61,16 @@ pub fn validate(body: &Map<String, Value>) -> Result<NewCampaign, Vec<FieldError
             None
         }
     });
+    let send_window = f
+        .optional_str("send_window")
+        .and_then(|raw| match raw.parse() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                f.errors
+                    .push(FieldError::new("send_window", format!("{e}")));
+                None
+            }
+        });
     let saved = f.optional_str("segment_id").map(str::to_owned);
     let mut errors = std::mem::take(&mut f.errors);
     let audience = audience(body, saved, &mut errors);
@@ -70,6 +83,7 @@ pub fn validate(body: &Map<String, Value>) -> Result<NewCampaign, Vec<FieldError
             steps,
             start_at,
             expires_after_secs,
+            send_window,
         }),
         _ => Err(errors),
     }
@@ -288,12 +302,13 @@ mod tests {
     #[test]
     fn every_bad_field_is_named() {
         assert_eq!(
-            fields(json!({"segment_id": "x", "steps": [
+            fields(json!({"segment_id": "x", "send_window": "7-21", "steps": [
                 {"variants": [{"template_key": "a", "weight": 0}, {"holdout": true, "template_key": "b", "weight": 5}],
                  "delay_days": 2, "only_if": "no_reply"},
                 {"variants": [{"holdout": true, "weight": 5}], "only_if": "bored"}]})),
             [
                 "name",
+                "send_window",
                 "segment_id",
                 "steps[0].delay_days",
                 "steps[0].only_if",

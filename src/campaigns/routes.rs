@@ -59,7 +59,7 @@ fn campaign_id(raw: &str) -> AppResult<Uuid> {
 
 /// Make a campaign (a draft: nothing is sent until it is started).
 #[utoipa::path(post, path = "/campaigns", operation_id = "create_campaign", tag = "campaigns",
-    request_body(content = Object, description = "{name, segment_id | segment: {source, filters}, steps: [{variants: [{template_key, weight} | {holdout: true, weight}], delay_days?, only_if?}], start_at?, expires_after? (seconds), reminder_type?}"),
+    request_body(content = Object, description = "{name, segment_id | segment: {source, filters}, steps: [{variants: [{template_key, weight} | {holdout: true, weight}], delay_days?, only_if?}], start_at?, expires_after? (seconds), send_window? (HH:MM-HH:MM), reminder_type?}"),
     responses((status = 201, description = "Made (draft)", body = Envelope<Campaign>),
         BadRequest, BodyTimeout, TooLarge, Unauthorized, Forbidden, Invalid, Unavailable),
     security(("bearer" = [])))]
@@ -191,7 +191,7 @@ pub async fn resume(
     Path(raw): Path<String>,
 ) -> AppResult<Reply<Campaign>> {
     let id = campaign_id(&raw)?;
-    let woken = repo::resume(&state.pool, id).await?;
+    let woken = repo::resume(&state.pool, id, state.config.app_timezone).await?;
     tracing::info!(by = caller.sub, %id, ?woken, "campaign resume");
     after(&state, id, &raw, woken.is_some(), "resume").await
 }

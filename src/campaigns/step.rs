@@ -50,6 +50,7 @@ struct Claimed {
     variants: Json<Vec<Variant>>,
     only_if: Option<String>,
     previous_started: Option<DateTime<Utc>>,
+    send_window: Option<String>,
 }
 
 /// Starts step `step` of `campaign` if it is still `pending`; `None` when another process did.
@@ -69,7 +70,7 @@ pub async fn start(
          )
          SELECT c.source, c.filters, c.reminder_type, c.started_at AS campaign_started,
                 extract(epoch FROM c.expires_after)::float8 AS expires_after,
-                s.variants, s.only_if,
+                s.variants, s.only_if, c.send_window,
                 (SELECT p.started_at FROM campaign_steps p
                  WHERE p.campaign_id = $1 AND p.step = $2 - 1) AS previous_started
          FROM s, campaigns c WHERE c.id = $1",
@@ -170,6 +171,15 @@ pub async fn start(
     .bind(step)
     .execute(&mut *tx)
     .await?;
+    // Outside the campaign's own window its messages wait parked until it opens (the driver).
+    if super::outside_window(c.send_window.as_deref(), config.app_timezone, Utc::now()) {
+        let jobs = super::repo::unsent_jobs(&mut tx, campaign).await?;
+        crate::queue::park(&mut tx, &jobs).await?;
+        sqlx::query("UPDATE campaigns SET window_parked = true WHERE id = $1")
+            .bind(campaign)
+            .execute(&mut *tx)
+            .await?;
+    }
     crate::webhooks::outbox::batch_opened(&mut tx, batch_id).await?;
     let open: Option<i32> =
         sqlx::query_scalar("SELECT open FROM batch_progress WHERE batch_id = $1")

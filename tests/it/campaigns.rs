@@ -309,3 +309,51 @@ async fn a_bad_campaign_is_refused_field_by_field() {
     let (status, _) = app.call(app.get("/campaigns")).await;
     assert_eq!(status, 403, "a client token may not");
 }
+
+#[tokio::test]
+async fn a_campaign_window_holds_its_messages_until_it_opens() {
+    // The delivery policy's window is always open; the campaign's own is not, now.
+    let app = app("00:00-24:00".into()).await;
+    customers(&app, 4).await;
+    template(&app, "promo", "Halo {nama}").await;
+    let id = make(
+        &app,
+        json!({"name": "Siang", "segment": {"filters": {}}, "send_window": window_excluding_now(),
+               "steps": [{"variants": [{"template_key": "promo", "weight": 1}]}]}),
+    )
+    .await;
+    act(&app, &id, "start").await;
+    wait_until(WITHIN, async || {
+        let stored = app
+            .count("SELECT count(*) FROM messages WHERE kind = 'campaign'")
+            .await;
+        let parked = app
+            .count("SELECT count(*) FROM apalis.jobs WHERE run_at = 'infinity'")
+            .await;
+        ready(stored == 4 && parked == 4, || {
+            format!("{stored} stored, {parked} parked")
+        })
+    })
+    .await;
+    assert_eq!(
+        app.gateway.calls().await,
+        0,
+        "nothing outside the campaign's window"
+    );
+    // Paused and resumed while its window is closed: still parked.
+    assert_eq!(act(&app, &id, "pause").await.0, 200);
+    assert_eq!(act(&app, &id, "resume").await.0, 200);
+    assert_eq!(
+        app.count("SELECT count(*) FROM apalis.jobs WHERE run_at = 'infinity'")
+            .await,
+        4
+    );
+    // The window opens (its hours now cover the clock): they go.
+    sqlx::query("UPDATE campaigns SET send_window = '00:00-24:00'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let sent = app.gateway.wait_sent(4, WITHIN).await;
+    assert_eq!(sent.len(), 4);
+    wait_status(&app, &id, "finished").await;
+}
