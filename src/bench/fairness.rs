@@ -151,22 +151,5 @@ async fn queue_kind(pool: &PgPool, kind: Kind, n: usize, offset: usize) -> anyho
     } else {
         "reminder"
     };
-    for chunk in (0..n).collect::<Vec<_>>().chunks(5_000) {
-        let mut batch: Vec<NewMessage> = Vec::with_capacity(chunk.len());
-        for i in chunk {
-            let to = PhoneNumber::parse(&bench_number(offset + *i))?;
-            batch.push(NewMessage::internal(
-                kind,
-                to,
-                format!("{prefix} {i}"),
-                None,
-            ));
-        }
-        let mut tx = pool.begin().await?;
-        let items: Vec<store::Item<'_>> =
-            batch.iter().map(|m| store::Item::new(m, "bench")).collect();
-        store::store(&mut tx, &items, None, 8).await?;
-        tx.commit().await?;
-    }
-    Ok(())
+    super::queue_messages(pool, kind, offset, n, prefix).await
 }

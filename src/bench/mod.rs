@@ -305,16 +305,27 @@ fn bench_token() -> anyhow::Result<String> {
     JwtKeys::new(SECRET.as_bytes()).issue("bench", Role::Client, Duration::from_secs(3600))
 }
 
-/// Queues `n` sends set-wise, in transactions of 5,000, bodies `"{prefix} {i}"`.
-/// `n` ad-hoc sends, each to its own number (as a real backlog is: the per-recipient spacing
-/// checks and records every one of them).
+/// Queues `n` ad-hoc sends set-wise, in transactions of 5,000, bodies `"{prefix} {i}"`, each
+/// to its own number (as a real backlog is: the per-recipient spacing checks and records every
+/// one of them).
 async fn queue_sends(pool: &PgPool, n: usize, prefix: &str) -> anyhow::Result<()> {
+    queue_messages(pool, Kind::Adhoc, 0, n, prefix).await
+}
+
+/// [`queue_sends`] for messages of `kind`, to the numbers from the `offset`-th on.
+async fn queue_messages(
+    pool: &PgPool,
+    kind: Kind,
+    offset: usize,
+    n: usize,
+    prefix: &str,
+) -> anyhow::Result<()> {
     for chunk in (0..n).collect::<Vec<_>>().chunks(5_000) {
         let mut batch: Vec<NewMessage> = Vec::with_capacity(chunk.len());
         for i in chunk {
-            let to = PhoneNumber::parse(&bench_number(*i))?;
+            let to = PhoneNumber::parse(&bench_number(offset + *i))?;
             batch.push(NewMessage::internal(
-                Kind::Adhoc,
+                kind,
                 to,
                 format!("{prefix} {i}"),
                 None,

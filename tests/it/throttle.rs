@@ -8,20 +8,26 @@ use wiremock::{Mock, Request, Respond, ResponseTemplate, matchers};
 
 use crate::helpers::{Options, TestApp, hold_first_write, id_of};
 
-/// Answers `success: true` and notes when each call arrived.
-struct Clocked(Arc<Mutex<Vec<Instant>>>);
+/// When each call arrived at the gateway, with its message body.
+pub type Arrivals = Arc<Mutex<Vec<(Instant, String)>>>;
+
+/// Answers `success: true` and notes when each call arrived, and its body.
+pub struct Clocked(pub Arrivals);
 
 impl Respond for Clocked {
-    fn respond(&self, _: &Request) -> ResponseTemplate {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let body: serde_json::Value = request.body_json().unwrap_or_default();
+        let text = body["body"].as_str().unwrap_or_default().to_owned();
         if let Ok(mut arrivals) = self.0.lock() {
-            arrivals.push(Instant::now());
+            arrivals.push((Instant::now(), text));
         }
         ResponseTemplate::new(200).set_body_json(json!({"success": true}))
     }
 }
 
-#[tokio::test]
-async fn a_rate_of_five_per_second_holds_over_25_messages() {
+/// An app sending at 5/s (burst 1, a slot every 200 ms) with 8 slots to a gateway that notes
+/// its calls' arrivals.
+pub async fn rate_limited_app() -> (TestApp, Arrivals) {
     let app = TestApp::spawn_with(Options {
         env: vec![
             ("SEND_RATE_PER_SECOND", "5".into()),
@@ -32,11 +38,17 @@ async fn a_rate_of_five_per_second_holds_over_25_messages() {
         ..Default::default()
     })
     .await;
-    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    let arrivals = Arrivals::default();
     Mock::given(matchers::method("POST"))
         .respond_with(Clocked(arrivals.clone()))
         .mount(&app.gateway.server)
         .await;
+    (app, arrivals)
+}
+
+#[tokio::test]
+async fn a_rate_of_five_per_second_holds_over_25_messages() {
+    let (app, arrivals) = rate_limited_app().await;
 
     let mut ids = Vec::new();
     for i in 0..25 {
@@ -84,7 +96,7 @@ async fn a_rate_of_five_per_second_holds_over_25_messages() {
     }
     // At the gateway the same rate holds over longer windows; single gaps jitter by the time an
     // HTTP call takes after its release, which on a loaded machine can be a few hundred ms.
-    let mut at = arrivals.lock().unwrap().clone();
+    let mut at: Vec<Instant> = arrivals.lock().unwrap().iter().map(|a| a.0).collect();
     at.sort();
     assert_eq!(at.len(), 25);
     for w in at.windows(11) {

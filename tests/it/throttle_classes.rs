@@ -3,7 +3,7 @@
 //! throttle hands its slots to single runs first.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -12,24 +12,12 @@ use bengkel_whatsapp::{
     messages::{Kind, phone::PhoneNumber, request::NewMessage, store},
     queue::SEND_QUEUE,
 };
-use serde_json::{Value, json};
-use wiremock::{Mock, Request, Respond, ResponseTemplate, matchers};
+use serde_json::json;
 
-use crate::helpers::{Options, TestApp};
-
-/// Answers `success: true` and notes when each body arrived.
-struct Clocked(Arc<Mutex<Vec<(Instant, String)>>>);
-
-impl Respond for Clocked {
-    fn respond(&self, request: &Request) -> ResponseTemplate {
-        let body: Value = request.body_json().unwrap_or_default();
-        let text = body["body"].as_str().unwrap_or_default().to_owned();
-        if let Ok(mut arrivals) = self.0.lock() {
-            arrivals.push((Instant::now(), text));
-        }
-        ResponseTemplate::new(200).set_body_json(json!({"success": true}))
-    }
-}
+use crate::{
+    helpers::{Options, TestApp, ready, wait_until},
+    throttle::rate_limited_app,
+};
 
 /// Stores `n` campaign messages, each to its own number, bodies `campaign {i}`.
 async fn queue_campaign(app: &TestApp, n: usize) {
@@ -54,45 +42,26 @@ fn arrivals_of(log: &Mutex<Vec<(Instant, String)>>, prefix: &str) -> Vec<Instant
         .collect()
 }
 
+/// The arrivals of `prefix` calls once there are `n` (each noted by the gateway as it came, so
+/// how often this looks does not move them).
 async fn wait_arrivals(
     log: &Mutex<Vec<(Instant, String)>>,
     prefix: &str,
     n: usize,
     within: Duration,
 ) -> Vec<Instant> {
-    let started = Instant::now();
-    loop {
+    wait_until(within, async || {
         let seen = arrivals_of(log, prefix);
-        if seen.len() >= n {
-            return seen;
-        }
-        assert!(
-            started.elapsed() < within,
-            "{}/{n} `{prefix}` calls after {within:?}",
-            seen.len()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        let count = seen.len();
+        ready(count >= n, || format!("{count}/{n} `{prefix}` calls")).map(|_| seen)
+    })
+    .await
 }
 
 #[tokio::test]
 async fn single_sends_overtake_a_campaign_backlog_by_one_slot_at_most_and_the_campaign_goes_on() {
     // 5/s, burst 1: a slot every 200 ms. 8 slots: at most 4 hold campaign jobs.
-    let app = TestApp::spawn_with(Options {
-        env: vec![
-            ("SEND_RATE_PER_SECOND", "5".into()),
-            ("SEND_BURST", "1".into()),
-            ("WORKER_CONCURRENCY", "8".into()),
-        ],
-        gateway_ok: false,
-        ..Default::default()
-    })
-    .await;
-    let log = Arc::new(Mutex::new(Vec::new()));
-    Mock::given(matchers::method("POST"))
-        .respond_with(Clocked(log.clone()))
-        .mount(&app.gateway.server)
-        .await;
+    let (app, log) = rate_limited_app().await;
     queue_campaign(&app, 80).await;
     // The campaign goes at the rate while nothing else waits.
     let early = wait_arrivals(&log, "campaign", 6, Duration::from_secs(10)).await;
